@@ -1,0 +1,105 @@
+# dmsfs — a FUSE filesystem for scientific data archives.
+# Overridable: CC OPT CFLAGS LDFLAGS prefix DESTDIR SANITIZER (e.g. address,undefined)
+
+CC       ?= cc
+OPT      ?= -O2 -g
+STD      := -std=gnu11
+WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-declarations \
+            -Wwrite-strings -Wshadow -Wno-unused-parameter
+PKGS     := fuse3 libcurl lmdb libxxhash libxml-2.0 inih globus-ftp-client
+prefix   ?= /usr/local
+DESTDIR  ?=
+PYTHON   ?= /usr/bin/python3
+
+ifneq ($(SANITIZER),)
+SAN_FLAGS := -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
+endif
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+FINAL_CFLAGS  = $(STD) $(WARN) $(OPT) $(SAN_FLAGS) -D_FILE_OFFSET_BITS=64 \
+                -DFUSE_USE_VERSION=314 -I. $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+FINAL_LDFLAGS = $(SAN_FLAGS) $(LDFLAGS)
+LIBS          = $(PKG_LIBS) -lpthread
+
+B := build
+
+COMMON_SRC   := $(wildcard common/*.c)
+CACHE_SRC    := $(wildcard cache/*.c)
+XFER_SRC     := $(wildcard transfer/*.c)
+ACL_SRC      := $(filter-out acl/dmsctl.c,$(wildcard acl/*.c))
+FS_SRC       := $(filter-out fs/main.c,$(wildcard fs/*.c))
+
+obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
+COMMON_OBJ := $(call obj,$(COMMON_SRC))
+CACHE_OBJ  := $(call obj,$(CACHE_SRC))
+XFER_OBJ   := $(call obj,$(XFER_SRC))
+ACL_OBJ    := $(call obj,$(ACL_SRC))
+FS_OBJ     := $(call obj,$(FS_SRC))
+ALL_LIB_OBJ := $(FS_OBJ) $(ACL_OBJ) $(CACHE_OBJ) $(XFER_OBJ) $(COMMON_OBJ)
+
+# Unit tests: tests/unit/test_<module>_*.c links only that module (and common).
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
+
+PROGS := $(B)/dmsfs $(if $(wildcard acl/dmsctl.c),$(B)/dmsctl)
+
+.PHONY: all clean deps test unit-tests bench demo demo-stop install fuzz check-style
+all: $(PROGS) $(UNIT_BIN) $(TOOL_BIN)
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(FINAL_CFLAGS) -c -o $@ $<
+
+$(B)/dmsfs: $(B)/obj/fs/main.o $(ALL_LIB_OBJ)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/dmsctl: $(B)/obj/acl/dmsctl.o $(ACL_OBJ) $(COMMON_OBJ)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(B)/tests/test_cache%: $(B)/obj/tests/unit/test_cache%.o $(CACHE_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+$(B)/tests/test_xfer%: $(B)/obj/tests/unit/test_xfer%.o $(XFER_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+$(B)/tests/test_acl%: $(B)/obj/tests/unit/test_acl%.o $(ACL_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+$(B)/tests/test_fs%: $(B)/obj/tests/unit/test_fs%.o $(ALL_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+$(B)/tools/%: $(B)/obj/tests/tools/%.o $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+
+deps:
+	@sh packaging/install-deps.sh
+
+# Every test, unit and integration, runs under pytest so the last line is
+# its summary.  Integration tests need root (FUSE mounts, useradd, servers).
+test: deps
+	$(MAKE) all
+	$(PYTHON) -m pytest -p no:cacheprovider -v tests/
+
+bench: deps
+	$(MAKE) all
+	$(PYTHON) tests/bench/bench.py
+
+demo: deps
+	$(MAKE) all
+	@sh packaging/demo.sh start
+
+demo-stop:
+	@sh packaging/demo.sh stop
+
+install: $(PROGS)
+	install -d $(DESTDIR)$(prefix)/bin
+	install -m 0755 $(PROGS) $(DESTDIR)$(prefix)/bin/
+
+clean:
+	rm -rf $(B)
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,22 @@
+#ifndef DMS_LOG_H
+#define DMS_LOG_H
+/*
+ * common/: the one logging function every module uses.  Levels are syslog's
+ * (LOG_ERR, LOG_WARNING, LOG_NOTICE, LOG_INFO, LOG_DEBUG).  Messages go to
+ * stderr until dms_log_to_syslog() is called (the daemon does that when it
+ * detaches).  LOG_DEBUG is dropped unless debug output was turned on.
+ * Thread safe: each message is written with a single write.
+ */
+#include <stdbool.h>
+#include <syslog.h>
+
+void dms_log(int prio, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Turns LOG_DEBUG output on or off.  Call before starting threads. */
+void dms_log_set_debug(bool on);
+
+/* From now on messages go to syslog with this ident. */
+void dms_log_to_syslog(const char *ident);
+
+#endif
