@@ -1,0 +1,59 @@
+#ifndef DMS_XFER_I_H
+#define DMS_XFER_I_H
+/*
+ * Private to transfer/: the interface each protocol backend implements.
+ * xfer.c owns the list of sources (mirrors), tries them in order, and takes
+ * a failing source out for a back-off period; a backend handles exactly one
+ * source URL and never looks at other sources.
+ *
+ * A backend's calls have the same contracts and error codes as the public
+ * xfer_* calls (xfer.h), with one addition: a backend returns -EHOSTDOWN
+ * only for failures that another source might not have (connect error,
+ * timeout, stall, 5xx / FTP 421 after its own retries), which is what makes
+ * xfer.c move to the next source.  -EIO (a wrong answer) also moves on.
+ * -ENOENT, -EACCES, -ENOTDIR, -ESTALE, -EFBIG are answers and are returned
+ * to the caller at once.
+ *
+ * Thread safety: every op may run concurrently on one backend state.
+ */
+#include "transfer/xfer.h"
+
+struct xfer_backend;
+
+struct xfer_backend_ops {
+	const char *name;  /* "http", "gridftp": for logs */
+	/* url is the source root (no trailing '/'); opts outlive the state. */
+	int (*open)(void **state, const char *url, const struct xfer_opts *opts);
+	void (*close)(void *state);
+	int (*stat)(void *state, const char *path, struct xfer_attr *attr);
+	int (*list)(void *state, const char *path, xfer_entry_fn fn, void *arg);
+	int (*read)(void *state, const char *path,
+	            const struct xfer_attr *expect, uint64_t offset, size_t len,
+	            void *buf);
+};
+
+/* Backends, each in its own file (http.c, gridftp.c). */
+extern const struct xfer_backend_ops xfer_http_ops;
+extern const struct xfer_backend_ops xfer_gridftp_ops;
+
+/* Builds "<root><encoded path>" into a malloc'd string (caller frees), each
+ * path segment percent-encoded; a trailing '/' is added when dir is set.
+ * NULL on allocation failure or an over-long path. */
+char *xfer_url_join(const char *root, const char *path, int dir);
+
+/* A collected listing: backends parse the whole reply into this before
+ * calling the user's callback (so retries never show partial listings). */
+struct xfer_listing {
+	size_t count, cap;
+	struct xfer_listing_entry {
+		char *name;
+		struct xfer_attr attr;
+	} *entries;
+};
+int xfer_listing_add(struct xfer_listing *l, const char *name,
+                     const struct xfer_attr *attr);
+int xfer_listing_emit(const struct xfer_listing *l, xfer_entry_fn fn,
+                      void *arg);
+void xfer_listing_free(struct xfer_listing *l);
+
+#endif
