@@ -20,7 +20,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 FINAL_CFLAGS  = $(STD) $(WARN) $(OPT) $(SAN_FLAGS) -D_FILE_OFFSET_BITS=64 \
                 -DFUSE_USE_VERSION=314 -I. $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 FINAL_LDFLAGS = $(SAN_FLAGS) $(LDFLAGS)
-LIBS          = $(PKG_LIBS) -lpthread
+LIBS          = $(PKG_LIBS) -lpthread -lm
 
 B := build
 

@@ -1,0 +1,46 @@
+#ifndef DMS_FS_H
+#define DMS_FS_H
+/*
+ * fs/: the FUSE daemon.  It asks acl/ whether a caller may act, reads
+ * through cache/ and fills misses from transfer/.  Nothing below it calls up.
+ *
+ * fs_config is filled from the command line (fs/main.c) and owned by main;
+ * fs_run borrows it for the life of the mount.
+ */
+#include <stdint.h>
+#include <stdbool.h>
+#include <fuse_lowlevel.h>
+
+struct fs_config {
+	char *sources;          /* URL argument: one or more ';'-separated sources */
+	char *mountpoint;
+	char *cache_dir;
+	uint64_t cache_size;    /* bytes */
+	uint64_t block_size;    /* bytes, power of two in [4 KiB, 16 MiB] */
+	uint64_t mem_size;      /* bytes of recently used blocks kept in memory */
+	unsigned meta_ttl;      /* seconds */
+	unsigned readahead;     /* bytes read ahead for sequential readers */
+	unsigned max_threads;   /* FUSE worker threads */
+	unsigned fetchers;      /* read-ahead threads */
+	char *proxy;            /* HTTP proxy groups, NULL for DIRECT */
+	unsigned gridftp_streams;
+	unsigned connect_timeout; /* seconds */
+	unsigned stall_timeout;   /* seconds */
+	uint64_t max_listing;   /* bytes */
+	int foreground;
+	int debug;
+	struct fuse_args args;  /* what is left for libfuse */
+};
+
+/* Parses "123", "64K", "1.5G"... (K/M/G/T, binary multiples, optional
+ * trailing 'B' or 'iB').  Returns 0, or -EINVAL for anything else, including
+ * overflow.  Cannot fail otherwise. */
+int fs_parse_size(const char *s, uint64_t *out) __attribute__((warn_unused_result));
+
+/* Opens the cache and the sources, checks that the tree can be served,
+ * mounts, then writes one byte 0 to ready_fd (if >= 0) and closes it, and
+ * serves until unmounted.  When mounting fails, logs one line saying why and
+ * returns non-zero without writing to ready_fd.  Returns the exit status. */
+int fs_run(struct fs_config *cfg, int ready_fd);
+
+#endif

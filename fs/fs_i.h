@@ -1,0 +1,144 @@
+#ifndef DMS_FS_I_H
+#define DMS_FS_I_H
+/* Private to fs/: shared between ops.c, meta.c, blocks.c and inode.c. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "fs/fs.h"
+#include "cache/cache.h"
+#include "transfer/xfer.h"
+
+/* ---- block arithmetic (block_size is a power of two) ---- */
+
+static inline uint64_t fs_block_index(uint64_t off, uint64_t block_size)
+{
+	return off / block_size;
+}
+
+/* Length of block idx of a file of size bytes: block_size except for the
+ * last block; 0 past the end. */
+static inline size_t fs_block_len(uint64_t idx, uint64_t size,
+                                  uint64_t block_size)
+{
+	uint64_t start = idx * block_size;
+
+	if (start >= size)
+		return 0;
+	return (size_t)(size - start < block_size ? size - start : block_size);
+}
+
+static inline uint64_t fs_block_count(uint64_t size, uint64_t block_size)
+{
+	return (size + block_size - 1) / block_size;
+}
+
+/* ---- one version of a file, as its blocks are identified ----
+ * Immutable after creation; shared by open handles and read-ahead jobs. */
+struct fs_file {
+	atomic_int refs;
+	struct xfer_attr attr;
+	struct cache_fid fid;
+	char path[];
+};
+
+struct fs_file *fs_file_new(const char *path, const struct xfer_attr *attr,
+                            uint64_t block_size);
+struct fs_file *fs_file_get(struct fs_file *f);
+void fs_file_put(struct fs_file *f);
+
+/* ---- blocks.c: the read pipeline ----
+ * Memory (recent blocks) -> LMDB cache -> transfer, with one fetch per
+ * block however many readers want it, and read-ahead threads.
+ * Thread safety: all calls may run concurrently. */
+struct fs_blocks;
+
+int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
+                   struct xfer *xfer, uint64_t block_size, uint64_t mem_bytes,
+                   unsigned fetchers);
+void fs_blocks_destroy(struct fs_blocks *bl);
+/* Fills buf with len bytes at off of f (off + len <= f->attr.size). */
+int fs_blocks_read(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
+                   size_t len, char *buf);
+/* Queues loading of blocks [first, first + count) in the background. */
+void fs_blocks_prefetch(struct fs_blocks *bl, struct fs_file *f,
+                        uint64_t first, uint64_t count);
+
+/* ---- meta.c: listings and attributes, cached in memory and LMDB ----
+ * A listing snapshot is immutable and refcounted; entries sorted by name. */
+struct fs_dirent {
+	const char *name;
+	struct xfer_attr attr;
+};
+
+struct fs_dir {
+	atomic_int refs;
+	int64_t validated;      /* wall-clock seconds of the last good fetch */
+	size_t count;
+	struct fs_dirent *ents;
+	char *names;            /* storage of all names */
+};
+
+struct fs_meta;
+
+int fs_meta_init(struct fs_meta **out, struct cache *cache, struct xfer *xfer,
+                 unsigned ttl, size_t max_entries);
+void fs_meta_destroy(struct fs_meta *m);
+/* The listing of dir path, fresh (validated within ttl) or, when the sources
+ * cannot answer, the last one known (stale-if-error).  *out holds a ref. */
+int fs_meta_dir(struct fs_meta *m, const char *path, struct fs_dir **out);
+/* Forgets the in-memory validation of path so the next call refetches. */
+void fs_meta_expire(struct fs_meta *m, const char *path);
+void fs_dir_put(struct fs_dir *d);
+const struct fs_dirent *fs_dir_find(const struct fs_dir *d, const char *name);
+/* Attributes of the root; from the sources, else the cache. */
+int fs_meta_root(struct fs_meta *m, struct xfer_attr *attr);
+
+/* Serialization of listings (exposed for unit tests). */
+int fs_dir_encode(const struct fs_dir *d, void **out, size_t *len);
+int fs_dir_decode(const void *buf, size_t len, struct fs_dir **out);
+
+/* ---- inode.c: kernel inode numbers <-> paths ---- */
+struct fs_node {
+	uint64_t ino;
+	uint64_t nlookup;          /* guarded by fs_inodes.lock */
+	struct xfer_attr attr;     /* guarded by fs_inodes.lock */
+	int64_t validated;         /* guarded by fs_inodes.lock */
+	bool changed;              /* attr changed since the kernel cached
+	                              its pages; guarded by fs_inodes.lock */
+	struct fs_node *ino_next;  /* hash chains, guarded by fs_inodes.lock */
+	struct fs_node *path_next;
+	char path[];
+};
+
+struct fs_inodes;
+
+int fs_inodes_init(struct fs_inodes **out, const struct xfer_attr *root);
+void fs_inodes_destroy(struct fs_inodes *t);
+/* Finds or creates the node for path, adds one kernel lookup and stores
+ * attr (marking it changed if size, mtime or etag differ).  Copies the
+ * node's ino and attr out; never returns the node itself. */
+int fs_inodes_lookup(struct fs_inodes *t, const char *path,
+                     const struct xfer_attr *attr, int64_t now,
+                     uint64_t *ino);
+void fs_inodes_forget(struct fs_inodes *t, uint64_t ino, uint64_t nlookup);
+/* Copies path (malloc'd, caller frees), attr and validation time of ino. */
+int fs_inodes_get(struct fs_inodes *t, uint64_t ino, char **path,
+                  struct xfer_attr *attr, int64_t *validated);
+/* Stores freshly validated attributes of ino. */
+void fs_inodes_update(struct fs_inodes *t, uint64_t ino,
+                      const struct xfer_attr *attr, int64_t now);
+/* Reads and clears the "changed" mark (true: drop the kernel page cache). */
+bool fs_inodes_take_changed(struct fs_inodes *t, uint64_t ino);
+
+/* Joins a directory path and a name into a malloc'd path. */
+char *fs_path_join(const char *dir, const char *name);
+/* The parent of path ("/" for "/x"), malloc'd. */
+char *fs_path_parent(const char *path);
+const char *fs_path_base(const char *path);
+
+bool fs_attr_same_version(const struct xfer_attr *a, const struct xfer_attr *b);
+
+#endif
