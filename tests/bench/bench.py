@@ -1,0 +1,1254 @@
+#!/usr/bin/python3
+"""dmsfs benchmark against its peers (rclone mount, xrootdfs) and ceilings.
+
+Run as root (FUSE mounts, drop_caches, servers dropping privileges):
+
+    /usr/bin/python3 tests/bench/bench.py [--quick] [--only dmsfs,rclone,xrootdfs,gridftp,wan]
+                                          [--dmsfs-opts block_size=1M,...] [--keep-data]
+
+Everything runs on 127.0.0.1: one origin data folder (a big file and a tree of
+small files) served by nginx WebDAV, an XRootD data server and (extension) a
+GridFTP server.  Each filesystem gets the same workloads; the results are
+printed as a table with PASS/MISS against the targets and written as JSON to
+build/bench/results.json.
+
+Method (the same for every filesystem):
+  * sequential reads: `dd if=FILE of=/dev/null bs=1M`, timed with
+    time.monotonic around the subprocess, byte count checked;
+  * random reads: fio randread, bs=64k, ioengine=psync, direct=1 (O_DIRECT,
+    so the kernel's readahead and page cache do not blur what the daemon
+    does), fixed seed so the warm run repeats the cold run's offsets;
+  * "drop caches" = sync, `echo 3 > /proc/sys/vm/drop_caches`, then the
+    origin's files are read back into the page cache, so the origin behaves
+    like a server with its data in memory and only the client side is cold;
+  * cold = fresh mount with a fresh cache dir after a drop; hot = again in the
+    same mount with no drop; warm = unmount, remount on the same cache dir,
+    drop;
+  * ceilings (curl, local page cache, globus-url-copy) are best of 3.
+Only processes this script started are stopped, by PID / process group.
+"""
+
+import argparse
+import atexit
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+DMSFS = os.path.join(REPO, "build", "dmsfs")
+RELAY = os.path.join(REPO, "build", "tools", "delayrelay")
+RESULTS = os.path.join(REPO, "build", "bench", "results.json")
+DAV_MODULE = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so"
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+MB = 1000 * 1000
+
+PEERS = ["dmsfs", "rclone", "xrootdfs"]
+EXTRAS = ["gridftp", "wan"]
+
+T0 = time.monotonic()
+
+
+def log(msg):
+    sys.stderr.write("[%7.1fs] %s\n" % (time.monotonic() - T0, msg))
+    sys.stderr.flush()
+
+
+class StepError(Exception):
+    """A workload step failed; the message is recorded as the result."""
+
+
+class StepTimeout(StepError):
+    """A step ran over its time limit (the mount is then torn down)."""
+
+
+# --------------------------------------------------------------------------
+# Process and mount bookkeeping: everything started here is stopped here.
+
+class Registry:
+    def __init__(self):
+        self.procs = {}      # pid -> (name, Popen)
+        self.mounts = set()  # mount points that may still be mounted
+        self.cleaned = False
+
+    def add(self, name, popen):
+        self.procs[popen.pid] = (name, popen)
+
+    def forget(self, pid):
+        self.procs.pop(pid, None)
+
+
+REG = Registry()
+
+
+def mounted(mnt):
+    """True if MNT is a mount point (reads mountinfo; never stats MNT)."""
+    mnt = os.path.realpath(mnt)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4 and fields[4].replace("\\040", " ") == mnt:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def alive(popen):
+    return popen is not None and popen.poll() is None
+
+
+def stop_proc(popen, name="", term_wait=10.0):
+    """SIGTERM the process group we started (pgid == pid), then SIGKILL."""
+    if popen is None:
+        return
+    pid = popen.pid
+    if popen.poll() is None:
+        for sig, wait in ((signal.SIGTERM, term_wait), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    break
+            try:
+                popen.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    # Remaining group members (forked children) of a dead leader.
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    REG.forget(pid)
+
+
+def fusermount_u(mnt, lazy=False, timeout=20):
+    argv = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [mnt]
+    try:
+        r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           timeout=timeout, start_new_session=True)
+        return r.returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def force_unmount(mnt):
+    if mounted(mnt):
+        if not fusermount_u(mnt, lazy=False, timeout=10):
+            fusermount_u(mnt, lazy=True, timeout=10)
+    REG.mounts.discard(mnt)
+
+
+def cleanup_all():
+    if REG.cleaned:
+        return
+    REG.cleaned = True
+    for mnt in list(REG.mounts):
+        try:
+            force_unmount(mnt)
+        except Exception as e:  # keep going: everything must be stopped
+            log("cleanup: unmount %s: %s" % (mnt, e))
+    for pid, (name, popen) in list(REG.procs.items()):
+        try:
+            stop_proc(popen, name, term_wait=5.0)
+        except Exception as e:
+            log("cleanup: stop %s (%d): %s" % (name, pid, e))
+    for mnt in list(REG.mounts):
+        fusermount_u(mnt, lazy=True, timeout=10)
+
+
+def on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+def free_port():
+    """A free TCP port (bound on all addresses, since xrootd binds those)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout, popen=None, name=""):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if popen is not None and popen.poll() is not None:
+            raise StepError("%s exited with %s before listening" % (name, popen.returncode))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise StepError("%s: port %d not listening after %ds" % (name, port, timeout))
+
+
+def tail(path, n=15):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 4096))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        return " | ".join(lines[-n:])
+    except OSError:
+        return ""
+
+
+def rmtree(path):
+    if os.path.lexists(path):
+        if mounted(path):
+            force_unmount(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_timed(argv, timeout, fs=None, env=None, capture=True):
+    """Runs argv in its own session; returns (seconds, rc, stdout, stderr).
+
+    On timeout the filesystem under test is torn down first (killing its
+    daemon aborts the FUSE connection, which frees a reader stuck in the
+    kernel), then the command's process group is killed, and StepTimeout is
+    raised.
+    """
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE,
+                         start_new_session=True, env=env)
+    REG.add(argv[0], p)
+    try:
+        so, se = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log("TIMEOUT after %ds: %s" % (timeout, " ".join(argv)))
+        if fs is not None:
+            fs.kill()
+        stop_proc(p, argv[0], term_wait=2.0)
+        try:
+            p.communicate(timeout=10)
+        except Exception:
+            pass
+        raise StepTimeout("timeout after %ds" % timeout)
+    finally:
+        REG.forget(p.pid)
+    dt = time.monotonic() - t0
+    return (dt, p.returncode,
+            (so or b"").decode("utf-8", "replace"), (se or b"").decode("utf-8", "replace"))
+
+
+# --------------------------------------------------------------------------
+# Origin data
+
+def make_data(work, quick):
+    name = "data-quick" if quick else "data-full"
+    data = os.path.join(work, name)
+    big_size = 256 * MiB if quick else 1 * GiB
+    ndirs, per_dir = (5, 100) if quick else (50, 100)
+    spec = {"big_size": big_size, "ndirs": ndirs, "per_dir": per_dir, "version": 1}
+    stamp = data + ".done"
+    try:
+        with open(stamp) as f:
+            if json.load(f) == spec and os.path.getsize(os.path.join(data, "big.bin")) == big_size:
+                log("origin data reused: %s" % data)
+                return data, spec
+    except (OSError, ValueError):
+        pass
+    log("generating origin data in %s (%d MiB file, %d files)" %
+        (data, big_size // MiB, ndirs * per_dir))
+    rmtree(data)
+    os.makedirs(data)
+    os.chmod(work, 0o755)
+    os.chmod(data, 0o755)
+    # Big file: one 64 MiB random pattern, each 64 MiB chunk rotated by a
+    # different odd amount, so no two aligned blocks of any size are equal.
+    pat = os.urandom(64 * MiB)
+    mv = memoryview(pat)
+    with open(os.path.join(data, "big.bin"), "wb") as f:
+        for i in range(big_size // (64 * MiB)):
+            k = (i * 40961 + 4099 * i * i + 1) % len(pat)
+            f.write(mv[k:])
+            f.write(mv[:k])
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(os.path.join(data, "big.bin"), 0o644)
+    rng = random.Random(20240601)
+    tree = os.path.join(data, "tree")
+    os.mkdir(tree)
+    for d in range(ndirs):
+        dd = os.path.join(tree, "d%02d" % d)
+        os.mkdir(dd)
+        for i in range(per_dir):
+            size = rng.randint(1 * KiB, 64 * KiB)
+            p = os.path.join(dd, "f%03d.dat" % i)
+            with open(p, "wb") as f:
+                f.write(os.urandom(size))
+            os.chmod(p, 0o644)
+        os.chmod(dd, 0o755)
+    os.chmod(tree, 0o755)
+    os.sync()
+    with open(stamp, "w") as f:
+        json.dump(spec, f)
+    return data, spec
+
+
+class Origin:
+    """The origin files and how to put them back into the page cache."""
+
+    def __init__(self, data, spec):
+        self.data = data
+        self.spec = spec
+        self.big = os.path.join(data, "big.bin")
+        self.tree = os.path.join(data, "tree")
+        self.nfiles = spec["ndirs"] * spec["per_dir"]
+        self.tree_bytes = 0
+        self.files = []
+        for root, dirs, files in os.walk(self.tree):
+            dirs.sort()
+            for fn in sorted(files):
+                p = os.path.join(root, fn)
+                self.files.append(p)
+                self.tree_bytes += os.path.getsize(p)
+
+    def prewarm(self):
+        buf = bytearray(MiB)
+        for p in [self.big] + self.files:
+            with open(p, "rb", buffering=0) as f:
+                while f.readinto(buf):
+                    pass
+
+
+def drop_caches(origin):
+    """Drops the page cache (client caches go cold), then re-reads the origin."""
+    t = time.monotonic()
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+    origin.prewarm()
+    log("  page cache dropped, origin re-read (%.1fs)" % (time.monotonic() - t))
+
+
+# --------------------------------------------------------------------------
+# Servers
+
+class Servers:
+    def __init__(self, work, data, run):
+        self.work = work
+        self.data = data
+        self.run = run
+        self.nginx = None
+        self.nginx_port = None
+        self.xrootd = None
+        self.xrootd_port = None
+        self.gridftp = None
+        self.gridftp_port = None
+        self.relay = None
+        self.relay_port = None
+
+    def start_nginx(self):
+        d = os.path.join(self.run, "nginx")
+        os.makedirs(d, exist_ok=True)
+        port = free_port()
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("""
+load_module {mod};
+user www-data;
+worker_processes 2;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {data};
+        location / {{
+            dav_ext_methods PROPFIND OPTIONS;
+            limit_except GET HEAD PROPFIND OPTIONS {{ deny all; }}
+        }}
+    }}
+}}
+""".format(mod=DAV_MODULE, d=d, port=port, data=self.data))
+        logf = open(os.path.join(d, "stderr.log"), "wb")
+        p = subprocess.Popen(["nginx", "-c", conf, "-p", d], stdin=subprocess.DEVNULL,
+                             stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        REG.add("nginx", p)
+        wait_port(port, 15, p, "nginx")
+        self.nginx, self.nginx_port = p, port
+        log("nginx WebDAV on 127.0.0.1:%d (pid %d)" % (port, p.pid))
+
+    def start_xrootd(self):
+        d = os.path.join(self.run, "xrootd")
+        for sub in ("", "admin", "pid", "home"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+            shutil.chown(os.path.join(d, sub), "daemon", "daemon")
+        port = free_port()
+        cfg = os.path.join(d, "xrootd.cfg")
+        with open(cfg, "w") as f:
+            f.write("xrd.port %d\n"
+                    "xrd.allow host localhost\n"
+                    "xrd.allow host 127.0.0.1\n"
+                    "all.role server\n"
+                    "all.export %s r/o\n"
+                    "all.adminpath %s/admin\n"
+                    "all.pidpath %s/pid\n"
+                    "xrd.homepath %s/home\n" % (port, self.data, d, d, d))
+        logf = open(os.path.join(d, "stderr.log"), "wb")
+        # Foreground (no -b) so the PID we hold is the server's.
+        p = subprocess.Popen(["xrootd", "-c", cfg, "-l", os.path.join(d, "xrootd.log"),
+                              "-R", "daemon", "-s", os.path.join(d, "xrootd.pid"),
+                              "-n", "bench", "-I", "v4"],
+                             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                             start_new_session=True, cwd=d)
+        REG.add("xrootd", p)
+        wait_port(port, 30, p, "xrootd")
+        self.xrootd, self.xrootd_port = p, port
+        log("xrootd on port %d (pid %d)" % (port, p.pid))
+
+    def start_gridftp(self):
+        d = os.path.join(self.run, "gridftp")
+        os.makedirs(d, exist_ok=True)
+        port = free_port()
+        logp = os.path.join(d, "gridftp.log")
+        logf = open(os.path.join(d, "stderr.log"), "wb")
+        # -s: daemon mode in the foreground (forks per connection, same
+        # process group), so stopping the group stops everything.
+        p = subprocess.Popen(["globus-gridftp-server", "-aa", "-anonymous-user", "nobody",
+                              "-anonymous-group", "nogroup", "-p", str(port),
+                              "-control-interface", "127.0.0.1", "-data-interface", "127.0.0.1",
+                              "-home-dir", self.data, "-rp", self.data, "-c", "/dev/null",
+                              "-d", "ERROR", "-l", logp, "-s"],
+                             stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        REG.add("globus-gridftp-server", p)
+        wait_port(port, 20, p, "globus-gridftp-server")
+        self.gridftp, self.gridftp_port = p, port
+        log("globus-gridftp-server on 127.0.0.1:%d (pid %d)" % (port, p.pid))
+
+    def start_relay(self, delay_ms, target_port):
+        if not os.access(RELAY, os.X_OK):
+            log("building %s" % RELAY)
+            subprocess.run(["make", "-C", REPO, "build/tools/delayrelay"], timeout=300,
+                           stdout=subprocess.DEVNULL)
+        if not os.access(RELAY, os.X_OK):
+            raise StepError("build/tools/delayrelay missing (make build/tools/delayrelay failed)")
+        d = os.path.join(self.run, "relay")
+        os.makedirs(d, exist_ok=True)
+        errf = open(os.path.join(d, "stderr.log"), "wb")
+        p = subprocess.Popen([RELAY, "0", "127.0.0.1:%d" % target_port, str(delay_ms)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf,
+                             start_new_session=True)
+        REG.add("delayrelay", p)
+        import select
+        r, _, _ = select.select([p.stdout], [], [], 10)
+        line = p.stdout.readline().decode().strip() if r else ""
+        if not line.isdigit():
+            stop_proc(p)
+            raise StepError("delayrelay did not print its port (%r)" % line)
+        self.relay, self.relay_port = p, int(line)
+        wait_port(self.relay_port, 10, p, "delayrelay")
+        log("delayrelay on 127.0.0.1:%d -> %d, %d ms each way (pid %d)" %
+            (self.relay_port, target_port, delay_ms, p.pid))
+
+    def stop_relay(self):
+        stop_proc(self.relay, "delayrelay")
+        self.relay = None
+
+
+# --------------------------------------------------------------------------
+# Filesystems under test
+
+class FS:
+    """One FUSE filesystem: mount/unmount with a cache dir, kill on hang."""
+
+    name = "?"
+    has_cache = True
+
+    def __init__(self, bench, label=None):
+        self.b = bench
+        self.label = label or self.name
+        self.mnt = os.path.join(bench.run, "mnt-" + self.label)
+        self.proc = None
+        self.cache = None
+        self.peak_rss_kib = 0
+        self.ncache = 0
+        os.makedirs(self.mnt, exist_ok=True)
+
+    def argv(self, cache):
+        raise NotImplementedError
+
+    def new_cache(self):
+        self.ncache += 1
+        c = os.path.join(self.b.run, "cache-%s-%d" % (self.label, self.ncache))
+        rmtree(c)
+        os.makedirs(c)
+        return c
+
+    def mount(self, cache):
+        if mounted(self.mnt):
+            force_unmount(self.mnt)
+        self.cache = cache
+        logp = os.path.join(self.b.run, "%s.log" % self.label)
+        logf = open(logp, "ab")
+        logf.write(("\n==== mount %s cache=%s\n" % (time.ctime(), cache)).encode())
+        logf.flush()
+        argv = self.argv(cache)
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+        logf.close()
+        REG.add(self.label, p)
+        REG.mounts.add(self.mnt)
+        self.proc = p
+        end = time.monotonic() + self.b.t(30)
+        while time.monotonic() < end:
+            if mounted(self.mnt):
+                time.sleep(0.2)  # let the daemon finish its INIT
+                return
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        rc = p.poll()
+        self.kill()
+        raise StepError("mount failed (%s): %s" %
+                        ("exit %s" % rc if rc is not None else "timeout", tail(logp, 5)))
+
+    def sample_rss(self):
+        if not alive(self.proc):
+            return
+        try:
+            with open("/proc/%d/status" % self.proc.pid) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        self.peak_rss_kib = max(self.peak_rss_kib, int(line.split()[1]))
+        except OSError:
+            pass
+
+    def unmount(self):
+        self.sample_rss()
+        ok = True
+        if mounted(self.mnt) and not fusermount_u(self.mnt, timeout=self.b.t(30)):
+            log("  %s: fusermount3 -u failed, lazy unmount" % self.label)
+            fusermount_u(self.mnt, lazy=True)
+            ok = False
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=self.b.t(30))
+            except subprocess.TimeoutExpired:
+                log("  %s: daemon still running after unmount, stopping pid %d" %
+                    (self.label, self.proc.pid))
+                ok = False
+            stop_proc(self.proc, self.label)
+            self.proc = None
+        REG.mounts.discard(self.mnt)
+        if not ok:
+            raise StepError("unmount was not clean")
+
+    def kill(self):
+        """Tears the mount down hard (after a timeout)."""
+        if self.proc is not None:
+            self.sample_rss()
+            stop_proc(self.proc, self.label, term_wait=3.0)
+            self.proc = None
+        fusermount_u(self.mnt, lazy=True, timeout=10)
+        REG.mounts.discard(self.mnt)
+
+
+class Dmsfs(FS):
+    name = "dmsfs"
+
+    def __init__(self, bench, url, label=None):
+        FS.__init__(self, bench, label)
+        self.url = url
+
+    def argv(self, cache):
+        opts = ["cache_dir=" + cache]
+        if self.b.args.dmsfs_opts:
+            opts.append(self.b.args.dmsfs_opts)
+        argv = [self.b.dmsfs_bin, "-f", "-o", ",".join(opts), self.url, self.mnt]
+        return argv
+
+
+class Rclone(FS):
+    name = "rclone"
+
+    def argv(self, cache):
+        conf = os.path.join(self.b.run, "rclone.conf")
+        if not os.path.exists(conf):
+            open(conf, "w").close()
+        return ["rclone", "mount", ":webdav:", self.mnt, "--config", conf,
+                "--webdav-url", "http://127.0.0.1:%d/" % self.b.srv.nginx_port,
+                "--vfs-cache-mode", "full", "--cache-dir", cache, "--read-only"]
+
+
+class Xrootdfs(FS):
+    name = "xrootdfs"
+    has_cache = False
+
+    def argv(self, cache):
+        return ["xrootdfs", self.mnt, "-f", "-o",
+                "rdr=root://127.0.0.1:%d/%s,uid=daemon" % (self.b.srv.xrootd_port, self.b.origin.data)]
+
+
+class PassthroughLL(FS):
+    """libfuse's passthrough_ll example over the origin folder: the FUSE ceiling."""
+    name = "passthrough_ll"
+    has_cache = False
+    SRC = "/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c"
+
+    def build(self):
+        binp = os.path.join(self.b.run, "passthrough_ll")
+        if not os.path.exists(self.SRC):
+            raise StepError("%s not installed" % self.SRC)
+        flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], capture_output=True,
+                               text=True, timeout=30).stdout.split()
+        r = subprocess.run(["cc", "-O2", "-o", binp, self.SRC] + flags, capture_output=True,
+                           text=True, timeout=120)
+        if r.returncode != 0:
+            raise StepError("cannot build passthrough_ll: %s" % r.stderr.strip()[-200:])
+        self.bin = binp
+
+    def argv(self, cache):
+        return [self.bin, "-f", "-o", "source=%s,cache=always" % self.b.origin.data, self.mnt]
+
+
+# --------------------------------------------------------------------------
+# Workloads
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = os.path.abspath(args.work_dir)
+        self.run = os.path.join(self.work, "run-%d" % os.getpid())
+        self.results = {}   # fs label -> metric -> dict
+        self.ceilings = {}  # name -> dict
+        self.origin = None
+        self.srv = None
+        sel = args.only.split(",") if args.only else PEERS + EXTRAS
+        self.sel = [s.strip() for s in sel if s.strip()]
+        bad = [s for s in self.sel if s not in PEERS + EXTRAS]
+        if bad:
+            raise SystemExit("unknown --only entries: %s (known: %s)" %
+                             (",".join(bad), ",".join(PEERS + EXTRAS)))
+        self.fio_io = 16 * MiB if args.quick else 64 * MiB
+        self.dmsfs_bin = os.path.abspath(args.dmsfs_bin)
+
+    def t(self, seconds):
+        return seconds * self.args.timeout_scale
+
+    # ---- recording
+    def rec(self, label, metric, value):
+        self.results.setdefault(label, {})[metric] = value
+
+    def fail(self, label, metric, err):
+        log("  %s %s: FAIL: %s" % (label, metric, err))
+        self.rec(label, metric, {"status": "FAIL", "error": str(err)})
+
+    # ---- single measurements
+    def seq_read(self, path, size, fs=None):
+        timeout = self.t(60 + size / (10 * MiB))
+        dt, rc, so, se = run_timed(["dd", "if=" + path, "of=/dev/null", "bs=1M"], timeout, fs)
+        m = re.search(r"^(\d+) bytes", se, re.M)
+        got = int(m.group(1)) if m else -1
+        if rc != 0 or got != size:
+            raise StepError("dd rc=%d, %d of %d bytes: %s" % (rc, got, size, se.strip()[-200:]))
+        return {"status": "OK", "seconds": dt, "bytes": size, "MiBps": size / MiB / dt}
+
+    def fio_rand(self, path, size, fs=None):
+        cap = int(self.t(120))
+        argv = ["fio", "--name=randread", "--filename=" + path, "--readonly",
+                "--rw=randread", "--bs=64k", "--size=%d" % size, "--io_size=%d" % self.fio_io,
+                "--ioengine=psync", "--direct=1", "--randrepeat=1", "--randseed=4242",
+                "--runtime=%d" % cap, "--output-format=json"]
+        dt, rc, so, se = run_timed(argv, cap + self.t(60), fs)
+        try:
+            j = json.loads(so[so.index("{"):])
+            rd = j["jobs"][0]["read"]
+            iops, nbytes, err = rd["iops"], rd["io_bytes"], j["jobs"][0].get("error", 0)
+        except (ValueError, KeyError, IndexError) as e:
+            raise StepError("fio rc=%d, no JSON (%s): %s" % (rc, e, (se or so).strip()[-300:]))
+        if rc != 0 or err or nbytes <= 0:
+            raise StepError("fio rc=%d error=%s io_bytes=%d: %s" % (rc, err, nbytes, se.strip()[-300:]))
+        r = {"status": "OK", "iops": iops, "io_bytes": nbytes, "seconds": dt,
+             "lat_mean_us": rd.get("clat_ns", {}).get("mean", 0) / 1000.0}
+        if nbytes < self.fio_io:
+            r["note"] = "stopped at the %ds runtime cap" % cap
+        return r
+
+    def ls_lr(self, path, fs=None):
+        dt, rc, so, se = run_timed(["ls", "-lR", path], self.t(180), fs,
+                                   env=dict(os.environ, LC_ALL="C"))
+        nfiles = sum(1 for l in so.splitlines() if l.startswith("-"))
+        if rc != 0 or nfiles != self.origin.nfiles:
+            raise StepError("ls rc=%d, %d of %d files listed: %s" %
+                            (rc, nfiles, self.origin.nfiles, se.strip()[-200:]))
+        return {"status": "OK", "seconds": dt, "files": nfiles}
+
+    def cp_r(self, path, fs=None):
+        dest = os.path.join(self.run, "cp-dest")
+        rmtree(dest)
+        os.makedirs(dest)
+        try:
+            dt, rc, so, se = run_timed(["cp", "-r", path, dest], self.t(300), fs)
+            if rc != 0:
+                raise StepError("cp rc=%d: %s" % (rc, se.strip()[-200:]))
+            nfiles, nbytes, bad = 0, 0, 0
+            copied = os.path.join(dest, "tree")
+            for i, src in enumerate(self.origin.files):
+                rel = os.path.relpath(src, self.origin.tree)
+                p = os.path.join(copied, rel)
+                try:
+                    st = os.stat(p)
+                except OSError:
+                    continue
+                nfiles += 1
+                nbytes += st.st_size
+                if i % 97 == 0:  # content spot check on ~1% of the files
+                    with open(src, "rb") as a, open(p, "rb") as b:
+                        if a.read() != b.read():
+                            bad += 1
+            if nfiles != self.origin.nfiles or nbytes != self.origin.tree_bytes or bad:
+                raise StepError("copy incomplete or wrong: %d/%d files, %d/%d bytes, %d mismatches" %
+                                (nfiles, self.origin.nfiles, nbytes, self.origin.tree_bytes, bad))
+            return {"status": "OK", "seconds": dt, "files": nfiles, "bytes": nbytes,
+                    "MiBps": nbytes / MiB / dt}
+        finally:
+            rmtree(dest)
+
+    def spot_check(self, path, fs=None):
+        """Compares a few 64 KiB pieces read through the mount with the origin."""
+        size = self.origin.spec["big_size"]
+        rng = random.Random(7)
+        offs = [0, size - 64 * KiB] + [rng.randrange(size // (64 * KiB)) * 64 * KiB for _ in range(6)]
+        with open(self.origin.big, "rb") as f:
+            for off in offs:
+                f.seek(off)
+                want = f.read(64 * KiB)
+                dt, rc, so, se = run_timed(
+                    [sys.executable, "-c",
+                     "import os,sys;fd=os.open(sys.argv[1],os.O_RDONLY);"
+                     "sys.stdout.buffer.write(os.pread(fd,65536,int(sys.argv[2])).hex().encode())",
+                     path, str(off)], self.t(60), fs)
+                if rc != 0 or bytes.fromhex(so.strip() or "") != want:
+                    raise StepError("data mismatch at offset %d (rc=%d)" % (off, rc))
+        return True
+
+    # ---- per-filesystem phases
+    def phase(self, fs, title, fn):
+        """Runs one phase; a failure records FAIL and always unmounts."""
+        log("%s: %s" % (fs.label, title))
+        try:
+            fn()
+        except StepError as e:
+            log("  %s %s aborted: %s" % (fs.label, title, e))
+            if isinstance(e, StepTimeout):
+                fs.kill()
+            return False
+        finally:
+            try:
+                if fs.proc is not None or mounted(fs.mnt):
+                    fs.unmount()
+            except StepError as e:
+                log("  %s: %s" % (fs.label, e))
+                fs.kill()
+        return True
+
+    def step(self, fs, metric, fn):
+        try:
+            r = fn()
+        except StepError as e:
+            self.fail(fs.label, metric, e)
+            raise
+        self.rec(fs.label, metric, r)
+        log("  %-14s %s" % (metric, fmt(r)))
+        return r
+
+    def mark_skipped(self, fs, metrics, why):
+        for m in metrics:
+            if m not in self.results.get(fs.label, {}):
+                self.fail(fs.label, m, why)
+
+    def run_fs(self, fs, seq=True, rand=True, tree=True):
+        o = self.origin
+        size = o.spec["big_size"]
+        big = os.path.join(fs.mnt, "big.bin")
+        tree_p = os.path.join(fs.mnt, "tree")
+        fs.peak_rss_kib = 0
+
+        if seq:
+            def p_seq():
+                cache = fs.new_cache()
+                drop_caches(o)
+                fs.mount(cache)
+                self.step(fs, "seq_cold", lambda: self.seq_read(big, size, fs))
+                self.step(fs, "seq_hot", lambda: self.seq_read(big, size, fs))
+                try:
+                    self.spot_check(big, fs)
+                    self.rec(fs.label, "data_check", {"status": "OK"})
+                except StepError as e:
+                    self.fail(fs.label, "data_check", e)
+                    if isinstance(e, StepTimeout):
+                        raise
+                fs.unmount()
+                drop_caches(o)
+                fs.mount(cache)
+                self.step(fs, "seq_warm", lambda: self.seq_read(big, size, fs))
+            if not self.phase(fs, "sequential reads", p_seq):
+                self.mark_skipped(fs, ["seq_cold", "seq_hot", "seq_warm"], "phase aborted")
+
+        if rand:
+            def p_rand():
+                cache = fs.new_cache()
+                drop_caches(o)
+                fs.mount(cache)
+                self.step(fs, "rand_cold", lambda: self.fio_rand(big, size, fs))
+                fs.unmount()
+                drop_caches(o)
+                fs.mount(cache)
+                self.step(fs, "rand_warm", lambda: self.fio_rand(big, size, fs))
+            if not self.phase(fs, "random 64 KiB reads", p_rand):
+                self.mark_skipped(fs, ["rand_cold", "rand_warm"], "phase aborted")
+
+        if tree:
+            def p_ls():
+                drop_caches(o)
+                fs.mount(fs.new_cache())
+                self.step(fs, "ls_cold", lambda: self.ls_lr(tree_p, fs))
+                self.step(fs, "ls_hot", lambda: self.ls_lr(tree_p, fs))
+            if not self.phase(fs, "ls -lR", p_ls):
+                self.mark_skipped(fs, ["ls_cold", "ls_hot"], "phase aborted")
+
+            def p_cp():
+                drop_caches(o)
+                fs.mount(fs.new_cache())
+                self.step(fs, "cp_cold", lambda: self.cp_r(tree_p, fs))
+            if not self.phase(fs, "cp -r", p_cp):
+                self.mark_skipped(fs, ["cp_cold"], "phase aborted")
+
+        if fs.peak_rss_kib:
+            self.rec(fs.label, "peak_rss", {"status": "OK", "MB": fs.peak_rss_kib * 1024 / MB,
+                                            "kib": fs.peak_rss_kib})
+        for n in range(1, fs.ncache + 1):
+            rmtree(os.path.join(self.run, "cache-%s-%d" % (fs.label, n)))
+
+    # ---- ceilings
+    def best_of(self, name, n, fn):
+        best = None
+        try:
+            for _ in range(n):
+                r = fn()
+                if best is None or r["seconds"] < best["seconds"]:
+                    best = r
+        except StepError as e:
+            log("  ceiling %s: FAIL: %s" % (name, e))
+            self.ceilings[name] = {"status": "FAIL", "error": str(e)}
+            return
+        best["runs"] = n
+        self.ceilings[name] = best
+        log("  ceiling %-18s %s" % (name, fmt(best)))
+
+    def curl_read(self, url, size, timeout):
+        dt, rc, so, se = run_timed(["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}",
+                                    "--noproxy", "*", url], timeout)
+        if rc != 0 or so.strip() != str(size):
+            raise StepError("curl rc=%d size=%s: %s" % (rc, so.strip(), se.strip()[-200:]))
+        return {"status": "OK", "seconds": dt, "bytes": size, "MiBps": size / MiB / dt}
+
+    def guc_read(self, url, size):
+        dt, rc, so, se = run_timed(["globus-url-copy", url, "file:///dev/null"], self.t(300))
+        if rc != 0:
+            raise StepError("globus-url-copy rc=%d: %s" % (rc, (se or so).strip()[-300:]))
+        return {"status": "OK", "seconds": dt, "bytes": size, "MiBps": size / MiB / dt}
+
+    def run_ceilings(self):
+        o = self.origin
+        size = o.spec["big_size"]
+        log("ceilings")
+        drop_caches(o)
+        url = "http://127.0.0.1:%d/big.bin" % self.srv.nginx_port
+        self.best_of("curl", 3, lambda: self.curl_read(url, size, self.t(120)))
+        self.seq_read(o.big, size)  # make sure it is cached
+        self.best_of("local_pagecache", 3, lambda: self.seq_read(o.big, size))
+        if self.args.no_fuse_ceiling:
+            return
+        # Informational: what any FUSE daemon can reach here (origin data in
+        # the page cache, kernel caching on for the hot read).
+        fs = PassthroughLL(self)
+        big = os.path.join(fs.mnt, "big.bin")
+
+        def p_pll():
+            fs.build()
+            drop_caches(o)
+            fs.mount(None)
+            for key in ("fuse_passthrough_cold", "fuse_passthrough_hot"):
+                r = self.seq_read(big, size, fs)
+                r["runs"] = 1
+                self.ceilings[key] = r
+                log("  ceiling %-18s %s" % (key, fmt(r)))
+        self.phase(fs, "FUSE ceiling: libfuse passthrough_ll, cache=always", p_pll)
+
+    # ---- extension: GridFTP origin and long-distance relay
+    def run_gridftp(self):
+        o = self.origin
+        size = o.spec["big_size"]
+        try:
+            self.srv.start_gridftp()
+        except StepError as e:
+            log("gridftp server: %s" % e)
+            self.ceilings["globus-url-copy"] = {"status": "FAIL", "error": str(e)}
+            return
+        base = "ftp://127.0.0.1:%d%s/" % (self.srv.gridftp_port, o.data)
+        log("ceiling globus-url-copy")
+        drop_caches(o)
+        self.best_of("globus-url-copy", 3, lambda: self.guc_read(base + "big.bin", size))
+        if "dmsfs" not in self.sel:
+            return
+        fs = Dmsfs(self, base, label="dmsfs-ftp")
+        if not os.access(self.dmsfs_bin, os.X_OK):
+            self.mark_skipped(fs, ["seq_cold", "rand_cold"], "build/dmsfs not found")
+            return
+        big = os.path.join(fs.mnt, "big.bin")
+
+        def p_seq():
+            drop_caches(o)
+            fs.mount(fs.new_cache())
+            self.step(fs, "seq_cold", lambda: self.seq_read(big, size, fs))
+            try:
+                self.spot_check(big, fs)
+                self.rec(fs.label, "data_check", {"status": "OK"})
+            except StepError as e:
+                self.fail(fs.label, "data_check", e)
+        if not self.phase(fs, "GridFTP sequential cold", p_seq):
+            self.mark_skipped(fs, ["seq_cold"], "phase aborted")
+
+        def p_rand():
+            drop_caches(o)
+            fs.mount(fs.new_cache())
+            self.step(fs, "rand_cold", lambda: self.fio_rand(big, size, fs))
+        if not self.phase(fs, "GridFTP random cold", p_rand):
+            self.mark_skipped(fs, ["rand_cold"], "phase aborted")
+        for n in range(1, fs.ncache + 1):
+            rmtree(os.path.join(self.run, "cache-%s-%d" % (fs.label, n)))
+
+    def run_wan(self):
+        o = self.origin
+        size = o.spec["big_size"]
+        delay = self.args.wan_delay_ms
+        try:
+            self.srv.start_relay(delay, self.srv.nginx_port)
+        except StepError as e:
+            log("relay: %s" % e)
+            self.ceilings["curl_wan"] = {"status": "FAIL", "error": str(e)}
+            return
+        try:
+            url = "http://127.0.0.1:%d/" % self.srv.relay_port
+            log("curl through the relay (%d ms each way)" % delay)
+            drop_caches(o)
+            try:
+                r = self.curl_read(url + "big.bin", size, self.t(60 + size / (2 * MiB)))
+                r["delay_ms"] = delay
+                self.ceilings["curl_wan"] = r
+                log("  ceiling %-18s %s" % ("curl_wan", fmt(r)))
+            except StepError as e:
+                self.ceilings["curl_wan"] = {"status": "FAIL", "error": str(e)}
+                log("  curl_wan: FAIL: %s" % e)
+            if "dmsfs" not in self.sel:
+                return
+            fs = Dmsfs(self, url, label="dmsfs-wan")
+            if not os.access(self.dmsfs_bin, os.X_OK):
+                self.mark_skipped(fs, ["seq_cold"], "build/dmsfs not found")
+                return
+            big = os.path.join(fs.mnt, "big.bin")
+
+            def p_seq():
+                drop_caches(o)
+                fs.mount(fs.new_cache())
+                self.step(fs, "seq_cold", lambda: self.seq_read(big, size, fs))
+            if not self.phase(fs, "sequential cold through the relay", p_seq):
+                self.mark_skipped(fs, ["seq_cold"], "phase aborted")
+            for n in range(1, fs.ncache + 1):
+                rmtree(os.path.join(self.run, "cache-%s-%d" % (fs.label, n)))
+        finally:
+            self.srv.stop_relay()
+
+    # ---- main
+    def main(self):
+        os.makedirs(self.work, exist_ok=True)
+        os.makedirs(self.run)
+        data, spec = make_data(self.work, self.args.quick)
+        self.origin = Origin(data, spec)
+        self.srv = Servers(self.work, data, self.run)
+        self.srv.start_nginx()
+        if "xrootdfs" in self.sel:
+            try:
+                self.srv.start_xrootd()
+            except StepError as e:
+                log("xrootd: %s" % e)
+        self.run_ceilings()
+
+        for name in PEERS:
+            if name not in self.sel:
+                continue
+            if name == "dmsfs":
+                fs = Dmsfs(self, "http://127.0.0.1:%d/" % self.srv.nginx_port)
+                if not os.access(self.dmsfs_bin, os.X_OK):
+                    self.mark_skipped(fs, METRICS, "build/dmsfs not found")
+                    continue
+            elif name == "rclone":
+                fs = Rclone(self)
+            else:
+                fs = Xrootdfs(self)
+                if self.srv.xrootd is None:
+                    self.mark_skipped(fs, METRICS, "xrootd server did not start")
+                    continue
+            self.run_fs(fs)
+        if "gridftp" in self.sel:
+            self.run_gridftp()
+        if "wan" in self.sel:
+            self.run_wan()
+
+
+METRICS = ["seq_cold", "seq_hot", "seq_warm", "rand_cold", "rand_warm",
+           "ls_cold", "ls_hot", "cp_cold"]
+
+
+# --------------------------------------------------------------------------
+# Report
+
+def fmt(r):
+    if r is None:
+        return "-"
+    if r.get("status") != "OK":
+        return "FAIL"
+    if "iops" in r:
+        s = "%.0f IOPS" % r["iops"]
+        return s + ("*" if "note" in r else "")
+    if "MB" in r:
+        return "%.1f MB" % r["MB"]
+    if "MiBps" in r and "files" not in r:
+        return "%.3fs %6.0f MiB/s" % (r["seconds"], r["MiBps"])
+    if "seconds" in r:
+        return "%.3fs" % r["seconds"]
+    return "OK"
+
+
+def val(r, key):
+    if r is None or r.get("status") != "OK" or key not in r:
+        return None
+    return r[key]
+
+
+def targets(b):
+    R = b.results
+    C = b.ceilings
+    g = lambda fs, m: R.get(fs, {}).get(m)
+    out = []
+
+    def ratio(name, desc, mine, theirs, key, need, higher_better=True, why_na=""):
+        a, t = val(mine, key), val(theirs, key)
+        item = {"target": name, "description": desc, "required": need}
+        if mine is None:
+            item.update(status="N/A", note="dmsfs not run")
+        elif a is None:
+            item.update(status="MISS", note="dmsfs: " + (mine.get("error", "FAIL") if mine else "FAIL"))
+        elif t is None:
+            item.update(status="N/A", note="reference not measured" + why_na)
+        else:
+            r = a / t if higher_better else t / a
+            item.update(ratio=r, status="PASS" if r >= need else "MISS")
+        out.append(item)
+
+    ratio("seq_cold_vs_curl", "cold seq throughput dmsfs / curl", g("dmsfs", "seq_cold"),
+          C.get("curl"), "MiBps", 0.7)
+    ratio("seq_hot_vs_pagecache", "hot seq throughput dmsfs / local page cache",
+          g("dmsfs", "seq_hot"), C.get("local_pagecache"), "MiBps", 0.8)
+    ratio("seq_warm_vs_rclone", "warm seq throughput dmsfs / rclone", g("dmsfs", "seq_warm"),
+          g("rclone", "seq_warm"), "MiBps", 3.0)
+    ratio("rand_cold_vs_xrootdfs", "cold random IOPS dmsfs / xrootdfs", g("dmsfs", "rand_cold"),
+          g("xrootdfs", "rand_cold"), "iops", 0.5)
+    ratio("rand_warm_vs_rclone", "warm random IOPS dmsfs / rclone", g("dmsfs", "rand_warm"),
+          g("rclone", "rand_warm"), "iops", 5.0)
+    ratio("ls_cold_vs_rclone", "ls -lR cold: rclone time / dmsfs time", g("dmsfs", "ls_cold"),
+          g("rclone", "ls_cold"), "seconds", 1.0, higher_better=False)
+    ratio("cp_cold_vs_xrootdfs", "cp -r cold: xrootdfs time / dmsfs time", g("dmsfs", "cp_cold"),
+          g("xrootdfs", "cp_cold"), "seconds", 1.0, higher_better=False)
+    rss = g("dmsfs", "peak_rss")
+    item = {"target": "rss", "description": "dmsfs peak RSS (VmHWM) <= 150 MB", "required": 150.0}
+    if "dmsfs" not in b.sel or "dmsfs" not in R:
+        item.update(status="N/A", note="dmsfs not run")
+    elif val(rss, "MB") is None:
+        item.update(status="MISS", note="not measured (dmsfs did not run)")
+    else:
+        item.update(value=rss["MB"], status="PASS" if rss["MB"] <= 150.0 else "MISS")
+    out.append(item)
+    if "gridftp" in b.sel:
+        ratio("ftp_seq_cold_vs_guc", "GridFTP: cold seq dmsfs(ftp) / globus-url-copy",
+              g("dmsfs-ftp", "seq_cold"), C.get("globus-url-copy"), "MiBps", 0.8)
+        ratio("ftp_rand_cold_vs_rclone", "GridFTP: cold random IOPS dmsfs(ftp) / rclone(http)",
+              g("dmsfs-ftp", "rand_cold"), g("rclone", "rand_cold"), "iops", 1.5)
+    if "wan" in b.sel:
+        ratio("wan_seq_cold_vs_curl", "%d ms each way: cold seq dmsfs / single curl" %
+              b.args.wan_delay_ms, g("dmsfs-wan", "seq_cold"), C.get("curl_wan"), "MiBps", 4.0)
+    return out
+
+
+ROWS = [("seq_cold", "seq read cold"), ("seq_hot", "seq read hot"),
+        ("seq_warm", "seq read warm (remount)"), ("rand_cold", "rand 64k cold"),
+        ("rand_warm", "rand 64k warm (remount)"), ("ls_cold", "ls -lR cold"),
+        ("ls_hot", "ls -lR hot"), ("cp_cold", "cp -r cold"), ("data_check", "data spot check"),
+        ("peak_rss", "daemon peak RSS")]
+
+
+def report(b, tg):
+    o = b.origin
+    spec = o.spec if o else {}
+    lines = []
+    lines.append("dmsfs benchmark  %s file %d MiB, tree %d files (%.1f MiB); fio randread 64k "
+                 "psync direct=1 io_size=%d MiB; dmsfs opts: %s" %
+                 (time.strftime("%Y-%m-%d %H:%M"), spec.get("big_size", 0) // MiB,
+                  o.nfiles if o else 0, (o.tree_bytes if o else 0) / MiB, b.fio_io // MiB,
+                  b.args.dmsfs_opts or "(defaults)"))
+    cols = [c for c in ["dmsfs", "rclone", "xrootdfs", "dmsfs-ftp", "dmsfs-wan"] if c in b.results]
+    w0, w = 26, 22
+    lines.append("%-*s" % (w0, "") + "".join("%-*s" % (w, c) for c in cols))
+    for key, title in ROWS:
+        if not any(key in b.results[c] for c in cols):
+            continue
+        lines.append("%-*s" % (w0, title) +
+                     "".join("%-*s" % (w, fmt(b.results[c].get(key))) for c in cols))
+    lines.append("")
+    lines.append("ceilings (best of 3 unless noted):")
+    for name, desc in [("curl", "curl -o /dev/null from nginx"),
+                       ("local_pagecache", "local page-cache dd of origin"),
+                       ("fuse_passthrough_cold", "libfuse passthrough_ll 1st read (1 run)"),
+                       ("fuse_passthrough_hot", "libfuse passthrough_ll re-read (1 run)"),
+                       ("globus-url-copy", "globus-url-copy -> /dev/null"),
+                       ("curl_wan", "curl through delayrelay (1 run)")]:
+        if name in b.ceilings:
+            lines.append("  %-34s %s" % (desc, fmt(b.ceilings[name])))
+    lines.append("")
+    lines.append("targets:")
+    for t in tg:
+        if "ratio" in t:
+            v = "%.2fx (need >= %.2gx)" % (t["ratio"], t["required"])
+        elif "value" in t:
+            v = "%.1f MB (need <= %.0f MB)" % (t["value"], t["required"])
+        else:
+            v = t.get("note", "")
+        lines.append("  %-5s %-52s %s" % (t["status"], t["description"], v))
+    errs = []
+    for c in cols:
+        for k, r in b.results[c].items():
+            if r.get("status") != "OK":
+                errs.append("  %s %s: %s" % (c, k, r.get("error", "")))
+            elif "note" in r:
+                errs.append("  %s %s: %s" % (c, k, r["note"]))
+    for k, r in b.ceilings.items():
+        if r.get("status") != "OK":
+            errs.append("  ceiling %s: %s" % (k, r.get("error", "")))
+    if errs:
+        lines.append("")
+        lines.append("failures / notes:")
+        lines.extend(errs)
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", default="",
+                    help="comma list of: %s (default all)" % ",".join(PEERS + EXTRAS))
+    ap.add_argument("--quick", action="store_true", help="256 MiB file, 500 files, 16 MiB fio")
+    ap.add_argument("--dmsfs-opts", default="", help="extra -o options for dmsfs")
+    ap.add_argument("--keep-data", action="store_true",
+                    help="keep the generated origin data for the next run")
+    ap.add_argument("--work-dir", default="/var/tmp/dmsfs-bench")
+    ap.add_argument("--dmsfs-bin", default=DMSFS, help="dmsfs binary (default build/dmsfs)")
+    ap.add_argument("--timeout-scale", type=float, default=1.0)
+    ap.add_argument("--wan-delay-ms", type=int, default=25)
+    ap.add_argument("--no-fuse-ceiling", action="store_true",
+                    help="skip the libfuse passthrough_ll reference reads")
+    ap.add_argument("--strict", action="store_true", help="exit 1 if any target is MISS")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("bench.py must run as root (FUSE mounts, drop_caches, servers)")
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    atexit.register(cleanup_all)
+
+    b = Bench(args)
+    t_start = time.time()
+    rc = 0
+    err = None
+    try:
+        b.main()
+    except (Exception, KeyboardInterrupt, SystemExit) as e:
+        err = "%s: %s" % (type(e).__name__, e)
+        log("benchmark aborted: %s" % err)
+        rc = 2
+        if isinstance(e, Exception) and not isinstance(e, StepError):
+            import traceback
+            traceback.print_exc()
+    finally:
+        cleanup_all()
+        if os.path.isdir(b.run):
+            shutil.rmtree(b.run, ignore_errors=True)
+        if not args.keep_data and b.origin is not None:
+            shutil.rmtree(b.origin.data, ignore_errors=True)
+            try:
+                os.unlink(b.origin.data + ".done")
+            except OSError:
+                pass
+
+    tg = targets(b)
+    text = report(b, tg)
+    print(text)
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    out = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
+           "duration_s": time.time() - t_start,
+           "config": {"quick": args.quick, "only": b.sel, "dmsfs_opts": args.dmsfs_opts,
+                      "big_size": b.origin.spec["big_size"] if b.origin else None,
+                      "tree_files": b.origin.nfiles if b.origin else None,
+                      "tree_bytes": b.origin.tree_bytes if b.origin else None,
+                      "fio": {"rw": "randread", "bs": "64k", "ioengine": "psync", "direct": 1,
+                              "io_size": b.fio_io},
+                      "seq_read": "dd bs=1M", "wan_delay_ms": args.wan_delay_ms,
+                      "rclone": "mount :webdav: --vfs-cache-mode full --read-only",
+                      "nproc": os.cpu_count()},
+           "results": b.results, "ceilings": b.ceilings, "targets": tg, "error": err}
+    with open(RESULTS, "w") as f:
+        json.dump(out, f, indent=2)
+    print("\nresults written to %s" % os.path.relpath(RESULTS, os.getcwd()))
+    if rc == 0 and args.strict and any(t["status"] == "MISS" for t in tg):
+        rc = 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
