@@ -256,7 +256,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 		memset(&e, 0, sizeof(e));
 		if (i < 2) {
+			/* No attributes (ino 0 in the entry) but a visible inode
+			 * number: readdir callers skip entries whose d_ino is 0. */
 			e.attr.st_mode = S_IFDIR;
+			e.attr.st_ino = i == 0 ? ino : FUSE_ROOT_ID;
 		} else {
 			const struct xfer_attr *a = &d->ents[i - 2].attr;
 
