@@ -500,6 +500,8 @@ class FS:
         self.cache = None
         self.peak_rss_kib = 0
         self.ncache = 0
+        self.exit_problems = []
+        self.nmounts = 0
         os.makedirs(self.mnt, exist_ok=True)
 
     def argv(self, cache):
@@ -516,6 +518,7 @@ class FS:
         if mounted(self.mnt):
             force_unmount(self.mnt)
         self.cache = cache
+        self.nmounts += 1
         logp = os.path.join(self.b.run, "%s.log" % self.label)
         logf = open(logp, "ab")
         logf.write(("\n==== mount %s cache=%s\n" % (time.ctime(), cache)).encode())
@@ -560,10 +563,16 @@ class FS:
             ok = False
         if self.proc is not None:
             try:
-                self.proc.wait(timeout=self.b.t(30))
+                rc = self.proc.wait(timeout=self.b.t(30))
+                if rc != 0:
+                    self.exit_problems.append(
+                        "signal %d" % -rc if rc < 0 else "exit %d" % rc)
+                    log("  %s: daemon exited with %s after unmount" %
+                        (self.label, self.exit_problems[-1]))
             except subprocess.TimeoutExpired:
                 log("  %s: daemon still running after unmount, stopping pid %d" %
                     (self.label, self.proc.pid))
+                self.exit_problems.append("still running 30s after unmount")
                 ok = False
             stop_proc(self.proc, self.label)
             self.proc = None
@@ -668,8 +677,9 @@ class Bench:
         self.results.setdefault(label, {})[metric] = value
 
     def fail(self, label, metric, err):
+        err = " | ".join(l.strip() for l in str(err).splitlines() if l.strip())
         log("  %s %s: FAIL: %s" % (label, metric, err))
-        self.rec(label, metric, {"status": "FAIL", "error": str(err)})
+        self.rec(label, metric, {"status": "FAIL", "error": err})
 
     # ---- single measurements
     def seq_read(self, path, size, fs=None):
@@ -784,11 +794,26 @@ class Bench:
         try:
             r = fn()
         except StepError as e:
-            self.fail(fs.label, metric, e)
-            raise
+            msg = str(e)
+            if fs.proc is not None and fs.proc.poll() is not None:
+                rc = fs.proc.returncode
+                msg += " [daemon died: %s; log: %s]" % (
+                    "signal %d" % -rc if rc < 0 else "exit %d" % rc,
+                    tail(os.path.join(self.run, "%s.log" % fs.label), 4))
+            self.fail(fs.label, metric, msg)
+            raise StepError(msg) from e
         self.rec(fs.label, metric, r)
         log("  %-14s %s" % (metric, fmt(r)))
         return r
+
+    def rec_exit(self, fs):
+        """Records whether the daemon exited cleanly after each fusermount3 -u."""
+        if fs.exit_problems:
+            probs = sorted(set(fs.exit_problems))
+            self.fail(fs.label, "daemon_exit", "%d of %d unmounts: %s" %
+                      (len(fs.exit_problems), fs.nmounts, ", ".join(probs)))
+        elif fs.nmounts:
+            self.rec(fs.label, "daemon_exit", {"status": "OK"})
 
     def mark_skipped(self, fs, metrics, why):
         for m in metrics:
@@ -852,6 +877,7 @@ class Bench:
             if not self.phase(fs, "cp -r", p_cp):
                 self.mark_skipped(fs, ["cp_cold"], "phase aborted")
 
+        self.rec_exit(fs)
         if fs.peak_rss_kib:
             self.rec(fs.label, "peak_rss", {"status": "OK", "MB": fs.peak_rss_kib * 1024 / MB,
                                             "kib": fs.peak_rss_kib})
@@ -954,6 +980,7 @@ class Bench:
             self.step(fs, "rand_cold", lambda: self.fio_rand(big, size, fs))
         if not self.phase(fs, "GridFTP random cold", p_rand):
             self.mark_skipped(fs, ["rand_cold"], "phase aborted")
+        self.rec_exit(fs)
         for n in range(1, fs.ncache + 1):
             rmtree(os.path.join(self.run, "cache-%s-%d" % (fs.label, n)))
 
@@ -993,6 +1020,7 @@ class Bench:
                 self.step(fs, "seq_cold", lambda: self.seq_read(big, size, fs))
             if not self.phase(fs, "sequential cold through the relay", p_seq):
                 self.mark_skipped(fs, ["seq_cold"], "phase aborted")
+            self.rec_exit(fs)
             for n in range(1, fs.ncache + 1):
                 rmtree(os.path.join(self.run, "cache-%s-%d" % (fs.label, n)))
         finally:
@@ -1123,6 +1151,7 @@ ROWS = [("seq_cold", "seq read cold"), ("seq_hot", "seq read hot"),
         ("seq_warm", "seq read warm (remount)"), ("rand_cold", "rand 64k cold"),
         ("rand_warm", "rand 64k warm (remount)"), ("ls_cold", "ls -lR cold"),
         ("ls_hot", "ls -lR hot"), ("cp_cold", "cp -r cold"), ("data_check", "data spot check"),
+        ("daemon_exit", "clean daemon exit"),
         ("peak_rss", "daemon peak RSS")]
 
 
@@ -1162,6 +1191,8 @@ def report(b, tg):
             v = "%.1f MB (need <= %.0f MB)" % (t["value"], t["required"])
         else:
             v = t.get("note", "")
+            if len(v) > 70:
+                v = v[:67] + "..."
         lines.append("  %-5s %-52s %s" % (t["status"], t["description"], v))
     errs = []
     for c in cols:
@@ -1178,6 +1209,25 @@ def report(b, tg):
         lines.append("failures / notes:")
         lines.extend(errs)
     return "\n".join(lines)
+
+
+def save_logs(run):
+    """Keeps the daemons' and servers' logs of this run in build/bench/logs/."""
+    dest = os.path.join(os.path.dirname(RESULTS), "logs")
+    shutil.rmtree(dest, ignore_errors=True)
+    if not os.path.isdir(run):
+        return
+    for root, dirs, files in os.walk(run):
+        dirs[:] = [d for d in dirs if not d.startswith(("mnt-", "cache-", "cp-dest"))]
+        for fn in files:
+            if fn.endswith(".log"):
+                src = os.path.join(root, fn)
+                rel = os.path.relpath(src, run).replace(os.sep, "_")
+                os.makedirs(dest, exist_ok=True)
+                try:
+                    shutil.copyfile(src, os.path.join(dest, rel))
+                except OSError:
+                    pass
 
 
 def main():
@@ -1217,6 +1267,7 @@ def main():
             traceback.print_exc()
     finally:
         cleanup_all()
+        save_logs(b.run)
         if os.path.isdir(b.run):
             shutil.rmtree(b.run, ignore_errors=True)
         if not args.keep_data and b.origin is not None:
