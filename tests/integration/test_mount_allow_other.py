@@ -71,8 +71,10 @@ def probe_as(user, mountpoint):
 
 @pytest.mark.parametrize("allow_other", [True, False],
                          ids=["allow_other", "private"])
-def test_other_user_access(tree, nginx, mounter, other_user, public_dir,
+def test_other_user_access(public_dir, other_user, tree, nginx, mounter,
                            allow_other):
+    # public_dir and other_user come first so that they are torn down after
+    # the mount is gone.
     import hashlib
     mnt = os.path.join(public_dir, "mnt")
     m = mounter(nginx.url, mountpoint=mnt, allow_other=allow_other or None)
