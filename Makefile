@@ -81,6 +81,17 @@ $(B)/tools/%: $(B)/obj/tests/tools/%.o $(COMMON_OBJ)
 deps:
 	@sh packaging/install-deps.sh
 
+# libFuzzer target for the acl/ rules parser and evaluator.  New inputs go
+# to build/fuzz/corpus_acl; tests/fuzz/corpus_acl is the seed corpus.
+FUZZ_TIME ?= 60
+fuzz:
+	@mkdir -p $(B)/fuzz/corpus_acl
+	clang $(STD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=all -I. -o $(B)/fuzz/fuzz_acl \
+	    tests/fuzz/fuzz_acl.c $(ACL_SRC) $(COMMON_SRC) -pthread
+	$(B)/fuzz/fuzz_acl -max_total_time=$(FUZZ_TIME) \
+	    -dict=tests/fuzz/acl.dict $(B)/fuzz/corpus_acl tests/fuzz/corpus_acl
+
 # Every test, unit and integration, runs under pytest so the last line is
 # its summary.  Integration tests need root (FUSE mounts, useradd, servers).
 test: deps
