@@ -1,14 +1,26 @@
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-/* Written once before threads start, read-only afterwards. */
+#define HELD_MAX 64
+#define LINE_MAX_LEN 2048
+
+/* Written before threads start (or under held_lock), read afterwards. */
 static bool log_debug;
 static bool log_syslog;
+
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool holding;                         /* guarded by held_lock */
+static unsigned nheld;                       /* guarded by held_lock */
+static struct held {
+	int prio;
+	char text[LINE_MAX_LEN];
+} held[HELD_MAX];                            /* guarded by held_lock */
+static struct held last_error;               /* guarded by held_lock */
 
 static const char *prio_name(int prio)
 {
@@ -26,29 +38,81 @@ static const char *prio_name(int prio)
 	}
 }
 
-void dms_log(int prio, const char *fmt, ...)
+static void emit(int prio, const char *text)
 {
-	char line[2048];
-	va_list ap;
+	char line[LINE_MAX_LEN + 32];
 	int n;
 
-	if (prio >= LOG_DEBUG && !log_debug)
-		return;
-	va_start(ap, fmt);
 	if (log_syslog) {
-		vsyslog(prio, fmt, ap);
-		va_end(ap);
+		syslog(prio, "%s", text);
 		return;
 	}
-	n = snprintf(line, sizeof(line), "dmsfs: %s: ", prio_name(prio));
-	n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-	va_end(ap);
+	n = snprintf(line, sizeof(line) - 1, "dmsfs: %s: %s", prio_name(prio),
+	             text);
 	if (n > (int)sizeof(line) - 2)
 		n = (int)sizeof(line) - 2;
 	line[n++] = '\n';
 	/* One write per message keeps lines from different threads whole. */
 	if (write(STDERR_FILENO, line, (size_t)n) < 0)
 		return;
+}
+
+void dms_log(int prio, const char *fmt, ...)
+{
+	char text[LINE_MAX_LEN];
+	va_list ap;
+
+	if (prio >= LOG_DEBUG && !log_debug)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&held_lock);
+	if (holding) {
+		struct held *h = prio <= LOG_ERR ? &last_error
+		               : nheld < HELD_MAX ? &held[nheld++] : NULL;
+
+		if (h) {
+			h->prio = prio;
+			memcpy(h->text, text, sizeof(text));
+		}
+		pthread_mutex_unlock(&held_lock);
+		return;
+	}
+	pthread_mutex_unlock(&held_lock);
+	emit(prio, text);
+}
+
+void dms_log_hold(void)
+{
+	pthread_mutex_lock(&held_lock);
+	holding = true;
+	nheld = 0;
+	last_error.text[0] = '\0';
+	pthread_mutex_unlock(&held_lock);
+}
+
+void dms_log_release(bool failed)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&held_lock);
+	if (!holding)
+		goto out;
+	holding = false;
+	if (failed) {
+		if (last_error.text[0])
+			emit(last_error.prio, last_error.text);
+		goto out;
+	}
+	for (i = 0; i < nheld; i++)
+		emit(held[i].prio, held[i].text);
+	if (last_error.text[0])
+		emit(last_error.prio, last_error.text);
+out:
+	nheld = 0;
+	last_error.text[0] = '\0';
+	pthread_mutex_unlock(&held_lock);
 }
 
 void dms_log_set_debug(bool on)

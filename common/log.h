@@ -16,6 +16,16 @@ void dms_log(int prio, const char *fmt, ...)
 /* Turns LOG_DEBUG output on or off.  Call before starting threads. */
 void dms_log_set_debug(bool on);
 
+/* Keeps messages back (up to a bound) instead of writing them: a daemon
+ * that has not detached yet should say one thing on stderr, why it could
+ * not start, not every warning on the way. */
+void dms_log_hold(void);
+
+/* Stops holding.  failed: writes only the last held error (LOG_ERR or
+ * worse) to stderr and drops the rest; else writes every held message to
+ * the current destination.  Nothing held: does nothing. */
+void dms_log_release(bool failed);
+
 /* From now on messages go to syslog with this ident. */
 void dms_log_to_syslog(const char *ident);
 

@@ -43,7 +43,6 @@ struct prefetch_job {
 
 struct fs_blocks {
 	struct cache *cache;
-	struct xfer *xfer;
 	uint64_t block_size;
 	uint64_t mem_max;
 
@@ -61,18 +60,28 @@ struct fs_blocks {
 	pthread_t *threads;
 };
 
-struct fs_file *fs_file_new(const char *path, const struct xfer_attr *attr,
-                            uint64_t block_size)
+struct fs_file *fs_file_new(const char *path, const struct fs_route *r,
+                            const struct xfer_attr *attr, uint64_t block_size)
 {
-	size_t len = strlen(path) + 1;
-	struct fs_file *f = malloc(sizeof(*f) + len);
+	size_t len = strlen(path) + 1, ilen = strlen(r->inner) + 1;
+	size_t tlen = strlen(r->tree) + 1;
+	struct fs_file *f = malloc(sizeof(*f) + len + ilen + tlen + len);
+	char *identity;
 
 	if (!f)
 		return NULL;
 	atomic_init(&f->refs, 1);
 	f->attr = *attr;
+	f->xfer = r->xfer;
 	memcpy(f->path, path, len);
-	cache_fid_make(&f->fid, path, attr->size, attr->mtime, attr->etag,
+	memcpy(f->path + len, r->inner, ilen);
+	f->inner = f->path + len;
+	/* "tree\npath": the same path in two trees is two files. */
+	identity = f->path + len + ilen;
+	memcpy(identity, r->tree, tlen);
+	identity[tlen - 1] = '\n';
+	memcpy(identity + tlen, path, len);
+	cache_fid_make(&f->fid, identity, attr->size, attr->mtime, attr->etag,
 	               (uint32_t)block_size);
 	return f;
 }
@@ -180,7 +189,7 @@ static int load(struct fs_blocks *bl, struct fs_file *f, struct blk *b)
 		        "fetching", f->path, (unsigned long long)b->idx,
 		        strerror(-rc));
 	}
-	rc = xfer_read(bl->xfer, f->path, &f->attr, b->idx * bl->block_size,
+	rc = xfer_read(f->xfer, f->inner, &f->attr, b->idx * bl->block_size,
 	               b->len, b->data);
 	if (rc == 0)
 		cache_block_put(bl->cache, &f->fid, b->idx, b->data, b->len);
@@ -334,8 +343,7 @@ void fs_blocks_prefetch(struct fs_blocks *bl, struct fs_file *f,
 }
 
 int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
-                   struct xfer *xfer, uint64_t block_size, uint64_t mem_bytes,
-                   unsigned fetchers)
+                   uint64_t block_size, uint64_t mem_bytes, unsigned fetchers)
 {
 	struct fs_blocks *bl = calloc(1, sizeof(*bl));
 	unsigned i;
@@ -348,7 +356,6 @@ int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
 		return -ENOMEM;
 	}
 	bl->cache = cache;
-	bl->xfer = xfer;
 	bl->block_size = block_size;
 	bl->mem_max = mem_bytes;
 	bl->lru.lru_next = bl->lru.lru_prev = &bl->lru;

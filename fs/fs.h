@@ -11,8 +11,14 @@
 #include <stdbool.h>
 #include <fuse_lowlevel.h>
 
+struct fs_export_conf;
+
 struct fs_config {
-	char *sources;          /* URL argument: one or more ';'-separated sources */
+	char *sources;          /* URL argument: one or more ';'-separated
+	                           sources (NULL when exports come from a file) */
+	struct fs_export_conf *exports;  /* from the config file */
+	size_t nexports;
+	char *acl_file;         /* rules file; NULL: no access rules */
 	char *mountpoint;
 	char *cache_dir;
 	uint64_t cache_size;    /* bytes */

@@ -10,6 +10,7 @@
 #include "fs/fs.h"
 #include "cache/cache.h"
 #include "transfer/xfer.h"
+#include "acl/acl.h"
 
 /* ---- block arithmetic (block_size is a power of two) ---- */
 
@@ -40,12 +41,15 @@ static inline uint64_t fs_block_count(uint64_t size, uint64_t block_size)
 struct fs_file {
 	atomic_int refs;
 	struct xfer_attr attr;
-	struct cache_fid fid;
-	char path[];
+	struct cache_fid fid;      /* from the mount path: one per export */
+	struct xfer *xfer;         /* the export's sources; outlive the file */
+	const char *inner;         /* path inside the sources' tree */
+	char path[];               /* path inside the mount, then inner */
 };
 
-struct fs_file *fs_file_new(const char *path, const struct xfer_attr *attr,
-                            uint64_t block_size);
+struct fs_route;
+struct fs_file *fs_file_new(const char *path, const struct fs_route *r,
+                            const struct xfer_attr *attr, uint64_t block_size);
 struct fs_file *fs_file_get(struct fs_file *f);
 void fs_file_put(struct fs_file *f);
 
@@ -56,8 +60,7 @@ void fs_file_put(struct fs_file *f);
 struct fs_blocks;
 
 int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
-                   struct xfer *xfer, uint64_t block_size, uint64_t mem_bytes,
-                   unsigned fetchers);
+                   uint64_t block_size, uint64_t mem_bytes, unsigned fetchers);
 void fs_blocks_destroy(struct fs_blocks *bl);
 /* Fills buf with len bytes at off of f (off + len <= f->attr.size). */
 int fs_blocks_read(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
@@ -82,9 +85,10 @@ struct fs_dir {
 };
 
 struct fs_meta;
+struct fs_exports;
 
-int fs_meta_init(struct fs_meta **out, struct cache *cache, struct xfer *xfer,
-                 unsigned ttl, size_t max_entries);
+int fs_meta_init(struct fs_meta **out, struct cache *cache,
+                 struct fs_exports *exports, unsigned ttl, size_t max_entries);
 void fs_meta_destroy(struct fs_meta *m);
 /* The listing of dir path, fresh (validated within ttl) or, when the sources
  * cannot answer, the last one known (stale-if-error).  *out holds a ref. */
@@ -93,12 +97,98 @@ int fs_meta_dir(struct fs_meta *m, const char *path, struct fs_dir **out);
 void fs_meta_expire(struct fs_meta *m, const char *path);
 void fs_dir_put(struct fs_dir *d);
 const struct fs_dirent *fs_dir_find(const struct fs_dir *d, const char *name);
-/* Attributes of the root; from the sources, else the cache. */
-int fs_meta_root(struct fs_meta *m, struct xfer_attr *attr);
+/* Checks that the export at path can be served: its sources answer for
+ * its root, or the cache holds its root listing.  Logs why not. */
+int fs_meta_probe(struct fs_meta *m, const char *path,
+                  const struct fs_route *r);
+
+/* A made-up listing: the children of a VIRTUAL directory, or (user not
+ * NULL) the one entry user, all directories of the given mtime. */
+int fs_dir_virtual(struct fs_exports *ex, const char *path, const char *user,
+                   int64_t mtime, struct fs_dir **out);
 
 /* Serialization of listings (exposed for unit tests). */
 int fs_dir_encode(const struct fs_dir *d, void **out, size_t *len);
 int fs_dir_decode(const void *buf, size_t len, struct fs_dir **out);
+
+/* ---- config.c: options from -o and from the config file ---- */
+struct fs_raw_opts {
+	char *config, *acl, *cache_dir, *cache_size, *block_size, *mem_cache;
+	char *meta_ttl, *readahead, *threads, *fetchers, *proxy;
+	char *gridftp_streams, *connect_timeout, *stall_timeout, *max_listing;
+};
+extern const struct fuse_opt fs_opt_table[];
+/* Reads the INI file into raw (fields -o already set are kept) and the
+ * exports into cfg.  Prints "dmsfs: config FILE:LINE: reason" on error. */
+int fs_config_load(const char *file, struct fs_raw_opts *raw,
+                   struct fs_config *cfg);
+/* Checks raw values and fills cfg, printing an error naming the option. */
+int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw);
+void fs_config_free(struct fs_config *cfg);
+void fs_raw_opts_free(struct fs_raw_opts *raw);
+
+/* ---- exports.c: which sources serve which part of the mount ---- */
+struct fs_export_conf {
+	const char *name;
+	const char *path;      /* where it appears in the mount */
+	const char *source;    /* sources (xfer.h syntax); ${user} if per_user */
+	bool per_user;
+};
+
+enum fs_route_kind {
+	FS_ROUTE_SOURCE,       /* served by xfer, at inner */
+	FS_ROUTE_VIRTUAL,      /* a directory above export paths */
+	FS_ROUTE_USERS,        /* the directory of a per-user export's users */
+};
+
+struct fs_route {
+	enum fs_route_kind kind;
+	struct xfer *xfer;     /* SOURCE: owned by the exports */
+	const char *tree;      /* SOURCE: names the tree (its sources string);
+	                          part of every cache key, so two trees never
+	                          share a cache entry; owned by the exports */
+	const char *inner;     /* SOURCE: points into the routed path, or "/" */
+};
+
+/* Opens the sources of every export (no network I/O); -EINVAL with a
+ * logged reason for overlapping or malformed exports. */
+int fs_exports_open(struct fs_exports **out, const struct fs_export_conf *conf,
+                    size_t n, const struct xfer_opts *xopts);
+void fs_exports_close(struct fs_exports *ex);
+/* Where path (normalized) is served from; -ENOENT if nowhere. */
+int fs_exports_route(struct fs_exports *ex, const char *path,
+                     struct fs_route *r);
+/* Calls fn for each child name of a VIRTUAL directory. */
+int fs_exports_children(struct fs_exports *ex, const char *path,
+                        int (*fn)(void *arg, const char *name), void *arg);
+/* The i-th export's name, mount path and route of its root (r->xfer is
+ * NULL for a per-user export). */
+int fs_exports_probe_list(struct fs_exports *ex, size_t i, const char **name,
+                          const char **path, struct fs_route *r);
+bool fs_path_normalized(const char *path);
+
+/* ---- access.c: callers and access rules ---- */
+#define FS_MAX_GROUPS 256
+
+struct fs_caller {
+	struct acl_caller ac;
+	gid_t groups[FS_MAX_GROUPS];
+};
+
+struct fs_access;
+
+/* Loads the rules and starts reloading them on SIGHUP and file change. */
+int fs_access_open(struct fs_access **out, const char *rules_file);
+void fs_access_close(struct fs_access *a);
+/* Who sent req.  -EACCES if the groups cannot be read (a is NULL: 0). */
+int fs_access_caller(struct fs_access *a, fuse_req_t req, struct fs_caller *c);
+/* 0 if the caller has every right in want on path, or (want 0) may see
+ * path; else counts and logs the denial and returns -EACCES.  a NULL: 0. */
+int fs_access_check(struct fs_access *a, const struct fs_caller *c,
+                    const char *path, unsigned want);
+/* Whether a listing may show path to the caller (no logging). */
+bool fs_access_visible(struct fs_access *a, const struct fs_caller *c,
+                       const char *path);
 
 /* ---- inode.c: kernel inode numbers <-> paths ---- */
 struct fs_node {

@@ -31,7 +31,7 @@ struct dcache_ent {
 
 struct fs_meta {
 	struct cache *cache;
-	struct xfer *xfer;
+	struct fs_exports *exports;
 	unsigned ttl;
 	size_t max_entries;
 	pthread_mutex_t lock;
@@ -155,6 +155,34 @@ out:
 	free(b->name_off);
 	memset(b, 0, sizeof(*b));
 	return rc;
+}
+
+static int add_virtual_child(void *arg, const char *name)
+{
+	struct xfer_attr dir = { .mode = S_IFDIR };
+
+	return builder_add(arg, name, &dir);
+}
+
+int fs_dir_virtual(struct fs_exports *ex, const char *path, const char *user,
+                   int64_t mtime, struct fs_dir **out)
+{
+	struct dir_builder b = { 0 };
+	struct xfer_attr dir = { .mode = S_IFDIR, .mtime = mtime };
+	size_t i;
+	int rc;
+
+	rc = user ? builder_add(&b, user, &dir)
+	          : fs_exports_children(ex, path, add_virtual_child, &b);
+	for (i = 0; i < b.count; i++)
+		b.ents[i].attr.mtime = mtime;
+	if (rc) {
+		free(b.ents);
+		free(b.names);
+		free(b.name_off);
+		return rc;
+	}
+	return builder_finish(&b, mtime, out);
 }
 
 /* ---- serialization for the LMDB cache ---- */
@@ -373,23 +401,27 @@ static void dset(struct fs_meta *m, struct dcache_ent *e, struct fs_dir *d)
 		m->entries += d->count;
 }
 
-static char *meta_key(char kind, const char *path)
+/* "d:tree\npath": listings of the same path in two trees never mix. */
+static char *meta_key(char kind, const char *tree, const char *path)
 {
-	size_t len = strlen(path);
-	char *k = malloc(len + 3);
+	size_t tlen = strlen(tree), len = strlen(path);
+	char *k = malloc(tlen + len + 4);
 
 	if (!k)
 		return NULL;
 	k[0] = kind;
 	k[1] = ':';
-	memcpy(k + 2, path, len + 1);
+	memcpy(k + 2, tree, tlen);
+	k[2 + tlen] = '\n';
+	memcpy(k + 3 + tlen, path, len + 1);
 	return k;
 }
 
-static struct fs_dir *load_cached_dir(struct fs_meta *m, const char *path)
+static struct fs_dir *load_cached_dir(struct fs_meta *m, const char *tree,
+                                      const char *path)
 {
 	struct fs_dir *d = NULL;
-	char *key = meta_key('d', path);
+	char *key = meta_key('d', tree, path);
 	void *val = NULL;
 	size_t len;
 
@@ -406,10 +438,10 @@ out:
 	return d;
 }
 
-static void store_cached_dir(struct fs_meta *m, const char *path,
-                             const struct fs_dir *d)
+static void store_cached_dir(struct fs_meta *m, const char *tree,
+                             const char *path, const struct fs_dir *d)
 {
-	char *key = meta_key('d', path);
+	char *key = meta_key('d', tree, path);
 	void *val = NULL;
 	size_t len;
 	int rc;
@@ -432,10 +464,11 @@ static bool source_unavailable(int rc)
 	       rc == -ENOMEM || rc == -EFBIG;
 }
 
-static int fetch_dir(struct fs_meta *m, const char *path, struct fs_dir **out)
+static int fetch_dir(struct fs_meta *m, const struct fs_route *r,
+                     struct fs_dir **out)
 {
 	struct dir_builder b = { 0 };
-	int rc = xfer_list(m->xfer, path, builder_add, &b);
+	int rc = xfer_list(r->xfer, r->inner, builder_add, &b);
 
 	if (rc) {
 		free(b.ents);
@@ -452,8 +485,14 @@ int fs_meta_dir(struct fs_meta *m, const char *path, struct fs_dir **out)
 	struct dcache_ent *e;
 	int64_t now = wall_now();
 	bool stale = false;
-	int rc = 0;
+	struct fs_route r;
+	int rc;
 
+	rc = fs_exports_route(m->exports, path, &r);
+	if (rc == 0 && r.kind != FS_ROUTE_SOURCE)
+		rc = -ENOTDIR;   /* made-up directories are not listed here */
+	if (rc)
+		return rc;
 	pthread_mutex_lock(&m->lock);
 	for (;;) {
 		e = dget(m, path);
@@ -479,16 +518,16 @@ int fs_meta_dir(struct fs_meta *m, const char *path, struct fs_dir **out)
 	pthread_mutex_unlock(&m->lock);
 
 	if (!have) {
-		have = load_cached_dir(m, path);
+		have = load_cached_dir(m, r.tree, path);
 		if (have && now - have->validated < (int64_t)m->ttl) {
 			got = have;
 			have = NULL;
 			goto install;
 		}
 	}
-	rc = fetch_dir(m, path, &got);
+	rc = fetch_dir(m, &r, &got);
 	if (rc == 0) {
-		store_cached_dir(m, path, got);
+		store_cached_dir(m, r.tree, path, got);
 	} else if (have && source_unavailable(rc)) {
 		pthread_mutex_lock(&m->lock);
 		if (now - m->warned_offline >= 60) {
@@ -538,42 +577,41 @@ void fs_meta_expire(struct fs_meta *m, const char *path)
 	pthread_mutex_unlock(&m->lock);
 }
 
-int fs_meta_root(struct fs_meta *m, struct xfer_attr *attr)
+int fs_meta_probe(struct fs_meta *m, const char *path,
+                  const struct fs_route *r)
 {
+	struct xfer_attr attr;
 	struct fs_dir *d = NULL;
-	int rc = xfer_stat(m->xfer, "/", attr);
+	int rc = xfer_stat(r->xfer, r->inner, &attr);
 
 	if (rc == 0) {
-		if ((attr->mode & S_IFMT) != S_IFDIR)
+		if ((attr.mode & S_IFMT) != S_IFDIR)
 			rc = -ENOTDIR;
 		goto out;
 	}
 	if (!source_unavailable(rc))
 		goto out;
-	/* The sources are down: a tree we listed before can still be served. */
-	d = load_cached_dir(m, "/");
+	/* The sources are down: a tree listed before can still be served. */
+	d = load_cached_dir(m, r->tree, path);
 	if (!d)
 		goto out;
-	dms_log(LOG_WARNING, "sources unavailable (%s): mounting from the cache",
-	        strerror(-rc));
-	memset(attr, 0, sizeof(*attr));
-	attr->mode = S_IFDIR | 0555;
-	attr->mtime = d->validated;
+	dms_log(LOG_WARNING, "sources of %s unavailable (%s): serving it from "
+	        "the cache", path, strerror(-rc));
 	rc = 0;
 out:
 	fs_dir_put(d);
 	return rc;
 }
 
-int fs_meta_init(struct fs_meta **out, struct cache *cache, struct xfer *xfer,
-                 unsigned ttl, size_t max_entries)
+int fs_meta_init(struct fs_meta **out, struct cache *cache,
+                 struct fs_exports *exports, unsigned ttl, size_t max_entries)
 {
 	struct fs_meta *m = calloc(1, sizeof(*m));
 
 	if (!m)
 		return -ENOMEM;
 	m->cache = cache;
-	m->xfer = xfer;
+	m->exports = exports;
 	m->ttl = ttl;
 	m->max_entries = max_entries;
 	m->lru.lru_next = m->lru.lru_prev = &m->lru;

@@ -6,11 +6,13 @@
  * kernel last saw it. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "common/log.h"
 #include "fs/fs_i.h"
@@ -18,11 +20,13 @@
 struct fs {
 	const struct fs_config *cfg;
 	struct cache *cache;
-	struct xfer *xfer;
+	struct fs_exports *exports;
+	struct fs_access *access;   /* NULL: no access rules */
 	struct fs_meta *meta;
 	struct fs_blocks *blocks;
 	struct fs_inodes *inodes;
-	double ttl;
+	double ttl;                 /* kernel entry and attribute timeout */
+	int64_t started;            /* mtime of made-up directories */
 };
 
 /* One open file.  Read-ahead state is per handle: a sequential reader gets a
@@ -34,6 +38,13 @@ struct fs_handle {
 	uint64_t next_off;   /* where a sequential reader reads next; guarded by lock */
 	uint64_t ra_next;    /* first block not yet queued for read-ahead; guarded by lock */
 	uint64_t window;     /* read-ahead window in blocks; guarded by lock */
+};
+
+/* One open directory: the listing as it was at opendir, so that offsets
+ * stay valid while the directory is read. */
+struct fs_dirh {
+	struct fs_dir *dir;
+	char path[];
 };
 
 static struct fs *req_fs(fuse_req_t req)
@@ -64,14 +75,60 @@ static void fill_stat(const struct fs *fs, uint64_t ino,
 	st->st_mtime = st->st_ctime = st->st_atime = (time_t)a->mtime;
 }
 
+static void virtual_attr(const struct fs *fs, struct xfer_attr *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->mode = S_IFDIR;
+	a->mtime = fs->started;
+}
+
+/* The attributes of name in directory dir (whose full path is path), from
+ * the sources' listing or from the exports.  *validated: when they were
+ * known to be right. */
+static int child_attr(struct fs *fs, const char *dir, const char *name,
+                      const char *path, struct xfer_attr *attr,
+                      int64_t *validated)
+{
+	struct fs_dir *d = NULL;
+	const struct fs_dirent *e;
+	struct fs_route r;
+	int rc = fs_exports_route(fs->exports, dir, &r);
+
+	*validated = wall_now();
+	if (rc)
+		goto out;
+	switch (r.kind) {
+	case FS_ROUTE_SOURCE:
+		rc = fs_meta_dir(fs->meta, dir, &d);
+		if (rc)
+			goto out;
+		e = fs_dir_find(d, name);
+		if (!e) {
+			rc = -ENOENT;
+			goto out;
+		}
+		*attr = e->attr;
+		*validated = d->validated;
+		break;
+	case FS_ROUTE_VIRTUAL:
+	case FS_ROUTE_USERS:
+		/* Made-up directories: any export path or valid user name. */
+		rc = fs_exports_route(fs->exports, path, &r);
+		if (rc == 0)
+			virtual_attr(fs, attr);
+		break;
+	}
+out:
+	fs_dir_put(d);
+	return rc;
+}
+
 /* Brings the attributes of ino up to date when older than meta_ttl, from its
  * parent's listing.  Copies path (if asked; caller frees) and attr out. */
 static int node_attr(struct fs *fs, uint64_t ino, char **path_out,
                      struct xfer_attr *attr)
 {
 	char *path = NULL, *parent = NULL;
-	struct fs_dir *d = NULL;
-	const struct fs_dirent *e;
 	int64_t validated, now = wall_now();
 	int rc;
 
@@ -85,18 +142,10 @@ static int node_attr(struct fs *fs, uint64_t ino, char **path_out,
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = fs_meta_dir(fs->meta, parent, &d);
-	if (rc)
-		goto out;
-	e = fs_dir_find(d, fs_path_base(path));
-	if (!e) {
-		rc = -ENOENT;
-		goto out;
-	}
-	*attr = e->attr;
-	fs_inodes_update(fs->inodes, ino, attr, now);
+	rc = child_attr(fs, parent, fs_path_base(path), path, attr, &validated);
+	if (rc == 0)
+		fs_inodes_update(fs->inodes, ino, attr, validated);
 out:
-	fs_dir_put(d);
 	free(parent);
 	if (rc == 0 && path_out) {
 		*path_out = path;
@@ -123,17 +172,16 @@ static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
-	/* Readers' requests should be large: fewer round trips per block. */
-	conn->max_read = 0;
 }
 
 static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fs *fs = req_fs(req);
 	struct fuse_entry_param e;
-	struct fs_dir *d = NULL;
-	const struct fs_dirent *ent;
+	struct xfer_attr attr;
+	struct fs_caller c;
 	char *dir = NULL, *path = NULL;
+	int64_t validated;
 	uint64_t ino;
 	int rc;
 
@@ -141,35 +189,42 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		rc = -ENAMETOOLONG;
 		goto out;
 	}
+	rc = fs_access_caller(fs->access, req, &c);
+	if (rc)
+		goto out;
 	rc = fs_inodes_get(fs->inodes, parent, &dir, NULL, NULL);
 	if (rc)
 		goto out;
-	rc = fs_meta_dir(fs->meta, dir, &d);
-	if (rc)
-		goto out;
-	ent = fs_dir_find(d, name);
-	if (!ent) {
-		/* A negative entry: the kernel remembers the miss for meta_ttl. */
-		memset(&e, 0, sizeof(e));
-		e.entry_timeout = fs->ttl;
-		fuse_reply_entry(req, &e);
-		goto out;
-	}
 	path = fs_path_join(dir, name);
 	if (!path) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = fs_inodes_lookup(fs->inodes, path, &ent->attr, d->validated, &ino);
+	/* Rights before existence: the answer must not tell whether a name
+	 * the caller may not see exists. */
+	rc = fs_access_check(fs->access, &c, path, 0);
 	if (rc)
 		goto out;
-	fill_entry(fs, ino, &ent->attr, &e);
+	rc = child_attr(fs, dir, name, path, &attr, &validated);
+	if (rc == -ENOENT) {
+		/* A negative entry: the kernel remembers the miss. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = fs->ttl;
+		fuse_reply_entry(req, &e);
+		rc = 0;
+		goto out;
+	}
+	if (rc)
+		goto out;
+	rc = fs_inodes_lookup(fs->inodes, path, &attr, validated, &ino);
+	if (rc)
+		goto out;
+	fill_entry(fs, ino, &attr, &e);
 	if (fuse_reply_entry(req, &e) != 0)
 		fs_inodes_forget(fs->inodes, ino, 1);
 out:
 	if (rc)
 		fuse_reply_err(req, -rc);
-	fs_dir_put(d);
 	free(dir);
 	free(path);
 }
@@ -191,14 +246,39 @@ static void fs_op_forget_multi(fuse_req_t req, size_t count,
 	fuse_reply_none(req);
 }
 
+/* The path of ino, after checking that the caller has want on it (0: may
+ * see it).  Caller frees *path. */
+static int checked_path(struct fs *fs, fuse_req_t req, uint64_t ino,
+                        unsigned want, struct fs_caller *c, char **path)
+{
+	int rc = fs_access_caller(fs->access, req, c);
+
+	if (rc)
+		return rc;
+	rc = fs_inodes_get(fs->inodes, ino, path, NULL, NULL);
+	if (rc)
+		return rc;
+	rc = fs_access_check(fs->access, c, *path, want);
+	if (rc) {
+		free(*path);
+		*path = NULL;
+	}
+	return rc;
+}
+
 static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino,
                           struct fuse_file_info *fi)
 {
 	struct fs *fs = req_fs(req);
 	struct xfer_attr a;
+	struct fs_caller c;
 	struct stat st;
-	int rc = node_attr(fs, ino, NULL, &a);
+	char *path = NULL;
+	int rc = checked_path(fs, req, ino, 0, &c, &path);
 
+	if (rc == 0)
+		rc = node_attr(fs, ino, NULL, &a);
+	free(path);
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -207,26 +287,89 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_attr(req, &st, fs->ttl);
 }
 
+static void fs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct fs *fs = req_fs(req);
+	struct xfer_attr a;
+	struct fs_caller c;
+	unsigned want = 0;
+	char *path = NULL;
+	int rc;
+
+	rc = node_attr(fs, ino, NULL, &a);
+	if (rc)
+		goto out;
+	if (mask & W_OK) {
+		rc = -EROFS;
+		goto out;
+	}
+	if ((mask & X_OK) && (a.mode & S_IFMT) != S_IFDIR) {
+		rc = -EACCES;
+		goto out;
+	}
+	if (mask & R_OK)
+		want |= ACL_READ;
+	if (mask & X_OK)
+		want |= ACL_LOOKUP;
+	rc = checked_path(fs, req, ino, want, &c, &path);
+out:
+	free(path);
+	fuse_reply_err(req, -rc);
+}
+
 static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino,
                           struct fuse_file_info *fi)
 {
 	struct fs *fs = req_fs(req);
+	struct fs_dirh *h = NULL;
 	struct fs_dir *d = NULL;
+	struct fs_route r;
+	struct fs_caller c;
 	char *path = NULL;
 	int rc;
 
-	rc = fs_inodes_get(fs->inodes, ino, &path, NULL, NULL);
+	rc = checked_path(fs, req, ino, ACL_READ, &c, &path);
 	if (rc)
 		goto out;
-	rc = fs_meta_dir(fs->meta, path, &d);
+	rc = fs_exports_route(fs->exports, path, &r);
 	if (rc)
 		goto out;
-	fi->fh = (uintptr_t)d;
-	if (fuse_reply_open(req, fi) != 0)
-		fs_dir_put(d);
+	if (r.kind == FS_ROUTE_SOURCE) {
+		rc = fs_meta_dir(fs->meta, path, &d);
+	} else if (r.kind == FS_ROUTE_VIRTUAL) {
+		rc = fs_dir_virtual(fs->exports, path, NULL, fs->started, &d);
+	} else {
+		/* Users' areas are listed to their owner; others' resolve by
+		 * name where the rules allow (README). */
+		char buf[4096];
+		struct passwd pw, *res = NULL;
+
+		if (getpwuid_r(c.ac.uid, &pw, buf, sizeof(buf), &res) == 0 && res)
+			rc = fs_dir_virtual(fs->exports, path, pw.pw_name,
+			                    fs->started, &d);
+		else
+			rc = fs_dir_virtual(fs->exports, "/nonexistent/", NULL,
+			                    fs->started, &d);
+	}
+	if (rc)
+		goto out;
+	h = malloc(sizeof(*h) + strlen(path) + 1);
+	if (!h) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	h->dir = d;
+	memcpy(h->path, path, strlen(path) + 1);
+	d = NULL;
+	fi->fh = (uintptr_t)h;
+	if (fuse_reply_open(req, fi) != 0) {
+		fs_dir_put(h->dir);
+		free(h);
+	}
 out:
 	if (rc)
 		fuse_reply_err(req, -rc);
+	fs_dir_put(d);
 	free(path);
 }
 
@@ -234,8 +377,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi, bool plus)
 {
 	struct fs *fs = req_fs(req);
-	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
-	char *buf = malloc(size), *dir = NULL, *path = NULL;
+	struct fs_dirh *h = (struct fs_dirh *)(uintptr_t)fi->fh;
+	struct fs_dir *d = h->dir;
+	char *buf = malloc(size), *path = NULL;
+	struct fs_caller c;
 	size_t used = 0;
 	uint64_t i;
 	int rc = 0;
@@ -244,41 +389,42 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (plus) {
-		rc = fs_inodes_get(fs->inodes, ino, &dir, NULL, NULL);
-		if (rc)
-			goto out;
-	}
+	rc = fs_access_caller(fs->access, req, &c);
+	if (rc)
+		goto out;
 	for (i = (uint64_t)off; i < d->count + 2; i++) {
 		const char *name = i == 0 ? "." : i == 1 ? ".." : d->ents[i - 2].name;
+		const struct xfer_attr *a = i < 2 ? NULL : &d->ents[i - 2].attr;
 		struct fuse_entry_param e;
+		uint64_t child;
 		size_t need;
 
 		memset(&e, 0, sizeof(e));
-		if (i < 2) {
+		if (a) {
+			free(path);
+			path = fs_path_join(h->path, name);
+			if (!path) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			/* Names the caller may not see are not listed. */
+			if (!fs_access_visible(fs->access, &c, path))
+				continue;
+			e.attr.st_mode = (a->mode & S_IFMT) == S_IFDIR ? S_IFDIR : S_IFREG;
+			/* readdir callers skip d_ino 0; the real number comes with
+			 * lookup, so any stable non-zero value will do here. */
+			e.attr.st_ino = XXH3_64bits(path, strlen(path)) | 1;
+		} else {
 			/* No attributes (ino 0 in the entry) but a visible inode
 			 * number: readdir callers skip entries whose d_ino is 0. */
 			e.attr.st_mode = S_IFDIR;
 			e.attr.st_ino = i == 0 ? ino : FUSE_ROOT_ID;
-		} else {
-			const struct xfer_attr *a = &d->ents[i - 2].attr;
-
-			e.attr.st_mode = (a->mode & S_IFMT) == S_IFDIR ? S_IFDIR : S_IFREG;
 		}
 		need = plus ? fuse_add_direntry_plus(req, NULL, 0, name, NULL, 0)
 		            : fuse_add_direntry(req, NULL, 0, name, NULL, 0);
 		if (used + need > size)
 			break;
-		if (plus && i >= 2) {
-			const struct xfer_attr *a = &d->ents[i - 2].attr;
-			uint64_t child;
-
-			free(path);
-			path = fs_path_join(dir, name);
-			if (!path) {
-				rc = -ENOMEM;
-				goto out;
-			}
+		if (plus && a) {
 			rc = fs_inodes_lookup(fs->inodes, path, a, d->validated, &child);
 			if (rc)
 				goto out;
@@ -298,7 +444,6 @@ out:
 	else
 		fuse_reply_buf(req, buf, used);
 	free(buf);
-	free(dir);
 	free(path);
 }
 
@@ -317,7 +462,10 @@ static void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
                              struct fuse_file_info *fi)
 {
-	fs_dir_put((struct fs_dir *)(uintptr_t)fi->fh);
+	struct fs_dirh *h = (struct fs_dirh *)(uintptr_t)fi->fh;
+
+	fs_dir_put(h->dir);
+	free(h);
 	fuse_reply_err(req, 0);
 }
 
@@ -327,6 +475,8 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
 	struct fs *fs = req_fs(req);
 	struct fs_handle *h = NULL;
 	struct xfer_attr a;
+	struct fs_route r;
+	struct fs_caller c;
 	char *path = NULL;
 	int rc;
 
@@ -334,19 +484,27 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
 		rc = -EROFS;
 		goto out;
 	}
-	rc = node_attr(fs, ino, &path, &a);
+	rc = checked_path(fs, req, ino, ACL_READ, &c, &path);
+	if (rc)
+		goto out;
+	rc = node_attr(fs, ino, NULL, &a);
 	if (rc)
 		goto out;
 	if ((a.mode & S_IFMT) == S_IFDIR) {
 		rc = -EISDIR;
 		goto out;
 	}
+	rc = fs_exports_route(fs->exports, path, &r);
+	if (rc == 0 && r.kind != FS_ROUTE_SOURCE)
+		rc = -EISDIR;
+	if (rc)
+		goto out;
 	h = calloc(1, sizeof(*h));
 	if (!h) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	h->file = fs_file_new(path, &a, fs->cfg->block_size);
+	h->file = fs_file_new(path, &r, &a, fs->cfg->block_size);
 	if (!h->file) {
 		rc = -ENOMEM;
 		goto out;
@@ -406,10 +564,20 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fs *fs = req_fs(req);
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
 	struct fs_file *f = h->file;
+	struct fs_caller c;
 	char *buf = NULL;
-	size_t len;
-	int rc = 0;
+	size_t len = 0;
+	int rc;
 
+	/* Rules may have changed since open; checking costs well under a
+	 * microsecond once the caller's groups are known. */
+	rc = fs_access_caller(fs->access, req, &c);
+	if (rc == 0)
+		rc = fs_access_check(fs->access, &c, f->path, ACL_READ);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
 	if (off < 0 || (uint64_t)off >= f->attr.size) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
@@ -474,6 +642,7 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.forget = fs_op_forget,
 	.forget_multi = fs_op_forget_multi,
 	.getattr = fs_op_getattr,
+	.access = fs_op_access,
 	.opendir = fs_op_opendir,
 	.readdir = fs_op_readdir,
 	.readdirplus = fs_op_readdirplus,
@@ -525,9 +694,69 @@ static void detach_stdio(void)
 		close(fd);
 }
 
+/* libfuse's messages (bad options, mount errors) go where ours go.  It
+ * writes some lines in pieces: keep them until the newline. */
+static void fuse_log_to_dms(enum fuse_log_level level, const char *fmt,
+                            va_list ap)
+{
+	static __thread char line[1024];
+	size_t n = strlen(line);
+
+	vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	n = strlen(line);
+	if (n && line[n - 1] != '\n' && n < sizeof(line) - 1)
+		return;
+	while (n && line[n - 1] == '\n')
+		line[--n] = '\0';
+	dms_log((int)level, "%s", line);
+	line[0] = '\0';
+}
+
+/* The URL form is one export at "/". */
+static int open_exports(struct fs *fs, const struct fs_config *cfg,
+                        const struct xfer_opts *xopts)
+{
+	struct fs_export_conf url = {
+		.name = "url", .path = "/", .source = cfg->sources,
+	};
+
+	if (cfg->sources)
+		return fs_exports_open(&fs->exports, &url, 1, xopts);
+	return fs_exports_open(&fs->exports, cfg->exports, cfg->nexports, xopts);
+}
+
+/* Every export that has fixed sources must answer now or have a cached
+ * tree: a mount that cannot serve anything is refused. */
+static int probe_exports(struct fs *fs)
+{
+	const char *name, *path;
+	struct fs_route r;
+	size_t i;
+	int rc = 0, failed;
+
+	for (i = 0; fs_exports_probe_list(fs->exports, i, &name, &path, &r) == 0;
+	     i++) {
+		if (!r.xfer)
+			continue;
+		failed = fs_meta_probe(fs->meta, path, &r);
+		if (failed) {
+			dms_log(LOG_ERR, "cannot mount export %s (%s): %s", name, path,
+			        failed == -EHOSTDOWN || failed == -EIO
+			        ? "origin unreachable and nothing cached"
+			        : strerror(-failed));
+			rc = failed;
+			break;
+		}
+	}
+	return rc;
+}
+
 int fs_run(struct fs_config *cfg, int ready_fd)
 {
-	struct fs fs = { .cfg = cfg, .ttl = cfg->meta_ttl };
+	struct fs fs = {
+		.cfg = cfg, .started = wall_now(),
+		.ttl = cfg->acl_file ? 0 : cfg->meta_ttl,
+	};
 	struct cache_opts copts = {
 		.dir = cfg->cache_dir, .max_bytes = cfg->cache_size,
 	};
@@ -545,47 +774,54 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	char ok = 0;
 	int rc, status = 1;
 
+	fuse_set_log_func(fuse_log_to_dms);
+	/* Until the mount works, a daemon's stderr gets one line: why not. */
+	if (!cfg->foreground)
+		dms_log_hold();
+	/* Options first: a typo must not cost a cache directory. */
+	se = fuse_session_new(&cfg->args, &fs_ops, sizeof(fs_ops), &fs);
+	if (!se)
+		goto out;
 	rc = cache_open(&fs.cache, &copts);
 	if (rc) {
 		dms_log(LOG_ERR, "cannot use cache_dir %s: %s", cfg->cache_dir,
 		        strerror(-rc));
 		goto out;
 	}
-	rc = xfer_open(&fs.xfer, cfg->sources, &xopts);
+	rc = open_exports(&fs, cfg, &xopts);
 	if (rc) {
-		dms_log(LOG_ERR, "cannot use %s: %s", cfg->sources, strerror(-rc));
+		dms_log(LOG_ERR, "cannot use %s: %s", cfg->sources ? cfg->sources
+		        : "the exports of the config file", strerror(-rc));
 		goto out;
 	}
-	rc = fs_meta_init(&fs.meta, fs.cache, fs.xfer, cfg->meta_ttl, 1000000);
+	if (cfg->acl_file) {
+		rc = fs_access_open(&fs.access, cfg->acl_file);
+		if (rc) {
+			dms_log(LOG_ERR, "cannot use access rules %s: %s",
+			        cfg->acl_file, strerror(-rc));
+			goto out;
+		}
+	}
+	rc = fs_meta_init(&fs.meta, fs.cache, fs.exports, cfg->meta_ttl, 1000000);
 	if (rc)
 		goto out;
-	rc = fs_meta_root(fs.meta, &root);
-	if (rc) {
-		dms_log(LOG_ERR, "cannot mount %s: %s", cfg->sources,
-		        rc == -EHOSTDOWN || rc == -EIO
-		        ? "origin unreachable and nothing cached" : strerror(-rc));
+	rc = probe_exports(&fs);
+	if (rc)
 		goto out;
-	}
+	virtual_attr(&fs, &root);
 	rc = fs_inodes_init(&fs.inodes, &root);
 	if (rc)
 		goto out;
-	rc = fs_blocks_init(&fs.blocks, fs.cache, fs.xfer, cfg->block_size,
-	                    cfg->mem_size, cfg->fetchers);
+	rc = fs_blocks_init(&fs.blocks, fs.cache, cfg->block_size, cfg->mem_size,
+	                    cfg->fetchers);
 	if (rc)
 		goto out;
-	se = fuse_session_new(&cfg->args, &fs_ops, sizeof(fs_ops), &fs);
-	if (!se) {
-		dms_log(LOG_ERR, "cannot mount %s: invalid FUSE options",
-		        cfg->mountpoint);
-		goto out;
-	}
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	if (fuse_session_mount(se, cfg->mountpoint) != 0) {
 		dms_log(LOG_ERR, "cannot mount on %s", cfg->mountpoint);
 		goto out_signals;
 	}
-	dms_log(LOG_INFO, "mounted %s on %s", cfg->sources, cfg->mountpoint);
 	if (ready_fd >= 0) {
 		if (write(ready_fd, &ok, 1) != 1)
 			goto out_unmount;
@@ -594,8 +830,11 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	}
 	if (!cfg->foreground) {
 		dms_log_to_syslog("dmsfs");
+		dms_log_release(false);
 		detach_stdio();
 	}
+	dms_log(LOG_INFO, "mounted %s on %s", cfg->sources ? cfg->sources
+	        : "the exports of the config file", cfg->mountpoint);
 	loop = fuse_loop_cfg_create();
 	if (!loop)
 		goto out_unmount;
@@ -614,14 +853,16 @@ out:
 	fs_blocks_destroy(fs.blocks);
 	fs_inodes_destroy(fs.inodes);
 	fs_meta_destroy(fs.meta);
+	fs_access_close(fs.access);
+	fs_exports_close(fs.exports);
 	if (fs.cache) {
 		cache_flush(fs.cache);
-		write_stats(&fs);
+		if (status == 0)
+			write_stats(&fs);
 		cache_close(fs.cache);
 	}
-	if (fs.xfer)
-		xfer_close(fs.xfer);
 	if (ready_fd >= 0)
 		close(ready_fd);
+	dms_log_release(true);
 	return status;
 }

@@ -1,0 +1,369 @@
+/* Options: from -o (fuse_opt table) and from a config file (INI, libinih).
+ * Values are kept as given until every source is read, so that -o wins over
+ * the file, then checked in one place with errors that name the option. */
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "fs/fs_i.h"
+
+#define DEFAULT_CACHE_SIZE (10ull << 30)
+#define DEFAULT_BLOCK_SIZE (256u << 10)
+#define DEFAULT_MEM_SIZE (32ull << 20)
+#define DEFAULT_READAHEAD (8u << 20)
+#define DEFAULT_META_TTL 60u
+#define MAX_EXPORTS 256
+
+#define OPT(t, f) { t, offsetof(struct fs_raw_opts, f), 0 }
+const struct fuse_opt fs_opt_table[] = {
+	OPT("config=%s", config),
+	OPT("acl=%s", acl),
+	OPT("cache_dir=%s", cache_dir),
+	OPT("cache_size=%s", cache_size),
+	OPT("block_size=%s", block_size),
+	OPT("mem_cache=%s", mem_cache),
+	OPT("meta_ttl=%s", meta_ttl),
+	OPT("readahead=%s", readahead),
+	OPT("threads=%s", threads),
+	OPT("fetchers=%s", fetchers),
+	OPT("proxy=%s", proxy),
+	OPT("gridftp_streams=%s", gridftp_streams),
+	OPT("connect_timeout=%s", connect_timeout),
+	OPT("stall_timeout=%s", stall_timeout),
+	OPT("max_listing=%s", max_listing),
+	FUSE_OPT_END
+};
+
+void fs_raw_opts_free(struct fs_raw_opts *raw)
+{
+	char **fields[] = {
+		&raw->config, &raw->acl, &raw->cache_dir, &raw->cache_size,
+		&raw->block_size, &raw->mem_cache, &raw->meta_ttl, &raw->readahead,
+		&raw->threads, &raw->fetchers, &raw->proxy, &raw->gridftp_streams,
+		&raw->connect_timeout, &raw->stall_timeout, &raw->max_listing,
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+		free(*fields[i]);
+		*fields[i] = NULL;
+	}
+}
+
+/* ---- the config file ---- */
+
+struct ini_state {
+	struct fs_raw_opts *raw;
+	struct fs_config *cfg;
+	char reason[256];
+};
+
+/* Sets *field from the file unless -o gave it already. */
+static int take(char **field, const char *value)
+{
+	if (*field)
+		return 1;
+	*field = strdup(value);
+	return *field ? 1 : 0;
+}
+
+static struct fs_export_conf *export_named(struct fs_config *cfg,
+                                           const char *name)
+{
+	struct fs_export_conf *e;
+	size_t i;
+
+	for (i = 0; i < cfg->nexports; i++) {
+		if (strcmp(cfg->exports[i].name, name) == 0)
+			return &cfg->exports[i];
+	}
+	if (cfg->nexports == MAX_EXPORTS)
+		return NULL;
+	e = realloc(cfg->exports, (cfg->nexports + 1) * sizeof(*e));
+	if (!e)
+		return NULL;
+	cfg->exports = e;
+	e = &cfg->exports[cfg->nexports];
+	memset(e, 0, sizeof(*e));
+	e->name = strdup(name);
+	if (!e->name)
+		return NULL;
+	cfg->nexports++;
+	return e;
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+	if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcmp(v, "1") ||
+	    !strcasecmp(v, "on"))
+		*out = true;
+	else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") ||
+	         !strcmp(v, "0") || !strcasecmp(v, "off"))
+		*out = false;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static int config_line(void *user, const char *section, const char *name,
+                       const char *value)
+{
+	struct ini_state *st = user;
+	struct fs_raw_opts *raw = st->raw;
+
+	if (!strcmp(section, "cache")) {
+		if (!strcmp(name, "dir"))
+			return take(&raw->cache_dir, value);
+		if (!strcmp(name, "size"))
+			return take(&raw->cache_size, value);
+		if (!strcmp(name, "block_size"))
+			return take(&raw->block_size, value);
+		if (!strcmp(name, "meta_ttl"))
+			return take(&raw->meta_ttl, value);
+		if (!strcmp(name, "mem"))
+			return take(&raw->mem_cache, value);
+		if (!strcmp(name, "readahead"))
+			return take(&raw->readahead, value);
+	} else if (!strcmp(section, "acl")) {
+		if (!strcmp(name, "rules"))
+			return take(&raw->acl, value);
+	} else if (!strcmp(section, "transfer")) {
+		if (!strcmp(name, "proxy"))
+			return take(&raw->proxy, value);
+		if (!strcmp(name, "gridftp_streams"))
+			return take(&raw->gridftp_streams, value);
+		if (!strcmp(name, "connect_timeout"))
+			return take(&raw->connect_timeout, value);
+		if (!strcmp(name, "stall_timeout"))
+			return take(&raw->stall_timeout, value);
+		if (!strcmp(name, "max_listing"))
+			return take(&raw->max_listing, value);
+	} else if (!strncmp(section, "export ", 7) && section[7]) {
+		struct fs_export_conf *e = export_named(st->cfg, section + 7);
+		char **field = NULL;
+
+		if (!e) {
+			snprintf(st->reason, sizeof(st->reason), "too many exports");
+			return 0;
+		}
+		if (!strcmp(name, "path"))
+			field = (char **)&e->path;
+		else if (!strcmp(name, "source"))
+			field = (char **)&e->source;
+		else if (!strcmp(name, "per_user")) {
+			if (parse_bool(value, &e->per_user) == 0)
+				return 1;
+			snprintf(st->reason, sizeof(st->reason),
+			         "per_user must be yes or no, not '%s'", value);
+			return 0;
+		}
+		if (field) {
+			free(*field);
+			*field = strdup(value);
+			return *field ? 1 : 0;
+		}
+	} else {
+		snprintf(st->reason, sizeof(st->reason), "unknown section [%s]",
+		         section);
+		return 0;
+	}
+	snprintf(st->reason, sizeof(st->reason), "unknown key '%s' in [%s]",
+	         name, section);
+	return 0;
+}
+
+int fs_config_load(const char *file, struct fs_raw_opts *raw,
+                   struct fs_config *cfg)
+{
+	struct ini_state st = { .raw = raw, .cfg = cfg };
+	FILE *f = fopen(file, "r");
+	size_t i;
+	int line;
+
+	if (!f) {
+		fprintf(stderr, "dmsfs: config %s: %s\n", file, strerror(errno));
+		return -errno;
+	}
+	line = ini_parse_file(f, config_line, &st);
+	fclose(f);
+	if (line != 0) {
+		fprintf(stderr, "dmsfs: config %s:%d: %s\n", file, line,
+		        st.reason[0] ? st.reason : line < 0 ? "cannot read"
+		                                           : "syntax error");
+		return -EINVAL;
+	}
+	for (i = 0; i < cfg->nexports; i++) {
+		const struct fs_export_conf *e = &cfg->exports[i];
+
+		if (!e->path || !e->source) {
+			fprintf(stderr, "dmsfs: config %s: [export %s] needs both path "
+			        "and source\n", file, e->name);
+			return -EINVAL;
+		}
+		if (!fs_path_normalized(e->path) && !(strlen(e->path) > 1 &&
+		    e->path[strlen(e->path) - 1] == '/')) {
+			fprintf(stderr, "dmsfs: config %s: [export %s] path '%s' must be "
+			        "absolute and normalized\n", file, e->name, e->path);
+			return -EINVAL;
+		}
+	}
+	if (cfg->nexports == 0) {
+		fprintf(stderr, "dmsfs: config %s: no [export NAME] section\n", file);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+void fs_config_free(struct fs_config *cfg)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->nexports; i++) {
+		free((char *)cfg->exports[i].name);
+		free((char *)cfg->exports[i].path);
+		free((char *)cfg->exports[i].source);
+	}
+	free(cfg->exports);
+	free(cfg->cache_dir);
+	free(cfg->proxy);
+	free(cfg->acl_file);
+	cfg->exports = NULL;
+	cfg->nexports = 0;
+}
+
+/* ---- checking values ---- */
+
+static int parse_uint(const char *name, const char *val, unsigned min,
+                      unsigned max, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(val, &end, 10);
+	if (errno || end == val || *end || val[0] == '-' || v < min || v > max) {
+		fprintf(stderr, "dmsfs: invalid %s=%s (a whole number from %u to %u)\n",
+		        name, val, min, max);
+		return -EINVAL;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
+static int parse_size_opt(const char *name, const char *val, uint64_t min,
+                          uint64_t max, uint64_t *out)
+{
+	if (fs_parse_size(val, out) != 0 || *out < min || *out > max) {
+		fprintf(stderr, "dmsfs: invalid %s=%s (a size such as 512K, 64M, 10G, "
+		        "from %llu to %llu bytes)\n", name, val,
+		        (unsigned long long)min, (unsigned long long)max);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* The daemon changes to "/" when it detaches: keep paths absolute. */
+static char *absolute(const char *path)
+{
+	char cwd[PATH_MAX], buf[PATH_MAX];
+
+	if (path[0] == '/')
+		return strdup(path);
+	if (!getcwd(cwd, sizeof(cwd)) ||
+	    snprintf(buf, sizeof(buf), "%s/%s", cwd, path) >= (int)sizeof(buf))
+		return NULL;
+	return strdup(buf);
+}
+
+static char *default_cache_dir(void)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	char buf[PATH_MAX];
+	int n;
+
+	if (geteuid() == 0)
+		return strdup("/var/cache/dmsfs");
+	if (xdg && xdg[0] == '/')
+		n = snprintf(buf, sizeof(buf), "%s/dmsfs", xdg);
+	else if (home && home[0] == '/')
+		n = snprintf(buf, sizeof(buf), "%s/.cache/dmsfs", home);
+	else
+		return NULL;
+	return n < (int)sizeof(buf) ? strdup(buf) : NULL;
+}
+
+int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
+{
+	uint64_t v;
+	int rc = 0;
+
+	cfg->cache_size = DEFAULT_CACHE_SIZE;
+	cfg->block_size = DEFAULT_BLOCK_SIZE;
+	cfg->mem_size = DEFAULT_MEM_SIZE;
+	cfg->readahead = DEFAULT_READAHEAD;
+	cfg->meta_ttl = DEFAULT_META_TTL;
+	cfg->max_threads = 32;
+	cfg->fetchers = 8;
+	cfg->connect_timeout = 5;
+	cfg->stall_timeout = 15;
+	cfg->max_listing = 128ull << 20;
+
+	if (raw->cache_size)
+		rc |= parse_size_opt("cache_size", raw->cache_size, 1ull << 20,
+		                     1ull << 50, &cfg->cache_size);
+	if (raw->block_size) {
+		rc |= parse_size_opt("block_size", raw->block_size, 4096, 16u << 20,
+		                     &cfg->block_size);
+		if (rc == 0 && (cfg->block_size & (cfg->block_size - 1))) {
+			fprintf(stderr, "dmsfs: invalid block_size=%s (a power of two)\n",
+			        raw->block_size);
+			rc = -EINVAL;
+		}
+	}
+	if (raw->mem_cache)
+		rc |= parse_size_opt("mem_cache", raw->mem_cache, 1u << 20,
+		                     1ull << 40, &cfg->mem_size);
+	if (raw->readahead) {
+		rc |= parse_size_opt("readahead", raw->readahead, 0, 1u << 30, &v);
+		cfg->readahead = (unsigned)v;
+	}
+	if (raw->max_listing)
+		rc |= parse_size_opt("max_listing", raw->max_listing, 4096,
+		                     1ull << 32, &cfg->max_listing);
+	if (raw->meta_ttl)
+		rc |= parse_uint("meta_ttl", raw->meta_ttl, 0, 1u << 30, &cfg->meta_ttl);
+	if (raw->threads)
+		rc |= parse_uint("threads", raw->threads, 1, 1024, &cfg->max_threads);
+	if (raw->fetchers)
+		rc |= parse_uint("fetchers", raw->fetchers, 0, 256, &cfg->fetchers);
+	if (raw->gridftp_streams)
+		rc |= parse_uint("gridftp_streams", raw->gridftp_streams, 1, 64,
+		                 &cfg->gridftp_streams);
+	if (raw->connect_timeout)
+		rc |= parse_uint("connect_timeout", raw->connect_timeout, 1, 3600,
+		                 &cfg->connect_timeout);
+	if (raw->stall_timeout)
+		rc |= parse_uint("stall_timeout", raw->stall_timeout, 1, 3600,
+		                 &cfg->stall_timeout);
+	if (raw->proxy && !(cfg->proxy = strdup(raw->proxy)))
+		rc = -ENOMEM;
+	if (raw->acl && !(cfg->acl_file = absolute(raw->acl)))
+		rc = -ENOMEM;
+	cfg->cache_dir = raw->cache_dir ? absolute(raw->cache_dir)
+	                                : default_cache_dir();
+	if (!cfg->cache_dir) {
+		fprintf(stderr, "dmsfs: no cache_dir given and no home directory "
+		        "to default to\n");
+		rc = -EINVAL;
+	}
+	if (cfg->mem_size < 2 * cfg->block_size)
+		cfg->mem_size = 2 * cfg->block_size;
+	return rc ? -EINVAL : 0;
+}
