@@ -18,6 +18,9 @@
  *   PRIVS letters, then optionally '-' and letters that are denied:
  *         a all, l lookup, r read, w write, i insert, d delete, n rename.
  *         "rl", "-rl", "a-d".
+ *   The first pair may also be written PRIVS PATH, as in
+ *   "u * -rl /archive/private /archive rl" (a token is a path when it
+ *   starts with '/', so this is unambiguous); later pairs are PATH PRIVS.
  *   '#' starts a comment anywhere (so paths cannot contain '#').  A line
  *   whose last non-blank character (after comment removal) is '\' goes on
  *   on the next line.  Errors are reported at the first line of a

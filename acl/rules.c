@@ -179,8 +179,8 @@ static int parse_path(struct parser *ps, unsigned line, enum acl_type type,
 	int rc = 0;
 
 	if (t->p[0] != '/' && looks_like_privs(t)) {
-		/* e.g. "u * -rl /archive/private ...": XRootD's order is
-		 * PATH PRIVS, and guessing would hide the mistake. */
+		/* e.g. "u * /a rl -r /b": only the first pair may be
+		 * written PRIVS PATH. */
 		diag(ps, line, true, "expected a path, found privileges '%s' "
 		     "(the order is PATH PRIVS)", esc(t->p, t->len, e,
 		                                      sizeof(e)));
@@ -329,12 +329,21 @@ static int add_line(struct parser *ps, const struct token *tok, int ntok,
 	}
 	for (i = 2; i < ntok; i += 2) {
 		struct acl_rpath *rp = &l.paths[l.npaths];
+		const struct token *path = &tok[i], *privs = &tok[i + 1];
 
-		rc = parse_path(ps, lineno, l.type, &tok[i], rp);
+		/* The first pair may also be written PRIVS PATH, as in
+		 * "u * -rl /archive/private /archive rl": tokens tell paths
+		 * (leading '/') from privileges, so this is not a guess. */
+		if (i == 2 && looks_like_privs(path) && privs->len &&
+		    privs->p[0] == '/') {
+			path = &tok[i + 1];
+			privs = &tok[i];
+		}
+		rc = parse_path(ps, lineno, l.type, path, rp);
 		if (rc)
 			goto out;
 		l.npaths++;
-		rc = parse_privs(ps, lineno, &tok[i + 1], &rp->pos, &rp->neg);
+		rc = parse_privs(ps, lineno, privs, &rp->pos, &rp->neg);
 		if (rc)
 			goto out;
 	}

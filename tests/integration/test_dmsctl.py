@@ -87,7 +87,7 @@ x * /a r
 u alice /a
 u alice relative r
 u alice /a rz
-u * -rl /archive/private /archive rl
+u * /a r -rl /archive/private
 u alice /a/../b r
 g * /a r
 """)

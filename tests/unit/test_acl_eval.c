@@ -122,7 +122,7 @@ static void check_table(struct acl *a, const struct row *t, size_t n,
 #define TABLE(a, t) check_table(a, t, sizeof(t) / sizeof(t[0]), #t)
 
 static const char sample[] =
-	"u * /archive/private -rl /archive rl   # everyone reads the archive\n"
+	"u * -rl /archive/private /archive rl   # everyone reads the archive\n"
 	"u = /home/@=/ a                        # each user owns /home/NAME\n"
 	"g rb1810001 /shared/RB1810001 rl       # group members read\n"
 	"u alice /shared/RB1810001 a-d          # alice: all but delete\n";

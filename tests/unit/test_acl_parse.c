@@ -143,7 +143,7 @@ static void test_bad_lines(void)
 		{ "u alice x r", "path 'x' is not absolute" },
 		{ "u alice archive/x r", "path 'archive/x' is not absolute" },
 		{ "u alice ./a r", "path './a' is not absolute" },
-		{ "u * -rl /archive/private", "expected a path, found "
+		{ "u * /a r -rl /archive/private", "expected a path, found "
 		  "privileges '-rl'" },
 		{ "u alice /a/../b r", "not normalized" },
 		{ "u alice /a/./b r", "not normalized" },
