@@ -6,7 +6,7 @@ OPT      ?= -O2 -g
 STD      := -std=gnu11
 WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-declarations \
             -Wwrite-strings -Wshadow -Wno-unused-parameter
-PKGS     := fuse3 libcurl lmdb libxxhash libxml-2.0 inih globus-ftp-client
+PKGS     := fuse3 libcurl lmdb libxxhash libxml-2.0 inih globus-ftp-client globus-common
 prefix   ?= /usr/local
 DESTDIR  ?=
 PYTHON   ?= /usr/bin/python3

@@ -56,4 +56,14 @@ int xfer_listing_emit(const struct xfer_listing *l, xfer_entry_fn fn,
                       void *arg);
 void xfer_listing_free(struct xfer_listing *l);
 
+/* GridFTP (gridftp.c): parses one MLSD/MLST entry "facts; name" of len
+ * bytes (no line terminator).  Returns 0 with name (NUL-terminated, may
+ * contain '/': the caller decides) and attr filled (etag always ""), 1 for
+ * an entry to skip (Type=pdir or neither file nor dir), 2 for Type=cdir
+ * (the listed directory itself; name and attr filled), -EINVAL if
+ * malformed (no Type, bad Size/Modify/UNIX.mode, empty name, NUL byte),
+ * -ENAMETOOLONG if the name does not fit namecap. */
+int xfer_mlsx_parse(const char *line, size_t len, char *name, size_t namecap,
+                    struct xfer_attr *attr);
+
 #endif
