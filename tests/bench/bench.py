@@ -887,9 +887,11 @@ class Bench:
     # ---- ceilings
     def best_of(self, name, n, fn):
         best = None
+        runs = []
         try:
             for _ in range(n):
                 r = fn()
+                runs.append(r["seconds"])
                 if best is None or r["seconds"] < best["seconds"]:
                     best = r
         except StepError as e:
@@ -897,6 +899,7 @@ class Bench:
             self.ceilings[name] = {"status": "FAIL", "error": str(e)}
             return
         best["runs"] = n
+        best["all_seconds"] = runs
         self.ceilings[name] = best
         log("  ceiling %-18s %s" % (name, fmt(best)))
 
