@@ -103,7 +103,8 @@ int fs_meta_probe(struct fs_meta *m, const char *path,
                   const struct fs_route *r);
 
 /* A made-up listing: the children of a VIRTUAL directory, or (user not
- * NULL) the one entry user, all directories of the given mtime. */
+ * NULL) the one entry user ("" for none), all directories of the given
+ * mtime. */
 int fs_dir_virtual(struct fs_exports *ex, const char *path, const char *user,
                    int64_t mtime, struct fs_dir **out);
 

@@ -172,8 +172,10 @@ int fs_dir_virtual(struct fs_exports *ex, const char *path, const char *user,
 	size_t i;
 	int rc;
 
-	rc = user ? builder_add(&b, user, &dir)
-	          : fs_exports_children(ex, path, add_virtual_child, &b);
+	if (!user)
+		rc = fs_exports_children(ex, path, add_virtual_child, &b);
+	else
+		rc = user[0] ? builder_add(&b, user, &dir) : 0;
 	for (i = 0; i < b.count; i++)
 		b.ents[i].attr.mtime = mtime;
 	if (rc) {

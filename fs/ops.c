@@ -343,13 +343,11 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 		 * name where the rules allow (README). */
 		char buf[4096];
 		struct passwd pw, *res = NULL;
+		bool known = getpwuid_r(c.ac.uid, &pw, buf, sizeof(buf), &res) == 0
+		             && res;
 
-		if (getpwuid_r(c.ac.uid, &pw, buf, sizeof(buf), &res) == 0 && res)
-			rc = fs_dir_virtual(fs->exports, path, pw.pw_name,
-			                    fs->started, &d);
-		else
-			rc = fs_dir_virtual(fs->exports, "/nonexistent/", NULL,
-			                    fs->started, &d);
+		rc = fs_dir_virtual(fs->exports, path, known ? pw.pw_name : "",
+		                    fs->started, &d);
 	}
 	if (rc)
 		goto out;
