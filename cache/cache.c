@@ -1,0 +1,1938 @@
+/*
+ * cache/cache.c: the persistent block and metadata store (see cache.h for
+ * the contract).
+ *
+ * Layout: one LMDB environment in opts->dir with five named databases.
+ *   blocks  key fid(16) || be64(index)          -> bhdr(16) || block data
+ *   lru     be64(seq)                            -> block key (24)
+ *   atime   block key (24)                       -> be64(seq)
+ *   meta    'k' || key  (keys up to 400 bytes)   -> mhdr(24) || key || value
+ *           'h' || XXH3_128(key) (longer keys)
+ *   info    "totals"                             -> struct cache_totals
+ * Every value carries a magic (format version), its length and an XXH3-64
+ * checksum.  Block checksums are seeded with a hash of the key, and metadata
+ * checksums cover the full key, so a value is also bound to its key.
+ *
+ * Totals (block bytes, block count, next LRU sequence number) live in one
+ * small record written in the same transaction as every change to blocks, so
+ * cache_open reads them instead of scanning.  Only when that record is
+ * missing or fails its checksum while blocks exist does open rebuild it, with
+ * one scan of the blocks keys (sizes come from the B-tree nodes, block data is
+ * not read) and a warning.  A record of another format version resets the
+ * cache.
+ *
+ * Writes: cache_block_put copies the block, checksums it in the caller's
+ * thread and queues it (at most CACHE_QUEUE_MAX_BYTES pending; beyond that a
+ * put is dropped and counted).  One writer thread takes up to
+ * CACHE_BATCH_PUTS puts (and at most batch_bytes) per round and commits them:
+ *   txn A (only if needed): drop blocks readers found corrupt (re-verified
+ *         first), apply queued LRU touches, evict oldest blocks until the
+ *         batch fits under the cap;
+ *   txn B: insert the batch, update lru/atime/totals.
+ * Eviction before insertion keeps stats.bytes <= cap at every commit; the
+ * data file can exceed the cap by about one batch because pages freed by a
+ * transaction are reusable only after it commits.  Nothing slow happens while
+ * a write transaction is open (checksums and copies are done before).
+ * MDB_MAP_FULL: evict a further quarter of the cap and retry once, else drop
+ * the batch.  ENOSPC/EIO/EDQUOT at commit (full disk): drop the batch, log,
+ * and lower the effective cap below what is stored so that later batches
+ * reuse pages inside the file; the full cap is retried after a minute.
+ *
+ * Reads: a pool of reset read transactions is renewed per call (MDB_NOTLS
+ * lets them move between threads).  The whole stored block is verified, then
+ * the requested range is copied out before the transaction is reset.  A bad
+ * block is counted and logged at once and queued for deletion by the writer.
+ * A hit queues an LRU touch only if the block is not among the newest quarter
+ * of blocks (by sequence distance), and touches are deduplicated in a small
+ * in-memory set, so a hot block costs no writes.
+ *
+ * Durability: the environment uses MDB_NOTLS | MDB_NOSYNC, never with
+ * MDB_WRITEMAP.  LMDB (lmdb.h, MDB_NOSYNC): "if the filesystem preserves
+ * write order and the MDB_WRITEMAP flag is not used, transactions exhibit ACI
+ * (atomicity, consistency, isolation) properties and only lose D
+ * (durability) ... a system crash can corrupt the database or lose the last
+ * transactions if buffers are not yet flushed to disk."  A process crash never
+ * corrupts LMDB (the kernel still holds every written page).  Because common
+ * filesystems do not promise write order, open writes a marker holding the
+ * kernel boot id and close removes it after mdb_env_sync(force): a marker
+ * from another boot means the system went down while the cache was open, and
+ * the data file is moved aside (data.mdb.bad) instead of trusted.  A system
+ * crash thus costs the cache's contents, never a corrupt read.
+ * CACHE_SYNC_META builds with MDB_NOMETASYNC instead (ACI kept without that
+ * marker, one fdatasync per commit); see the measurements in the report.
+ *
+ * Locking: c->lock guards the queue, the touch set and the writer/flush
+ * handshake; c->pool_lock guards the read transaction pool; counters are
+ * atomics.  Lock order: never hold both.  LMDB write transactions are taken
+ * by the writer thread, by cache_meta_put and by cache_meta_get when it
+ * drops a corrupt record; LMDB serializes them.
+ */
+#include "cache/cache.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY  /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
+/* Tunables.  The batch and pool sizes can be overridden at build time
+ * (-DCACHE_BATCH_PUTS=16) to measure them. */
+#define CACHE_BLOCK_MAX        (16u << 20)     /* largest block accepted */
+#define CACHE_QUEUE_MAX_BYTES  (64ull << 20)   /* pending put data */
+#ifndef CACHE_BATCH_PUTS
+#define CACHE_BATCH_PUTS       32
+#endif
+#define CACHE_BATCH_MAX_BYTES  (32ull << 20)
+#ifndef CACHE_RTXN_POOL
+#define CACHE_RTXN_POOL        32              /* 0 disables the pool */
+#endif
+#define CACHE_TOUCH_SLOTS      1024            /* power of two */
+#define CACHE_TOUCH_WAKE       64              /* wake the writer at this many */
+#define CACHE_TOUCH_DELAY_S    1               /* else apply within this time */
+#define CACHE_DROPS_MAX        1024            /* queued corrupt-block drops */
+#define CACHE_META_INLINE_KEY  400             /* longer meta keys are hashed */
+#define CACHE_META_MAX         (64u << 20)     /* largest metadata value */
+#define CACHE_MAP_MIN          (256ull << 20)
+#define CACHE_CAP_MAX          (1ull << 45)    /* 32 TiB: keeps the map sane */
+#define CACHE_MAXREADERS       512
+#define CACHE_LOG_INTERVAL_S   10              /* rate limit for repeated logs */
+#define CACHE_CAP_RETRY_S      60              /* full cap again after ENOSPC */
+
+#define CACHE_KEY_LEN          24
+#define CACHE_BLOCK_MAGIC      0x31424d44u     /* "DMB1" */
+#define CACHE_META_MAGIC       0x314d4d44u     /* "DMM1" */
+#define CACHE_TOTALS_MAGIC     0x31544d44u     /* "DMT1" */
+#define CACHE_FORMAT_VERSION   1u
+
+#define CACHE_DATA_FILE        "data.mdb"
+#define CACHE_LOCK_FILE        "lock.mdb"
+#define CACHE_BAD_FILE         "data.mdb.bad"
+#define CACHE_OPEN_MARK        "open.boot"     /* present while open */
+#define CACHE_BROKEN_MARK      "data.mdb.broken"
+
+#ifdef CACHE_SYNC_META
+#define CACHE_ENV_FLAGS        (MDB_NOTLS | MDB_NOMETASYNC)
+#else
+#define CACHE_ENV_FLAGS        (MDB_NOTLS | MDB_NOSYNC)
+#endif
+_Static_assert(!((CACHE_ENV_FLAGS & MDB_NOSYNC) && (CACHE_ENV_FLAGS & MDB_WRITEMAP)),
+               "MDB_NOSYNC | MDB_WRITEMAP can corrupt on a system crash");
+_Static_assert((CACHE_TOUCH_SLOTS & (CACHE_TOUCH_SLOTS - 1)) == 0,
+               "touch slots must be a power of two");
+
+/* On-disk records; read with memcpy (LMDB values are not aligned). */
+struct cache_bhdr {
+	uint32_t magic;
+	uint32_t len;        /* data bytes that follow */
+	uint64_t sum;        /* XXH3_64(data, seed = XXH3_64(key)) */
+};
+_Static_assert(sizeof(struct cache_bhdr) == 16, "block header is 16 bytes");
+_Static_assert(CACHE_BLOCK_MAX <= UINT32_MAX, "block length fits the header");
+
+struct cache_mhdr {
+	uint32_t magic;
+	uint32_t key_len;
+	uint64_t val_len;
+	uint64_t sum;        /* XXH3_64 over key_len, val_len, key, value */
+};
+_Static_assert(sizeof(struct cache_mhdr) == 24, "meta header is 24 bytes");
+
+struct cache_totals {
+	uint32_t magic;
+	uint32_t version;
+	uint64_t bytes;      /* block data bytes stored */
+	uint64_t blocks;     /* blocks stored */
+	uint64_t next_seq;   /* next LRU sequence number */
+	uint64_t sum;        /* XXH3_64 of the fields above */
+};
+_Static_assert(sizeof(struct cache_totals) == 40, "totals record is 40 bytes");
+
+enum cache_item_type { CACHE_ITEM_PUT, CACHE_ITEM_DROP };
+
+/* A queued write.  Owned by the queue, then by the writer, which frees it. */
+struct cache_item {
+	struct cache_item *next;
+	uint64_t id;                     /* queue order, for cache_flush */
+	enum cache_item_type type;
+	unsigned char key[CACHE_KEY_LEN];
+	size_t len;                      /* PUT: data bytes; DROP: expected length */
+	unsigned char val[];             /* PUT: bhdr || data, stored as is */
+};
+
+struct cache_touch_slot {
+	bool used;
+	unsigned char key[CACHE_KEY_LEN];
+};
+
+struct cache {
+	/* Set by cache_open, read-only afterwards. */
+	char *dir;
+	MDB_env *env;
+	MDB_dbi dbi_blocks, dbi_lru, dbi_atime, dbi_meta, dbi_info;
+	uint64_t cap;
+	uint64_t batch_bytes;            /* byte limit of one writer batch */
+	pthread_t writer;
+	bool writer_started;
+	bool locks_ready;
+
+	pthread_mutex_t lock;
+	pthread_cond_t wake;             /* writer waits here for work */
+	pthread_cond_t done;             /* cache_flush waits here for progress */
+	struct cache_item *head, *tail;  /* guarded by lock */
+	uint64_t pending_bytes;          /* guarded by lock: queued + in-flight */
+	unsigned n_drops;                /* guarded by lock: queued DROP items */
+	uint64_t enq_id;                 /* guarded by lock: last id queued */
+	uint64_t done_id;                /* guarded by lock: ids <= this are done */
+	uint64_t iter_started;           /* guarded by lock: writer rounds begun */
+	uint64_t iter_done;              /* guarded by lock: writer rounds ended */
+	uint64_t iter_want;              /* guarded by lock: round a flusher needs */
+	bool writer_waiting;             /* guarded by lock */
+	bool stop;                       /* guarded by lock */
+	struct cache_touch_slot *touch;  /* guarded by lock: CACHE_TOUCH_SLOTS */
+	unsigned n_touch;                /* guarded by lock */
+
+	pthread_mutex_t pool_lock;
+	MDB_txn *pool[CACHE_RTXN_POOL > 0 ? CACHE_RTXN_POOL : 1]; /* guarded by pool_lock */
+	int pool_n;                      /* guarded by pool_lock */
+
+	/* Writer thread only. */
+	uint64_t eff_cap;                /* cap, lowered for a while after ENOSPC */
+	time_t eff_cap_since;
+
+	/* Any thread. */
+	_Atomic uint64_t hits, misses, corrupt, evicted, dropped;
+	_Atomic uint64_t bytes, blocks, next_seq; /* committed totals (mirror) */
+	atomic_bool broken;              /* LMDB reported corruption: stop using it */
+	_Atomic int64_t log_drop_t, log_batch_t; /* rate limits for repeated logs */
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void cache_be64(unsigned char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--) {
+		p[i] = (unsigned char)v;
+		v >>= 8;
+	}
+}
+
+static uint64_t cache_get_be64(const unsigned char *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static void cache_le64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++) {
+		p[i] = (unsigned char)v;
+		v >>= 8;
+	}
+}
+
+static void cache_make_key(unsigned char *key, const struct cache_fid *fid,
+                           uint64_t index)
+{
+	memcpy(key, fid->id, sizeof(fid->id));
+	cache_be64(key + sizeof(fid->id), index);
+}
+
+/* Formats a block key as "<fid hex>#<index>" for log messages. */
+static const char *cache_key_str(const unsigned char *key, char *buf, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (int i = 0; i < 16 && o + 2 < n; i++) {
+		buf[o++] = hex[key[i] >> 4];
+		buf[o++] = hex[key[i] & 15];
+	}
+	snprintf(buf + o, n - o, "#%" PRIu64, cache_get_be64(key + 16));
+	return buf;
+}
+
+static uint64_t cache_block_sum(const unsigned char *key, const void *data,
+                                size_t len)
+{
+	return XXH3_64bits_withSeed(data, len, XXH3_64bits(key, CACHE_KEY_LEN));
+}
+
+static uint64_t cache_meta_sum(const struct cache_mhdr *h, const void *key,
+                               const void *val)
+{
+	XXH3_state_t st;
+	unsigned char lens[12];
+
+	memcpy(lens, &h->key_len, 4);
+	memcpy(lens + 4, &h->val_len, 8);
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, lens, sizeof(lens));
+	XXH3_64bits_update(&st, key, h->key_len);
+	XXH3_64bits_update(&st, val, (size_t)h->val_len);
+	return XXH3_64bits_digest(&st);
+}
+
+static uint64_t cache_totals_sum(const struct cache_totals *t)
+{
+	return XXH3_64bits(t, offsetof(struct cache_totals, sum));
+}
+
+static int64_t cache_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec;
+}
+
+/* True at most once per CACHE_LOG_INTERVAL_S for one *last. */
+static bool cache_log_due(_Atomic int64_t *last)
+{
+	int64_t now = cache_now(), prev = atomic_load(last);
+
+	if (prev != 0 && now - prev < CACHE_LOG_INTERVAL_S)
+		return false;
+	return atomic_compare_exchange_strong(last, &prev, now);
+}
+
+/* LMDB result -> 0 / -errno. */
+static int cache_errno(int rc)
+{
+	if (rc >= 0)
+		return -rc;
+	switch (rc) {
+	case MDB_NOTFOUND:     return -ENOENT;
+	case MDB_MAP_FULL:     return -ENOSPC;
+	case MDB_READERS_FULL: return -EAGAIN;
+	case MDB_BAD_VALSIZE:  return -EINVAL;
+	default:               return -EIO;
+	}
+}
+
+/* Errors meaning the data file itself cannot be trusted. */
+static bool cache_rc_bad_file(int rc)
+{
+	return rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH ||
+	       rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND ||
+	       rc == MDB_PANIC || rc == MDB_INCOMPATIBLE;
+}
+
+/* Errors of the storage under the file (full disk, I/O). */
+static bool cache_rc_storage(int rc)
+{
+	return rc == ENOSPC || rc == EIO || rc == EDQUOT || rc == EFBIG;
+}
+
+static int cache_path(const struct cache *c, const char *name, char *buf,
+                      size_t n)
+{
+	int w = snprintf(buf, n, "%s/%s", c->dir, name);
+
+	return (w < 0 || (size_t)w >= n) ? -ENAMETOOLONG : 0;
+}
+
+/* After LMDB reported a corrupt tree: stop using the environment, and leave
+ * a mark so that the next cache_open moves the data file aside. */
+static void cache_set_broken(struct cache *c, int rc, const char *where)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	if (atomic_exchange(&c->broken, true))
+		return;
+	dms_log(LOG_ERR, "cache: %s: %s; cache disabled until reopened, "
+	        "data file will be set aside", where, mdb_strerror(rc));
+	if (cache_path(c, CACHE_BROKEN_MARK, path, sizeof(path)) != 0)
+		return;
+	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Checks a run-time LMDB error for corruption; returns rc unchanged. */
+static int cache_check_rc(struct cache *c, int rc, const char *where)
+{
+	if (cache_rc_bad_file(rc))
+		cache_set_broken(c, rc, where);
+	return rc;
+}
+
+/* ---- file identity ---------------------------------------------------- */
+
+void cache_fid_make(struct cache_fid *fid, const char *path, uint64_t size,
+                    int64_t mtime, const char *etag, uint32_t block_size)
+{
+	static const char tag[] = "dmsfs-fid-v1";
+	XXH3_state_t st;
+	XXH128_canonical_t out;
+	unsigned char n[8];
+	size_t plen, elen;
+
+	if (!path)
+		path = "";
+	if (!etag)
+		etag = "";
+	plen = strlen(path);
+	elen = strlen(etag);
+	XXH3_128bits_reset(&st);
+	XXH3_128bits_update(&st, tag, sizeof(tag));
+	cache_le64(n, plen);
+	XXH3_128bits_update(&st, n, 8);
+	XXH3_128bits_update(&st, path, plen);
+	cache_le64(n, size);
+	XXH3_128bits_update(&st, n, 8);
+	cache_le64(n, (uint64_t)mtime);
+	XXH3_128bits_update(&st, n, 8);
+	cache_le64(n, elen);
+	XXH3_128bits_update(&st, n, 8);
+	XXH3_128bits_update(&st, etag, elen);
+	cache_le64(n, block_size);
+	XXH3_128bits_update(&st, n, 8);
+	XXH128_canonicalFromHash(&out, XXH3_128bits_digest(&st));
+	_Static_assert(sizeof(out.digest) == sizeof(fid->id), "fid is 128 bits");
+	memcpy(fid->id, out.digest, sizeof(fid->id));
+}
+
+/* ---- read transactions ------------------------------------------------ */
+
+static int cache_rtxn_get(struct cache *c, MDB_txn **out)
+{
+	MDB_txn *txn = NULL;
+	int rc;
+
+	pthread_mutex_lock(&c->pool_lock);
+	if (c->pool_n > 0)
+		txn = c->pool[--c->pool_n];
+	pthread_mutex_unlock(&c->pool_lock);
+	if (txn) {
+		rc = mdb_txn_renew(txn);
+		if (rc == 0)
+			goto out;
+		mdb_txn_abort(txn);
+		txn = NULL;
+	}
+	rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		txn = NULL;
+out:
+	*out = txn;
+	return rc;
+}
+
+static void cache_rtxn_put(struct cache *c, MDB_txn *txn)
+{
+	mdb_txn_reset(txn);
+	pthread_mutex_lock(&c->pool_lock);
+	if (c->pool_n < CACHE_RTXN_POOL) {
+		c->pool[c->pool_n++] = txn;
+		txn = NULL;
+	}
+	pthread_mutex_unlock(&c->pool_lock);
+	if (txn)
+		mdb_txn_abort(txn);
+}
+
+/* ---- totals and block records inside a write transaction --------------- */
+
+static void cache_totals_fresh(struct cache_totals *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->magic = CACHE_TOTALS_MAGIC;
+	t->version = CACHE_FORMAT_VERSION;
+	t->next_seq = 1;
+}
+
+/* 0: *t loaded; 1: record absent; 2: record corrupt; 3: other version;
+ * < 0: LMDB error. */
+static int cache_totals_read(struct cache *c, MDB_txn *txn,
+                             struct cache_totals *t)
+{
+	MDB_val k = { 6, (void *)"totals" }, v;
+	int rc = mdb_get(txn, c->dbi_info, &k, &v);
+
+	if (rc == MDB_NOTFOUND)
+		return 1;
+	if (rc != 0)
+		return rc;
+	if (v.mv_size != sizeof(*t))
+		return 2;
+	memcpy(t, v.mv_data, sizeof(*t));
+	if (t->magic != CACHE_TOTALS_MAGIC || t->sum != cache_totals_sum(t))
+		return 2;
+	if (t->version != CACHE_FORMAT_VERSION)
+		return 3;
+	return 0;
+}
+
+static int cache_totals_write(struct cache *c, MDB_txn *txn,
+                              struct cache_totals *t)
+{
+	MDB_val k = { 6, (void *)"totals" }, v = { sizeof(*t), t };
+
+	t->sum = cache_totals_sum(t);
+	return mdb_put(txn, c->dbi_info, &k, &v, 0);
+}
+
+/* Loads the totals for a writer transaction; falls back to the mirror if the
+ * record went bad while open (it is rewritten at commit). */
+static int cache_totals_load(struct cache *c, MDB_txn *txn,
+                             struct cache_totals *t)
+{
+	int rc = cache_totals_read(c, txn, t);
+
+	if (rc < 0)
+		return rc;
+	if (rc > 0) {
+		dms_log(LOG_WARNING, "cache: totals record unreadable (%d); "
+		        "using the in-memory totals", rc);
+		cache_totals_fresh(t);
+		t->bytes = atomic_load(&c->bytes);
+		t->blocks = atomic_load(&c->blocks);
+		t->next_seq = atomic_load(&c->next_seq);
+	}
+	return 0;
+}
+
+static void cache_totals_publish(struct cache *c, const struct cache_totals *t)
+{
+	atomic_store(&c->bytes, t->bytes);
+	atomic_store(&c->blocks, t->blocks);
+	atomic_store(&c->next_seq, t->next_seq);
+}
+
+static void cache_totals_sub(struct cache_totals *t, size_t stored_size)
+{
+	uint64_t n = stored_size >= sizeof(struct cache_bhdr) ?
+	             stored_size - sizeof(struct cache_bhdr) : 0;
+
+	t->bytes = t->bytes >= n ? t->bytes - n : 0;
+	if (t->blocks > 0)
+		t->blocks--;
+}
+
+/* Removes one block and its LRU entries; the block record must exist with
+ * stored_size bytes. */
+static int cache_block_del(struct cache *c, MDB_txn *txn,
+                           struct cache_totals *t, const unsigned char *key,
+                           size_t stored_size)
+{
+	MDB_val k = { CACHE_KEY_LEN, (void *)key }, v;
+	unsigned char seq[8];
+	int rc;
+
+	rc = mdb_get(txn, c->dbi_atime, &k, &v);
+	if (rc == 0 && v.mv_size == 8) {
+		MDB_val sk = { 8, seq };
+
+		memcpy(seq, v.mv_data, 8);
+		rc = mdb_del(txn, c->dbi_lru, &sk, NULL);
+	}
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		goto out;
+	rc = mdb_del(txn, c->dbi_atime, &k, NULL);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		goto out;
+	rc = mdb_del(txn, c->dbi_blocks, &k, NULL);
+	if (rc != 0)
+		goto out;
+	cache_totals_sub(t, stored_size);
+out:
+	return rc;
+}
+
+/* Gives key the newest LRU position (the block must exist). */
+static int cache_lru_set(struct cache *c, MDB_txn *txn, struct cache_totals *t,
+                         const unsigned char *key)
+{
+	MDB_val k = { CACHE_KEY_LEN, (void *)key }, v;
+	unsigned char seq[8];
+	MDB_val sk = { 8, seq }, sv = { 8, seq };
+	int rc;
+
+	rc = mdb_get(txn, c->dbi_atime, &k, &v);
+	if (rc == 0 && v.mv_size == 8) {
+		memcpy(seq, v.mv_data, 8);
+		rc = mdb_del(txn, c->dbi_lru, &sk, NULL);
+	}
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		goto out;
+	cache_be64(seq, t->next_seq++);
+	v.mv_size = CACHE_KEY_LEN;
+	v.mv_data = (void *)key;
+	rc = mdb_put(txn, c->dbi_lru, &sk, &v, 0);
+	if (rc != 0)
+		goto out;
+	rc = mdb_put(txn, c->dbi_atime, &k, &sv, 0);
+out:
+	return rc;
+}
+
+/* Applies one queued touch: the block may be gone by now. */
+static int cache_touch_apply(struct cache *c, MDB_txn *txn,
+                             struct cache_totals *t, const unsigned char *key)
+{
+	MDB_val k = { CACHE_KEY_LEN, (void *)key }, v;
+	int rc = mdb_get(txn, c->dbi_atime, &k, &v);
+
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	return cache_lru_set(c, txn, t, key);
+}
+
+/* Why a stored block fails, or NULL if it is good and want_len long. */
+static const char *cache_block_check(const unsigned char *key,
+                                     const MDB_val *v, size_t want_len,
+                                     char *why, size_t why_n)
+{
+	struct cache_bhdr h;
+
+	if (v->mv_size < sizeof(h))
+		return "record shorter than its header";
+	memcpy(&h, v->mv_data, sizeof(h));
+	if (h.magic != CACHE_BLOCK_MAGIC)
+		return "bad magic";
+	if (h.len != v->mv_size - sizeof(h))
+		return "header length differs from record length";
+	if (h.len != want_len) {
+		snprintf(why, why_n, "stored length %" PRIu32 ", expected %zu",
+		         h.len, want_len);
+		return why;
+	}
+	if (h.sum != cache_block_sum(key, (const unsigned char *)v->mv_data +
+	                             sizeof(h), h.len))
+		return "checksum mismatch";
+	return NULL;
+}
+
+/* Writer: deletes a block a reader found bad, if it is still bad. */
+static int cache_drop_apply(struct cache *c, MDB_txn *txn,
+                            struct cache_totals *t, const unsigned char *key,
+                            size_t want_len)
+{
+	MDB_val k = { CACHE_KEY_LEN, (void *)key }, v;
+	char why[64];
+	int rc = mdb_get(txn, c->dbi_blocks, &k, &v);
+
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return rc;
+	if (!cache_block_check(key, &v, want_len, why, sizeof(why)))
+		return 0;  /* replaced by a good copy since */
+	return cache_block_del(c, txn, t, key, v.mv_size);
+}
+
+/* Evicts least recently used blocks until t->bytes <= target. */
+static int cache_evict(struct cache *c, MDB_txn *txn, struct cache_totals *t,
+                       uint64_t target, uint64_t *n_evicted)
+{
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	unsigned char key[CACHE_KEY_LEN];
+	int rc;
+
+	rc = mdb_cursor_open(txn, c->dbi_lru, &cur);
+	if (rc != 0)
+		goto out;
+	while (t->bytes > target) {
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		if (rc == MDB_NOTFOUND) {
+			dms_log(LOG_WARNING, "cache: LRU list empty with %" PRIu64
+			        " bytes counted; resetting the count", t->bytes);
+			t->bytes = 0;
+			t->blocks = 0;
+			rc = 0;
+			break;
+		}
+		if (rc != 0)
+			goto out;
+		if (v.mv_size != CACHE_KEY_LEN) {
+			rc = mdb_cursor_del(cur, 0);
+			if (rc != 0)
+				goto out;
+			continue;
+		}
+		memcpy(key, v.mv_data, CACHE_KEY_LEN);
+		rc = mdb_cursor_del(cur, 0);
+		if (rc != 0)
+			goto out;
+		k.mv_size = CACHE_KEY_LEN;
+		k.mv_data = key;
+		rc = mdb_del(txn, c->dbi_atime, &k, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			goto out;
+		rc = mdb_get(txn, c->dbi_blocks, &k, &v);
+		if (rc == MDB_NOTFOUND) {
+			rc = 0;
+			continue;
+		}
+		if (rc != 0)
+			goto out;
+		{
+			size_t sz = v.mv_size;
+
+			rc = mdb_del(txn, c->dbi_blocks, &k, NULL);
+			if (rc != 0)
+				goto out;
+			cache_totals_sub(t, sz);
+			(*n_evicted)++;
+		}
+	}
+out:
+	if (cur)
+		mdb_cursor_close(cur);
+	return rc;
+}
+
+/* ---- the writer ------------------------------------------------------- */
+
+struct cache_batch {
+	struct cache_item *items;        /* FIFO order */
+	struct cache_item *last;
+	size_t n_puts, n_drops;
+	uint64_t put_bytes;              /* data bytes of the puts */
+	uint64_t held_bytes;             /* pending_bytes to release */
+	unsigned char (*touch)[CACHE_KEY_LEN];
+	unsigned n_touch;
+};
+
+/* Txn A: drops, touches and eviction down to target (if above it). */
+static int cache_txn_prepare(struct cache *c, const struct cache_batch *b,
+                             uint64_t target)
+{
+	MDB_txn *txn = NULL;
+	struct cache_totals t;
+	uint64_t n_evicted = 0;
+	int rc;
+
+	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+	if (rc != 0)
+		goto out;
+	rc = cache_totals_load(c, txn, &t);
+	if (rc != 0)
+		goto out;
+	for (const struct cache_item *it = b->items; it; it = it->next) {
+		if (it->type != CACHE_ITEM_DROP)
+			continue;
+		rc = cache_drop_apply(c, txn, &t, it->key, it->len);
+		if (rc != 0)
+			goto out;
+	}
+	for (unsigned i = 0; i < b->n_touch; i++) {
+		rc = cache_touch_apply(c, txn, &t, b->touch[i]);
+		if (rc != 0)
+			goto out;
+	}
+	rc = cache_evict(c, txn, &t, target, &n_evicted);
+	if (rc != 0)
+		goto out;
+	rc = cache_totals_write(c, txn, &t);
+	if (rc != 0)
+		goto out;
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (rc != 0)
+		goto out;
+	cache_totals_publish(c, &t);
+	atomic_fetch_add(&c->evicted, n_evicted);
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	return rc;
+}
+
+/* Txn B: inserts the batch's puts. */
+static int cache_txn_insert(struct cache *c, const struct cache_batch *b)
+{
+	MDB_txn *txn = NULL;
+	struct cache_totals t;
+	int rc;
+
+	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+	if (rc != 0)
+		goto out;
+	rc = cache_totals_load(c, txn, &t);
+	if (rc != 0)
+		goto out;
+	for (struct cache_item *it = b->items; it; it = it->next) {
+		MDB_val k = { CACHE_KEY_LEN, it->key }, v;
+
+		if (it->type != CACHE_ITEM_PUT)
+			continue;
+		rc = mdb_get(txn, c->dbi_blocks, &k, &v);
+		if (rc == 0 && v.mv_size == sizeof(struct cache_bhdr) + it->len) {
+			/* Same identity, same length: the same bytes (a duplicate
+			 * fetch).  Keep the stored copy, refresh its LRU place. */
+			rc = cache_lru_set(c, txn, &t, it->key);
+			if (rc != 0)
+				goto out;
+			continue;
+		}
+		if (rc == 0)
+			rc = cache_block_del(c, txn, &t, it->key, v.mv_size);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			goto out;
+		v.mv_size = sizeof(struct cache_bhdr) + it->len;
+		v.mv_data = it->val;
+		rc = mdb_put(txn, c->dbi_blocks, &k, &v, 0);
+		if (rc != 0)
+			goto out;
+		rc = cache_lru_set(c, txn, &t, it->key);
+		if (rc != 0)
+			goto out;
+		t.bytes += it->len;
+		t.blocks++;
+	}
+	rc = cache_totals_write(c, txn, &t);
+	if (rc != 0)
+		goto out;
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (rc != 0)
+		goto out;
+	cache_totals_publish(c, &t);
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	return rc;
+}
+
+static void cache_batch_drop(struct cache *c, const struct cache_batch *b,
+                             int rc, const char *why)
+{
+	atomic_fetch_add(&c->dropped, b->n_puts);
+	if (b->n_puts && cache_log_due(&c->log_batch_t))
+		dms_log(LOG_WARNING, "cache: dropped a batch of %zu blocks "
+		        "(%" PRIu64 " bytes): %s: %s (%" PRIu64 " puts dropped "
+		        "so far)", b->n_puts, b->put_bytes, why,
+		        mdb_strerror(rc), atomic_load(&c->dropped));
+}
+
+/* Full disk: keep below what is stored now so later batches reuse pages
+ * freed inside the file instead of growing it. */
+static void cache_lower_cap(struct cache *c)
+{
+	uint64_t now = atomic_load(&c->bytes);
+	uint64_t lowered = now - now / 8;
+
+	if (lowered < c->eff_cap) {
+		c->eff_cap = lowered;
+		dms_log(LOG_WARNING, "cache: storage full; keeping the cache "
+		        "below %" PRIu64 " bytes for %d s", lowered,
+		        CACHE_CAP_RETRY_S);
+	}
+	c->eff_cap_since = cache_now();
+}
+
+static void cache_batch_apply(struct cache *c, struct cache_batch *b)
+{
+	uint64_t target, bytes;
+	int rc;
+
+	if (atomic_load(&c->broken)) {
+		atomic_fetch_add(&c->dropped, b->n_puts);
+		return;
+	}
+	if (c->eff_cap < c->cap && cache_now() - c->eff_cap_since >= CACHE_CAP_RETRY_S)
+		c->eff_cap = c->cap;
+	if (b->n_puts && b->put_bytes > c->eff_cap) {
+		cache_batch_drop(c, b, ENOSPC, "storage full");
+		b->n_puts = 0;
+	}
+	target = c->eff_cap - (b->n_puts ? b->put_bytes : 0);
+	bytes = atomic_load(&c->bytes);
+	if (b->n_drops || b->n_touch || bytes > target) {
+		rc = cache_check_rc(c, cache_txn_prepare(c, b, target), "evict");
+		if (rc != 0) {
+			if (b->n_puts)
+				cache_batch_drop(c, b, rc, "eviction failed");
+			else if (cache_log_due(&c->log_batch_t))
+				dms_log(LOG_WARNING, "cache: eviction/LRU update "
+				        "failed: %s", mdb_strerror(rc));
+			if (cache_rc_storage(rc))
+				cache_lower_cap(c);
+			return;
+		}
+	}
+	if (!b->n_puts)
+		return;
+	rc = cache_check_rc(c, cache_txn_insert(c, b), "insert");
+	if (rc == MDB_MAP_FULL) {
+		/* Free a further quarter of the cap, committed, and retry. */
+		uint64_t harder = target > c->cap / 4 ? target - c->cap / 4 : 0;
+		struct cache_batch none = { 0 };
+
+		dms_log(LOG_WARNING, "cache: map full; evicting down to %"
+		        PRIu64 " bytes and retrying", harder);
+		rc = cache_check_rc(c, cache_txn_prepare(c, &none, harder), "evict");
+		if (rc == 0)
+			rc = cache_check_rc(c, cache_txn_insert(c, b), "insert");
+	}
+	if (rc != 0) {
+		cache_batch_drop(c, b, rc, "commit failed");
+		if (cache_rc_storage(rc))
+			cache_lower_cap(c);
+	}
+}
+
+/* Takes the next batch off the queue and the touch set.  Called with
+ * c->lock held. */
+static void cache_batch_take(struct cache *c, struct cache_batch *b)
+{
+	struct cache_item *it;
+
+	b->items = b->last = NULL;
+	b->n_puts = b->n_drops = 0;
+	b->put_bytes = b->held_bytes = 0;
+	while ((it = c->head) != NULL) {
+		if (it->type == CACHE_ITEM_PUT && b->n_puts > 0 &&
+		    (b->n_puts >= CACHE_BATCH_PUTS ||
+		     b->put_bytes + it->len > c->batch_bytes))
+			break;
+		c->head = it->next;
+		if (!c->head)
+			c->tail = NULL;
+		it->next = NULL;
+		if (b->last)
+			b->last->next = it;
+		else
+			b->items = it;
+		b->last = it;
+		if (it->type == CACHE_ITEM_PUT) {
+			b->n_puts++;
+			b->put_bytes += it->len;
+			b->held_bytes += it->len;
+		} else {
+			b->n_drops++;
+			c->n_drops--;
+		}
+	}
+	b->n_touch = 0;
+	for (unsigned i = 0; i < CACHE_TOUCH_SLOTS && c->n_touch; i++) {
+		if (!c->touch[i].used)
+			continue;
+		if (b->touch)  /* else (no memory) the touch is forgotten */
+			memcpy(b->touch[b->n_touch++], c->touch[i].key,
+			       CACHE_KEY_LEN);
+		c->touch[i].used = false;
+		c->n_touch--;
+	}
+}
+
+/* Called with c->lock held. */
+static bool cache_has_work(const struct cache *c, bool touch_due)
+{
+	return c->head || c->iter_want > c->iter_started ||
+	       c->n_touch >= CACHE_TOUCH_WAKE || (touch_due && c->n_touch);
+}
+
+static void *cache_writer_main(void *arg)
+{
+	struct cache *c = arg;
+	struct cache_batch b = { 0 };
+	bool touch_due = false;
+
+	b.touch = malloc(sizeof(*b.touch) * CACHE_TOUCH_SLOTS);
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		uint64_t iter, last_id;
+
+		while (!cache_has_work(c, touch_due || c->stop)) {
+			if (c->stop)
+				goto out;
+			c->writer_waiting = true;
+			if (c->n_touch) {
+				struct timespec ts;
+
+				clock_gettime(CLOCK_MONOTONIC, &ts);
+				ts.tv_sec += CACHE_TOUCH_DELAY_S;
+				if (pthread_cond_timedwait(&c->wake, &c->lock,
+				                           &ts) == ETIMEDOUT)
+					touch_due = true;
+			} else {
+				pthread_cond_wait(&c->wake, &c->lock);
+			}
+			c->writer_waiting = false;
+		}
+		touch_due = false;
+		cache_batch_take(c, &b);
+		iter = ++c->iter_started;
+		pthread_mutex_unlock(&c->lock);
+
+		cache_batch_apply(c, &b);
+		last_id = b.last ? b.last->id : 0;
+		while (b.items) {
+			struct cache_item *it = b.items;
+
+			b.items = it->next;
+			free(it);
+		}
+
+		pthread_mutex_lock(&c->lock);
+		c->pending_bytes -= b.held_bytes;
+		if (last_id)
+			c->done_id = last_id;
+		c->iter_done = iter;
+		pthread_cond_broadcast(&c->done);
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+	free(b.touch);
+	return NULL;
+}
+
+/* ---- public: blocks --------------------------------------------------- */
+
+void cache_block_put(struct cache *c, const struct cache_fid *fid,
+                     uint64_t index, const void *data, size_t len)
+{
+	struct cache_item *it;
+	struct cache_bhdr h;
+	bool room;
+
+	if (!c || !fid || (!data && len))
+		return;
+	if (len > CACHE_BLOCK_MAX || len > c->cap || atomic_load(&c->broken)) {
+		atomic_fetch_add(&c->dropped, 1);
+		if (len > CACHE_BLOCK_MAX && cache_log_due(&c->log_drop_t))
+			dms_log(LOG_WARNING, "cache: block of %zu bytes is over "
+			        "the %u byte limit; not stored", len, CACHE_BLOCK_MAX);
+		return;
+	}
+	pthread_mutex_lock(&c->lock);
+	room = !c->stop && c->pending_bytes + len <= CACHE_QUEUE_MAX_BYTES;
+	if (room)
+		c->pending_bytes += len;
+	pthread_mutex_unlock(&c->lock);
+	if (!room) {
+		atomic_fetch_add(&c->dropped, 1);
+		if (cache_log_due(&c->log_drop_t))
+			dms_log(LOG_NOTICE, "cache: write queue full (%llu bytes); "
+			        "dropping puts (%" PRIu64 " dropped so far)",
+			        CACHE_QUEUE_MAX_BYTES, atomic_load(&c->dropped));
+		return;
+	}
+
+	it = malloc(sizeof(*it) + sizeof(h) + len);
+	if (!it) {
+		pthread_mutex_lock(&c->lock);
+		c->pending_bytes -= len;
+		pthread_mutex_unlock(&c->lock);
+		atomic_fetch_add(&c->dropped, 1);
+		return;
+	}
+	it->next = NULL;
+	it->type = CACHE_ITEM_PUT;
+	it->len = len;
+	cache_make_key(it->key, fid, index);
+	h.magic = CACHE_BLOCK_MAGIC;
+	h.len = (uint32_t)len;
+	h.sum = cache_block_sum(it->key, data, len);
+	memcpy(it->val, &h, sizeof(h));
+	if (len)
+		memcpy(it->val + sizeof(h), data, len);
+
+	pthread_mutex_lock(&c->lock);
+	it->id = ++c->enq_id;
+	if (c->tail)
+		c->tail->next = it;
+	else
+		c->head = it;
+	c->tail = it;
+	if (c->writer_waiting)
+		pthread_cond_signal(&c->wake);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Queues the deletion of a block a reader found bad. */
+static void cache_queue_drop(struct cache *c, const unsigned char *key,
+                             size_t want_len)
+{
+	struct cache_item *it = malloc(sizeof(*it));
+
+	if (!it)
+		return;
+	it->next = NULL;
+	it->type = CACHE_ITEM_DROP;
+	it->len = want_len;
+	memcpy(it->key, key, CACHE_KEY_LEN);
+	pthread_mutex_lock(&c->lock);
+	if (c->stop || c->n_drops >= CACHE_DROPS_MAX) {
+		pthread_mutex_unlock(&c->lock);
+		free(it);  /* the next reader finds it bad again */
+		return;
+	}
+	c->n_drops++;
+	it->id = ++c->enq_id;
+	if (c->tail)
+		c->tail->next = it;
+	else
+		c->head = it;
+	c->tail = it;
+	if (c->writer_waiting)
+		pthread_cond_signal(&c->wake);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* Records a hit for the writer's next round (deduplicated, bounded). */
+static void cache_queue_touch(struct cache *c, const unsigned char *key)
+{
+	uint64_t h = XXH3_64bits(key, CACHE_KEY_LEN);
+
+	pthread_mutex_lock(&c->lock);
+	if (c->n_touch >= CACHE_TOUCH_SLOTS / 2)
+		goto out;  /* rate limit: the writer is behind */
+	for (unsigned p = 0; p < 8; p++) {
+		struct cache_touch_slot *s =
+			&c->touch[(h + p) & (CACHE_TOUCH_SLOTS - 1)];
+
+		if (!s->used) {
+			s->used = true;
+			memcpy(s->key, key, CACHE_KEY_LEN);
+			if (++c->n_touch >= CACHE_TOUCH_WAKE && c->writer_waiting)
+				pthread_cond_signal(&c->wake);
+			goto out;
+		}
+		if (memcmp(s->key, key, CACHE_KEY_LEN) == 0)
+			goto out;  /* already queued */
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+}
+
+int cache_block_get(struct cache *c, const struct cache_fid *fid,
+                    uint64_t index, size_t block_len, size_t off, size_t len,
+                    void *buf)
+{
+	unsigned char key[CACHE_KEY_LEN];
+	MDB_val k = { CACHE_KEY_LEN, key }, v;
+	MDB_txn *txn = NULL;
+	const char *bad = NULL;
+	char why[64], ks[64];
+	bool touch = false;
+	size_t stored_len = 0;
+	int rc;
+
+	if (!c || !fid || (!buf && len) || off > block_len ||
+	    len > block_len - off)
+		return -EINVAL;
+	if (atomic_load(&c->broken)) {
+		rc = -ENOENT;
+		goto out;
+	}
+	cache_make_key(key, fid, index);
+	rc = cache_rtxn_get(c, &txn);
+	if (rc != 0) {
+		dms_log(LOG_ERR, "cache: read transaction: %s", mdb_strerror(rc));
+		rc = cache_errno(rc);
+		goto out;
+	}
+	rc = cache_check_rc(c, mdb_get(txn, c->dbi_blocks, &k, &v), "get");
+	if (rc == MDB_NOTFOUND) {
+		rc = -ENOENT;
+		goto out;
+	}
+	if (rc != 0) {
+		dms_log(LOG_ERR, "cache: get %s: %s",
+		        cache_key_str(key, ks, sizeof(ks)), mdb_strerror(rc));
+		rc = cache_rc_bad_file(rc) ? -ENOENT : cache_errno(rc);
+		goto out;
+	}
+	bad = cache_block_check(key, &v, block_len, why, sizeof(why));
+	if (bad) {
+		stored_len = v.mv_size;
+		rc = -ENOENT;
+		goto out;
+	}
+	if (len)
+		memcpy(buf, (const unsigned char *)v.mv_data +
+		       sizeof(struct cache_bhdr) + off, len);
+	/* LRU: only blocks outside the newest quarter need a touch. */
+	if (mdb_get(txn, c->dbi_atime, &k, &v) == 0 && v.mv_size == 8) {
+		uint64_t seq = cache_get_be64(v.mv_data);
+		uint64_t next = atomic_load_explicit(&c->next_seq,
+		                                     memory_order_relaxed);
+		uint64_t n = atomic_load_explicit(&c->blocks,
+		                                  memory_order_relaxed);
+		uint64_t age = next > seq ? next - 1 - seq : 0;
+
+		touch = age * 4 >= n && age > 0;
+	}
+	rc = 0;
+out:
+	if (txn)
+		cache_rtxn_put(c, txn);
+	if (bad) {
+		atomic_fetch_add(&c->corrupt, 1);
+		dms_log(LOG_WARNING, "cache: block %s (%zu byte record) dropped: "
+		        "%s", cache_key_str(key, ks, sizeof(ks)), stored_len, bad);
+		cache_queue_drop(c, key, block_len);
+	}
+	if (touch)
+		cache_queue_touch(c, key);
+	if (rc == 0)
+		atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
+	else if (rc == -ENOENT)
+		atomic_fetch_add_explicit(&c->misses, 1, memory_order_relaxed);
+	return rc;
+}
+
+void cache_flush(struct cache *c)
+{
+	uint64_t target, want;
+
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->lock);
+	target = c->enq_id;
+	want = c->iter_started + 1;
+	if (c->iter_want < want)
+		c->iter_want = want;
+	if (c->writer_waiting)
+		pthread_cond_signal(&c->wake);
+	while (c->writer_started && (c->done_id < target || c->iter_done < want))
+		pthread_cond_wait(&c->done, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void cache_get_stats(struct cache *c, struct cache_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (!c)
+		return;
+	st->bytes = atomic_load(&c->bytes);
+	st->blocks = atomic_load(&c->blocks);
+	st->hits = atomic_load(&c->hits);
+	st->misses = atomic_load(&c->misses);
+	st->corrupt = atomic_load(&c->corrupt);
+	st->evicted = atomic_load(&c->evicted);
+	st->dropped = atomic_load(&c->dropped);
+}
+
+/* ---- public: metadata ------------------------------------------------- */
+
+/* The LMDB key for a metadata key: 'k' || key, or 'h' || XXH3_128(key). */
+static size_t cache_meta_key(const char *key, size_t klen, unsigned char *out)
+{
+	XXH128_canonical_t h;
+
+	if (klen <= CACHE_META_INLINE_KEY) {
+		out[0] = 'k';
+		memcpy(out + 1, key, klen);
+		return klen + 1;
+	}
+	XXH128_canonicalFromHash(&h, XXH3_128bits(key, klen));
+	out[0] = 'h';
+	memcpy(out + 1, h.digest, sizeof(h.digest));
+	return 1 + sizeof(h.digest);
+}
+
+/* Checks a stored metadata record: 0 good, 1 a different key (hash
+ * collision: a plain miss), -1 corrupt (*why says how). */
+static int cache_meta_check(const MDB_val *v, const char *key, size_t klen,
+                            const char **why)
+{
+	struct cache_mhdr h;
+	const unsigned char *p = v->mv_data;
+
+	*why = NULL;
+	if (v->mv_size < sizeof(h)) {
+		*why = "record shorter than its header";
+		return -1;
+	}
+	memcpy(&h, p, sizeof(h));
+	if (h.magic != CACHE_META_MAGIC) {
+		*why = "bad magic";
+		return -1;
+	}
+	if (h.key_len > v->mv_size - sizeof(h) ||
+	    h.val_len != v->mv_size - sizeof(h) - h.key_len) {
+		*why = "lengths differ from record length";
+		return -1;
+	}
+	if (h.sum != cache_meta_sum(&h, p + sizeof(h), p + sizeof(h) + h.key_len)) {
+		*why = "checksum mismatch";
+		return -1;
+	}
+	if (h.key_len != klen || memcmp(p + sizeof(h), key, klen) != 0)
+		return 1;
+	return 0;
+}
+
+/* Deletes a corrupt metadata record if it is still corrupt. */
+static void cache_meta_drop(struct cache *c, const unsigned char *mk,
+                            size_t mklen, const char *key, size_t klen)
+{
+	MDB_val k = { mklen, (void *)mk }, v;
+	MDB_txn *txn = NULL;
+	const char *why;
+	int rc;
+
+	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+	if (rc != 0)
+		goto out;
+	rc = mdb_get(txn, c->dbi_meta, &k, &v);
+	if (rc != 0 || cache_meta_check(&v, key, klen, &why) >= 0)
+		goto out;
+	rc = mdb_del(txn, c->dbi_meta, &k, NULL);
+	if (rc != 0)
+		goto out;
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		dms_log(LOG_WARNING, "cache: could not delete a corrupt metadata "
+		        "record: %s", mdb_strerror(cache_check_rc(c, rc, "meta")));
+}
+
+int cache_meta_get(struct cache *c, const char *key, void **val, size_t *len)
+{
+	unsigned char mk[1 + CACHE_META_INLINE_KEY];
+	MDB_val k, v;
+	MDB_txn *txn = NULL;
+	const char *why = NULL;
+	void *copy = NULL;
+	size_t klen, n = 0;
+	int rc;
+
+	if (val)
+		*val = NULL;
+	if (len)
+		*len = 0;
+	if (!c || !key || !val || !len)
+		return -EINVAL;
+	if (atomic_load(&c->broken))
+		return -ENOENT;
+	klen = strlen(key);
+	k.mv_size = cache_meta_key(key, klen, mk);
+	k.mv_data = mk;
+	rc = cache_rtxn_get(c, &txn);
+	if (rc != 0) {
+		dms_log(LOG_ERR, "cache: read transaction: %s", mdb_strerror(rc));
+		rc = cache_errno(rc);
+		goto out;
+	}
+	rc = cache_check_rc(c, mdb_get(txn, c->dbi_meta, &k, &v), "meta get");
+	if (rc != 0) {
+		if (rc != MDB_NOTFOUND)
+			dms_log(LOG_ERR, "cache: meta get: %s", mdb_strerror(rc));
+		rc = (rc == MDB_NOTFOUND || cache_rc_bad_file(rc)) ? -ENOENT :
+		     cache_errno(rc);
+		goto out;
+	}
+	rc = cache_meta_check(&v, key, klen, &why);
+	if (rc != 0) {
+		rc = -ENOENT;
+		goto out;
+	}
+	{
+		struct cache_mhdr h;
+
+		memcpy(&h, v.mv_data, sizeof(h));
+		n = (size_t)h.val_len;
+		copy = malloc(n ? n : 1);
+		if (!copy) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		memcpy(copy, (const unsigned char *)v.mv_data + sizeof(h) +
+		       h.key_len, n);
+	}
+	*val = copy;
+	*len = n;
+	rc = 0;
+out:
+	if (txn)
+		cache_rtxn_put(c, txn);
+	if (why) {
+		atomic_fetch_add(&c->corrupt, 1);
+		dms_log(LOG_WARNING, "cache: metadata record for key of %zu "
+		        "bytes (\"%.64s\") dropped: %s", klen, key, why);
+		cache_meta_drop(c, mk, k.mv_size, key, klen);
+	}
+	return rc;
+}
+
+int cache_meta_put(struct cache *c, const char *key, const void *val,
+                   size_t len)
+{
+	unsigned char mk[1 + CACHE_META_INLINE_KEY];
+	MDB_val k, v;
+	MDB_txn *txn = NULL;
+	struct cache_mhdr h;
+	unsigned char *rec = NULL;
+	size_t klen;
+	int rc;
+
+	if (!c || !key || (!val && len))
+		return -EINVAL;
+	if (len > CACHE_META_MAX)
+		return -EFBIG;
+	if (atomic_load(&c->broken))
+		return -EIO;
+	klen = strlen(key);
+	if (klen > UINT32_MAX || klen > CACHE_META_MAX)
+		return -ENAMETOOLONG;
+	k.mv_size = cache_meta_key(key, klen, mk);
+	k.mv_data = mk;
+	/* Build the record before the write transaction. */
+	rec = malloc(sizeof(h) + klen + len);
+	if (!rec)
+		return -ENOMEM;
+	h.magic = CACHE_META_MAGIC;
+	h.key_len = (uint32_t)klen;
+	h.val_len = len;
+	h.sum = cache_meta_sum(&h, key, val ? val : "");
+	memcpy(rec, &h, sizeof(h));
+	memcpy(rec + sizeof(h), key, klen);
+	if (len)
+		memcpy(rec + sizeof(h) + klen, val, len);
+	v.mv_size = sizeof(h) + klen + len;
+	v.mv_data = rec;
+
+	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+	if (rc != 0)
+		goto out;
+	rc = mdb_put(txn, c->dbi_meta, &k, &v, 0);
+	if (rc != 0)
+		goto out;
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	free(rec);
+	if (rc != 0) {
+		dms_log(LOG_WARNING, "cache: meta put (%zu byte value): %s", len,
+		        mdb_strerror(cache_check_rc(c, rc, "meta put")));
+		rc = cache_errno(rc);
+	}
+	return rc;
+}
+
+/* ---- open and close --------------------------------------------------- */
+
+/* Creates (0700) or checks the cache directory. */
+static int cache_dir_prepare(const char *dir)
+{
+	struct stat st;
+	int rc = 0;
+
+	if (mkdir(dir, 0700) == 0) {
+		if (chmod(dir, 0700) != 0) {
+			rc = -errno;
+			goto fail;
+		}
+	} else if (errno != EEXIST) {
+		rc = -errno;
+		goto fail;
+	}
+	if (stat(dir, &st) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		rc = -ENOTDIR;
+		goto fail;
+	}
+	if (st.st_uid != geteuid()) {
+		dms_log(LOG_ERR, "cache: directory %s belongs to uid %u, not to "
+		        "this process (uid %u)", dir, (unsigned)st.st_uid,
+		        (unsigned)geteuid());
+		return -EACCES;
+	}
+	if ((st.st_mode & 077) != 0) {
+		dms_log(LOG_NOTICE, "cache: directory %s had mode %03o; setting 0700",
+		        dir, (unsigned)(st.st_mode & 0777));
+		if (chmod(dir, 0700) != 0) {
+			rc = -errno;
+			goto fail;
+		}
+	}
+	if (access(dir, W_OK | X_OK) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	return 0;
+fail:
+	dms_log(LOG_ERR, "cache: directory %s unusable: %s", dir, strerror(-rc));
+	return rc;
+}
+
+static void cache_file_tighten(const struct cache *c, const char *name)
+{
+	char path[PATH_MAX];
+	struct stat st;
+
+	if (cache_path(c, name, path, sizeof(path)) == 0 &&
+	    stat(path, &st) == 0 && (st.st_mode & 077) != 0 &&
+	    chmod(path, 0600) != 0)
+		dms_log(LOG_WARNING, "cache: chmod 0600 %s: %s", path,
+		        strerror(errno));
+}
+
+/* Reads the kernel's boot id ("" if unknown). */
+static void cache_boot_id(char *buf, size_t n)
+{
+	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+	buf[0] = '\0';
+	if (!f)
+		return;
+	if (!fgets(buf, (int)n, f))
+		buf[0] = '\0';
+	fclose(f);
+	buf[strcspn(buf, "\n")] = '\0';
+}
+
+/* The open marker (CACHE_OPEN_MARK) is one fixed-size record, "open
+ * <boot id>" while the cache is open and "clean" after a synced close.  It is
+ * rewritten in place, so updating it needs no new disk space. */
+#define CACHE_MARK_LEN 64
+
+/* With MDB_NOSYNC, a data file left open across a system crash may be
+ * inconsistent: true if the marker says it was open in another boot. */
+static bool cache_crashed_open(const struct cache *c)
+{
+	char path[PATH_MAX], was[CACHE_MARK_LEN + 1], now[CACHE_MARK_LEN];
+	ssize_t n;
+	int fd;
+
+	if (!(CACHE_ENV_FLAGS & MDB_NOSYNC))
+		return false;
+	if (cache_path(c, CACHE_OPEN_MARK, path, sizeof(path)) != 0)
+		return false;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = pread(fd, was, CACHE_MARK_LEN, 0);
+	close(fd);
+	if (n <= 0)
+		return false;
+	was[n] = '\0';
+	if (strncmp(was, "open ", 5) != 0)
+		return false;
+	was[5 + strcspn(was + 5, " \n")] = '\0';
+	cache_boot_id(now, sizeof(now));
+	return strcmp(was + 5, now) != 0;
+}
+
+/* Writes the marker ("open <boot id>" or "clean") and syncs it. */
+static int cache_mark(const struct cache *c, bool open_now)
+{
+	char path[PATH_MAX], rec[CACHE_MARK_LEN], id[CACHE_MARK_LEN - 8];
+	int fd, rc = 0, w;
+	bool created;
+
+	rc = cache_path(c, CACHE_OPEN_MARK, path, sizeof(path));
+	if (rc != 0)
+		return rc;
+	cache_boot_id(id, sizeof(id));
+	memset(rec, ' ', sizeof(rec));
+	w = snprintf(rec, sizeof(rec), open_now ? "open %s" : "clean", id);
+	rec[w] = ' ';
+	rec[sizeof(rec) - 1] = '\n';
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	created = fd < 0 && errno == ENOENT;
+	if (created)
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	errno = 0;
+	if (pwrite(fd, rec, sizeof(rec), 0) != (ssize_t)sizeof(rec) ||
+	    fdatasync(fd) != 0)
+		rc = errno ? -errno : -EIO;
+	close(fd);
+	if (rc != 0 || !created)
+		return rc;
+	/* Make the new name durable too. */
+	fd = open(c->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) != 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* Moves an unusable data file to data.mdb.bad (replacing an older one). */
+static int cache_set_aside(const struct cache *c, const char *why)
+{
+	char data[PATH_MAX], bad[PATH_MAX], lock[PATH_MAX], mark[PATH_MAX];
+	int rc;
+
+	rc = cache_path(c, CACHE_DATA_FILE, data, sizeof(data));
+	if (rc == 0)
+		rc = cache_path(c, CACHE_BAD_FILE, bad, sizeof(bad));
+	if (rc == 0)
+		rc = cache_path(c, CACHE_LOCK_FILE, lock, sizeof(lock));
+	if (rc == 0)
+		rc = cache_path(c, CACHE_BROKEN_MARK, mark, sizeof(mark));
+	if (rc != 0)
+		return rc;
+	dms_log(LOG_WARNING, "cache: %s: %s; moving it to %s and starting "
+	        "an empty cache", data, why, bad);
+	if (rename(data, bad) != 0 && errno != ENOENT) {
+		rc = -errno;
+		dms_log(LOG_ERR, "cache: rename %s: %s", data, strerror(errno));
+		return rc;
+	}
+	if (unlink(lock) != 0 && errno != ENOENT)
+		dms_log(LOG_WARNING, "cache: unlink %s: %s", lock, strerror(errno));
+	if (unlink(mark) != 0 && errno != ENOENT)
+		dms_log(LOG_WARNING, "cache: unlink %s: %s", mark, strerror(errno));
+	return 0;
+}
+
+/* Recomputes the totals with one pass over the block keys (sizes come from
+ * the B-tree nodes); blocks without an LRU entry get one. */
+static int cache_totals_rebuild(struct cache *c, MDB_txn *txn,
+                                struct cache_totals *t)
+{
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	unsigned char (*orphans)[CACHE_KEY_LEN] = NULL;
+	size_t n_orphans = 0, cap_orphans = 0;
+	int rc;
+
+	cache_totals_fresh(t);
+	rc = mdb_cursor_open(txn, c->dbi_lru, &cur);
+	if (rc != 0)
+		goto out;
+	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	if (rc == 0 && k.mv_size == 8)
+		t->next_seq = cache_get_be64(k.mv_data) + 1;
+	else if (rc != 0 && rc != MDB_NOTFOUND)
+		goto out;
+	mdb_cursor_close(cur);
+	cur = NULL;
+
+	rc = mdb_cursor_open(txn, c->dbi_blocks, &cur);
+	if (rc != 0)
+		goto out;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		MDB_val av;
+
+		t->blocks++;
+		if (v.mv_size > sizeof(struct cache_bhdr))
+			t->bytes += v.mv_size - sizeof(struct cache_bhdr);
+		if (k.mv_size != CACHE_KEY_LEN)
+			continue;
+		if (mdb_get(txn, c->dbi_atime, &k, &av) == 0)
+			continue;
+		if (n_orphans == cap_orphans) {
+			size_t nc = cap_orphans ? cap_orphans * 2 : 64;
+			void *p = realloc(orphans, nc * sizeof(*orphans));
+
+			if (!p) {
+				rc = ENOMEM;
+				goto out;
+			}
+			orphans = p;
+			cap_orphans = nc;
+		}
+		memcpy(orphans[n_orphans++], k.mv_data, CACHE_KEY_LEN);
+	}
+	if (rc != MDB_NOTFOUND)
+		goto out;
+	mdb_cursor_close(cur);
+	cur = NULL;
+	rc = 0;
+	for (size_t i = 0; i < n_orphans && rc == 0; i++)
+		rc = cache_lru_set(c, txn, t, orphans[i]);
+out:
+	if (cur)
+		mdb_cursor_close(cur);
+	free(orphans);
+	return rc;
+}
+
+/* Opens the DBIs and loads (or repairs) the totals.  LMDB result codes. */
+static int cache_db_init(struct cache *c)
+{
+	static const struct { const char *name; size_t off; } dbs[] = {
+		{ "blocks", offsetof(struct cache, dbi_blocks) },
+		{ "lru",    offsetof(struct cache, dbi_lru) },
+		{ "atime",  offsetof(struct cache, dbi_atime) },
+		{ "meta",   offsetof(struct cache, dbi_meta) },
+		{ "info",   offsetof(struct cache, dbi_info) },
+	};
+	MDB_txn *txn = NULL;
+	struct cache_totals t;
+	MDB_stat ms;
+	int rc, st;
+
+	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
+	if (rc != 0)
+		goto out;
+	for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
+		rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE,
+		                  (MDB_dbi *)((char *)c + dbs[i].off));
+		if (rc != 0)
+			goto out;
+	}
+	st = cache_totals_read(c, txn, &t);
+	if (st < 0) {
+		rc = st;
+		goto out;
+	}
+	if (st == 3) {
+		dms_log(LOG_NOTICE, "cache: stored format version %" PRIu32
+		        ", this is %u; emptying the cache", t.version,
+		        CACHE_FORMAT_VERSION);
+		MDB_dbi all[] = { c->dbi_blocks, c->dbi_lru, c->dbi_atime,
+		                  c->dbi_meta, c->dbi_info };
+		for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+			rc = mdb_drop(txn, all[i], 0);
+			if (rc != 0)
+				goto out;
+		}
+		st = 1;
+	}
+	if (st == 1 || st == 2) {
+		rc = mdb_stat(txn, c->dbi_blocks, &ms);
+		if (rc != 0)
+			goto out;
+		if (ms.ms_entries == 0) {
+			cache_totals_fresh(&t);
+		} else {
+			dms_log(LOG_WARNING, "cache: totals record %s with %zu "
+			        "blocks stored; recounting (one scan)",
+			        st == 1 ? "missing" : "corrupt", ms.ms_entries);
+			rc = cache_totals_rebuild(c, txn, &t);
+			if (rc != 0)
+				goto out;
+		}
+		rc = cache_totals_write(c, txn, &t);
+		if (rc != 0)
+			goto out;
+	}
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (rc != 0)
+		goto out;
+	cache_totals_publish(c, &t);
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	return rc;
+}
+
+/* Creates and opens the environment.  LMDB result codes. */
+static int cache_env_open(struct cache *c, size_t mapsize)
+{
+	int rc, dead = 0;
+
+	rc = mdb_env_create(&c->env);
+	if (rc != 0) {
+		c->env = NULL;
+		goto out;
+	}
+	rc = mdb_env_set_mapsize(c->env, mapsize);
+	if (rc == 0)
+		rc = mdb_env_set_maxreaders(c->env, CACHE_MAXREADERS);
+	if (rc == 0)
+		rc = mdb_env_set_maxdbs(c->env, 8);
+	if (rc == 0)
+		rc = mdb_env_open(c->env, c->dir, CACHE_ENV_FLAGS, 0600);
+	if (rc != 0)
+		goto out;
+	rc = mdb_reader_check(c->env, &dead);
+	if (rc != 0)
+		goto out;
+	if (dead)
+		dms_log(LOG_NOTICE, "cache: cleared %d stale reader slots", dead);
+	rc = cache_db_init(c);
+out:
+	if (rc != 0 && c->env) {
+		mdb_env_close(c->env);
+		c->env = NULL;
+	}
+	return rc;
+}
+
+static void cache_free(struct cache *c)
+{
+	if (c->locks_ready) {
+		for (int i = 0; i < c->pool_n; i++)
+			mdb_txn_abort(c->pool[i]);
+		c->pool_n = 0;
+		pthread_mutex_destroy(&c->lock);
+		pthread_mutex_destroy(&c->pool_lock);
+		pthread_cond_destroy(&c->wake);
+		pthread_cond_destroy(&c->done);
+	}
+	if (c->env)
+		mdb_env_close(c->env);
+	free(c->touch);
+	free(c->dir);
+	free(c);
+}
+
+static int cache_locks_init(struct cache *c)
+{
+	pthread_condattr_t ca;
+	int rc;
+
+	rc = pthread_condattr_init(&ca);
+	if (rc != 0)
+		return -rc;
+	rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (rc == 0)
+		rc = pthread_cond_init(&c->wake, &ca);
+	pthread_condattr_destroy(&ca);
+	if (rc != 0)
+		return -rc;
+	if (pthread_cond_init(&c->done, NULL) != 0) {
+		pthread_cond_destroy(&c->wake);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->pool_lock, NULL);
+	c->locks_ready = true;
+	return 0;
+}
+
+int cache_open(struct cache **out, const struct cache_opts *opts)
+{
+	struct cache *c = NULL;
+	char path[PATH_MAX];
+	uint64_t mapsize;
+	int rc;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (!opts || !opts->dir || !opts->dir[0] || opts->max_bytes == 0 ||
+	    opts->max_bytes > CACHE_CAP_MAX) {
+		dms_log(LOG_ERR, "cache: invalid options (dir %s, max_bytes %"
+		        PRIu64 ", at most %llu)", opts && opts->dir ? opts->dir :
+		        "(none)", opts ? opts->max_bytes : 0, CACHE_CAP_MAX);
+		return -EINVAL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->dir = strdup(opts->dir);
+	c->touch = calloc(CACHE_TOUCH_SLOTS, sizeof(*c->touch));
+	if (!c->dir || !c->touch) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	c->cap = c->eff_cap = opts->max_bytes;
+	c->batch_bytes = c->cap / 8 < CACHE_BATCH_MAX_BYTES ? c->cap / 8 :
+	                 CACHE_BATCH_MAX_BYTES;
+	mapsize = c->cap + c->cap / 4 + CACHE_MAP_MIN;
+	rc = cache_path(c, CACHE_DATA_FILE, path, sizeof(path));
+	if (rc != 0)
+		goto fail;
+	rc = cache_dir_prepare(c->dir);
+	if (rc != 0)
+		goto fail;
+
+	if (cache_path(c, CACHE_BROKEN_MARK, path, sizeof(path)) == 0 &&
+	    access(path, F_OK) == 0) {
+		rc = cache_set_aside(c, "marked corrupt during the last run");
+		if (rc != 0)
+			goto fail;
+	} else if (cache_crashed_open(c)) {
+		rc = cache_set_aside(c, "was open when the system went down "
+		                     "(written without sync)");
+		if (rc != 0)
+			goto fail;
+	}
+	/* Before the first (unsynced) write to the environment. */
+	rc = cache_mark(c, true);
+	if (rc != 0) {
+		dms_log(LOG_ERR, "cache: cannot write %s/%s: %s", c->dir,
+		        CACHE_OPEN_MARK, strerror(-rc));
+		goto fail;
+	}
+	for (int attempt = 0;; attempt++) {
+		rc = cache_env_open(c, (size_t)mapsize);
+		if (rc == 0)
+			break;
+		if (!cache_rc_bad_file(rc) || attempt > 0) {
+			dms_log(LOG_ERR, "cache: cannot open LMDB environment in "
+			        "%s: %s", c->dir, mdb_strerror(rc));
+			rc = cache_errno(rc);
+			goto fail;
+		}
+		rc = cache_set_aside(c, mdb_strerror(rc));
+		if (rc != 0)
+			goto fail;
+	}
+	cache_file_tighten(c, CACHE_DATA_FILE);
+	cache_file_tighten(c, CACHE_LOCK_FILE);
+	rc = cache_locks_init(c);
+	if (rc != 0)
+		goto fail;
+	rc = pthread_create(&c->writer, NULL, cache_writer_main, c);
+	if (rc != 0) {
+		dms_log(LOG_ERR, "cache: cannot start the writer thread: %s",
+		        strerror(rc));
+		rc = -rc;
+		goto fail;
+	}
+	c->writer_started = true;
+	dms_log(LOG_INFO, "cache: %s: %" PRIu64 " blocks, %" PRIu64 " of %"
+	        PRIu64 " bytes", c->dir, atomic_load(&c->blocks),
+	        atomic_load(&c->bytes), c->cap);
+	*out = c;
+	return 0;
+fail:
+	cache_free(c);
+	return rc;
+}
+
+void cache_close(struct cache *c)
+{
+	int rc;
+
+	if (!c)
+		return;
+	if (c->writer_started) {
+		pthread_mutex_lock(&c->lock);
+		c->stop = true;
+		pthread_cond_signal(&c->wake);
+		pthread_mutex_unlock(&c->lock);
+		pthread_join(c->writer, NULL);
+		c->writer_started = false;
+	}
+	for (int i = 0; i < c->pool_n; i++)
+		mdb_txn_abort(c->pool[i]);
+	c->pool_n = 0;
+	rc = mdb_env_sync(c->env, 1);
+	if (rc != 0)
+		dms_log(LOG_WARNING, "cache: sync at close: %s", mdb_strerror(rc));
+	mdb_env_close(c->env);
+	c->env = NULL;
+	/* Synced: a system crash from now on cannot hurt the file. */
+	if (rc == 0) {
+		rc = cache_mark(c, false);
+		if (rc != 0)
+			dms_log(LOG_WARNING, "cache: %s/%s: %s", c->dir,
+			        CACHE_OPEN_MARK, strerror(-rc));
+	}
+	cache_free(c);
+}
