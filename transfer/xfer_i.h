@@ -66,4 +66,43 @@ void xfer_listing_free(struct xfer_listing *l);
 int xfer_mlsx_parse(const char *line, size_t len, char *name, size_t namecap,
                     struct xfer_attr *attr);
 
+/* PROPFIND reply parser (propfind.c), private to transfer/ and exposed here
+ * so unit tests can feed it bytes without a server.  It is a streaming SAX
+ * parser: the body is fed in chunks of any size as it arrives and is never
+ * buffered whole.  Hostile input is refused: DTDs and entity declarations,
+ * more than 64 nested elements, a captured text node over 16 KiB, and a body
+ * over max_bytes (-EFBIG).  Malformed XML, or a root that is not DAV:
+ * multistatus, is -EIO.  One parser per reply; not thread safe itself. */
+struct xfer_propfind;
+
+struct xfer_propfind_result {
+	struct xfer_listing children; /* entries directly below the target,
+	                                 names decoded and checked; owned by
+	                                 the caller (xfer_listing_free) */
+	struct xfer_attr self;        /* the target itself, if have_self */
+	int have_self;
+};
+
+/* req_url is the URL (or absolute path) the PROPFIND went to, percent-
+ * encoded; it tells the target's own <response> from its children's.
+ * depth is 0 (stat) or 1 (list).  Fails only with -ENOMEM / -EINVAL. */
+int xfer_propfind_new(struct xfer_propfind **out, const char *req_url,
+                      int depth, size_t max_bytes)
+	__attribute__((warn_unused_result));
+/* Parses one more chunk.  0, or the parser's verdict (-EIO, -EFBIG,
+ * -ENOMEM); once it failed every later call returns the same error. */
+int xfer_propfind_feed(struct xfer_propfind *p, const char *data, size_t len)
+	__attribute__((warn_unused_result));
+/* Ends the document and hands the result over (*res is overwritten; on
+ * error it is left empty).  Depth 0: -EIO without a response for the
+ * target.  Depth 1: -ENOTDIR when the target is not a collection. */
+int xfer_propfind_finish(struct xfer_propfind *p,
+                         struct xfer_propfind_result *res)
+	__attribute__((warn_unused_result));
+void xfer_propfind_free(struct xfer_propfind *p);
+
+/* Parses an RFC 1123 date ("Sun, 06 Nov 1994 08:49:37 GMT") into seconds
+ * since the epoch, UTC.  Returns 0 on success, -EINVAL if malformed. */
+int xfer_parse_http_date(const char *s, int64_t *out);
+
 #endif

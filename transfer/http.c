@@ -1,0 +1,1013 @@
+/*
+ * HTTP(S)/WebDAV backend: GET with Range for data, PROPFIND for metadata.
+ *
+ * Connections: one CURL easy handle per request in flight, taken from a
+ * free list (grown on demand, at most HTTP_IDLE_MAX kept idle).  A handle
+ * keeps its connections alive between requests, so a thread pool hitting
+ * one origin reuses TCP/TLS connections; a CURLSH shares the DNS cache and
+ * TLS sessions between handles.  libcurl connections cannot be used by two
+ * threads at once, which is why they are not shared.
+ *
+ * Redirects are NOT followed: a 3xx is logged with its Location and is an
+ * -EIO (a wrong answer, so xfer.c tries the next source).  Following them
+ * would silently move reads to another server whose hrefs, ETags and
+ * sizes we never checked; configure the final URL as the source instead.
+ *
+ * Proxies (xfer_opts.proxy), CernVM-FS style: "a|b;c|d;DIRECT".  '|'
+ * separates proxies used round-robin within a group, ';' separates groups
+ * tried in order, DIRECT means no proxy.  A proxy that fails (curl errors 5,
+ * 7, 28, 97 through it, a 5xx CONNECT reply, or a 5xx that carries
+ * X-Squid-Error, i.e. made by the proxy itself) is cooled down for 30 s and
+ * the request goes through the next one before the attempt counts as a
+ * failure of the source.  Environment proxy variables are ignored.
+ *
+ * HTTPS: peer and host verification stay on.  DMSFS_CA_FILE, if set when
+ * the source is opened, names a CA bundle to use instead of the system's.
+ */
+#include "transfer/xfer_i.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "common/log.h"
+
+#define HTTP_IDLE_MAX        32
+#define HTTP_MAX_PROXIES     32
+#define HTTP_PROXY_COOL_MS   30000
+#define HTTP_ERRBODY_MAX     65536      /* error page bytes read, then abort */
+#define HTTP_HEADER_MAX      256        /* Content-Range, ETag we look at */
+#define HTTP_BACKOFF_MS      100        /* first retry delay; x4 each time */
+#define HTTP_BACKOFF_MAX_MS  2000
+#define HTTP_UA              "dmsfs/0.1"
+
+static const char propfind_body[] =
+	"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+	"<D:propfind xmlns:D=\"DAV:\"><D:prop>"
+	"<D:resourcetype/><D:getcontentlength/><D:getlastmodified/>"
+	"<D:getetag/>"
+	"</D:prop></D:propfind>\n";
+
+struct http_proxy {
+	char *url;                 /* NULL: DIRECT */
+	size_t group;
+	int64_t down_until_ms;     /* 0 when up; protected by proxy_lock */
+};
+
+struct http {
+	char *root;                /* source URL, no trailing '/' */
+	char *ca_file;             /* DMSFS_CA_FILE at open, or NULL */
+	long connect_ms, stall_s;
+	int retries;
+	size_t max_listing;
+	bool verbose;
+
+	CURLSH *share;
+	pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
+
+	pthread_mutex_t pool_lock;
+	CURL *idle[HTTP_IDLE_MAX]; /* protected by pool_lock */
+	size_t nidle;              /* protected by pool_lock */
+
+	pthread_mutex_t proxy_lock;
+	struct http_proxy proxy[HTTP_MAX_PROXIES]; /* down_until_ms: lock */
+	size_t nproxy, ngroup;     /* read-only after open */
+	unsigned rr;               /* round-robin counter; proxy_lock */
+};
+
+enum http_kind { HTTP_GET, HTTP_PROPFIND };
+
+/* One request: what was asked, and what the current try saw. */
+struct http_req {
+	struct http *h;
+	CURL *c;
+	enum http_kind kind;
+	const char *url;
+	const char *what;          /* "GET", "PROPFIND" for logs */
+	const struct http_proxy *via; /* proxy of the current try, or NULL */
+	char errbuf[CURL_ERROR_SIZE];
+	struct curl_slist *headers;
+
+	/* per try */
+	long status;
+	int err;                   /* verdict from a callback, 0 if none */
+	bool checked;              /* status/headers looked at */
+	bool is_data;              /* body is the answer (206/200, 207) */
+	size_t discard;            /* bytes of an error page skipped */
+
+	/* GET */
+	const struct xfer_attr *expect;
+	uint64_t offset;
+	size_t len, got;
+	char *buf;
+	char range[48];
+
+	/* PROPFIND */
+	int depth;
+	struct xfer_propfind *pf;
+	struct xfer_propfind_result res; /* valid when run() returned 0 */
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- share, pool -------------------------------------------------------- */
+
+static void share_lock(CURL *c, curl_lock_data d, curl_lock_access a,
+                       void *u)
+{
+	struct http *h = u;
+
+	if ((unsigned)d < CURL_LOCK_DATA_LAST)
+		pthread_mutex_lock(&h->share_lock[d]);
+}
+
+static void share_unlock(CURL *c, curl_lock_data d, void *u)
+{
+	struct http *h = u;
+
+	if ((unsigned)d < CURL_LOCK_DATA_LAST)
+		pthread_mutex_unlock(&h->share_lock[d]);
+}
+
+static CURL *pool_get(struct http *h)
+{
+	CURL *c = NULL;
+
+	pthread_mutex_lock(&h->pool_lock);
+	if (h->nidle)
+		c = h->idle[--h->nidle];
+	pthread_mutex_unlock(&h->pool_lock);
+	if (!c)
+		c = curl_easy_init();
+	return c;
+}
+
+static void pool_put(struct http *h, CURL *c)
+{
+	pthread_mutex_lock(&h->pool_lock);
+	if (h->nidle < HTTP_IDLE_MAX) {
+		h->idle[h->nidle++] = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&h->pool_lock);
+	if (c)
+		curl_easy_cleanup(c);
+}
+
+/* ---- proxies ------------------------------------------------------------ */
+
+static int proxies_parse(struct http *h, const char *spec)
+{
+	const char *p = spec, *end;
+	size_t n;
+	int rc = 0;
+
+	h->nproxy = 0;
+	h->ngroup = 0;
+	if (!spec || !*spec) {
+		h->proxy[0].url = NULL;   /* DIRECT */
+		h->nproxy = h->ngroup = 1;
+		goto out;
+	}
+	while (*p) {
+		end = p + strcspn(p, "|;");
+		while (p < end && *p == ' ')
+			p++;
+		n = (size_t)(end - p);
+		while (n && p[n - 1] == ' ')
+			n--;
+		if (n) {
+			struct http_proxy *px;
+
+			if (h->nproxy == HTTP_MAX_PROXIES) {
+				dms_log(LOG_ERR, "transfer: more than %d proxies",
+				        HTTP_MAX_PROXIES);
+				rc = -EINVAL;
+				goto out;
+			}
+			px = &h->proxy[h->nproxy];
+			px->group = h->ngroup;
+			px->down_until_ms = 0;
+			px->url = NULL;
+			if (!(n == 6 && strncasecmp(p, "DIRECT", 6) == 0)) {
+				px->url = strndup(p, n);
+				if (!px->url) {
+					rc = -ENOMEM;
+					goto out;
+				}
+			}
+			h->nproxy++;
+		}
+		if (*end == ';' && h->nproxy && h->proxy[h->nproxy - 1].group ==
+		    h->ngroup)
+			h->ngroup++;
+		p = *end ? end + 1 : end;
+	}
+	if (h->nproxy == 0) {
+		dms_log(LOG_ERR, "transfer: empty proxy list \"%s\"", spec);
+		rc = -EINVAL;
+		goto out;
+	}
+	h->ngroup = h->proxy[h->nproxy - 1].group + 1;
+out:
+	return rc;
+}
+
+/* Order of proxies for one attempt: usable ones group by group, each
+ * group rotated by a shared counter (load balancing); then the cooled-down
+ * ones, soonest back first, tried anyway rather than failing at once. */
+static size_t proxy_order(struct http *h, size_t *order)
+{
+	size_t n = 0, g, i, j, cnt, first, start;
+	int64_t now = now_ms();
+	unsigned rr;
+
+	pthread_mutex_lock(&h->proxy_lock);
+	rr = h->rr++;
+	for (g = 0; g < h->ngroup; g++) {
+		first = n;
+		for (i = 0; i < h->nproxy; i++)
+			if (h->proxy[i].group == g &&
+			    h->proxy[i].down_until_ms <= now)
+				order[n++] = i;
+		cnt = n - first;
+		if (cnt > 1) {
+			size_t tmp[HTTP_MAX_PROXIES];
+
+			start = rr % cnt;
+			for (j = 0; j < cnt; j++)
+				tmp[j] = order[first + (start + j) % cnt];
+			memcpy(order + first, tmp, cnt * sizeof(tmp[0]));
+		}
+	}
+	first = n;
+	for (i = 0; i < h->nproxy; i++)
+		if (h->proxy[i].down_until_ms > now)
+			order[n++] = i;
+	for (i = first + 1; i < n; i++) {
+		size_t k = order[i];
+
+		for (j = i; j > first && h->proxy[order[j - 1]].down_until_ms >
+		     h->proxy[k].down_until_ms; j--)
+			order[j] = order[j - 1];
+		order[j] = k;
+	}
+	pthread_mutex_unlock(&h->proxy_lock);
+	return n;
+}
+
+static void proxy_mark(struct http *h, const struct http_proxy *px, bool ok,
+                       const char *why)
+{
+	struct http_proxy *p = (struct http_proxy *)px;
+	int64_t was;
+
+	pthread_mutex_lock(&h->proxy_lock);
+	was = p->down_until_ms;
+	p->down_until_ms = ok ? 0 : now_ms() + HTTP_PROXY_COOL_MS;
+	pthread_mutex_unlock(&h->proxy_lock);
+	if (!ok)
+		dms_log(was ? LOG_INFO : LOG_WARNING, "transfer: proxy %s "
+		        "taken out for %d s (%s)", p->url,
+		        HTTP_PROXY_COOL_MS / 1000, why);
+	else if (was)
+		dms_log(LOG_NOTICE, "transfer: proxy %s is back", p->url);
+}
+
+/* ---- reply checks ------------------------------------------------------- */
+
+/* Copies header name of the last response into out ("" if absent). */
+static void get_header(CURL *c, const char *name, char *out, size_t cap)
+{
+	struct curl_header *hd;
+	size_t n;
+
+	out[0] = '\0';
+	if (curl_easy_header(c, name, 0, CURLH_HEADER, -1, &hd) != CURLHE_OK)
+		return;
+	n = strnlen(hd->value, cap);
+	if (n >= cap)
+		return;   /* longer than anything valid: treat as absent */
+	memcpy(out, hd->value, n + 1);
+}
+
+/* Digits at s into *v; returns the end, or NULL if none or overflow. */
+static const char *u64_parse(const char *s, uint64_t *v)
+{
+	const char *p = s;
+	uint64_t x = 0;
+
+	while (p && *p >= '0' && *p <= '9') {
+		if (x > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
+			p = NULL;
+		else
+			x = x * 10 + (uint64_t)(*p++ - '0');
+	}
+	if (p == s)
+		p = NULL;
+	if (p)
+		*v = x;
+	return p;
+}
+
+static const char *etag_core(const char *e)
+{
+	return strncmp(e, "W/", 2) == 0 ? e + 2 : e;
+}
+
+/* ETag of the reply against the one the caller knows: -ESTALE if both
+ * exist and differ. */
+static int check_etag(struct http_req *r)
+{
+	char etag[HTTP_HEADER_MAX];
+	int rc = 0;
+
+	if (!r->expect->etag[0])
+		goto out;
+	get_header(r->c, "ETag", etag, sizeof(etag));
+	if (etag[0] && strcmp(etag_core(etag), etag_core(r->expect->etag))) {
+		dms_log(LOG_WARNING, "transfer: GET %s: ETag %s, expected %s: "
+		        "file changed at the source", r->url, etag,
+		        r->expect->etag);
+		rc = -ESTALE;
+	}
+out:
+	return rc;
+}
+
+/* Decides, before the first body byte is taken, whether the body of a GET
+ * is the data asked for.  1: not a data reply (judged by its status after
+ * the transfer); 0: take it; -errno: abort the transfer with that. */
+static int get_check(struct http_req *r)
+{
+	char hv[HTTP_HEADER_MAX];
+	uint64_t a, b, total;
+	const char *s;
+	int rc = 1;
+
+	if (r->status == 206) {
+		get_header(r->c, "Content-Range", hv, sizeof(hv));
+		s = hv;
+		if (strncasecmp(s, "bytes ", 6) != 0)
+			goto bad_range;
+		s += 6;
+		while (*s == ' ')
+			s++;
+		if (!(s = u64_parse(s, &a)) || *s++ != '-' ||
+		    !(s = u64_parse(s, &b)) || *s++ != '/')
+			goto bad_range;
+		if (a != r->offset || b != r->offset + r->len - 1) {
+			dms_log(LOG_ERR, "transfer: GET %s: asked bytes %s, got "
+			        "Content-Range \"%s\": %s", r->url, r->range, hv,
+			        strerror(EIO));
+			rc = -EIO;
+			goto out;
+		}
+		/* "*" (length unknown) cannot be checked; the ETag still is. */
+		if (strcmp(s, "*") != 0) {
+			if (!(s = u64_parse(s, &total)) || *s)
+				goto bad_range;
+			if (total != r->expect->size) {
+				dms_log(LOG_WARNING, "transfer: GET %s: size is "
+				        "now %" PRIu64 ", expected %" PRIu64
+				        ": file changed at the source", r->url,
+				        total, r->expect->size);
+				rc = -ESTALE;
+				goto out;
+			}
+		}
+		rc = check_etag(r);
+		goto out;
+	}
+	if (r->status == 200) {
+		/* A server without Range support sends the whole file.  That
+		 * is the right answer only when the whole (small) file was
+		 * asked for; anything else is aborted here, before a large
+		 * body is downloaded, and never taken as the block. */
+		if (r->offset != 0 || r->len != r->expect->size) {
+			dms_log(LOG_ERR, "transfer: GET %s: server ignored Range "
+			        "(HTTP 200 to bytes %s): %s", r->url, r->range,
+			        strerror(EIO));
+			rc = -EIO;
+			goto out;
+		}
+		get_header(r->c, "Content-Length", hv, sizeof(hv));
+		if (hv[0] && (!(s = u64_parse(hv, &total)) || *s ||
+		              total != r->expect->size)) {
+			dms_log(LOG_WARNING, "transfer: GET %s: Content-Length "
+			        "%s, expected %" PRIu64 ": file changed at the "
+			        "source", r->url, hv, r->expect->size);
+			rc = -ESTALE;
+			goto out;
+		}
+		rc = check_etag(r);
+		goto out;
+	}
+	goto out;
+bad_range:
+	dms_log(LOG_ERR, "transfer: GET %s: bad or missing Content-Range "
+	        "\"%s\" for bytes %s: %s", r->url, hv, r->range, strerror(EIO));
+	rc = -EIO;
+out:
+	return rc;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+	struct http_req *r = arg;
+	size_t n = size * nmemb, taken = 0;   /* < n aborts the transfer */
+	int rc;
+
+	if (!r->checked) {
+		r->checked = true;
+		curl_easy_getinfo(r->c, CURLINFO_RESPONSE_CODE, &r->status);
+		if (r->kind == HTTP_GET) {
+			rc = get_check(r);
+			if (rc < 0) {
+				r->err = rc;
+				goto out;
+			}
+			r->is_data = rc == 0;
+		} else {
+			r->is_data = r->status == 207;
+		}
+	}
+	if (!r->is_data) {
+		/* Reading a short error page keeps the connection; a long
+		 * one is not worth the bytes. */
+		r->discard += n;
+		if (r->discard <= HTTP_ERRBODY_MAX)
+			taken = n;
+		goto out;
+	}
+	if (r->kind == HTTP_PROPFIND) {
+		rc = xfer_propfind_feed(r->pf, data, n);
+		if (rc < 0)
+			r->err = rc;
+		else
+			taken = n;
+		goto out;
+	}
+	if (n > r->len - r->got) {
+		dms_log(LOG_ERR, "transfer: GET %s: body longer than the %zu "
+		        "bytes asked (bytes %s): %s", r->url, r->len, r->range,
+		        strerror(EIO));
+		r->err = -EIO;
+		goto out;
+	}
+	memcpy(r->buf + r->got, data, n);
+	r->got += n;
+	taken = n;
+out:
+	return taken;
+}
+
+/* ---- one try, one attempt ----------------------------------------------- */
+
+#define SET(opt, val) \
+	do { if (curl_easy_setopt(c, opt, val) != CURLE_OK) bad = true; } \
+	while (0)
+
+static int req_setup(struct http_req *r)
+{
+	struct http *h = r->h;
+	CURL *c = r->c;
+	bool bad = false;
+	int rc = 0;
+
+	curl_easy_reset(c);
+	r->errbuf[0] = '\0';
+	SET(CURLOPT_URL, r->url);
+	SET(CURLOPT_ERRORBUFFER, r->errbuf);
+	SET(CURLOPT_NOSIGNAL, 1L);
+	SET(CURLOPT_SHARE, h->share);
+	SET(CURLOPT_PROTOCOLS_STR, "http,https");
+	SET(CURLOPT_FOLLOWLOCATION, 0L);
+	SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	SET(CURLOPT_USERAGENT, HTTP_UA);
+	SET(CURLOPT_CONNECTTIMEOUT_MS, h->connect_ms);
+	SET(CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	SET(CURLOPT_LOW_SPEED_TIME, h->stall_s);
+	SET(CURLOPT_TCP_KEEPALIVE, 1L);
+	SET(CURLOPT_WRITEFUNCTION, on_body);
+	SET(CURLOPT_WRITEDATA, r);
+	/* "" disables proxies, including any from the environment. */
+	SET(CURLOPT_PROXY, r->via && r->via->url ? r->via->url : "");
+	/* Empty NOPROXY: loopback origins go through the proxy too. */
+	SET(CURLOPT_NOPROXY, "");
+	if (h->ca_file)
+		SET(CURLOPT_CAINFO, h->ca_file);
+	if (r->kind == HTTP_GET) {
+		SET(CURLOPT_RANGE, r->range);
+	} else {
+		SET(CURLOPT_CUSTOMREQUEST, "PROPFIND");
+		SET(CURLOPT_HTTPHEADER, r->headers);
+		SET(CURLOPT_POSTFIELDS, propfind_body);
+		SET(CURLOPT_POSTFIELDSIZE, (long)(sizeof(propfind_body) - 1));
+		/* Listings compress well; the size cap applies to the
+		 * decoded bytes, so a compression bomb is still capped. */
+		SET(CURLOPT_ACCEPT_ENCODING, "");
+	}
+	if (bad) {
+		dms_log(LOG_ERR, "transfer: %s %s: curl_easy_setopt failed",
+		        r->what, r->url);
+		rc = -ENOMEM;
+	}
+	return rc;
+}
+
+#undef SET
+
+static int try_reset(struct http_req *r)
+{
+	int rc = 0;
+
+	r->status = 0;
+	r->err = 0;
+	r->checked = false;
+	r->is_data = false;
+	r->discard = 0;
+	r->got = 0;
+	if (r->kind == HTTP_PROPFIND) {
+		xfer_propfind_free(r->pf);
+		r->pf = NULL;
+		rc = xfer_propfind_new(&r->pf, r->url, r->depth,
+		                       r->h->max_listing);
+	}
+	return rc;
+}
+
+/* Whether a try failed because of its proxy rather than the origin. */
+static bool proxy_at_fault(struct http_req *r, CURLcode cc, char *why,
+                           size_t cap)
+{
+	long cstatus = 0;
+	char squid[HTTP_HEADER_MAX];
+	bool fault = false;
+
+	if (!r->via || !r->via->url)
+		goto out;   /* DIRECT: any failure is the origin's */
+	if (cc == CURLE_COULDNT_RESOLVE_PROXY || cc == CURLE_COULDNT_CONNECT ||
+	    cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_PROXY) {
+		snprintf(why, cap, "curl error %d: %s%s%s", (int)cc,
+		         curl_easy_strerror(cc), r->errbuf[0] ? ": " : "",
+		         r->errbuf);
+		fault = true;
+		goto out;
+	}
+	curl_easy_getinfo(r->c, CURLINFO_HTTP_CONNECTCODE, &cstatus);
+	if (cstatus >= 500) {
+		snprintf(why, cap, "CONNECT answered %ld", cstatus);
+		fault = true;
+		goto out;
+	}
+	/* An origin's own 5xx passes through a proxy unchanged; only one
+	 * the proxy made itself (squid marks those) is the proxy's fault. */
+	if (r->status >= 500 && !r->err) {
+		get_header(r->c, "X-Squid-Error", squid, sizeof(squid));
+		if (squid[0]) {
+			snprintf(why, cap, "HTTP %ld, X-Squid-Error: %s",
+			         r->status, squid);
+			fault = true;
+		}
+	}
+out:
+	return fault;
+}
+
+/* One attempt: through the proxies in turn until one is not at fault. */
+static CURLcode attempt(struct http_req *r, int *rc)
+{
+	struct http *h = r->h;
+	size_t order[HTTP_MAX_PROXIES], n, k;
+	CURLcode cc = CURLE_COULDNT_CONNECT;
+	char why[CURL_ERROR_SIZE + 128];
+
+	n = proxy_order(h, order);
+	for (k = 0; k < n; k++) {
+		r->via = &h->proxy[order[k]];
+		*rc = try_reset(r);
+		if (*rc == 0)
+			*rc = req_setup(r);
+		if (*rc < 0)
+			break;
+		if (h->verbose)
+			dms_log(LOG_DEBUG, "transfer: %s %s%s%s%s%s", r->what,
+			        r->url, r->kind == HTTP_GET ? " bytes " : "",
+			        r->kind == HTTP_GET ? r->range : "",
+			        r->via->url ? " via " : "",
+			        r->via->url ? r->via->url : "");
+		cc = curl_easy_perform(r->c);
+		if (!r->status)
+			curl_easy_getinfo(r->c, CURLINFO_RESPONSE_CODE,
+			                  &r->status);
+		if (!proxy_at_fault(r, cc, why, sizeof(why))) {
+			if (r->via->url)
+				proxy_mark(h, r->via, true, NULL);
+			break;
+		}
+		proxy_mark(h, r->via, false, why);
+	}
+	return cc;
+}
+
+static bool transient_curl(CURLcode cc)
+{
+	switch (cc) {
+	case CURLE_COULDNT_RESOLVE_PROXY:
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_PARTIAL_FILE:
+	case CURLE_GOT_NOTHING:
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_HTTP2:
+	case CURLE_HTTP2_STREAM:
+	case CURLE_PROXY:
+	case CURLE_BAD_CONTENT_ENCODING:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void log_fail(int prio, struct http_req *r, CURLcode cc, int rc,
+                     const char *note)
+{
+	char curl[CURL_ERROR_SIZE + 128] = "";
+
+	if (cc != CURLE_OK)
+		snprintf(curl, sizeof(curl), ", curl error %d: %s%s%s%s",
+		         (int)cc, curl_easy_strerror(cc),
+		         r->errbuf[0] ? " (" : "", r->errbuf,
+		         r->errbuf[0] ? ")" : "");
+	dms_log(prio, "transfer: %s %s%s%s%s%s: HTTP %ld%s -> %s%s", r->what,
+	        r->url, r->kind == HTTP_GET ? " bytes " : "",
+	        r->kind == HTTP_GET ? r->range : "",
+	        r->via && r->via->url ? " via " : "",
+	        r->via && r->via->url ? r->via->url : "", r->status, curl,
+	        strerror(-rc), note);
+}
+
+/* The verdict on a finished try.  *transient: worth another attempt. */
+static int judge(struct http_req *r, CURLcode cc, bool *transient,
+                 bool *short_body)
+{
+	char loc[HTTP_HEADER_MAX];
+	int rc = 0;
+
+	*transient = false;
+	*short_body = false;
+	if (r->err) {
+		rc = r->err;   /* decided and logged by a callback */
+		goto out;
+	}
+	/* An error page aborted for its size still has a status to judge. */
+	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && r->checked &&
+	                        !r->is_data)) {
+		if (cc == CURLE_OUT_OF_MEMORY) {
+			rc = -ENOMEM;
+		} else if (transient_curl(cc)) {
+			*transient = true;
+			*short_body = cc == CURLE_PARTIAL_FILE;
+			rc = *short_body ? -EIO : -EHOSTDOWN;
+		} else {
+			rc = -EIO;
+		}
+		if (!*transient)
+			log_fail(LOG_ERR, r, cc, rc, "");
+		goto out;
+	}
+	if (r->kind == HTTP_GET && (r->status == 206 || r->status == 200)) {
+		if (!r->checked) {   /* empty body: nothing checked yet */
+			r->checked = true;
+			rc = get_check(r);
+			if (rc < 0)
+				goto out;
+		}
+		if (r->got != r->len) {
+			*transient = true;
+			*short_body = true;
+			rc = -EIO;
+			dms_log(LOG_WARNING, "transfer: GET %s bytes %s: short "
+			        "body, %zu of %zu bytes", r->url, r->range,
+			        r->got, r->len);
+		}
+		goto out;
+	}
+	if (r->kind == HTTP_PROPFIND && r->status == 207) {
+		rc = xfer_propfind_finish(r->pf, &r->res);
+		goto out;
+	}
+	switch (r->status) {
+	case 404:
+	case 410:
+		rc = -ENOENT;
+		log_fail(LOG_INFO, r, cc, rc, "");
+		break;
+	case 401:
+	case 403:
+	case 407:
+		rc = -EACCES;
+		log_fail(LOG_WARNING, r, cc, rc, "");
+		break;
+	case 416:
+		rc = -ESTALE;
+		log_fail(LOG_WARNING, r, cc, rc, " (file shrank?)");
+		break;
+	case 408:
+	case 429:
+		*transient = true;
+		rc = -EHOSTDOWN;
+		break;
+	case 301: case 302: case 303: case 307: case 308:
+		get_header(r->c, "Location", loc, sizeof(loc));
+		rc = -EIO;
+		dms_log(LOG_ERR, "transfer: %s %s: HTTP %ld redirect to \"%s\" "
+		        "not followed (configure the final URL as the source)"
+		        " -> %s", r->what, r->url, r->status, loc,
+		        strerror(-rc));
+		break;
+	default:
+		if (r->status >= 500 && r->status <= 599) {
+			*transient = true;
+			rc = -EHOSTDOWN;
+		} else {
+			rc = -EIO;
+			log_fail(LOG_ERR, r, cc, rc, " (unexpected status)");
+		}
+		break;
+	}
+out:
+	return rc;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/* Runs r with retries on transient failures.  Returns 0 or -errno. */
+static int run(struct http_req *r)
+{
+	struct http *h = r->h;
+	bool transient, short_body;
+	long delay = HTTP_BACKOFF_MS;
+	CURLcode cc;
+	int rc, i;
+
+	r->c = pool_get(h);
+	if (!r->c) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0;; i++) {
+		cc = attempt(r, &rc);
+		if (rc < 0)
+			break;   /* setup failed: nothing was sent */
+		rc = judge(r, cc, &transient, &short_body);
+		if (!transient)
+			break;
+		if (i >= h->retries) {
+			/* A short body is a wrong answer; the rest means
+			 * nobody answered. */
+			rc = short_body ? -EIO : -EHOSTDOWN;
+			log_fail(LOG_ERR, r, cc, rc, i ? " (after retries)" : "");
+			break;
+		}
+		log_fail(LOG_WARNING, r, cc, short_body ? -EIO : -EHOSTDOWN,
+		         ", retrying");
+		sleep_ms(delay);
+		delay = delay * 4 > HTTP_BACKOFF_MAX_MS ? HTTP_BACKOFF_MAX_MS
+		                                        : delay * 4;
+	}
+	pool_put(h, r->c);
+	r->c = NULL;
+out:
+	return rc;
+}
+
+/* ---- backend ops -------------------------------------------------------- */
+
+static void http_close(void *state)
+{
+	struct http *h = state;
+	size_t i;
+
+	if (!h)
+		return;
+	for (i = 0; i < h->nidle; i++)
+		curl_easy_cleanup(h->idle[i]);
+	/* After the handles: a share still in use cannot be cleaned up. */
+	if (h->share)
+		curl_share_cleanup(h->share);
+	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_destroy(&h->share_lock[i]);
+	pthread_mutex_destroy(&h->pool_lock);
+	pthread_mutex_destroy(&h->proxy_lock);
+	for (i = 0; i < h->nproxy; i++)
+		free(h->proxy[i].url);
+	free(h->ca_file);
+	free(h->root);
+	free(h);
+}
+
+static int http_open(void **state, const char *url,
+                     const struct xfer_opts *opts)
+{
+	static const struct xfer_opts none;
+	struct http *h;
+	const char *ca;
+	size_t i;
+	int rc = 0;
+
+	*state = NULL;
+	if (!opts)
+		opts = &none;
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* Mutexes first, so http_close can always destroy them. */
+	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
+		pthread_mutex_init(&h->share_lock[i], NULL);
+	pthread_mutex_init(&h->pool_lock, NULL);
+	pthread_mutex_init(&h->proxy_lock, NULL);
+	h->connect_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
+	                                             : 5000;
+	h->stall_s = opts->stall_timeout_s > 0 ? opts->stall_timeout_s : 15;
+	h->retries = opts->retries < 0 ? 0 : opts->retries == 0 ? 2
+	                                   : opts->retries;
+	h->max_listing = opts->max_listing_bytes ? opts->max_listing_bytes
+	                                         : (size_t)128 << 20;
+	h->verbose = opts->verbose != 0;
+	h->root = strdup(url);
+	if (!h->root) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	ca = getenv("DMSFS_CA_FILE");
+	if (ca && *ca) {
+		h->ca_file = strdup(ca);
+		if (!h->ca_file) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+	}
+	rc = proxies_parse(h, opts->proxy);
+	if (rc < 0)
+		goto fail;
+	h->share = curl_share_init();
+	if (!h->share ||
+	    curl_share_setopt(h->share, CURLSHOPT_LOCKFUNC, share_lock) ||
+	    curl_share_setopt(h->share, CURLSHOPT_UNLOCKFUNC, share_unlock) ||
+	    curl_share_setopt(h->share, CURLSHOPT_USERDATA, h) ||
+	    curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) ||
+	    curl_share_setopt(h->share, CURLSHOPT_SHARE,
+	                      CURL_LOCK_DATA_SSL_SESSION)) {
+		dms_log(LOG_ERR, "transfer: %s: cannot set up a curl share",
+		        url);
+		rc = -ENOMEM;
+		goto fail;
+	}
+	*state = h;
+	goto out;
+fail:
+	http_close(h);
+out:
+	return rc;
+}
+
+/* PROPFIND of path at depth; on success r->res holds the result (the
+ * caller frees r->res.children). */
+static int propfind(struct http *h, const char *path, int depth,
+                    struct http_req *r)
+{
+	struct curl_slist *hl;
+	char *url;
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	r->h = h;
+	r->kind = HTTP_PROPFIND;
+	r->what = "PROPFIND";
+	r->depth = depth;
+	/* A collection is asked for as ".../", as WebDAV clients do. */
+	url = xfer_url_join(h->root, path, depth > 0);
+	if (!url) {
+		dms_log(LOG_ERR, "transfer: %s: path too long or no memory",
+		        h->root);
+		rc = -ENAMETOOLONG;
+		goto out;
+	}
+	r->url = url;
+	hl = curl_slist_append(NULL, depth ? "Depth: 1" : "Depth: 0");
+	r->headers = hl;
+	if (hl)
+		hl = curl_slist_append(hl, "Content-Type: application/xml; "
+		                       "charset=utf-8");
+	if (hl)
+		hl = curl_slist_append(hl, "Expect:");
+	if (!hl) {
+		rc = -ENOMEM;
+		goto out_url;
+	}
+	rc = run(r);
+out_url:
+	curl_slist_free_all(r->headers);
+	r->headers = NULL;
+	xfer_propfind_free(r->pf);
+	r->pf = NULL;
+	free(url);
+	r->url = NULL;
+out:
+	return rc;
+}
+
+static int http_stat(void *state, const char *path, struct xfer_attr *attr)
+{
+	struct http_req r;
+	int rc;
+
+	rc = propfind(state, path, 0, &r);
+	if (rc == 0)
+		*attr = r.res.self;
+	xfer_listing_free(&r.res.children);
+	return rc;
+}
+
+static int http_list(void *state, const char *path, xfer_entry_fn fn,
+                     void *arg)
+{
+	struct http_req r;
+	int rc;
+
+	rc = propfind(state, path, 1, &r);
+	if (rc == 0)
+		rc = xfer_listing_emit(&r.res.children, fn, arg);
+	xfer_listing_free(&r.res.children);
+	return rc;
+}
+
+static int http_read(void *state, const char *path,
+                     const struct xfer_attr *expect, uint64_t offset,
+                     size_t len, void *buf)
+{
+	struct http *h = state;
+	struct http_req r;
+	char *url = NULL;
+	int rc = 0;
+
+	if (len == 0)
+		goto out;
+	memset(&r, 0, sizeof(r));
+	r.h = h;
+	r.kind = HTTP_GET;
+	r.what = "GET";
+	r.expect = expect;
+	r.offset = offset;
+	r.len = len;
+	r.buf = buf;
+	snprintf(r.range, sizeof(r.range), "%" PRIu64 "-%" PRIu64, offset,
+	         offset + len - 1);
+	url = xfer_url_join(h->root, path, 0);
+	if (!url) {
+		dms_log(LOG_ERR, "transfer: %s: path too long or no memory",
+		        h->root);
+		rc = -ENAMETOOLONG;
+		goto out;
+	}
+	r.url = url;
+	rc = run(&r);
+	free(url);
+out:
+	return rc;
+}
+
+const struct xfer_backend_ops xfer_http_ops = {
+	.name = "http",
+	.open = http_open,
+	.close = http_close,
+	.stat = http_stat,
+	.list = http_list,
+	.read = http_read,
+};

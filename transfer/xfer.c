@@ -1,0 +1,654 @@
+/*
+ * transfer/ core: the list of sources (mirrors) behind one struct xfer, the
+ * choice of which source to ask, and the helpers shared by the backends
+ * (URL building, percent-encoding, collected listings).
+ *
+ * Source choice, per call: sources that are up, in the configured order;
+ * then, if none of them answered, the sources that are down, least recently
+ * failed first.  Each source is asked at most once per call, so a call is
+ * bounded by (number of sources) x (one backend call).  A source whose
+ * backend returns -EHOSTDOWN or -EIO is taken out for a back-off period
+ * (5 s, doubling to 60 s; reset by a success).  Down sources are still tried
+ * when nothing better is left, because failing instantly while a mirror may
+ * already be back would turn a short outage into a 60 s one.
+ */
+#include "transfer/xfer_i.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "common/log.h"
+
+#define XFER_MAX_SOURCES   16
+#define XFER_MAX_URL       4096   /* one source URL */
+#define XFER_MAX_PATH      4096   /* a path inside the tree, raw bytes */
+#define XFER_BACKOFF_MIN_MS  5000
+#define XFER_BACKOFF_MAX_MS 60000
+
+struct xfer_source {
+	const struct xfer_backend_ops *ops;
+	void *state;               /* the backend's, set once at open */
+	char *url;                 /* root, no trailing '/' */
+	/* The fields below are protected by xfer->lock. */
+	bool down;
+	int64_t down_until_ms;     /* monotonic; meaningful while down */
+	int64_t failed_at_ms;      /* monotonic time of the last failure */
+	int64_t backoff_ms;        /* next back-off period */
+};
+
+struct xfer {
+	struct xfer_opts opts;     /* read-only after open; proxy points into
+	                              proxy_copy */
+	char *proxy_copy;
+	pthread_mutex_t lock;      /* protects the down/backoff fields of src */
+	size_t nsrc;
+	struct xfer_source src[XFER_MAX_SOURCES];
+};
+
+static pthread_once_t xfer_global_once = PTHREAD_ONCE_INIT;
+static CURLcode xfer_global_rc;
+
+static void xfer_global_init(void)
+{
+	/* Not thread safe itself, hence pthread_once; the daemon never calls
+	 * curl_global_cleanup (libcurl and OpenSSL state live until exit). */
+	xfer_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Maps a URL's scheme to its backend; NULL if unsupported. */
+static const struct xfer_backend_ops *scheme_ops(const char *url)
+{
+	static const struct {
+		const char *prefix;
+		const struct xfer_backend_ops *ops;
+	} map[] = {
+		{ "http://", &xfer_http_ops },
+		{ "https://", &xfer_http_ops },
+		{ "ftp://", &xfer_gridftp_ops },
+		{ "gsiftp://", &xfer_gridftp_ops },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		size_t n = strlen(map[i].prefix);
+
+		/* Host part must not be empty: "http:///x" is malformed. */
+		if (strncasecmp(url, map[i].prefix, n) == 0 &&
+		    url[n] != '\0' && url[n] != '/')
+			return map[i].ops;
+	}
+	return NULL;
+}
+
+static void sources_close(struct xfer *x)
+{
+	size_t i;
+
+	for (i = 0; i < x->nsrc; i++) {
+		if (x->src[i].state && x->src[i].ops->close)
+			x->src[i].ops->close(x->src[i].state);
+		free(x->src[i].url);
+	}
+	x->nsrc = 0;
+}
+
+/* Adds the source [s, s+n) to x after trimming blanks and trailing '/'. */
+static int source_add(struct xfer *x, const char *s, size_t n)
+{
+	struct xfer_source *src;
+	int rc = 0;
+
+	while (n > 0 && (*s == ' ' || *s == '\t' || *s == '\n')) {
+		s++;
+		n--;
+	}
+	while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' ||
+	                 s[n - 1] == '\n' || s[n - 1] == '/'))
+		n--;
+	if (n == 0)
+		goto out;   /* "a;;b" or a trailing ';' */
+	if (n >= XFER_MAX_URL || memchr(s, '\0', n)) {
+		dms_log(LOG_ERR, "transfer: source URL too long (%zu bytes)", n);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (x->nsrc == XFER_MAX_SOURCES) {
+		dms_log(LOG_ERR, "transfer: more than %d sources",
+		        XFER_MAX_SOURCES);
+		rc = -EINVAL;
+		goto out;
+	}
+	src = &x->src[x->nsrc];
+	memset(src, 0, sizeof(*src));
+	src->url = strndup(s, n);
+	if (!src->url) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	src->ops = scheme_ops(src->url);
+	if (!src->ops) {
+		dms_log(LOG_ERR, "transfer: unsupported or malformed source URL "
+		        "\"%s\" (want http://, https://, ftp:// or gsiftp://"
+		        " followed by a host)", src->url);
+		free(src->url);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (!src->ops->open || !src->ops->stat || !src->ops->list ||
+	    !src->ops->read) {
+		dms_log(LOG_ERR, "transfer: %s backend not available for \"%s\"",
+		        src->ops->name, src->url);
+		free(src->url);
+		rc = -EPROTONOSUPPORT;
+		goto out;
+	}
+	rc = src->ops->open(&src->state, src->url, &x->opts);
+	if (rc < 0) {
+		dms_log(LOG_ERR, "transfer: cannot open source \"%s\": %s",
+		        src->url, strerror(-rc));
+		free(src->url);
+		goto out;
+	}
+	src->backoff_ms = XFER_BACKOFF_MIN_MS;
+	x->nsrc++;
+out:
+	return rc;
+}
+
+int xfer_open(struct xfer **out, const char *sources,
+              const struct xfer_opts *opts)
+{
+	struct xfer *x = NULL;
+	const char *p, *end;
+	int rc = 0;
+
+	*out = NULL;
+	pthread_once(&xfer_global_once, xfer_global_init);
+	if (xfer_global_rc != CURLE_OK) {
+		dms_log(LOG_ERR, "transfer: curl_global_init: %s",
+		        curl_easy_strerror(xfer_global_rc));
+		rc = -EIO;
+		goto fail;
+	}
+	if (!sources) {
+		dms_log(LOG_ERR, "transfer: no sources given");
+		rc = -EINVAL;
+		goto fail;
+	}
+	x = calloc(1, sizeof(*x));
+	if (!x) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (opts)
+		x->opts = *opts;
+	x->opts.proxy = NULL;
+	if (opts && opts->proxy && opts->proxy[0]) {
+		x->proxy_copy = strdup(opts->proxy);
+		if (!x->proxy_copy) {
+			rc = -ENOMEM;
+			goto fail_free;
+		}
+		x->opts.proxy = x->proxy_copy;
+	}
+	rc = pthread_mutex_init(&x->lock, NULL);
+	if (rc) {
+		rc = -rc;
+		goto fail_free;
+	}
+	for (p = sources; *p; p = *end ? end + 1 : end) {
+		end = strchr(p, ';');
+		if (!end)
+			end = p + strlen(p);
+		rc = source_add(x, p, (size_t)(end - p));
+		if (rc < 0)
+			goto fail_sources;
+	}
+	if (x->nsrc == 0) {
+		dms_log(LOG_ERR, "transfer: no sources in \"%s\"", sources);
+		rc = -EINVAL;
+		goto fail_sources;
+	}
+	*out = x;
+	return 0;
+
+fail_sources:
+	sources_close(x);
+	pthread_mutex_destroy(&x->lock);
+fail_free:
+	free(x->proxy_copy);
+	free(x);
+fail:
+	return rc;
+}
+
+void xfer_close(struct xfer *x)
+{
+	if (!x)
+		return;
+	sources_close(x);
+	pthread_mutex_destroy(&x->lock);
+	free(x->proxy_copy);
+	free(x);
+}
+
+/* Fills order[] with the indexes of the sources to try, best first. */
+static size_t source_order(struct xfer *x, size_t *order)
+{
+	size_t n = 0, ndown, i, j;
+	int64_t now = now_ms();
+
+	pthread_mutex_lock(&x->lock);
+	for (i = 0; i < x->nsrc; i++)
+		if (!x->src[i].down || x->src[i].down_until_ms <= now)
+			order[n++] = i;
+	ndown = n;
+	for (i = 0; i < x->nsrc; i++)
+		if (x->src[i].down && x->src[i].down_until_ms > now)
+			order[n++] = i;
+	/* Insertion sort of the down tail by failure time: at most 16. */
+	for (i = ndown + 1; i < n; i++) {
+		size_t k = order[i];
+
+		for (j = i; j > ndown &&
+		     x->src[order[j - 1]].failed_at_ms > x->src[k].failed_at_ms;
+		     j--)
+			order[j] = order[j - 1];
+		order[j] = k;
+	}
+	pthread_mutex_unlock(&x->lock);
+	return n;
+}
+
+static void source_failed(struct xfer *x, size_t i, int err)
+{
+	struct xfer_source *s = &x->src[i];
+	int64_t now = now_ms();
+	bool was_down;
+	int64_t period;
+
+	pthread_mutex_lock(&x->lock);
+	was_down = s->down;
+	period = s->backoff_ms;
+	/* Only a probe after the back-off expired doubles it; a source tried
+	 * "anyway" while still down just restarts its current period. */
+	if (was_down && s->down_until_ms <= now) {
+		period = s->backoff_ms * 2;
+		if (period > XFER_BACKOFF_MAX_MS)
+			period = XFER_BACKOFF_MAX_MS;
+		s->backoff_ms = period;
+	}
+	s->down = true;
+	s->down_until_ms = now + period;
+	s->failed_at_ms = now;
+	pthread_mutex_unlock(&x->lock);
+	if (!was_down)
+		dms_log(LOG_WARNING, "transfer: source %s taken out for %lld s "
+		        "(%s)", s->url, (long long)(period / 1000),
+		        strerror(-err));
+	else
+		dms_log(LOG_INFO, "transfer: source %s still failing, next try "
+		        "in %lld s (%s)", s->url, (long long)(period / 1000),
+		        strerror(-err));
+}
+
+static void source_ok(struct xfer *x, size_t i)
+{
+	struct xfer_source *s = &x->src[i];
+	bool was_down;
+
+	pthread_mutex_lock(&x->lock);
+	was_down = s->down;
+	s->down = false;
+	s->backoff_ms = XFER_BACKOFF_MIN_MS;
+	pthread_mutex_unlock(&x->lock);
+	if (was_down)
+		dms_log(LOG_NOTICE, "transfer: source %s is back", s->url);
+}
+
+enum xfer_op { XFER_STAT, XFER_LIST, XFER_READ };
+
+struct xfer_call {
+	enum xfer_op op;
+	const char *path;
+	struct xfer_attr *attr;              /* stat */
+	xfer_entry_fn fn;                    /* list */
+	void *arg;
+	const struct xfer_attr *expect;      /* read */
+	uint64_t offset;
+	size_t len;
+	void *buf;
+	/* list: set once the user's callback ran, so a failure after that is
+	 * never retried on another source (no duplicate entries). */
+	bool emitted;
+	bool stopped;
+	int stop_rc;
+};
+
+static int call_entry(void *arg, const char *name, const struct xfer_attr *a)
+{
+	struct xfer_call *c = arg;
+	int rc;
+
+	c->emitted = true;
+	rc = c->fn(c->arg, name, a);
+	if (rc) {
+		c->stopped = true;
+		c->stop_rc = rc;
+	}
+	return rc;
+}
+
+static int call_one(struct xfer_source *s, struct xfer_call *c)
+{
+	switch (c->op) {
+	case XFER_STAT:
+		return s->ops->stat(s->state, c->path, c->attr);
+	case XFER_LIST:
+		return s->ops->list(s->state, c->path, call_entry, c);
+	case XFER_READ:
+		return s->ops->read(s->state, c->path, c->expect, c->offset,
+		                    c->len, c->buf);
+	}
+	return -EINVAL;
+}
+
+static int run_call(struct xfer *x, struct xfer_call *c)
+{
+	size_t order[XFER_MAX_SOURCES], n, k;
+	int rc = -EHOSTDOWN;
+	bool saw_eio = false;
+
+	if (!c->path || c->path[0] != '/' ||
+	    strnlen(c->path, XFER_MAX_PATH + 1) > XFER_MAX_PATH) {
+		dms_log(LOG_ERR, "transfer: invalid path \"%.64s\"",
+		        c->path ? c->path : "(null)");
+		rc = -EINVAL;
+		goto out;
+	}
+	n = source_order(x, order);
+	for (k = 0; k < n; k++) {
+		size_t i = order[k];
+
+		rc = call_one(&x->src[i], c);
+		if (c->op == XFER_LIST && c->stopped) {
+			rc = c->stop_rc;
+			goto out;
+		}
+		if (rc != -EHOSTDOWN && rc != -EIO) {
+			/* Success or an answer (-ENOENT...): the source works. */
+			source_ok(x, i);
+			goto out;
+		}
+		if (rc == -EIO)
+			saw_eio = true;
+		source_failed(x, i, rc);
+		if (c->op == XFER_LIST && c->emitted) {
+			dms_log(LOG_ERR, "transfer: %s backend failed after "
+			        "emitting entries; not retrying elsewhere",
+			        x->src[i].ops->name);
+			goto out;
+		}
+		if (k + 1 < n)
+			dms_log(LOG_INFO, "transfer: %s: trying next source %s",
+			        c->path, x->src[order[k + 1]].url);
+	}
+	/* -EIO (a wrong answer) is the more informative verdict. */
+	rc = saw_eio ? -EIO : -EHOSTDOWN;
+out:
+	return rc;
+}
+
+int xfer_stat(struct xfer *x, const char *path, struct xfer_attr *attr)
+{
+	struct xfer_call c = { .op = XFER_STAT, .path = path, .attr = attr };
+
+	return run_call(x, &c);
+}
+
+int xfer_list(struct xfer *x, const char *path, xfer_entry_fn fn, void *arg)
+{
+	struct xfer_call c = { .op = XFER_LIST, .path = path, .fn = fn,
+	                       .arg = arg };
+
+	return run_call(x, &c);
+}
+
+int xfer_read(struct xfer *x, const char *path, const struct xfer_attr *expect,
+              uint64_t offset, size_t len, void *buf)
+{
+	struct xfer_call c = { .op = XFER_READ, .path = path, .expect = expect,
+	                       .offset = offset, .len = len, .buf = buf };
+	int rc;
+
+	if (!expect || offset > expect->size || len > expect->size - offset) {
+		dms_log(LOG_ERR, "transfer: read %s: range %llu+%zu outside the "
+		        "expected size %llu", path ? path : "(null)",
+		        (unsigned long long)offset, len,
+		        (unsigned long long)(expect ? expect->size : 0));
+		rc = -EINVAL;
+		goto out;
+	}
+	rc = len ? run_call(x, &c) : 0;
+out:
+	return rc;
+}
+
+/* ---- URL helpers --------------------------------------------------------- */
+
+static bool unreserved(unsigned char ch)
+{
+	return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+	       (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
+	       ch == '_' || ch == '~';
+}
+
+/* Encodes [seg, seg+n) into out (cap bytes incl. NUL). */
+static int encode_n(const char *seg, size_t n, char *out, size_t cap)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t i, o = 0;
+	int rc;
+
+	for (i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)seg[i];
+
+		if (unreserved(ch)) {
+			if (o + 1 >= cap)
+				goto too_long;
+			out[o++] = (char)ch;
+		} else {
+			if (o + 3 >= cap)
+				goto too_long;
+			out[o++] = '%';
+			out[o++] = hex[ch >> 4];
+			out[o++] = hex[ch & 15];
+		}
+	}
+	if (o > INT32_MAX)
+		goto too_long;
+	out[o] = '\0';
+	rc = (int)o;
+	return rc;
+too_long:
+	if (cap)
+		out[0] = '\0';
+	return -ENAMETOOLONG;
+}
+
+int xfer_encode_segment(const char *seg, char *out, size_t cap)
+{
+	return encode_n(seg, strlen(seg), out, cap);
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int xfer_decode_segment(const char *seg, size_t seglen, char *out, size_t cap)
+{
+	size_t i, o = 0;
+	int rc;
+
+	for (i = 0; i < seglen; i++) {
+		unsigned char ch = (unsigned char)seg[i];
+
+		if (ch == '%') {
+			int hi, lo;
+
+			if (seglen - i < 3) {
+				rc = -EINVAL;
+				goto fail;
+			}
+			hi = hexval(seg[i + 1]);
+			lo = hexval(seg[i + 2]);
+			if (hi < 0 || lo < 0) {
+				rc = -EINVAL;
+				goto fail;
+			}
+			ch = (unsigned char)(hi << 4 | lo);
+			i += 2;
+		}
+		if (ch == '/' || ch == '\0') {
+			rc = -EINVAL;
+			goto fail;
+		}
+		if (o + 1 >= cap) {
+			rc = -ENAMETOOLONG;
+			goto fail;
+		}
+		out[o++] = (char)ch;
+	}
+	if (o >= cap || o > INT32_MAX) {
+		rc = -ENAMETOOLONG;
+		goto fail;
+	}
+	out[o] = '\0';
+	return (int)o;
+fail:
+	if (cap)
+		out[0] = '\0';
+	return rc;
+}
+
+char *xfer_url_join(const char *root, const char *path, int dir)
+{
+	size_t rootlen, pathlen, cap, o, base;
+	const char *p, *end;
+	char *url = NULL;
+	int n;
+
+	if (!root || !path)
+		goto fail;
+	rootlen = strlen(root);
+	pathlen = strlen(path);
+	if (rootlen > XFER_MAX_URL || pathlen > XFER_MAX_PATH)
+		goto fail;
+	/* Worst case: every byte becomes %XX, plus '/' separators. */
+	cap = rootlen + 3 * pathlen + 3;
+	url = malloc(cap);
+	if (!url)
+		goto fail;
+	memcpy(url, root, rootlen);
+	o = rootlen;
+	while (o > 0 && url[o - 1] == '/')
+		o--;
+	base = o;
+	for (p = path; *p; p = end) {
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		end = strchr(p, '/');
+		if (!end)
+			end = p + strlen(p);
+		url[o++] = '/';
+		n = encode_n(p, (size_t)(end - p), url + o, cap - o);
+		if (n < 0)
+			goto fail;
+		o += (size_t)n;
+	}
+	/* The root of the tree is always a collection: "root/". */
+	if (dir || o == base)
+		url[o++] = '/';
+	url[o] = '\0';
+	return url;
+fail:
+	free(url);
+	return NULL;
+}
+
+/* ---- collected listings -------------------------------------------------- */
+
+int xfer_listing_add(struct xfer_listing *l, const char *name,
+                     const struct xfer_attr *attr)
+{
+	struct xfer_listing_entry *e;
+	int rc = 0;
+
+	if (l->count == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 64;
+
+		e = reallocarray(l->entries, ncap, sizeof(*e));
+		if (!e) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		l->entries = e;
+		l->cap = ncap;
+	}
+	e = &l->entries[l->count];
+	e->name = strdup(name);
+	if (!e->name) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	e->attr = *attr;
+	l->count++;
+out:
+	return rc;
+}
+
+int xfer_listing_emit(const struct xfer_listing *l, xfer_entry_fn fn,
+                      void *arg)
+{
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < l->count && rc == 0; i++)
+		rc = fn(arg, l->entries[i].name, &l->entries[i].attr);
+	return rc;
+}
+
+void xfer_listing_free(struct xfer_listing *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->count; i++)
+		free(l->entries[i].name);
+	free(l->entries);
+	l->entries = NULL;
+	l->count = l->cap = 0;
+}
