@@ -185,7 +185,8 @@ static void test_concurrency(void)
 	struct mt_arg args[MT_THREADS];
 	atomic_int bad = 0;
 	long gets = 0, hits = 0, puts = 0, metas = 0;
-	double secs = getenv("CACHE_MT_SECONDS") ? atof(getenv("CACHE_MT_SECONDS")) : 2.0;
+	const char *env_secs = getenv("CACHE_MT_SECONDS");
+	double secs = env_secs ? strtod(env_secs, NULL) : 2.0;
 
 	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
 	c = open_cache(dir, cap);
@@ -404,6 +405,88 @@ static void bench_size(const char *under, size_t bl)
 	free(buf);
 }
 
+struct bench_arg {
+	struct cache *c;
+	const struct cache_fid *f;
+	size_t bl;
+	int n, gets;
+	uint64_t seed;
+};
+
+static void *bench_get_main(void *p)
+{
+	struct bench_arg *a = p;
+	unsigned char *buf = malloc(a->bl);
+	uint64_t rnd = a->seed;
+
+	for (int i = 0; i < a->gets; i++) {
+		uint64_t idx = splitmix(&rnd) % (uint64_t)a->n;
+
+		if (cache_block_get(a->c, a->f, idx, a->bl, 0, a->bl, buf) != 0)
+			CHECK(0);
+	}
+	free(buf);
+	return NULL;
+}
+
+/* Per-call overhead with small blocks (transaction, lookup, LRU check), and
+ * whole-block gets from two threads at once. */
+static void bench_calls(const char *under)
+{
+	char base[256], dir[300];
+	const size_t small = 4096, big = 1 << 20;
+	const int n_small = 20000, n_big = 256;
+	unsigned char *blk = malloc(big);
+	struct cache *c;
+	struct cache_fid fs, fb;
+	struct bench_arg a[2];
+	pthread_t th[2];
+	double t0, t1;
+
+	tmp_make(under, base, sizeof(base), dir, sizeof(dir));
+	c = open_cache(dir, 1ull << 30);
+	fill(blk, big, 9);
+	cache_fid_make(&fs, "/small", 1, 1, NULL, (uint32_t)small);
+	cache_fid_make(&fb, "/big", 1, 1, NULL, (uint32_t)big);
+	for (int i = 0; i < n_small; i++)
+		cache_block_put(c, &fs, (uint64_t)i, blk, small);
+	for (int i = 0; i < n_big; i++) {
+		cache_block_put(c, &fb, (uint64_t)i, blk, big);
+		if (i % 32 == 31)
+			cache_flush(c);
+	}
+	cache_flush(c);
+	a[0] = (struct bench_arg){ c, &fs, small, n_small, 200000, 1 };
+	t0 = now_s();
+	bench_get_main(&a[0]);
+	t1 = now_s();
+	printf("  bench    4 KiB get, 1 thread:       %7.2f us/get\n",
+	       (t1 - t0) / 200000 * 1e6);
+	for (int k = 0; k < 2; k++)
+		a[k] = (struct bench_arg){ c, &fs, small, n_small, 200000, 5 + (uint64_t)k };
+	t0 = now_s();
+	for (int k = 0; k < 2; k++)
+		pthread_create(&th[k], NULL, bench_get_main, &a[k]);
+	for (int k = 0; k < 2; k++)
+		pthread_join(th[k], NULL);
+	t1 = now_s();
+	printf("  bench    4 KiB get, 2 threads:      %7.0f gets/s total\n",
+	       400000 / (t1 - t0));
+	for (int k = 0; k < 2; k++)
+		a[k] = (struct bench_arg){ c, &fb, big, n_big, 2000, 7 + (uint64_t)k };
+	t0 = now_s();
+	for (int k = 0; k < 2; k++)
+		pthread_create(&th[k], NULL, bench_get_main, &a[k]);
+	for (int k = 0; k < 2; k++)
+		pthread_join(th[k], NULL);
+	t1 = now_s();
+	printf("  bench 1024 KiB get, 2 threads:      %7.0f MB/s total\n",
+	       4000.0 * big / (t1 - t0) / 1e6);
+	cache_close(c);
+	rm_rf(base);
+	free(blk);
+}
+
 int main(void)
 {
 	if (getenv("CACHE_BENCH") && strcmp(getenv("CACHE_BENCH"), "1") == 0) {
@@ -411,6 +494,7 @@ int main(void)
 
 		bench_size(d, 256 << 10);
 		bench_size(d, 1 << 20);
+		bench_calls(d);
 		CHECK_EXIT();
 	}
 	RUN(test_concurrency);
