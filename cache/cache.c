@@ -89,6 +89,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -98,7 +99,8 @@
 /* Tunables.  The batch and pool sizes can be overridden at build time
  * (-DCACHE_BATCH_PUTS=16) to measure them. */
 #define CACHE_BLOCK_MAX        (16u << 20)     /* largest block accepted */
-#define CACHE_QUEUE_MAX_BYTES  (64ull << 20)   /* pending put data */
+#define CACHE_QUEUE_MAX_BYTES  (32ull << 20)   /* pending put data */
+#define CACHE_PUT_WAIT_S       2              /* for room in the queue */
 #ifndef CACHE_BATCH_PUTS
 #define CACHE_BATCH_PUTS       32
 #endif
@@ -1025,6 +1027,19 @@ void cache_block_put(struct cache *c, const struct cache_fid *fid,
 		return;
 	}
 	pthread_mutex_lock(&c->lock);
+	/* A full queue means blocks arrive faster than LMDB stores them: wait
+	 * a little for the writer, so that a fast reader slows to the speed
+	 * of the cache instead of leaving what it read uncached. */
+	if (c->pending_bytes + len > CACHE_QUEUE_MAX_BYTES && !c->stop) {
+		struct timespec deadline;
+
+		clock_gettime(CLOCK_REALTIME, &deadline);
+		deadline.tv_sec += CACHE_PUT_WAIT_S;
+		while (!c->stop &&
+		       c->pending_bytes + len > CACHE_QUEUE_MAX_BYTES &&
+		       pthread_cond_timedwait(&c->done, &c->lock, &deadline) == 0)
+			;
+	}
 	room = !c->stop && c->pending_bytes + len <= CACHE_QUEUE_MAX_BYTES;
 	if (room)
 		c->pending_bytes += len;
@@ -1125,6 +1140,21 @@ out:
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* Drops the page-table entries of a block value's pages once it has been
+ * copied out.  The pages stay in the page cache (a later get faults them
+ * back cheaply), but the daemon's resident set no longer grows with every
+ * block read through the map.  The map is read-only and shared, so this
+ * never loses data, even for pages that hold parts of other values. */
+static void cache_unmap_value(const MDB_val *v)
+{
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t start = (uintptr_t)v->mv_data & ~(page - 1);
+	uintptr_t end = ((uintptr_t)v->mv_data + v->mv_size + page - 1) &
+	                ~(page - 1);
+
+	madvise((void *)start, end - start, MADV_DONTNEED);
+}
+
 int cache_block_get(struct cache *c, const struct cache_fid *fid,
                     uint64_t index, size_t block_len, size_t off, size_t len,
                     void *buf)
@@ -1172,6 +1202,7 @@ int cache_block_get(struct cache *c, const struct cache_fid *fid,
 	if (len)
 		memcpy(buf, (const unsigned char *)v.mv_data +
 		       sizeof(struct cache_bhdr) + off, len);
+	cache_unmap_value(&v);
 	/* LRU: only blocks outside the newest quarter need a touch. */
 	if (mdb_get(txn, c->dbi_atime, &k, &v) == 0 && v.mv_size == 8) {
 		uint64_t seq = cache_get_be64(v.mv_data);

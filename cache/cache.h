@@ -74,7 +74,9 @@ int cache_block_get(struct cache *c, const struct cache_fid *fid,
                     void *buf)
 	__attribute__((warn_unused_result));
 
-/* Queues a copy of a block for storing.  Best-effort; cannot fail. */
+/* Queues a copy of a block for storing.  Best-effort; cannot fail.  When
+ * the writer's queue is full it waits (up to a couple of seconds) for room,
+ * so call it without holding locks that readers need. */
 void cache_block_put(struct cache *c, const struct cache_fid *fid,
                      uint64_t index, const void *data, size_t len);
 
