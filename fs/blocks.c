@@ -81,7 +81,11 @@ struct fs_file *fs_file_new(const char *path, const struct fs_route *r,
 	memcpy(identity, r->tree, tlen);
 	identity[tlen - 1] = '\n';
 	memcpy(identity + tlen, path, len);
-	cache_fid_make(&f->fid, identity, attr->size, attr->mtime, attr->etag,
+	/* An ETag belongs to one server: mirrors (GridFTP has none) would
+	 * give one file several identities, so it counts only for a tree
+	 * with a single source. */
+	cache_fid_make(&f->fid, identity, attr->size, attr->mtime,
+	               strchr(r->tree, ';') ? "" : attr->etag,
 	               (uint32_t)block_size);
 	return f;
 }
@@ -173,10 +177,14 @@ static void release(struct fs_blocks *bl, struct blk *b)
 	pthread_mutex_unlock(&bl->lock);
 }
 
-static int load(struct fs_blocks *bl, struct fs_file *f, struct blk *b)
+/* Fills b from the cache or, on a miss, from the sources; *fetched tells
+ * which, so the caller stores fetched blocks once readers have them. */
+static int load(struct fs_blocks *bl, struct fs_file *f, struct blk *b,
+                bool *fetched)
 {
 	int rc;
 
+	*fetched = false;
 	b->data = malloc(b->len ? b->len : 1);
 	if (!b->data)
 		return -ENOMEM;
@@ -191,8 +199,7 @@ static int load(struct fs_blocks *bl, struct fs_file *f, struct blk *b)
 	}
 	rc = xfer_read(f->xfer, f->inner, &f->attr, b->idx * bl->block_size,
 	               b->len, b->data);
-	if (rc == 0)
-		cache_block_put(bl->cache, &f->fid, b->idx, b->data, b->len);
+	*fetched = rc == 0;
 	return rc;
 }
 
@@ -202,6 +209,7 @@ static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
                    struct blk **out)
 {
 	struct blk *b;
+	bool fetched;
 	int rc = 0;
 
 	pthread_mutex_lock(&bl->lock);
@@ -237,7 +245,7 @@ static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
 	bl->buckets[slot(&f->fid, idx)] = b;
 	pthread_mutex_unlock(&bl->lock);
 
-	rc = load(bl, f, b);
+	rc = load(bl, f, b, &fetched);
 
 	pthread_mutex_lock(&bl->lock);
 	if (rc == 0) {
@@ -255,6 +263,8 @@ static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
 	pthread_mutex_unlock(&bl->lock);
 	if (rc)
 		release(bl, b);
+	else if (fetched)
+		cache_block_put(bl->cache, &f->fid, idx, b->data, b->len);
 	return rc;
 }
 

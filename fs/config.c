@@ -16,7 +16,7 @@
 
 #define DEFAULT_CACHE_SIZE (10ull << 30)
 #define DEFAULT_BLOCK_SIZE (256u << 10)
-#define DEFAULT_MEM_SIZE (32ull << 20)
+#define DEFAULT_MEM_SIZE (16ull << 20)
 #define DEFAULT_READAHEAD (8u << 20)
 #define DEFAULT_META_TTL 60u
 #define MAX_EXPORTS 256
@@ -62,8 +62,23 @@ void fs_raw_opts_free(struct fs_raw_opts *raw)
 struct ini_state {
 	struct fs_raw_opts *raw;
 	struct fs_config *cfg;
+	FILE *file;
+	int line;               /* lines read so far: the handler's line */
+	int *export_lines;      /* first line of each export's section */
 	char reason[256];
 };
+
+/* libinih does not pass line numbers to handlers; counting lines as they
+ * are read gives every error, even those found after parsing, a line. */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct ini_state *st = stream;
+	char *r = fgets(str, num, st->file);
+
+	if (r)
+		st->line++;
+	return r;
+}
 
 /* Sets *field from the file unless -o gave it already. */
 static int take(char **field, const char *value)
@@ -74,10 +89,26 @@ static int take(char **field, const char *value)
 	return *field ? 1 : 0;
 }
 
-static struct fs_export_conf *export_named(struct fs_config *cfg,
+/* A size from the file, checked where its line is known. */
+static int take_size(struct ini_state *st, char **field, const char *key,
+                     const char *value)
+{
+	uint64_t v;
+
+	if (fs_parse_size(value, &v) != 0) {
+		snprintf(st->reason, sizeof(st->reason), "%s = %s is not a size "
+		         "(such as 512K, 64M, 10G)", key, value);
+		return 0;
+	}
+	return take(field, value);
+}
+
+static struct fs_export_conf *export_named(struct ini_state *st,
                                            const char *name)
 {
+	struct fs_config *cfg = st->cfg;
 	struct fs_export_conf *e;
+	int *lines;
 	size_t i;
 
 	for (i = 0; i < cfg->nexports; i++) {
@@ -90,6 +121,11 @@ static struct fs_export_conf *export_named(struct fs_config *cfg,
 	if (!e)
 		return NULL;
 	cfg->exports = e;
+	lines = realloc(st->export_lines, (cfg->nexports + 1) * sizeof(*lines));
+	if (!lines)
+		return NULL;
+	st->export_lines = lines;
+	lines[cfg->nexports] = st->line;
 	e = &cfg->exports[cfg->nexports];
 	memset(e, 0, sizeof(*e));
 	e->name = strdup(name);
@@ -122,15 +158,15 @@ static int config_line(void *user, const char *section, const char *name,
 		if (!strcmp(name, "dir"))
 			return take(&raw->cache_dir, value);
 		if (!strcmp(name, "size"))
-			return take(&raw->cache_size, value);
+			return take_size(st, &raw->cache_size, name, value);
 		if (!strcmp(name, "block_size"))
-			return take(&raw->block_size, value);
+			return take_size(st, &raw->block_size, name, value);
 		if (!strcmp(name, "meta_ttl"))
 			return take(&raw->meta_ttl, value);
 		if (!strcmp(name, "mem"))
-			return take(&raw->mem_cache, value);
+			return take_size(st, &raw->mem_cache, name, value);
 		if (!strcmp(name, "readahead"))
-			return take(&raw->readahead, value);
+			return take_size(st, &raw->readahead, name, value);
 	} else if (!strcmp(section, "acl")) {
 		if (!strcmp(name, "rules"))
 			return take(&raw->acl, value);
@@ -144,9 +180,9 @@ static int config_line(void *user, const char *section, const char *name,
 		if (!strcmp(name, "stall_timeout"))
 			return take(&raw->stall_timeout, value);
 		if (!strcmp(name, "max_listing"))
-			return take(&raw->max_listing, value);
+			return take_size(st, &raw->max_listing, name, value);
 	} else if (!strncmp(section, "export ", 7) && section[7]) {
-		struct fs_export_conf *e = export_named(st->cfg, section + 7);
+		struct fs_export_conf *e = export_named(st, section + 7);
 		char **field = NULL;
 
 		if (!e) {
@@ -183,42 +219,39 @@ int fs_config_load(const char *file, struct fs_raw_opts *raw,
                    struct fs_config *cfg)
 {
 	struct ini_state st = { .raw = raw, .cfg = cfg };
-	FILE *f = fopen(file, "r");
-	size_t i;
-	int line;
+	char reason[256];
+	size_t bad;
+	int line, rc = -EINVAL;
 
-	if (!f) {
-		fprintf(stderr, "dmsfs: config %s: %s\n", file, strerror(errno));
-		return -errno;
+	st.file = fopen(file, "r");
+	if (!st.file) {
+		rc = -errno;
+		fprintf(stderr, "dmsfs: config %s: %s\n", file, strerror(-rc));
+		return rc;
 	}
-	line = ini_parse_file(f, config_line, &st);
-	fclose(f);
+	line = ini_parse_stream(read_line, &st, config_line, &st);
+	fclose(st.file);
 	if (line != 0) {
 		fprintf(stderr, "dmsfs: config %s:%d: %s\n", file, line,
 		        st.reason[0] ? st.reason : line < 0 ? "cannot read"
 		                                           : "syntax error");
-		return -EINVAL;
-	}
-	for (i = 0; i < cfg->nexports; i++) {
-		const struct fs_export_conf *e = &cfg->exports[i];
-
-		if (!e->path || !e->source) {
-			fprintf(stderr, "dmsfs: config %s: [export %s] needs both path "
-			        "and source\n", file, e->name);
-			return -EINVAL;
-		}
-		if (!fs_path_normalized(e->path) && !(strlen(e->path) > 1 &&
-		    e->path[strlen(e->path) - 1] == '/')) {
-			fprintf(stderr, "dmsfs: config %s: [export %s] path '%s' must be "
-			        "absolute and normalized\n", file, e->name, e->path);
-			return -EINVAL;
-		}
+		goto out;
 	}
 	if (cfg->nexports == 0) {
-		fprintf(stderr, "dmsfs: config %s: no [export NAME] section\n", file);
-		return -EINVAL;
+		fprintf(stderr, "dmsfs: config %s:%d: no [export NAME] section\n",
+		        file, st.line);
+		goto out;
 	}
-	return 0;
+	if (fs_exports_check(cfg->exports, cfg->nexports, &bad, reason,
+	                     sizeof(reason)) != 0) {
+		fprintf(stderr, "dmsfs: config %s:%d: %s\n", file,
+		        st.export_lines[bad], reason);
+		goto out;
+	}
+	rc = 0;
+out:
+	free(st.export_lines);
+	return rc;
 }
 
 void fs_config_free(struct fs_config *cfg)

@@ -8,6 +8,7 @@
  * use. */
 #include <errno.h>
 #include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -72,13 +73,75 @@ bool fs_path_normalized(const char *p)
 	return false;
 }
 
+/* The length of an export path without trailing '/' ("/home/" is
+ * "/home"). */
+static size_t export_path_len(const char *path)
+{
+	size_t len = strlen(path);
+
+	while (len > 1 && path[len - 1] == '/')
+		len--;
+	return len;
+}
+
+int fs_exports_check(const struct fs_export_conf *conf, size_t n,
+                     size_t *bad, char *reason, size_t cap)
+{
+	char path[4096];
+	size_t i, j, len, olen;
+
+	for (i = 0; i < n; i++) {
+		*bad = i;
+		if (!conf[i].path || !conf[i].source || !conf[i].source[0]) {
+			snprintf(reason, cap, "[export %s] needs both path and source",
+			         conf[i].name);
+			return -EINVAL;
+		}
+		len = export_path_len(conf[i].path);
+		if (len >= sizeof(path))
+			goto bad_path;
+		memcpy(path, conf[i].path, len);
+		path[len] = '\0';
+		if (!fs_path_normalized(path))
+			goto bad_path;
+		if (conf[i].per_user && !strstr(conf[i].source, USER_PLACEHOLDER)) {
+			snprintf(reason, cap, "[export %s] per_user needs %s in its "
+			         "source", conf[i].name, USER_PLACEHOLDER);
+			return -EINVAL;
+		}
+		for (j = 0; j < i; j++) {
+			olen = export_path_len(conf[j].path);
+			if (path_under(path, conf[j].path, olen) ||
+			    path_under(conf[j].path, path, len)) {
+				snprintf(reason, cap, "[export %s] path %s overlaps "
+				         "[export %s] path %s", conf[i].name,
+				         conf[i].path, conf[j].name, conf[j].path);
+				return -EINVAL;
+			}
+		}
+	}
+	return 0;
+bad_path:
+	snprintf(reason, cap, "[export %s] path '%s' must be absolute and "
+	         "normalized", conf[i].name, conf[i].path);
+	return -EINVAL;
+}
+
 int fs_exports_open(struct fs_exports **out, const struct fs_export_conf *conf,
                     size_t n, const struct xfer_opts *xopts)
 {
-	struct fs_exports *ex = calloc(1, sizeof(*ex));
-	size_t i, j;
-	int rc = -ENOMEM;
+	struct fs_exports *ex = NULL;
+	char reason[512];
+	size_t i, bad;
+	int rc;
 
+	rc = fs_exports_check(conf, n, &bad, reason, sizeof(reason));
+	if (rc) {
+		dms_log(LOG_ERR, "%s", reason);
+		goto fail;
+	}
+	rc = -ENOMEM;
+	ex = calloc(1, sizeof(*ex));
 	if (!ex)
 		goto fail;
 	pthread_mutex_init(&ex->lock, NULL);
@@ -88,54 +151,25 @@ int fs_exports_open(struct fs_exports **out, const struct fs_export_conf *conf,
 		goto fail;
 	for (i = 0; i < n; i++) {
 		struct fs_export *e = &ex->v[ex->n];
-		size_t plen = strlen(conf[i].path);
 
-		/* "/home/" and "/home" are the same export path. */
-		while (plen > 1 && conf[i].path[plen - 1] == '/')
-			plen--;
+		e->path_len = export_path_len(conf[i].path);
 		e->name = strdup(conf[i].name);
-		e->path = strndup(conf[i].path, plen);
+		e->path = strndup(conf[i].path, e->path_len);
 		e->source = strdup(conf[i].source);
-		if (!e->name || !e->path || !e->source)
-			goto fail_entry;
-		e->path_len = plen;
 		e->per_user = conf[i].per_user;
-		rc = -EINVAL;
-		if (!fs_path_normalized(e->path)) {
-			dms_log(LOG_ERR, "export %s: path %s is not an absolute, "
-			        "normalized path", e->name, conf[i].path);
-			goto fail_entry;
-		}
-		if (e->per_user && !strstr(e->source, USER_PLACEHOLDER)) {
-			dms_log(LOG_ERR, "export %s: per_user needs %s in source",
-			        e->name, USER_PLACEHOLDER);
-			goto fail_entry;
-		}
-		for (j = 0; j < ex->n; j++) {
-			const struct fs_export *o = &ex->v[j];
-
-			if (path_under(e->path, o->path, o->path_len) ||
-			    path_under(o->path, e->path, e->path_len)) {
-				dms_log(LOG_ERR, "exports %s (%s) and %s (%s) overlap",
-				        o->name, o->path, e->name, e->path);
-				goto fail_entry;
-			}
+		ex->n++;
+		if (!e->name || !e->path || !e->source) {
+			rc = -ENOMEM;
+			goto fail;
 		}
 		if (!e->per_user) {
 			rc = xfer_open(&e->xfer, e->source, xopts);
 			if (rc) {
-				dms_log(LOG_ERR, "export %s: cannot use source %s: %s",
-				        e->name, e->source, strerror(-rc));
-				goto fail_entry;
+				dms_log(LOG_ERR, "cannot use %s: %s", e->source,
+				        strerror(-rc));
+				goto fail;
 			}
 		}
-		ex->n++;
-		continue;
-fail_entry:
-		free(e->name);
-		free(e->path);
-		free(e->source);
-		goto fail;
 	}
 	*out = ex;
 	return 0;

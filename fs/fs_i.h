@@ -151,6 +151,11 @@ struct fs_route {
 	const char *inner;     /* SOURCE: points into the routed path, or "/" */
 };
 
+/* Checks exports before use: both keys given, normalized paths that do
+ * not overlap, ${user} in per-user sources.  On -EINVAL, *bad is the index
+ * of the offending export and reason says why. */
+int fs_exports_check(const struct fs_export_conf *conf, size_t n,
+                     size_t *bad, char *reason, size_t cap);
 /* Opens the sources of every export (no network I/O); -EINVAL with a
  * logged reason for overlapping or malformed exports. */
 int fs_exports_open(struct fs_exports **out, const struct fs_export_conf *conf,

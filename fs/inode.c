@@ -165,9 +165,10 @@ void fs_inodes_destroy(struct fs_inodes *t)
 
 bool fs_attr_same_version(const struct xfer_attr *a, const struct xfer_attr *b)
 {
+	/* One side without an ETag (a mirror that has none) says nothing. */
 	return a->size == b->size && a->mtime == b->mtime &&
 	       (a->mode & S_IFMT) == (b->mode & S_IFMT) &&
-	       strcmp(a->etag, b->etag) == 0;
+	       (!a->etag[0] || !b->etag[0] || strcmp(a->etag, b->etag) == 0);
 }
 
 static void store_attr(struct fs_node *n, const struct xfer_attr *attr,

@@ -51,7 +51,7 @@ static void usage(const char *prog)
 	       "    -o block_size=SIZE     fetch/cache unit, 4K..16M (default 256K)\n"
 	       "    -o meta_ttl=SECONDS    trust listings this long (default 60)\n"
 	       "    -o readahead=SIZE      read ahead of sequential readers (8M)\n"
-	       "    -o mem_cache=SIZE      recent blocks kept in memory (32M)\n"
+	       "    -o mem_cache=SIZE      recent blocks kept in memory (16M)\n"
 	       "    -o fetchers=N          read-ahead threads (8)\n"
 	       "    -o threads=N           FUSE worker threads (32)\n"
 	       "    -o proxy=GROUPS        HTTP proxies: p1|p2;p3;DIRECT\n"

@@ -656,6 +656,7 @@ static void write_stats(const struct fs *fs)
 	struct cache_stats st;
 	char path[4096];
 	FILE *f;
+	int fd;
 
 	cache_get_stats(fs->cache, &st);
 	dms_log(LOG_INFO, "cache: %llu bytes in %llu blocks, %llu hits, %llu "
@@ -667,9 +668,15 @@ static void write_stats(const struct fs *fs)
 	if (snprintf(path, sizeof(path), "%s/stats", fs->cfg->cache_dir) >=
 	    (int)sizeof(path))
 		return;
-	f = fopen(path, "w");
-	if (!f)
+	/* Root-only like the rest of cache_dir. */
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
 		return;
+	f = fdopen(fd, "w");
+	if (!f) {
+		close(fd);
+		return;
+	}
 	fprintf(f, "bytes=%llu blocks=%llu hits=%llu misses=%llu corrupt=%llu "
 	        "evicted=%llu dropped=%llu\n",
 	        (unsigned long long)st.bytes, (unsigned long long)st.blocks,
@@ -738,9 +745,12 @@ static int probe_exports(struct fs *fs)
 			continue;
 		failed = fs_meta_probe(fs->meta, path, &r);
 		if (failed) {
-			dms_log(LOG_ERR, "cannot mount export %s (%s): %s", name, path,
+			dms_log(LOG_ERR, "cannot mount %s (export %s at %s): %s",
+			        r.tree, name, path,
 			        failed == -EHOSTDOWN || failed == -EIO
 			        ? "origin unreachable and nothing cached"
+			        : failed == -EACCES
+			        ? "access refused (credentials or login)"
 			        : strerror(-failed));
 			rc = failed;
 			break;
@@ -780,18 +790,9 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	se = fuse_session_new(&cfg->args, &fs_ops, sizeof(fs_ops), &fs);
 	if (!se)
 		goto out;
-	rc = cache_open(&fs.cache, &copts);
-	if (rc) {
-		dms_log(LOG_ERR, "cannot use cache_dir %s: %s", cfg->cache_dir,
-		        strerror(-rc));
-		goto out;
-	}
 	rc = open_exports(&fs, cfg, &xopts);
-	if (rc) {
-		dms_log(LOG_ERR, "cannot use %s: %s", cfg->sources ? cfg->sources
-		        : "the exports of the config file", strerror(-rc));
-		goto out;
-	}
+	if (rc)
+		goto out;   /* the reason is logged */
 	if (cfg->acl_file) {
 		rc = fs_access_open(&fs.access, cfg->acl_file);
 		if (rc) {
@@ -799,6 +800,12 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 			        cfg->acl_file, strerror(-rc));
 			goto out;
 		}
+	}
+	rc = cache_open(&fs.cache, &copts);
+	if (rc) {
+		dms_log(LOG_ERR, "cannot use cache_dir %s: %s", cfg->cache_dir,
+		        strerror(-rc));
+		goto out;
 	}
 	rc = fs_meta_init(&fs.meta, fs.cache, fs.exports, cfg->meta_ttl, 1000000);
 	if (rc)
