@@ -49,7 +49,14 @@ PROGS := $(B)/dmsfs $(if $(wildcard acl/dmsctl.c),$(B)/dmsctl)
 .PHONY: all clean deps test unit-tests bench demo demo-stop install fuzz check-style
 all: $(PROGS) $(UNIT_BIN) $(TOOL_BIN)
 
-$(B)/obj/%.o: %.c
+# Objects depend on the flags they were built with, so that
+# `make SANITIZER=address,undefined test` after a plain build rebuilds all.
+FLAGS_STAMP := $(B)/.flags
+$(shell mkdir -p $(B); echo '$(CC) $(FINAL_CFLAGS) $(FINAL_LDFLAGS)' | \
+	cmp -s - $(FLAGS_STAMP) || \
+	echo '$(CC) $(FINAL_CFLAGS) $(FINAL_LDFLAGS)' > $(FLAGS_STAMP))
+
+$(B)/obj/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(FINAL_CFLAGS) -c -o $@ $<
 
