@@ -1,7 +1,7 @@
 /*
  * delayrelay: a loopback TCP relay that behaves like a long fat pipe.
  *
- *   delayrelay [-w WINDOW] LISTEN_PORT_OR_0 TARGET_HOST:PORT DELAY_MS
+ *   delayrelay [-v] [-w WINDOW] LISTEN_PORT_OR_0 TARGET_HOST:PORT DELAY_MS
  *
  * Listens on 127.0.0.1, prints the port on stdout once listening, and for
  * every accepted connection opens one to TARGET and forwards both directions
@@ -70,11 +70,14 @@ struct dir {
 	bool src_eof;		/* src sent FIN */
 	bool shut;		/* FIN passed on to dst */
 	bool want_out;		/* a due chunk waits for dst to drain */
+	uint64_t total;		/* bytes delivered to dst */
 };
 
 struct conn {
 	int fd[2];		/* 0: client, 1: target */
 	uint64_t start;		/* nothing is delivered before start + delay */
+	uint64_t accepted;	/* monotonic ns of accept */
+	unsigned long id;
 	struct dir d[2];	/* 0: client -> target, 1: target -> client */
 	char *buf;
 };
@@ -85,6 +88,8 @@ static size_t g_window;
 static struct sockaddr_storage g_target;
 static socklen_t g_target_len;
 static volatile sig_atomic_t g_stop;
+static bool g_verbose;
+static unsigned long g_nconn;
 
 static uint64_t now_ns(void)
 {
@@ -178,6 +183,7 @@ static int flush_due(struct dir *d, uint64_t now)
 			return -1;
 		}
 		c->off += (size_t)n;
+		d->total += (uint64_t)n;
 		if (!add_ack(d, now + g_ack_delay_ns, (size_t)n))
 			return -1;
 		if (c->off == c->len) {
@@ -311,6 +317,11 @@ static void *conn_thread(void *arg)
 		if (fatal)
 			break;
 	}
+	if (g_verbose)
+		dms_log(LOG_NOTICE, "delayrelay: close %lu: %llu bytes up, %llu bytes down, %.3f s",
+			c->id, (unsigned long long)c->d[0].total,
+			(unsigned long long)c->d[1].total,
+			(double)(now_ns() - c->accepted) / 1e9);
 	close(c->fd[0]);
 	close(c->fd[1]);
 	dir_free(&c->d[0]);
@@ -357,7 +368,11 @@ static void start_conn(int cfd)
 	c->fd[0] = cfd;
 	c->fd[1] = tfd;
 	/* Emulated handshake: the client's connect would have taken one RTT. */
-	c->start = now_ns() + 2 * g_delay_ns;
+	c->accepted = now_ns();
+	c->start = c->accepted + 2 * g_delay_ns;
+	c->id = ++g_nconn;
+	if (g_verbose)
+		dms_log(LOG_NOTICE, "delayrelay: open %lu", c->id);
 	c->d[0].src = cfd;
 	c->d[0].dst = tfd;
 	c->d[1].src = tfd;
@@ -459,8 +474,9 @@ static bool resolve_target(const char *spec)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: delayrelay [-w WINDOW_BYTES] LISTEN_PORT_OR_0 "
+	fprintf(stderr, "usage: delayrelay [-v] [-w WINDOW_BYTES] LISTEN_PORT_OR_0 "
 		"TARGET_HOST:PORT DELAY_MS\n"
+		"  -v  log each connection's open and close (bytes, duration) to stderr\n"
 		"  -w  per-direction window (k/m/g suffixes; 0 = none); default: "
 		"min(tcp_wmem max, tcp_rmem max)\n");
 	exit(2);
@@ -476,8 +492,11 @@ int main(int argc, char **argv)
 	char *end;
 	bool have_window = false;
 
-	while ((opt = getopt(argc, argv, "w:h")) != -1) {
+	while ((opt = getopt(argc, argv, "vw:h")) != -1) {
 		switch (opt) {
+		case 'v':
+			g_verbose = true;
+			break;
 		case 'w':
 			if (!parse_size(optarg, &g_window))
 				usage();
