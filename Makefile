@@ -13,6 +13,9 @@ PYTHON   ?= /usr/bin/python3
 
 ifneq ($(SANITIZER),)
 SAN_FLAGS := -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
+# Daemons started by the tests inherit these.
+export LSAN_OPTIONS := suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
+export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 endif
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -99,7 +99,7 @@
 /* Tunables.  The batch and pool sizes can be overridden at build time
  * (-DCACHE_BATCH_PUTS=16) to measure them. */
 #define CACHE_BLOCK_MAX        (16u << 20)     /* largest block accepted */
-#define CACHE_QUEUE_MAX_BYTES  (32ull << 20)   /* pending put data */
+#define CACHE_QUEUE_MAX_BYTES  (16ull << 20)   /* pending put data */
 #define CACHE_PUT_WAIT_S       2              /* for room in the queue */
 #ifndef CACHE_BATCH_PUTS
 #define CACHE_BATCH_PUTS       32

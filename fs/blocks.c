@@ -5,8 +5,14 @@
  * fetch.  Loaded blocks stay in memory (a small LRU, mem_bytes) so that
  * readers of the same block, and blocks fetched ahead, are served without
  * going back to LMDB, and so that a block is readable before the cache's
- * writer has committed it.  Read-ahead threads load blocks that sequential
- * readers will want next.
+ * writer has committed it.
+ *
+ * Blocks are the unit of caching, not of fetching: contiguous missing
+ * blocks are fetched with one request (a "run" of up to FETCH_RUN_BYTES), so
+ * a sequential reader costs few large requests while a random reader pays
+ * only for the blocks it touches.  Read-ahead threads fetch runs ahead of
+ * sequential readers, several at a time, which keeps a long network path
+ * full.
  *
  * Data from the sources is never checksummed here: it is verified against
  * the request by transfer/ and checksummed by cache/ when stored. */
@@ -18,9 +24,16 @@
 #include "fs/fs_i.h"
 
 #define NBUCKETS 4096u
-#define PREFETCH_QUEUE_MAX 1024u
+#define PREFETCH_QUEUE_MAX 256u          /* jobs */
+#define FETCH_RUN_BYTES (2u << 20)       /* largest single request */
 
 enum blk_state { BLK_LOADING, BLK_READY, BLK_FAILED };
+
+/* The buffer of one fetch, shared by the blocks it filled. */
+struct run {
+	int refs;               /* blocks using it; guarded by fs_blocks.lock */
+	char data[];
+};
 
 struct blk {
 	struct cache_fid fid;
@@ -30,14 +43,15 @@ struct blk {
 	int refs;               /* guarded by fs_blocks.lock */
 	bool hashed;            /* in the table; guarded by fs_blocks.lock */
 	size_t len;
-	char *data;             /* written by the loader alone, read after READY */
+	struct run *run;        /* set by the loader alone, read after READY */
+	char *data;             /* inside run */
 	struct blk *next;       /* hash chain; guarded by fs_blocks.lock */
 	struct blk *lru_prev, *lru_next; /* READY blocks; guarded by fs_blocks.lock */
 };
 
 struct prefetch_job {
 	struct fs_file *file;
-	uint64_t idx;
+	uint64_t first, count;
 	struct prefetch_job *next;
 };
 
@@ -45,12 +59,13 @@ struct fs_blocks {
 	struct cache *cache;
 	uint64_t block_size;
 	uint64_t mem_max;
+	unsigned run_max;               /* blocks per request */
 
 	pthread_mutex_t lock;
 	pthread_cond_t loaded;          /* some block left LOADING */
 	struct blk *buckets[NBUCKETS];  /* guarded by lock */
 	struct blk lru;                 /* READY blocks, most recent first; guarded by lock */
-	uint64_t mem_used;              /* bytes of READY blocks; guarded by lock */
+	uint64_t mem_used;              /* bytes of LOADING and READY blocks; guarded by lock */
 
 	pthread_cond_t work;            /* jobs queued or stopping */
 	struct prefetch_job *head, *tail; /* guarded by lock */
@@ -144,9 +159,11 @@ static void lru_push_front(struct fs_blocks *bl, struct blk *b)
 	bl->lru.lru_next = b;
 }
 
+/* Called with bl->lock held. */
 static void bfree(struct blk *b)
 {
-	free(b->data);
+	if (b->run && --b->run->refs == 0)
+		free(b->run);
 	free(b);
 }
 
@@ -177,64 +194,35 @@ static void release(struct fs_blocks *bl, struct blk *b)
 	pthread_mutex_unlock(&bl->lock);
 }
 
-/* Fills b from the cache or, on a miss, from the sources; *fetched tells
- * which, so the caller stores fetched blocks once readers have them. */
-static int load(struct fs_blocks *bl, struct fs_file *f, struct blk *b,
-                bool *fetched)
+/* A reader is done with b up to its end: a sequential reader will not come
+ * back (the kernel keeps the pages), so b goes first when memory is short,
+ * ahead of blocks read ahead and not yet used. */
+static void release_consumed(struct fs_blocks *bl, struct blk *b)
 {
-	int rc;
-
-	*fetched = false;
-	b->data = malloc(b->len ? b->len : 1);
-	if (!b->data)
-		return -ENOMEM;
-	rc = cache_block_get(bl->cache, &f->fid, b->idx, b->len, 0, b->len,
-	                     b->data);
-	if (rc != -ENOENT) {
-		if (rc == 0)
-			return 0;
-		dms_log(LOG_WARNING, "cache read of %s block %llu failed (%s); "
-		        "fetching", f->path, (unsigned long long)b->idx,
-		        strerror(-rc));
+	pthread_mutex_lock(&bl->lock);
+	if (b->state == BLK_READY && b->hashed) {
+		lru_unlink(b);
+		b->lru_prev = bl->lru.lru_prev;
+		b->lru_next = &bl->lru;
+		bl->lru.lru_prev->lru_next = b;
+		bl->lru.lru_prev = b;
 	}
-	rc = xfer_read(f->xfer, f->inner, &f->attr, b->idx * bl->block_size,
-	               b->len, b->data);
-	*fetched = rc == 0;
-	return rc;
+	pthread_mutex_unlock(&bl->lock);
+	release(bl, b);
 }
 
-/* Returns the READY block idx of f with a reference held, loading it (or
- * waiting for the thread loading it) as needed. */
-static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
-                   struct blk **out)
+/* Enters block idx of f as LOADING, held by the caller, unless it is known
+ * already (loading, loaded): then NULL. */
+static struct blk *claim(struct fs_blocks *bl, struct fs_file *f, uint64_t idx)
 {
-	struct blk *b;
-	bool fetched;
-	int rc = 0;
+	struct blk *b = NULL;
 
 	pthread_mutex_lock(&bl->lock);
-	b = bfind(bl, &f->fid, idx);
-	if (b) {
-		b->refs++;
-		while (b->state == BLK_LOADING)
-			pthread_cond_wait(&bl->loaded, &bl->lock);
-		if (b->state == BLK_READY) {
-			lru_unlink(b);
-			lru_push_front(bl, b);
-			*out = b;
-			pthread_mutex_unlock(&bl->lock);
-			return 0;
-		}
-		rc = b->err;
-		pthread_mutex_unlock(&bl->lock);
-		release(bl, b);
-		return rc;
-	}
+	if (bfind(bl, &f->fid, idx))
+		goto out;
 	b = calloc(1, sizeof(*b));
-	if (!b) {
-		pthread_mutex_unlock(&bl->lock);
-		return -ENOMEM;
-	}
+	if (!b)
+		goto out;
 	b->fid = f->fid;
 	b->idx = idx;
 	b->len = fs_block_len(idx, f->attr.size, bl->block_size);
@@ -243,49 +231,214 @@ static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
 	b->hashed = true;
 	b->next = bl->buckets[slot(&f->fid, idx)];
 	bl->buckets[slot(&f->fid, idx)] = b;
+	/* Blocks on their way count against the memory budget too: read-ahead
+	 * then makes room by dropping what readers are done with. */
+	bl->mem_used += b->len;
+	trim(bl);
+out:
 	pthread_mutex_unlock(&bl->lock);
+	return b;
+}
 
-	rc = load(bl, f, b, &fetched);
-
+/* Publishes the outcome of loading b to the readers waiting for it.
+ * Failures are not remembered: the next reader tries again. */
+static void finish(struct fs_blocks *bl, struct blk *b, int rc)
+{
 	pthread_mutex_lock(&bl->lock);
 	if (rc == 0) {
 		b->state = BLK_READY;
-		bl->mem_used += b->len;
 		lru_push_front(bl, b);
-		*out = b;
 	} else {
-		/* Failures are not remembered: the next reader tries again. */
 		b->state = BLK_FAILED;
 		b->err = rc;
+		bl->mem_used -= b->len;
 		bunhash(bl, b);
 	}
 	pthread_cond_broadcast(&bl->loaded);
 	pthread_mutex_unlock(&bl->lock);
-	if (rc)
-		release(bl, b);
-	else if (fetched)
-		cache_block_put(bl->cache, &f->fid, idx, b->data, b->len);
+}
+
+static struct run *run_new(size_t len)
+{
+	struct run *r = malloc(sizeof(*r) + (len ? len : 1));
+
+	if (r)
+		r->refs = 1;
+	return r;
+}
+
+/* Loads claimed block b from the LMDB cache: 0 or -ENOENT (a miss). */
+static int load_cached(struct fs_blocks *bl, struct fs_file *f, struct blk *b)
+{
+	struct run *r = run_new(b->len);
+	int rc;
+
+	if (!r)
+		return -ENOMEM;
+	rc = cache_block_get(bl->cache, &f->fid, b->idx, b->len, 0, b->len,
+	                     r->data);
+	if (rc == 0) {
+		b->run = r;
+		b->data = r->data;
+		return 0;
+	}
+	free(r);
+	if (rc != -ENOENT)
+		dms_log(LOG_WARNING, "cache read of %s block %llu failed (%s); "
+		        "fetching", f->path, (unsigned long long)b->idx,
+		        strerror(-rc));
+	return -ENOENT;
+}
+
+/* Fetches the n claimed, contiguous blocks v[] with one request, publishes
+ * them, stores them in the cache once readers have them, and releases
+ * them. */
+static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
+                     unsigned n)
+{
+	size_t total = 0, off = 0;
+	struct run *r;
+	unsigned i;
+	int rc;
+
+	if (n == 0)
+		return 0;
+	for (i = 0; i < n; i++)
+		total += v[i]->len;
+	r = run_new(total);
+	rc = r ? xfer_read(f->xfer, f->inner, &f->attr,
+	                   v[0]->idx * bl->block_size, total, r->data)
+	       : -ENOMEM;
+	if (rc == 0) {
+		r->refs = (int)n;
+		for (i = 0; i < n; i++) {
+			v[i]->run = r;
+			v[i]->data = r->data + off;
+			off += v[i]->len;
+		}
+	} else {
+		free(r);
+	}
+	for (i = 0; i < n; i++)
+		finish(bl, v[i], rc);
+	for (i = 0; i < n; i++) {
+		if (rc == 0)
+			cache_block_put(bl->cache, &f->fid, v[i]->idx, v[i]->data,
+			                v[i]->len);
+		release(bl, v[i]);
+	}
 	return rc;
+}
+
+/* Makes blocks [first, first + count) of f present: those neither in
+ * memory nor being loaded come from the cache, or from the sources in runs
+ * of contiguous misses.  Errors are left for readers to meet. */
+static void load_range(struct fs_blocks *bl, struct fs_file *f,
+                       uint64_t first, uint64_t count)
+{
+	uint64_t end = fs_block_count(f->attr.size, bl->block_size), idx;
+	struct blk *pend[FETCH_RUN_BYTES / 4096];
+	unsigned n = 0;
+
+	if (first + count < end)
+		end = first + count;
+	for (idx = first; idx < end; idx++) {
+		struct blk *b = claim(bl, f, idx);
+
+		if (b && load_cached(bl, f, b) == 0) {
+			finish(bl, b, 0);
+			release(bl, b);
+			b = NULL;
+		} else if (b) {
+			pend[n++] = b;
+			if (n < bl->run_max)
+				continue;
+		}
+		/* A block known or cached ends the run: fetch what came before. */
+		fetch_run(bl, f, pend, n);
+		n = 0;
+	}
+	fetch_run(bl, f, pend, n);
+}
+
+/* Returns the READY block idx of f with a reference held, loading it (or
+ * waiting for the thread loading it) as needed. */
+static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
+                   struct blk **out)
+{
+	struct blk *b;
+	int rc;
+
+	for (;;) {
+		pthread_mutex_lock(&bl->lock);
+		b = bfind(bl, &f->fid, idx);
+		if (!b) {
+			pthread_mutex_unlock(&bl->lock);
+			b = claim(bl, f, idx);
+			if (!b)
+				continue;   /* someone else claimed it meanwhile */
+			rc = load_cached(bl, f, b);
+			if (rc == 0) {
+				finish(bl, b, 0);
+				*out = b;
+				return 0;
+			}
+			/* fetch_run releases the claim's reference: take the
+			 * reader's own first. */
+			pthread_mutex_lock(&bl->lock);
+			b->refs++;
+			pthread_mutex_unlock(&bl->lock);
+			rc = fetch_run(bl, f, &b, 1);
+			if (rc == 0) {
+				*out = b;
+				return 0;
+			}
+			release(bl, b);
+			return rc;
+		}
+		b->refs++;
+		while (b->state == BLK_LOADING)
+			pthread_cond_wait(&bl->loaded, &bl->lock);
+		if (b->state == BLK_READY) {
+			lru_unlink(b);
+			lru_push_front(bl, b);
+			pthread_mutex_unlock(&bl->lock);
+			*out = b;
+			return 0;
+		}
+		rc = b->err;
+		pthread_mutex_unlock(&bl->lock);
+		release(bl, b);
+		return rc;
+	}
 }
 
 int fs_blocks_read(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
                    size_t len, char *buf)
 {
 	uint64_t idx = fs_block_index(off, bl->block_size);
+	uint64_t last = fs_block_index(off + len - 1, bl->block_size);
 	size_t done = 0;
 	int rc = 0;
 
+	/* A read over several blocks fetches its misses as runs, not one
+	 * request per block. */
+	if (last > idx)
+		load_range(bl, f, idx, last - idx + 1);
 	while (done < len) {
 		uint64_t pos = off + done;
 		size_t in = (size_t)(pos - idx * bl->block_size), n;
-		struct blk *b;
+		struct blk *b = NULL;
 
 		rc = acquire(bl, f, idx, &b);
 		if (rc)
 			break;
 		n = b->len - in < len - done ? b->len - in : len - done;
 		memcpy(buf + done, b->data + in, n);
-		release(bl, b);
+		if (in + n == b->len)
+			release_consumed(bl, b);
+		else
+			release(bl, b);
 		done += n;
 		idx++;
 	}
@@ -296,7 +449,6 @@ static void *prefetch_main(void *arg)
 {
 	struct fs_blocks *bl = arg;
 	struct prefetch_job *job;
-	struct blk *b;
 
 	pthread_mutex_lock(&bl->lock);
 	for (;;) {
@@ -310,8 +462,7 @@ static void *prefetch_main(void *arg)
 			bl->tail = NULL;
 		bl->queued--;
 		pthread_mutex_unlock(&bl->lock);
-		if (acquire(bl, job->file, job->idx, &b) == 0)
-			release(bl, b);
+		load_range(bl, job->file, job->first, job->count);
 		fs_file_put(job->file);
 		free(job);
 		pthread_mutex_lock(&bl->lock);
@@ -323,24 +474,22 @@ static void *prefetch_main(void *arg)
 void fs_blocks_prefetch(struct fs_blocks *bl, struct fs_file *f,
                         uint64_t first, uint64_t count)
 {
-	uint64_t end = fs_block_count(f->attr.size, bl->block_size), i;
+	uint64_t end = fs_block_count(f->attr.size, bl->block_size);
 
 	if (first + count < end)
 		end = first + count;
 	pthread_mutex_lock(&bl->lock);
-	for (i = first; i < end; i++) {
-		struct prefetch_job *job;
+	/* One job per run, so that runs are fetched side by side. */
+	while (first < end && bl->queued < PREFETCH_QUEUE_MAX && !bl->stopping) {
+		struct prefetch_job *job = malloc(sizeof(*job));
 
-		if (bl->queued >= PREFETCH_QUEUE_MAX || bl->stopping)
-			break;
-		if (bfind(bl, &f->fid, i))
-			continue;
-		job = malloc(sizeof(*job));
 		if (!job)
 			break;
 		job->file = fs_file_get(f);
-		job->idx = i;
+		job->first = first;
+		job->count = end - first < bl->run_max ? end - first : bl->run_max;
 		job->next = NULL;
+		first += job->count;
 		if (bl->tail)
 			bl->tail->next = job;
 		else
@@ -368,6 +517,8 @@ int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
 	bl->cache = cache;
 	bl->block_size = block_size;
 	bl->mem_max = mem_bytes;
+	bl->run_max = block_size >= FETCH_RUN_BYTES ? 1
+	            : (unsigned)(FETCH_RUN_BYTES / block_size);
 	bl->lru.lru_next = bl->lru.lru_prev = &bl->lru;
 	pthread_mutex_init(&bl->lock, NULL);
 	pthread_cond_init(&bl->loaded, NULL);

@@ -16,8 +16,8 @@
 
 #define DEFAULT_CACHE_SIZE (10ull << 30)
 #define DEFAULT_BLOCK_SIZE (256u << 10)
-#define DEFAULT_MEM_SIZE (16ull << 20)
-#define DEFAULT_READAHEAD (8u << 20)
+#define DEFAULT_MEM_SIZE (40ull << 20)
+#define DEFAULT_READAHEAD (32u << 20)
 #define DEFAULT_META_TTL 60u
 #define MAX_EXPORTS 256
 
@@ -343,7 +343,7 @@ int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
 	cfg->readahead = DEFAULT_READAHEAD;
 	cfg->meta_ttl = DEFAULT_META_TTL;
 	cfg->max_threads = 32;
-	cfg->fetchers = 8;
+	cfg->fetchers = 16;
 	cfg->connect_timeout = 5;
 	cfg->stall_timeout = 15;
 	cfg->max_listing = 128ull << 20;
@@ -396,6 +396,11 @@ int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
 		        "to default to\n");
 		rc = -EINVAL;
 	}
+	/* Blocks read ahead, on their way or waiting for their reader, live
+	 * in this memory: room for the whole window, or they would be dropped
+	 * before use. */
+	if (cfg->mem_size < (uint64_t)cfg->readahead + (8u << 20))
+		cfg->mem_size = (uint64_t)cfg->readahead + (8u << 20);
 	if (cfg->mem_size < 2 * cfg->block_size)
 		cfg->mem_size = 2 * cfg->block_size;
 	return rc ? -EINVAL : 0;

@@ -4,6 +4,7 @@
  * fork); the parent waits on a pipe until the child reports the mount usable,
  * so `dmsfs URL MNT` returns only when MNT works, or fails with the reason. */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,9 +51,9 @@ static void usage(const char *prog)
 	       "    -o cache_size=SIZE     cap on cached data (default 10G)\n"
 	       "    -o block_size=SIZE     fetch/cache unit, 4K..16M (default 256K)\n"
 	       "    -o meta_ttl=SECONDS    trust listings this long (default 60)\n"
-	       "    -o readahead=SIZE      read ahead of sequential readers (8M)\n"
-	       "    -o mem_cache=SIZE      recent blocks kept in memory (16M)\n"
-	       "    -o fetchers=N          read-ahead threads (8)\n"
+	       "    -o readahead=SIZE      read ahead of sequential readers (32M)\n"
+	       "    -o mem_cache=SIZE      recent blocks kept in memory (40M)\n"
+	       "    -o fetchers=N          read-ahead threads (16)\n"
 	       "    -o threads=N           FUSE worker threads (32)\n"
 	       "    -o proxy=GROUPS        HTTP proxies: p1|p2;p3;DIRECT\n"
 	       "    -o gridftp_streams=N   parallel GridFTP data streams\n"
@@ -107,6 +108,10 @@ int main(int argc, char *argv[])
 	int status = 1, want_bare;
 	pid_t pid;
 
+	/* Dozens of FUSE and read-ahead threads would each get a malloc arena
+	 * holding on to freed block buffers; two arenas keep the daemon's
+	 * memory close to what it uses, at no measured cost in speed. */
+	mallopt(M_ARENA_MAX, 2);
 	if (fuse_opt_parse(&args, &ps, fs_opt_table, opt_proc) != 0)
 		goto out;
 	want_bare = ps.raw.config ? 1 : 2;

@@ -527,17 +527,19 @@ out:
 
 /* Grows or resets the read-ahead window and queues the blocks after this
  * read.  Kernel read-ahead sends requests slightly out of order, so "near the
- * last end" counts as sequential. */
+ * last end" counts as sequential.  Blocks are queued once half the window
+ * has been used, so that they go out as a few large runs rather than one
+ * block per read. */
 static void read_ahead(struct fs *fs, struct fs_handle *h, uint64_t off,
                        size_t len)
 {
 	uint64_t bs = fs->cfg->block_size, max = fs->cfg->readahead / bs;
-	uint64_t last = fs_block_index(off + len - 1, bs), first, count = 0;
-	uint64_t slack = 2 * bs;
+	uint64_t last = fs_block_index(off + len - 1, bs), first, end;
+	uint64_t slack = 2 * bs, count = 0;
 
 	pthread_mutex_lock(&h->lock);
 	if (off + slack >= h->next_off && off <= h->next_off + slack) {
-		h->window = h->window ? h->window * 2 : 2;
+		h->window = h->window ? h->window * 2 : 4;
 		if (h->window > max)
 			h->window = max;
 	} else {
@@ -546,10 +548,11 @@ static void read_ahead(struct fs *fs, struct fs_handle *h, uint64_t off,
 	}
 	if (off + len > h->next_off)
 		h->next_off = off + len;
+	end = last + 1 + h->window;
 	first = h->ra_next > last + 1 ? h->ra_next : last + 1;
-	if (h->window && last + 1 + h->window > first) {
-		count = last + 1 + h->window - first;
-		h->ra_next = first + count;
+	if (h->window && end > first && (end - first) * 2 >= h->window) {
+		count = end - first;
+		h->ra_next = end;
 	}
 	pthread_mutex_unlock(&h->lock);
 	if (count)
