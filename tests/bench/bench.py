@@ -3,8 +3,9 @@
 
 Run as root (FUSE mounts, drop_caches, servers dropping privileges):
 
-    /usr/bin/python3 tests/bench/bench.py [--quick] [--only dmsfs,rclone,xrootdfs,gridftp,wan]
-                                          [--dmsfs-opts block_size=1M,...] [--keep-data]
+    /usr/bin/python3 tests/bench/bench.py [--quick]
+            [--only dmsfs,dmsfs-acl,rclone,xrootdfs,gridftp,wan]
+            [--dmsfs-opts block_size=1M,...] [--keep-data] [--acl-rounds 5]
 
 Everything runs on 127.0.0.1: one origin data folder (a big file and a tree of
 small files) served by nginx WebDAV, an XRootD data server and (extension) a
@@ -25,19 +26,33 @@ Method (the same for every filesystem):
     same mount with no drop; warm = unmount, remount on the same cache dir,
     drop;
   * ceilings (curl, local page cache, globus-url-copy) are best of 3; the
-    libfuse passthrough_ll example over the origin folder (1st read and
-    re-read) is printed as the FUSE ceiling for orientation, not a target;
+    libfuse passthrough_ll example over the origin folder (1st read after a
+    drop and fresh mount, and re-read; best of 3 mounts) is the FUSE
+    ceiling: not a target, but the "vs FUSE ceiling" INFO lines compare the
+    cold and hot dmsfs reads with it (the FUSE round trip caps those two
+    below their curl / page-cache targets here);
   * daemon RSS: VmHWM before each unmount (the target), plus the peaks of
     RssAnon / RssFile sampled every 0.1 s (an mmap'd LMDB counts in VmHWM);
   * long distance: build/tools/delayrelay (25 ms each way, per-connection
     window = the kernel's max TCP socket buffer, handshake costs one RTT)
-    between the client and nginx; the relay's log gives the connection count.
+    between the client and nginx; the relay's log gives the connection count;
+  * ACL overhead (dmsfs-acl): the dmsfs workloads again with -o acl=FILE, a
+    generated rules file of 1,000 rules (tests/bench/acl_rules.py, linted
+    with build/dmsctl acl lint; the mount is then allow_other with zero
+    kernel entry/attr timeouts), and with a 1-rule file to tell the cost of
+    the rule set from the cost of the ACL mode.  Plain, 1,000 rules and
+    1 rule run interleaved for --acl-rounds rounds (default 5; the plain
+    dmsfs pass above is round 1's plain run); the best of the rounds (min
+    time, max IOPS) are compared: times within 1.10x, IOPS at least 0.90x
+    (the ratio of the medians is printed too).  Enforcement is checked once
+    (as nobody: one directory readable, /big.bin EACCES).
 Logs of the daemons and servers are kept in build/bench/logs/.
 Only processes this script started are stopped, by PID / process group.
 """
 
 import argparse
 import atexit
+import errno
 import json
 import os
 import random
@@ -45,13 +60,16 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 DMSFS = os.path.join(REPO, "build", "dmsfs")
+DMSCTL = os.path.join(REPO, "build", "dmsctl")
 RELAY = os.path.join(REPO, "build", "tools", "delayrelay")
 RESULTS = os.path.join(REPO, "build", "bench", "results.json")
 DAV_MODULE = "/usr/lib/nginx/modules/ngx_http_dav_ext_module.so"
@@ -62,7 +80,9 @@ GiB = 1 << 30
 MB = 1000 * 1000
 
 PEERS = ["dmsfs", "rclone", "xrootdfs"]
+ACL = ["dmsfs-acl"]
 EXTRAS = ["gridftp", "wan"]
+SELECTABLE = PEERS + ACL + EXTRAS
 
 T0 = time.monotonic()
 
@@ -619,12 +639,15 @@ class FS:
 class Dmsfs(FS):
     name = "dmsfs"
 
-    def __init__(self, bench, url, label=None):
+    def __init__(self, bench, url, label=None, acl_file=None):
         FS.__init__(self, bench, label)
         self.url = url
+        self.acl_file = acl_file
 
     def argv(self, cache):
         opts = ["cache_dir=" + cache]
+        if self.acl_file:
+            opts.append("acl=" + self.acl_file)
         if self.b.args.dmsfs_opts:
             opts.append(self.b.args.dmsfs_opts)
         argv = [self.b.dmsfs_bin, "-f", "-o", ",".join(opts), self.url, self.mnt]
@@ -686,12 +709,13 @@ class Bench:
         self.ceilings = {}  # name -> dict
         self.origin = None
         self.srv = None
-        sel = args.only.split(",") if args.only else PEERS + EXTRAS
+        sel = args.only.split(",") if args.only else SELECTABLE
         self.sel = [s.strip() for s in sel if s.strip()]
-        bad = [s for s in self.sel if s not in PEERS + EXTRAS]
+        bad = [s for s in self.sel if s not in SELECTABLE]
         if bad:
             raise SystemExit("unknown --only entries: %s (known: %s)" %
-                             (",".join(bad), ",".join(PEERS + EXTRAS)))
+                             (",".join(bad), ",".join(SELECTABLE)))
+        self.acl = None     # the ACL overhead section (run_acl)
         self.fio_io = 16 * MiB if args.quick else 64 * MiB
         self.dmsfs_bin = os.path.abspath(args.dmsfs_bin)
 
@@ -964,14 +988,160 @@ class Bench:
 
         def p_pll():
             fs.build()
-            drop_caches(o)
-            fs.mount(None)
-            for key in ("fuse_passthrough_cold", "fuse_passthrough_hot"):
-                r = self.seq_read(big, size, fs)
-                r["runs"] = 1
+            runs = {"fuse_passthrough_cold": [], "fuse_passthrough_hot": []}
+            n = 3
+            for i in range(n):
+                if i:
+                    fs.unmount()
+                drop_caches(o)
+                fs.mount(None)
+                for key in ("fuse_passthrough_cold", "fuse_passthrough_hot"):
+                    runs[key].append(self.seq_read(big, size, fs))
+            for key, rs in runs.items():
+                r = min(rs, key=lambda x: x["seconds"])
+                r["runs"] = n
+                r["all_seconds"] = [x["seconds"] for x in rs]
                 self.ceilings[key] = r
                 log("  ceiling %-18s %s" % (key, fmt(r)))
         self.phase(fs, "FUSE ceiling: libfuse passthrough_ll, cache=always", p_pll)
+
+    # ---- ACL overhead: the dmsfs workloads with -o acl=FILE
+    def acl_prepare(self, d):
+        """Writes the rules files into d and checks them with dmsctl.
+
+        Returns (info, rules_1000, rules_1); raises StepError.
+        """
+        if HERE not in sys.path:
+            sys.path.insert(0, HERE)
+        import acl_rules
+        if not os.access(DMSCTL, os.X_OK):
+            raise StepError("%s not found (make build/dmsctl)" % DMSCTL)
+        os.makedirs(d, exist_ok=True)
+        n = self.args.acl_rules
+        text, n = acl_rules.generate(n, n * 6 // 10, n * 3 // 10)
+        big = os.path.join(d, "authdb")
+        one = os.path.join(d, "authdb-1rule")
+        with open(big, "w") as f:
+            f.write(text)
+        with open(one, "w") as f:
+            f.write("u root / rl\n")
+        info = {"rules": n, "generator": "tests/bench/acl_rules.py", "bytes": len(text)}
+        for path, want in ((big, n), (one, 1)):
+            dt, rc, so, se = run_timed([DMSCTL, "acl", "lint", path], self.t(30))
+            out = so.strip()
+            if rc != 0 or not out.startswith("ok") or out != "ok: %d rules" % want:
+                raise StepError("dmsctl acl lint %s: rc=%d: %s %s" %
+                                (os.path.basename(path), rc, out[-200:], se.strip()[-200:]))
+            warns = [l for l in se.splitlines() if "warn" in l.lower()]
+            if path == big:
+                info["lint"] = out
+                info["lint_warnings"] = warns
+        # What the rules give, as dmsctl explains it (the mount checks it too).
+        checks = []
+        for user, path, want in (("root", "/big.bin", "lr"), ("root", "/tree/d00/f000.dat", "lr"),
+                                 ("nobody", "/big.bin", "none"),
+                                 ("nobody", "/tree/d01/f000.dat", "lr")):
+            dt, rc, so, se = run_timed([DMSCTL, "acl", "check", "-r", big, user, path], self.t(30))
+            got = so.split("\n", 1)[0].strip()
+            checks.append("%s %s: %s" % (user, path, got))
+            if rc != 0 or got != want:
+                raise StepError("dmsctl acl check %s %s: %r, expected %r (rc=%d %s)" %
+                                (user, path, got, want, rc, se.strip()[-200:]))
+        info["dmsctl_check"] = checks
+        return info, big, one
+
+    def acl_check_mount(self, fs):
+        """As nobody (allowed /tree/d01 only): /tree/d01/f000.dat stats,
+        /big.bin gives EACCES, /tree lists d01 only.  Raises StepError."""
+        prog = ("import os,sys,json\nm=sys.argv[1]\nr={}\n"
+                "try:\n os.stat(m+'/tree/d01/f000.dat'); r['d01']=0\n"
+                "except OSError as e:\n r['d01']=e.errno\n"
+                "try:\n open(m+'/big.bin','rb').close(); r['big']=0\n"
+                "except OSError as e:\n r['big']=e.errno\n"
+                "try:\n r['tree']=sorted(os.listdir(m+'/tree'))\n"
+                "except OSError as e:\n r['tree']=e.errno\n"
+                "print(json.dumps(r))\n")
+        argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                sys.executable, "-c", prog, fs.mnt]
+        dt, rc, so, se = run_timed(argv, self.t(60), fs)
+        try:
+            r = json.loads(so.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise StepError("enforcement check as nobody: rc=%d %s" % (rc, se.strip()[-200:]))
+        ok = r.get("d01") == 0 and r.get("big") == errno.EACCES and r.get("tree") == ["d01"]
+        desc = "as nobody: stat /tree/d01/f000.dat %s, open /big.bin %s, ls /tree %s" % (
+            "ok" if r.get("d01") == 0 else os.strerror(r.get("d01") or 0),
+            "ok" if r.get("big") == 0 else os.strerror(r.get("big") or 0),
+            r.get("tree") if isinstance(r.get("tree"), list) else os.strerror(r.get("tree") or 0))
+        if not ok:
+            raise StepError("rules not enforced as expected: " + desc)
+        return {"status": "OK", "detail": desc}
+
+    def run_acl(self, plain_main):
+        """Plain dmsfs, dmsfs with 1,000 rules and with 1 rule, interleaved.
+
+        plain_main: the results of the plain dmsfs pass that just ran (used as
+        round 1's plain run), or None.
+        """
+        rounds = max(1, self.args.acl_rounds)
+        A = self.acl = {"rounds": rounds, "runs": {v: [] for v, _ in ACL_VARIANTS},
+                        "order": []}
+        url = "http://127.0.0.1:%d/" % self.srv.nginx_port
+        if not os.access(self.dmsfs_bin, os.X_OK):
+            A["error"] = "build/dmsfs not found"
+            return
+        log("ACL overhead: %d rules, %d round(s)" % (self.args.acl_rules, rounds))
+        try:
+            info, rules, rules1 = self.acl_prepare(os.path.join(self.run, "acl"))
+        except StepError as e:
+            A["error"] = str(e)
+            log("  ACL: %s" % e)
+            return
+        A.update(info)
+        log("  dmsctl acl lint: %s%s" % (info["lint"], "; %d warnings" % len(info["lint_warnings"])
+                                         if info["lint_warnings"] else ""))
+
+        os.chmod(self.run, 0o755)  # nobody walks to the mount point
+        fs = Dmsfs(self, url, label="dmsfs-aclcheck", acl_file=rules)
+
+        os.chmod(fs.mnt, 0o755)
+
+        def p_chk():
+            fs.mount(fs.new_cache())
+            A["enforced"] = self.acl_check_mount(fs)
+            log("  enforced: %s" % A["enforced"]["detail"])
+        try:
+            if not self.phase(fs, "ACL enforcement check", p_chk):
+                raise StepError("phase aborted")
+        except StepError as e:
+            A["enforced"] = {"status": "FAIL", "error": str(e)}
+        if "enforced" not in A:
+            A["enforced"] = {"status": "FAIL", "error": "phase aborted"}
+        self.results.pop(fs.label, None)
+        log("  enforcement check: %s" % A["enforced"].get("detail", A["enforced"].get("error")))
+        for n in range(1, fs.ncache + 1):
+            rmtree(os.path.join(self.run, "cache-%s-%d" % (fs.label, n)))
+
+        files = {"dmsfs": None, "acl": rules, "acl1": rules1}
+        labels = {"dmsfs": "dmsfs-plain", "acl": "dmsfs-acl", "acl1": "dmsfs-acl1"}
+        order = [v for v, _ in ACL_VARIANTS]
+        for r in range(rounds):
+            k = r % len(order)
+            for v in order[k:] + order[:k]:  # a Latin square: each variant in each slot
+                A["order"].append("%d:%s" % (r + 1, v))
+                if v == "dmsfs" and r == 0 and plain_main:
+                    A["runs"][v].append(plain_main)
+                    continue
+                label = labels[v]
+                log("ACL overhead round %d/%d: %s" % (r + 1, rounds, label))
+                self.results.pop(label, None)
+                self.run_fs(Dmsfs(self, url, label=label, acl_file=files[v]))
+                A["runs"][v].append(self.results.pop(label, {}))
+        A["rows"] = acl_rows(A)
+        for row in A["rows"]:
+            log("  %-10s plain %-12s acl %-12s %s %s (best of %d)" % (
+                row["metric"], fmt_acl(row, "dmsfs"), fmt_acl(row, "acl"),
+                "%.2fx" % row["ratio"] if row.get("ratio") else "-", row["status"], rounds))
 
     # ---- extension: GridFTP origin and long-distance relay
     def run_gridftp(self):
@@ -1085,13 +1255,22 @@ class Bench:
         self.run_ceilings()
 
         for name in PEERS:
+            if name == "dmsfs" and "dmsfs-acl" in self.sel and name not in self.sel:
+                self.run_acl(None)
             if name not in self.sel:
                 continue
             if name == "dmsfs":
                 fs = Dmsfs(self, "http://127.0.0.1:%d/" % self.srv.nginx_port)
                 if not os.access(self.dmsfs_bin, os.X_OK):
                     self.mark_skipped(fs, METRICS, "build/dmsfs not found")
+                    if "dmsfs-acl" in self.sel:
+                        self.run_acl(None)
                     continue
+                self.run_fs(fs)
+                if "dmsfs-acl" in self.sel:
+                    # Right after the plain pass, which is round 1's plain run.
+                    self.run_acl(dict(self.results.get("dmsfs", {})))
+                continue
             elif name == "rclone":
                 fs = Rclone(self)
             else:
@@ -1108,6 +1287,68 @@ class Bench:
 
 METRICS = ["seq_cold", "seq_hot", "seq_warm", "rand_cold", "rand_warm",
            "ls_cold", "ls_hot", "cp_cold"]
+
+# The ACL overhead section: variants and the figures compared.
+ACL_VARIANTS = [("dmsfs", "dmsfs"), ("acl", "dmsfs+acl"), ("acl1", "+acl 1 rule")]
+ACL_TIME_MAX = 1.10   # acl time <= 1.10 x plain
+ACL_IOPS_MIN = 0.90   # acl IOPS >= 0.90 x plain
+
+
+def acl_key(metric):
+    return "iops" if metric.startswith("rand") else "seconds"
+
+
+def acl_rows(A):
+    """Best (min time, max IOPS) and median per variant and workload, the
+    ratios of the bests and PASS/MISS.
+
+    The verdict uses the best of the rounds, like the ceilings: other load on
+    the machine only ever makes a run slower, and one slow run of a 10 ms
+    step would otherwise decide.  The median ratio is kept alongside.
+    """
+    rows = []
+    for m in METRICS:
+        key = acl_key(m)
+        row = {"metric": m, "key": key}
+        for v, _ in ACL_VARIANTS:
+            runs = A["runs"][v]
+            vals = [val(run.get(m), key) for run in runs]
+            vals = [x for x in vals if x is not None]
+            best = (max(vals) if key == "iops" else min(vals)) if vals else None
+            row[v] = {"values": vals, "runs": len(runs), "best": best,
+                      "median": statistics.median(vals) if vals else None}
+        p = row["dmsfs"]
+        pv = p["values"]
+        if len(pv) >= 2 and p["median"]:
+            row["plain_spread"] = (max(pv) - min(pv)) / p["median"]
+        for v in ("acl", "acl1"):
+            if row[v]["best"] is not None and p["best"]:
+                row[v]["ratio"] = row[v]["best"] / p["best"]
+                row[v]["median_ratio"] = row[v]["median"] / p["median"]
+        ratio = row["acl"].get("ratio")
+        if key == "iops":
+            row["need"] = ">= %.2fx" % ACL_IOPS_MIN
+        else:
+            row["need"] = "<= %.2fx" % ACL_TIME_MAX
+        nfail = row["acl"]["runs"] - len(row["acl"]["values"])
+        if ratio is None:
+            row["status"] = "MISS" if row["acl"]["runs"] else "N/A"
+            row["note"] = "no result" if p["median"] else "no plain dmsfs result"
+        else:
+            row["ratio"] = ratio
+            ok = ratio >= ACL_IOPS_MIN if key == "iops" else ratio <= ACL_TIME_MAX
+            row["status"] = "PASS" if ok and not nfail else "MISS"
+            if nfail:
+                row["note"] = "%d of %d runs failed" % (nfail, row["acl"]["runs"])
+        rows.append(row)
+    return rows
+
+
+def fmt_acl(row, v):
+    x = row[v]["best"]
+    if x is None:
+        return "FAIL" if row[v]["runs"] else "-"
+    return ("%.0f IOPS" % x) if row["key"] == "iops" else ("%.3fs" % x)
 
 
 # --------------------------------------------------------------------------
@@ -1158,10 +1399,32 @@ def targets(b):
             item.update(ratio=r, status="PASS" if r >= need else "MISS")
         out.append(item)
 
+    def vs_ceiling(name, desc, mine, ceil, ref, ref_name, need):
+        """INFO: dmsfs against the FUSE ceiling, and the ceiling against the
+        target's reference (below `need` means the target is out of reach
+        for any FUSE daemon here)."""
+        a, c, t = val(mine, "MiBps"), val(ceil, "MiBps"), val(ref, "MiBps")
+        item = {"target": name, "description": desc, "status": "INFO", "required": None}
+        if a is None or c is None:
+            item["text"] = "dmsfs not run" if mine is None else (
+                "dmsfs: FAIL" if a is None else "ceiling not measured (--no-fuse-ceiling?)")
+        else:
+            item["ratio"] = a / c
+            item["text"] = "%.2fx of the ceiling" % (a / c)
+            if t:
+                item["ceiling_vs_ref"] = c / t
+                item["text"] += "; ceiling = %.2fx %s (target %.2gx)" % (c / t, ref_name, need)
+        out.append(item)
+
     ratio("seq_cold_vs_curl", "cold seq throughput dmsfs / curl", g("dmsfs", "seq_cold"),
           C.get("curl"), "MiBps", 0.7)
+    vs_ceiling("seq_cold_vs_fuse", "  vs FUSE ceiling: / passthrough_ll 1st read",
+               g("dmsfs", "seq_cold"), C.get("fuse_passthrough_cold"), C.get("curl"), "curl", 0.7)
     ratio("seq_hot_vs_pagecache", "hot seq throughput dmsfs / local page cache",
           g("dmsfs", "seq_hot"), C.get("local_pagecache"), "MiBps", 0.8)
+    vs_ceiling("seq_hot_vs_fuse", "  vs FUSE ceiling: / passthrough_ll re-read",
+               g("dmsfs", "seq_hot"), C.get("fuse_passthrough_hot"), C.get("local_pagecache"),
+               "page cache", 0.8)
     ratio("seq_warm_vs_rclone", "warm seq throughput dmsfs / rclone", g("dmsfs", "seq_warm"),
           g("rclone", "seq_warm"), "MiBps", 3.0)
     ratio("rand_cold_vs_xrootdfs", "cold random IOPS dmsfs / xrootdfs", g("dmsfs", "rand_cold"),
@@ -1184,6 +1447,37 @@ def targets(b):
     else:
         item.update(value=rss["MB"], status="PASS" if rss["MB"] <= 150.0 else "MISS")
     out.append(item)
+    # INFO: the anonymous part alone (VmHWM also counts the mmap'd LMDB).
+    item = {"target": "rss_anon", "description": "dmsfs peak RSS anon (RssAnon) <= 150 MB",
+            "status": "INFO", "required": 150.0}
+    if val(rss, "anon_MB") is None:
+        item["text"] = "not measured"
+    else:
+        item["value"] = rss["anon_MB"]
+        item["text"] = "%.1f MB (%s 150 MB); file-backed peak %.0f MB" % (
+            rss["anon_MB"], "<=" if rss["anon_MB"] <= 150.0 else "over", rss["file_MB"])
+    out.append(item)
+    if "dmsfs-acl" in b.sel:
+        A = b.acl or {}
+        rows = A.get("rows") or []
+        item = {"target": "acl_overhead", "required": ACL_TIME_MAX,
+                "description": "ACL %d rules: every workload within 10%% of dmsfs" %
+                               A.get("rules", b.args.acl_rules)}
+        if not rows:
+            item.update(status="MISS", text=A.get("error", "not run"))
+        else:
+            miss = [r for r in rows if r["status"] != "PASS"]
+            item["status"] = "MISS" if miss else "PASS"
+            item["text"] = "%d/%d within (best of %d)" % (len(rows) - len(miss), len(rows),
+                                                           A["rounds"])
+            if miss:
+                item["text"] += "; " + ", ".join(
+                    "%s %s" % (r["metric"], "%.2fx" % r["ratio"] if "ratio" in r else "FAIL")
+                    for r in miss)
+            if (A.get("enforced") or {}).get("status") != "OK":
+                item["status"] = "MISS"
+                item["text"] += "; rules NOT enforced as expected"
+        out.append(item)
     if "gridftp" in b.sel:
         ratio("ftp_seq_cold_vs_guc", "GridFTP: cold seq dmsfs(ftp) / globus-url-copy",
               g("dmsfs-ftp", "seq_cold"), C.get("globus-url-copy"), "MiBps", 0.8)
@@ -1225,16 +1519,21 @@ def report(b, tg):
     lines.append("ceilings (best of 3 unless noted):")
     for name, desc in [("curl", "curl -o /dev/null from nginx"),
                        ("local_pagecache", "local page-cache dd of origin"),
-                       ("fuse_passthrough_cold", "libfuse passthrough_ll 1st read (1 run)"),
-                       ("fuse_passthrough_hot", "libfuse passthrough_ll re-read (1 run)"),
+                       ("fuse_passthrough_cold", "FUSE: passthrough_ll 1st read"),
+                       ("fuse_passthrough_hot", "FUSE: passthrough_ll re-read"),
                        ("globus-url-copy", "globus-url-copy -> /dev/null"),
                        ("curl_wan", "curl through delayrelay (1 run)")]:
         if name in b.ceilings:
             lines.append("  %-34s %s" % (desc, fmt(b.ceilings[name])))
+    if b.acl is not None:
+        lines.append("")
+        lines.extend(acl_report(b))
     lines.append("")
     lines.append("targets:")
     for t in tg:
-        if "ratio" in t:
+        if "text" in t:
+            v = t["text"]
+        elif "ratio" in t:
             v = "%.2fx (need >= %.2gx)" % (t["ratio"], t["required"])
         elif "value" in t:
             v = "%.1f MB (need <= %.0f MB)" % (t["value"], t["required"])
@@ -1255,11 +1554,85 @@ def report(b, tg):
     for k, r in b.ceilings.items():
         if r.get("status") != "OK":
             errs.append("  ceiling %s: %s" % (k, r.get("error", "")))
+    if b.acl is not None:
+        labels = dict(ACL_VARIANTS)
+        for v, runs in b.acl.get("runs", {}).items():
+            for i, run in enumerate(runs):
+                for k, r in run.items():
+                    if r.get("status") != "OK":
+                        errs.append("  %s (ACL run %d) %s: %s" % (labels[v], i + 1, k,
+                                                                  r.get("error", "")))
     if errs:
         lines.append("")
         lines.append("failures / notes:")
         lines.extend(errs)
     return "\n".join(lines)
+
+
+def acl_report(b):
+    A = b.acl
+    L = []
+    L.append("ACL overhead: %s rules from tests/bench/acl_rules.py (dmsctl acl lint: %s), "
+             "best of %d round(s), variants interleaved" %
+             (A.get("rules", b.args.acl_rules), A.get("lint", "-"), A["rounds"]))
+    L.append("  -o acl=FILE: allow_other, kernel entry/attr timeouts 0 (every lookup and stat "
+             "goes to the daemon); '1 rule' = 'u root / rl'")
+    if "error" in A:
+        L.append("  not run: %s" % A["error"])
+        return L
+    enf = A.get("enforced") or {}
+    L.append("  enforcement: %s" % (enf.get("detail") if enf.get("status") == "OK"
+                                     else "FAIL: %s" % enf.get("error", "?")))
+    w0 = 26
+    f = "%-*s%-13s%-13s%-8s%-10s%-6s%-8s%-13s%-8s%-8s%s"
+    L.append(f % (w0, "", "dmsfs", "dmsfs+acl", "acl/dms", "need", "", "median",
+                  "+acl 1 rule", "1r/dms", "median", "plain spread"))
+    titles = dict(ROWS)
+    x = lambda r, v, k: ("%.2fx" % r[v][k]) if r[v].get(k) else "-"
+    for r in A.get("rows", []):
+        sp = r.get("plain_spread")
+        L.append(f % (
+            w0, titles.get(r["metric"], r["metric"]), fmt_acl(r, "dmsfs"), fmt_acl(r, "acl"),
+            x(r, "acl", "ratio"), r["need"], r["status"], x(r, "acl", "median_ratio"),
+            fmt_acl(r, "acl1"), x(r, "acl1", "ratio"), x(r, "acl1", "median_ratio"),
+            ("%.0f%%" % (100 * sp)) if sp is not None else "-"))
+    # Peak RSS and the per-pass checks, for information.
+    def rss(v):
+        xs = [val(run.get("peak_rss"), "MB") for run in A["runs"][v]]
+        an = [val(run.get("peak_rss"), "anon_MB") for run in A["runs"][v]]
+        xs = [x for x in xs if x is not None]
+        an = [x for x in an if x is not None]
+        return ("%.0f MB (anon %.0f)" % (max(xs), max(an))) if xs else "-"
+
+    def oks(v, k):
+        runs = A["runs"][v]
+        n = sum(1 for run in runs if (run.get(k) or {}).get("status") == "OK")
+        return "%d/%d OK" % (n, len(runs))
+    # Where a miss comes from: the rule set, or the ACL mode as such.
+    mode, rules = [], []
+    for r in A.get("rows", []):
+        if r["status"] != "MISS" or "ratio" not in r or not r["acl1"].get("ratio"):
+            continue
+        slow = lambda x: 1 / x if r["key"] == "iops" else x  # > 1: slower than plain
+        # The 1-rule mount shows at least half of the slowdown: the mode.
+        (mode if slow(r["acl1"]["ratio"]) - 1 >= 0.5 * (slow(r["ratio"]) - 1) else rules).append(
+            r["metric"])
+    if mode:
+        L.append("  note: %s as slow with 1 rule as with %s: the cost is the ACL mode (kernel "
+                 "timeouts 0, so every lookup/getattr goes to the daemon), not the rule count" %
+                 (", ".join(mode), A.get("rules", "?")))
+    if rules:
+        L.append("  note: %s slower with %s rules than with 1 rule: the rule set costs" %
+                 (", ".join(rules), A.get("rules", "?")))
+    L.append("  daemon peak RSS (max): dmsfs %s, +acl %s, +acl 1 rule %s" %
+             (rss("dmsfs"), rss("acl"), rss("acl1")))
+    L.append("  data spot check: dmsfs %s, +acl %s, +acl 1 rule %s; clean daemon exit: %s, %s, %s" %
+             tuple([oks(v, "data_check") for v in ("dmsfs", "acl", "acl1")] +
+                   [oks(v, "daemon_exit") for v in ("dmsfs", "acl", "acl1")]))
+    L.append("  (best of the rounds: min time, max IOPS; acl/dms = acl time / plain time, need "
+             "<= %.2f; rand: IOPS ratio, need >= %.2f; median = the same ratio of the medians; "
+             "plain spread = (max-min)/median of the plain runs)" % (ACL_TIME_MAX, ACL_IOPS_MIN))
+    return L
 
 
 def save_logs(run):
@@ -1284,7 +1657,7 @@ def save_logs(run):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", default="",
-                    help="comma list of: %s (default all)" % ",".join(PEERS + EXTRAS))
+                    help="comma list of: %s (default all)" % ",".join(SELECTABLE))
     ap.add_argument("--quick", action="store_true", help="256 MiB file, 500 files, 16 MiB fio")
     ap.add_argument("--dmsfs-opts", default="", help="extra -o options for dmsfs")
     ap.add_argument("--keep-data", action="store_true",
@@ -1295,6 +1668,10 @@ def main():
     ap.add_argument("--wan-delay-ms", type=int, default=25)
     ap.add_argument("--no-fuse-ceiling", action="store_true",
                     help="skip the libfuse passthrough_ll reference reads")
+    ap.add_argument("--acl-rounds", type=int, default=5,
+                    help="dmsfs-acl: rounds of plain / 1,000 rules / 1 rule (default 5)")
+    ap.add_argument("--acl-rules", type=int, default=1000,
+                    help="dmsfs-acl: rules in the generated file (default 1000)")
     ap.add_argument("--strict", action="store_true", help="exit 1 if any target is MISS")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -1342,8 +1719,10 @@ def main():
                               "io_size": b.fio_io},
                       "seq_read": "dd bs=1M", "wan_delay_ms": args.wan_delay_ms,
                       "rclone": "mount :webdav: --vfs-cache-mode full --read-only",
+                      "acl_rounds": args.acl_rounds, "acl_rules": args.acl_rules,
                       "nproc": os.cpu_count()},
-           "results": b.results, "ceilings": b.ceilings, "targets": tg, "error": err}
+           "results": b.results, "ceilings": b.ceilings, "acl_overhead": b.acl,
+           "targets": tg, "error": err}
     with open(RESULTS, "w") as f:
         json.dump(out, f, indent=2)
     print("\nresults written to %s" % os.path.relpath(RESULTS, os.getcwd()))
