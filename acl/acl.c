@@ -576,6 +576,16 @@ bool acl_may_see(struct acl *a, const struct acl_caller *c, const char *path)
 	return acl_rights(a, c, path) != 0;
 }
 
+bool acl_uniform(struct acl *a, const char *path)
+{
+	unsigned gen;
+	struct acl_rules *r = rules_get(a, &gen);
+	bool uniform = acl_uniform_check(r, path);
+
+	acl_rules_unref(r);
+	return uniform;
+}
+
 struct decision {
 	const struct acl_line *line;
 	unsigned pos, neg;

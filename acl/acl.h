@@ -155,6 +155,13 @@ unsigned acl_rights(struct acl *a, const struct acl_caller *c,
  * child in a listing, or an intermediate directory) may be shown. */
 bool acl_may_see(struct acl *a, const struct acl_caller *c, const char *path);
 
+/* True if every caller, whoever it is, has the same rights on path and
+ * sees the same entries below it: no rule that depends on the caller
+ * ('u NAME', 'u =', 'g NAME') has a path at, above or below path.  fs/ lets
+ * the kernel cache entries and attributes (shared by all users) only there.
+ * Cheap (a few binary searches); false for a bad path. */
+bool acl_uniform(struct acl *a, const char *path);
+
 /* How a right came about, for acl_explain. */
 enum acl_how { ACL_GRANTED, ACL_DENIED, ACL_IMPLICIT };
 

@@ -63,6 +63,10 @@ struct acl_rules {
 	unsigned nlines;
 	struct acl_line *lines;
 	bool has_groups; /* any 'g' line: only then are group names looked up */
+	/* uniform.c: sorted paths where rights depend on the caller (at and
+	 * below varies_at[i]; at varies_below[j] through a path under it). */
+	char **varies_at, **varies_below;
+	size_t nvaries_at, nvaries_below;
 };
 
 /* Parses buf into *out (refcount 1).  Diagnostics go to fn (NULL:
@@ -84,6 +88,14 @@ bool acl_path_ok(const char *p, size_t len);
 
 /* True if rule path p (length plen) matches target t (length tlen). */
 bool acl_path_match(const char *p, size_t plen, const char *t, size_t tlen);
+
+/* ---- uniform.c ---- */
+
+/* Fills r->varies_*; -ENOMEM.  Freed by acl_rules_unref. */
+int acl_uniform_build(struct acl_rules *r);
+void acl_uniform_free(struct acl_rules *r);
+/* True if every caller has the same rights at path (see acl_uniform). */
+bool acl_uniform_check(const struct acl_rules *r, const char *path);
 
 /* ---- eval.c ---- */
 

@@ -412,6 +412,7 @@ void acl_rules_unref(struct acl_rules *r)
 		return;
 	for (i = 0; i < r->nlines; i++)
 		free_line(&r->lines[i]);
+	acl_uniform_free(r);
 	free(r->lines);
 	free(r->name);
 	free(r);
@@ -493,6 +494,8 @@ int acl_rules_parse(struct acl_rules **out, const char *name, const char *buf,
 out:
 	if (!rc && ps.errors)
 		rc = -EINVAL;
+	if (!rc && ps.rules)
+		rc = acl_uniform_build(ps.rules);
 	if (rc) {
 		acl_rules_unref(ps.rules);
 		ps.rules = NULL;

@@ -30,6 +30,8 @@ struct group_slot {
 
 struct fs_access {
 	struct acl *acl;
+	void (*on_reload)(void *arg);   /* set before the reloader starts */
+	void *on_reload_arg;
 	pthread_mutex_t lock;
 	struct group_slot slots[GROUP_SLOTS];  /* guarded by lock */
 	pthread_t reloader;
@@ -71,19 +73,23 @@ static void *reloader_main(void *arg)
 		if (stop)
 			break;
 		if (hup) {
-			if (acl_reload(a->acl) == 0)
+			if (acl_reload(a->acl) == 0) {
 				dms_log(LOG_NOTICE, "access rules reloaded (SIGHUP)");
-			else
+				a->on_reload(a->on_reload_arg);
+			} else {
 				dms_log(LOG_ERR, "access rules not reloaded: keeping the "
 				        "previous rules");
+			}
 		} else if (acl_maybe_reload(a->acl) == 1) {
 			dms_log(LOG_NOTICE, "access rules reloaded (file changed)");
+			a->on_reload(a->on_reload_arg);
 		}
 	}
 	return NULL;
 }
 
-int fs_access_open(struct fs_access **out, const char *rules_file)
+int fs_access_open(struct fs_access **out, const char *rules_file,
+                   void (*on_reload)(void *arg), void *arg)
 {
 	struct fs_access *a = calloc(1, sizeof(*a));
 	struct sigaction sa;
@@ -91,6 +97,8 @@ int fs_access_open(struct fs_access **out, const char *rules_file)
 
 	if (!a)
 		goto fail;
+	a->on_reload = on_reload;
+	a->on_reload_arg = arg;
 	rc = acl_open(&a->acl, rules_file);
 	if (rc)
 		goto fail;
@@ -191,4 +199,9 @@ bool fs_access_visible(struct fs_access *a, const struct fs_caller *c,
                        const char *path)
 {
 	return !a || acl_may_see(a->acl, &c->ac, path);
+}
+
+bool fs_access_uniform(struct fs_access *a, const char *path)
+{
+	return !a || acl_uniform(a->acl, path);
 }

@@ -183,8 +183,10 @@ struct fs_caller {
 
 struct fs_access;
 
-/* Loads the rules and starts reloading them on SIGHUP and file change. */
-int fs_access_open(struct fs_access **out, const char *rules_file);
+/* Loads the rules and starts reloading them on SIGHUP and file change;
+ * on_reload(arg) runs (on the reloader thread) after new rules are in. */
+int fs_access_open(struct fs_access **out, const char *rules_file,
+                   void (*on_reload)(void *arg), void *arg);
 void fs_access_close(struct fs_access *a);
 /* Who sent req.  -EACCES if the groups cannot be read (a is NULL: 0). */
 int fs_access_caller(struct fs_access *a, fuse_req_t req, struct fs_caller *c);
@@ -195,6 +197,8 @@ int fs_access_check(struct fs_access *a, const struct fs_caller *c,
 /* Whether a listing may show path to the caller (no logging). */
 bool fs_access_visible(struct fs_access *a, const struct fs_caller *c,
                        const char *path);
+/* Whether every caller has the same rights at path (a NULL: true). */
+bool fs_access_uniform(struct fs_access *a, const char *path);
 
 /* ---- inode.c: kernel inode numbers <-> paths ---- */
 struct fs_node {
@@ -226,6 +230,8 @@ int fs_inodes_get(struct fs_inodes *t, uint64_t ino, char **path,
 /* Stores freshly validated attributes of ino. */
 void fs_inodes_update(struct fs_inodes *t, uint64_t ino,
                       const struct xfer_attr *attr, int64_t now);
+/* A malloc'd array (caller frees) of the inode numbers known now. */
+int fs_inodes_list(struct fs_inodes *t, uint64_t **inos, size_t *n);
 /* Reads and clears the "changed" mark (true: drop the kernel page cache). */
 bool fs_inodes_take_changed(struct fs_inodes *t, uint64_t ino);
 

@@ -17,7 +17,6 @@ struct fs_inodes {
 	struct fs_node **by_path;  /* guarded by lock */
 	size_t nbuckets;           /* power of two; guarded by lock */
 	size_t count;              /* guarded by lock */
-	uint64_t next_ino;         /* guarded by lock */
 };
 
 static size_t ino_slot(const struct fs_inodes *t, uint64_t ino)
@@ -131,7 +130,6 @@ int fs_inodes_init(struct fs_inodes **out, const struct xfer_attr *root)
 	n->nlookup = 1;   /* the root is never forgotten */
 	link_node(t, n);
 	t->count = 1;
-	t->next_ino = FUSE_ROOT_ID + 1;
 	*out = t;
 	return 0;
 fail:
@@ -180,6 +178,19 @@ static void store_attr(struct fs_node *n, const struct xfer_attr *attr,
 	n->validated = now;
 }
 
+/* An inode number derived from the path, so that a file keeps its number
+ * when the kernel forgets and looks it up again (cp, tar and rsync compare
+ * st_ino across calls), and across remounts.  On the rare collision with a
+ * live node the next free number is taken. */
+static uint64_t stable_ino(struct fs_inodes *t, const char *path)
+{
+	uint64_t ino = XXH3_64bits(path, strlen(path));
+
+	while (ino <= FUSE_ROOT_ID || find_ino(t, ino))
+		ino++;
+	return ino;
+}
+
 int fs_inodes_lookup(struct fs_inodes *t, const char *path,
                      const struct xfer_attr *attr, int64_t now,
                      uint64_t *ino)
@@ -192,12 +203,11 @@ int fs_inodes_lookup(struct fs_inodes *t, const char *path,
 	if (n) {
 		store_attr(n, attr, now);
 	} else {
-		n = node_new(t->next_ino, path);
+		n = node_new(stable_ino(t, path), path);
 		if (!n) {
 			rc = -ENOMEM;
 			goto out;
 		}
-		t->next_ino++;
 		n->attr = *attr;
 		n->validated = now;
 		link_node(t, n);
@@ -267,6 +277,27 @@ void fs_inodes_update(struct fs_inodes *t, uint64_t ino,
 	if (n)
 		store_attr(n, attr, now);
 	pthread_mutex_unlock(&t->lock);
+}
+
+int fs_inodes_list(struct fs_inodes *t, uint64_t **inos, size_t *n)
+{
+	struct fs_node *node;
+	size_t i, k = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&t->lock);
+	*inos = malloc((t->count ? t->count : 1) * sizeof(**inos));
+	if (!*inos) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < t->nbuckets; i++)
+		for (node = t->by_ino[i]; node; node = node->ino_next)
+			(*inos)[k++] = node->ino;
+	*n = k;
+out:
+	pthread_mutex_unlock(&t->lock);
+	return rc;
 }
 
 bool fs_inodes_take_changed(struct fs_inodes *t, uint64_t ino)

@@ -25,7 +25,7 @@ struct fs {
 	struct fs_meta *meta;
 	struct fs_blocks *blocks;
 	struct fs_inodes *inodes;
-	double ttl;                 /* kernel entry and attribute timeout */
+	struct fuse_session *se;
 	int64_t started;            /* mtime of made-up directories */
 };
 
@@ -155,14 +155,21 @@ out:
 	return rc;
 }
 
-static void fill_entry(struct fs *fs, uint64_t ino, const struct xfer_attr *a,
-                       struct fuse_entry_param *e)
+/* How long the kernel may keep path's entry and attributes.  Its caches
+ * are shared by all users, so where access rules make rights depend on who
+ * asks, not at all: every lookup and stat then comes here to be checked. */
+static double kernel_ttl(const struct fs *fs, const char *path)
+{
+	return fs_access_uniform(fs->access, path) ? fs->cfg->meta_ttl : 0;
+}
+
+static void fill_entry(struct fs *fs, uint64_t ino, const char *path,
+                       const struct xfer_attr *a, struct fuse_entry_param *e)
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = ino;
 	e->generation = 1;
-	e->attr_timeout = fs->ttl;
-	e->entry_timeout = fs->ttl;
+	e->attr_timeout = e->entry_timeout = kernel_ttl(fs, path);
 	fill_stat(fs, ino, a, &e->attr);
 }
 
@@ -209,7 +216,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (rc == -ENOENT) {
 		/* A negative entry: the kernel remembers the miss. */
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = fs->ttl;
+		e.entry_timeout = kernel_ttl(fs, path);
 		fuse_reply_entry(req, &e);
 		rc = 0;
 		goto out;
@@ -219,7 +226,7 @@ static void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	rc = fs_inodes_lookup(fs->inodes, path, &attr, validated, &ino);
 	if (rc)
 		goto out;
-	fill_entry(fs, ino, &attr, &e);
+	fill_entry(fs, ino, path, &attr, &e);
 	if (fuse_reply_entry(req, &e) != 0)
 		fs_inodes_forget(fs->inodes, ino, 1);
 out:
@@ -278,13 +285,13 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino,
 
 	if (rc == 0)
 		rc = node_attr(fs, ino, NULL, &a);
-	free(path);
-	if (rc) {
+	if (rc == 0) {
+		fill_stat(fs, ino, &a, &st);
+		fuse_reply_attr(req, &st, kernel_ttl(fs, path));
+	} else {
 		fuse_reply_err(req, -rc);
-		return;
 	}
-	fill_stat(fs, ino, &a, &st);
-	fuse_reply_attr(req, &st, fs->ttl);
+	free(path);
 }
 
 static void fs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
@@ -409,9 +416,9 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			if (!fs_access_visible(fs->access, &c, path))
 				continue;
 			e.attr.st_mode = (a->mode & S_IFMT) == S_IFDIR ? S_IFDIR : S_IFREG;
-			/* readdir callers skip d_ino 0; the real number comes with
-			 * lookup, so any stable non-zero value will do here. */
-			e.attr.st_ino = XXH3_64bits(path, strlen(path)) | 1;
+			/* readdir callers skip d_ino 0.  Inode numbers come from
+			 * the path (inode.c), so this is usually the real one. */
+			e.attr.st_ino = XXH3_64bits(path, strlen(path));
 		} else {
 			/* No attributes (ino 0 in the entry) but a visible inode
 			 * number: readdir callers skip entries whose d_ino is 0. */
@@ -426,7 +433,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			rc = fs_inodes_lookup(fs->inodes, path, a, d->validated, &child);
 			if (rc)
 				goto out;
-			fill_entry(fs, child, a, &e);
+			fill_entry(fs, child, path, a, &e);
 		}
 		if (plus)
 			fuse_add_direntry_plus(req, buf + used, size - used, name, &e,
@@ -720,6 +727,21 @@ static void fuse_log_to_dms(enum fuse_log_level level, const char *fmt,
 	line[0] = '\0';
 }
 
+/* New rules: attributes the kernel keeps were given under the old ones, so
+ * it must ask again (and dmsfs check again) before the next stat. */
+static void forget_attrs(void *arg)
+{
+	struct fs *fs = arg;
+	uint64_t *inos = NULL;
+	size_t n = 0, i;
+
+	if (!fs->se || !fs->inodes || fs_inodes_list(fs->inodes, &inos, &n) != 0)
+		return;
+	for (i = 0; i < n; i++)
+		fuse_lowlevel_notify_inval_inode(fs->se, inos[i], -1, 0);
+	free(inos);
+}
+
 /* The URL form is one export at "/". */
 static int open_exports(struct fs *fs, const struct fs_config *cfg,
                         const struct xfer_opts *xopts)
@@ -764,10 +786,7 @@ static int probe_exports(struct fs *fs)
 
 int fs_run(struct fs_config *cfg, int ready_fd)
 {
-	struct fs fs = {
-		.cfg = cfg, .started = wall_now(),
-		.ttl = cfg->acl_file ? 0 : cfg->meta_ttl,
-	};
+	struct fs fs = { .cfg = cfg, .started = wall_now() };
 	struct cache_opts copts = {
 		.dir = cfg->cache_dir, .max_bytes = cfg->cache_size,
 	};
@@ -793,11 +812,12 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	se = fuse_session_new(&cfg->args, &fs_ops, sizeof(fs_ops), &fs);
 	if (!se)
 		goto out;
+	fs.se = se;
 	rc = open_exports(&fs, cfg, &xopts);
 	if (rc)
 		goto out;   /* the reason is logged */
 	if (cfg->acl_file) {
-		rc = fs_access_open(&fs.access, cfg->acl_file);
+		rc = fs_access_open(&fs.access, cfg->acl_file, forget_attrs, &fs);
 		if (rc) {
 			dms_log(LOG_ERR, "cannot use access rules %s: %s",
 			        cfg->acl_file, strerror(-rc));

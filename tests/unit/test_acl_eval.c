@@ -738,6 +738,39 @@ static void test_random_vs_reference(void)
 	}
 }
 
+static void test_uniform(void)
+{
+	struct acl *a = open_rules(
+		"u * -rl /archive/private /archive rl\n"
+		"u = /home/@=/ a\n"
+		"g rb1810001 /shared/RB1810001 rl\n"
+		"u alice /archive/special r\n");
+
+	if (!a)
+		return;
+	/* Only 'u *' rules here: the same for everybody. */
+	CHECK(acl_uniform(a, "/archive/run1"));
+	CHECK(acl_uniform(a, "/archive/run1/x.h5"));
+	CHECK(acl_uniform(a, "/archive/private"));
+	CHECK(acl_uniform(a, "/archivex"));
+	CHECK(acl_uniform(a, "/other"));
+	/* A caller-dependent rule at, above or below the path. */
+	CHECK(!acl_uniform(a, "/archive/special"));
+	CHECK(!acl_uniform(a, "/archive/special/y"));
+	CHECK(!acl_uniform(a, "/archive"));        /* lists "special" or not */
+	CHECK(!acl_uniform(a, "/"));
+	CHECK(!acl_uniform(a, "/home"));
+	CHECK(!acl_uniform(a, "/home/alice"));
+	CHECK(!acl_uniform(a, "/home/alice/f"));
+	CHECK(!acl_uniform(a, "/shared"));
+	CHECK(!acl_uniform(a, "/shared/RB1810001/z"));
+	CHECK(acl_uniform(a, "/shared/other"));
+	/* Bad paths are never uniform. */
+	CHECK(!acl_uniform(a, "/archive/../home"));
+	CHECK(!acl_uniform(a, "archive"));
+	acl_close(a);
+}
+
 int main(void)
 {
 	init_callers();
@@ -753,5 +786,6 @@ int main(void)
 	RUN(test_reload_race);
 	RUN(test_denied_and_strings);
 	RUN(test_random_vs_reference);
+	RUN(test_uniform);
 	CHECK_EXIT();
 }

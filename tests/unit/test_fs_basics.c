@@ -154,6 +154,10 @@ static void test_inodes(void)
 	CHECK_OK(fs_inodes_get(t, ino1, NULL, NULL, NULL));
 	fs_inodes_forget(t, ino1, 1);
 	CHECK_ERR(fs_inodes_get(t, ino1, NULL, NULL, NULL), -ENOENT);
+	/* Forgotten and looked up again: the same number (cp compares). */
+	CHECK_OK(fs_inodes_lookup(t, "/f", &a, 3, &ino2));
+	CHECK(ino2 == ino1);
+	fs_inodes_forget(t, ino2, 1);
 	/* Growth of the tables keeps every node reachable. */
 	for (int i = 0; i < 20000; i++) {
 		snprintf(name, sizeof(name), "/n%d", i);
