@@ -175,7 +175,15 @@ static void fill_entry(struct fs *fs, uint64_t ino, const char *path,
 
 static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
+	struct fs *fs = userdata;
+
+	/* With access rules, attributes of caller-dependent paths expire at
+	 * once, and automatic invalidation would then ask for them before
+	 * every read(); a changed file's pages are dropped at open instead
+	 * (keep_cache), which is all the URL form needs too after meta_ttl. */
+	if (fs->access)
+		conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	else if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
 		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;

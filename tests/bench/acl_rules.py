@@ -11,20 +11,22 @@ for a mount with an archive, homes, shared team areas and the benchmark tree
     their proposals' shared areas and archive runs, some "a-d", some multi-pair
     lines with a narrower path first;
   * about 30% "g NAME ..." lines for synthetic groups (grp000...): shared areas
-    and archive runs, a few of them on directories of the benchmark tree;
+    and archive runs;
   * "u * /archive/... rl" lines that everyone's checks go through, with a few
     denials ("u * -rl /archive/runNNNN/private /archive/runNNNN rl");
   * "u = /home/@=/ a", comments, blank lines and continued lines;
   * a denial inside the benchmark tree that matches nothing that exists
     ("u * -rl /tree/d02/private");
-  * "u nobody /tree/d01 rl": lets the benchmark check that the rules are
-    enforced (nobody can stat /tree/d01/f000.dat but gets EACCES on /big.bin);
-  * last, "u root / rl": root (uid 0 runs the benchmark) reads everything.
+  * last, the benchmark data as a public archive: "u * /tree rl" and
+    "u * /big.bin rl".  Everybody reads it and nobody sees /home or /shared
+    without a rule, which the benchmark checks as nobody.
 
-The synthetic names have no passwd/group entries, so only the "u *", "g root"
-and "u root" lines apply to root; every check still goes through the whole
-rule set's bookkeeping (per-caller compilation, path matching on the "u *"
-lines, implicit traversal, listing filters).  Deterministic (fixed seed).
+The benchmark tree is what an experiment archive is: the same for everyone,
+so dmsfs lets the kernel cache its entries (acl_uniform); the caller-specific
+lines elsewhere still make "/" depend on the caller.  The synthetic names
+have no passwd/group entries; every check still goes through the whole rule
+set's bookkeeping (per-caller compilation, path matching on the "u *" lines,
+implicit traversal, listing filters).  Deterministic (fixed seed).
 """
 
 import argparse
@@ -41,10 +43,9 @@ def generate(nrules=1000, nusers=600, ngroups=300, seed=20240611):
     fixed_tail = [
         "# benchmark tree: a denial that matches nothing that exists",
         "u * -rl /tree/d02/private",
-        "# enforcement check: nobody may read /tree/d01 only",
-        "u nobody /tree/d01 rl",
-        "# root (runs the benchmark) reads everything",
-        "u root / rl",
+        "# the benchmark data: a public archive",
+        "u * /tree rl",
+        "u * /big.bin rl",
     ]
     nfixed = sum(1 for l in fixed_tail if l and not l.startswith("#")) + 1  # + "u = ..."
     nstar = nrules - nusers - ngroups - nfixed
@@ -80,8 +81,7 @@ def generate(nrules=1000, nusers=600, ngroups=300, seed=20240611):
         if k == 0:
             out.append("g %s /shared/%s a-d /archive/%s rl" % (g, p, r))
         elif k == 1:
-            # a few groups own directories of the benchmark tree
-            out.append("g %s /tree/d%02d rl" % (g, rng.randrange(50)))
+            out.append("g %s /shared/%s/analysis rl" % (g, p))
         elif k == 2:
             out.append("g %s -rl /shared/%s/embargo /shared/%s rl" % (g, p, p))
         else:
@@ -102,7 +102,7 @@ def generate(nrules=1000, nusers=600, ngroups=300, seed=20240611):
         elif k == 3:
             out.append("u %s /archive/%s/analysis rl  # reprocessing" % (u, rng.choice(runs)))
         elif k == 4:
-            out.append("u %s /tree/d%02d/f%03d.dat rl" % (u, rng.randrange(50), rng.randrange(100)))
+            out.append("u %s /home/%s/public rl" % (u, users[(i + 3) % nusers]))
         else:
             out.append("u %s /shared/%s rl" % (u, p))
     out.append("")
