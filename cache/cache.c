@@ -191,6 +191,9 @@ struct cache {
 	char *dir;
 	MDB_env *env;
 	MDB_dbi dbi_blocks, dbi_lru, dbi_atime, dbi_meta, dbi_info;
+	void *map_addr;                  /* LMDB's read-only map, if found */
+	size_t map_len;
+	atomic_uint_fast64_t mapped_bytes; /* through the map since unmapping */
 	uint64_t cap;
 	uint64_t batch_bytes;            /* byte limit of one writer batch */
 	pthread_t writer;
@@ -953,6 +956,52 @@ static bool cache_has_work(const struct cache *c, bool touch_due)
 	       c->n_touch >= CACHE_TOUCH_WAKE || (touch_due && c->n_touch);
 }
 
+/* The daemon's resident set would otherwise grow with every value read or
+ * written through LMDB's map (B-tree walks fault pages in, and the kernel
+ * maps up to 64 KiB around each fault).  The map is read-only and shared,
+ * so dropping its page-table entries never loses data: the pages stay in
+ * the page cache and a reader simply faults them in again.  Each time this
+ * much has gone through the map, all of it is dropped. */
+#define CACHE_UNMAP_EVERY (32ull << 20)
+
+static void cache_unmap_after(struct cache *c, uint64_t bytes)
+{
+	uint64_t seen = atomic_fetch_add(&c->mapped_bytes, bytes) + bytes;
+
+	if (seen < CACHE_UNMAP_EVERY || !c->map_len)
+		return;
+	atomic_store(&c->mapped_bytes, 0);
+	madvise(c->map_addr, c->map_len, MADV_DONTNEED);
+}
+
+/* Finds LMDB's map of data.mdb in /proc/self/maps (LMDB does not say where
+ * it is unless the map is fixed).  Leaves it unknown (no unmapping) if it
+ * cannot be found. */
+static void cache_find_map(struct cache *c)
+{
+	char path[PATH_MAX], line[PATH_MAX + 256];
+	unsigned long long start, end, ino;
+	struct stat st;
+	FILE *f;
+
+	if (cache_path(c, CACHE_DATA_FILE, path, sizeof(path)) != 0 ||
+	    stat(path, &st) != 0)
+		return;
+	f = fopen("/proc/self/maps", "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%llx-%llx %*s %*s %*s %llu", &start, &end,
+		           &ino) == 3 && ino == (unsigned long long)st.st_ino &&
+		    strstr(line, CACHE_DATA_FILE)) {
+			c->map_addr = (void *)(uintptr_t)start;
+			c->map_len = (size_t)(end - start);
+			break;
+		}
+	}
+	fclose(f);
+}
+
 static void *cache_writer_main(void *arg)
 {
 	struct cache *c = arg;
@@ -987,6 +1036,7 @@ static void *cache_writer_main(void *arg)
 		pthread_mutex_unlock(&c->lock);
 
 		cache_batch_apply(c, &b);
+		cache_unmap_after(c, b.put_bytes);
 		last_id = b.last ? b.last->id : 0;
 		while (b.items) {
 			struct cache_item *it = b.items;
@@ -1140,21 +1190,6 @@ out:
 	pthread_mutex_unlock(&c->lock);
 }
 
-/* Drops the page-table entries of a block value's pages once it has been
- * copied out.  The pages stay in the page cache (a later get faults them
- * back cheaply), but the daemon's resident set no longer grows with every
- * block read through the map.  The map is read-only and shared, so this
- * never loses data, even for pages that hold parts of other values. */
-static void cache_unmap_value(const MDB_val *v)
-{
-	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-	uintptr_t start = (uintptr_t)v->mv_data & ~(page - 1);
-	uintptr_t end = ((uintptr_t)v->mv_data + v->mv_size + page - 1) &
-	                ~(page - 1);
-
-	madvise((void *)start, end - start, MADV_DONTNEED);
-}
-
 int cache_block_get(struct cache *c, const struct cache_fid *fid,
                     uint64_t index, size_t block_len, size_t off, size_t len,
                     void *buf)
@@ -1202,7 +1237,7 @@ int cache_block_get(struct cache *c, const struct cache_fid *fid,
 	if (len)
 		memcpy(buf, (const unsigned char *)v.mv_data +
 		       sizeof(struct cache_bhdr) + off, len);
-	cache_unmap_value(&v);
+	cache_unmap_after(c, v.mv_size);
 	/* LRU: only blocks outside the newest quarter need a touch. */
 	if (mdb_get(txn, c->dbi_atime, &k, &v) == 0 && v.mv_size == 8) {
 		uint64_t seq = cache_get_be64(v.mv_data);
@@ -1799,6 +1834,7 @@ static int cache_env_open(struct cache *c, size_t mapsize)
 	rc = mdb_reader_check(c->env, &dead);
 	if (rc != 0)
 		goto out;
+	cache_find_map(c);
 	if (dead)
 		dms_log(LOG_NOTICE, "cache: cleared %d stale reader slots", dead);
 	rc = cache_db_init(c);

@@ -26,6 +26,7 @@
 #define NBUCKETS 4096u
 #define PREFETCH_QUEUE_MAX 256u          /* jobs */
 #define FETCH_RUN_BYTES (2u << 20)       /* largest single request */
+#define LOADED_CONDS 64u
 
 enum blk_state { BLK_LOADING, BLK_READY, BLK_FAILED };
 
@@ -62,7 +63,9 @@ struct fs_blocks {
 	unsigned run_max;               /* blocks per request */
 
 	pthread_mutex_t lock;
-	pthread_cond_t loaded;          /* some block left LOADING */
+	/* A block left LOADING: readers wait on the one of its hash slot, so
+	 * a finished block wakes its own readers, not every waiting thread. */
+	pthread_cond_t loaded[LOADED_CONDS];
 	struct blk *buckets[NBUCKETS];  /* guarded by lock */
 	struct blk lru;                 /* READY blocks, most recent first; guarded by lock */
 	uint64_t mem_used;              /* bytes of LOADING and READY blocks; guarded by lock */
@@ -254,7 +257,7 @@ static void finish(struct fs_blocks *bl, struct blk *b, int rc)
 		bl->mem_used -= b->len;
 		bunhash(bl, b);
 	}
-	pthread_cond_broadcast(&bl->loaded);
+	pthread_cond_broadcast(&bl->loaded[slot(&b->fid, b->idx) % LOADED_CONDS]);
 	pthread_mutex_unlock(&bl->lock);
 }
 
@@ -398,7 +401,8 @@ static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
 		}
 		b->refs++;
 		while (b->state == BLK_LOADING)
-			pthread_cond_wait(&bl->loaded, &bl->lock);
+			pthread_cond_wait(&bl->loaded[slot(&f->fid, idx) % LOADED_CONDS],
+			                  &bl->lock);
 		if (b->state == BLK_READY) {
 			lru_unlink(b);
 			lru_push_front(bl, b);
@@ -413,36 +417,64 @@ static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
 	}
 }
 
-int fs_blocks_read(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
-                   size_t len, char *buf)
+int fs_blocks_pin(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
+                  size_t len, struct fs_pin *pin)
 {
 	uint64_t idx = fs_block_index(off, bl->block_size);
 	uint64_t last = fs_block_index(off + len - 1, bl->block_size);
+	unsigned n = (unsigned)(last - idx + 1);
 	size_t done = 0;
 	int rc = 0;
 
+	memset(pin, 0, sizeof(*pin));
+	pin->iov = calloc(n, sizeof(*pin->iov));
+	pin->held = calloc(n, sizeof(*pin->held));
+	if (!pin->iov || !pin->held) {
+		rc = -ENOMEM;
+		goto fail;
+	}
 	/* A read over several blocks fetches its misses as runs, not one
 	 * request per block. */
-	if (last > idx)
-		load_range(bl, f, idx, last - idx + 1);
+	if (n > 1)
+		load_range(bl, f, idx, n);
 	while (done < len) {
-		uint64_t pos = off + done;
-		size_t in = (size_t)(pos - idx * bl->block_size), n;
+		size_t in = (size_t)(off + done - idx * bl->block_size);
 		struct blk *b = NULL;
 
 		rc = acquire(bl, f, idx, &b);
 		if (rc)
-			break;
-		n = b->len - in < len - done ? b->len - in : len - done;
-		memcpy(buf + done, b->data + in, n);
-		if (in + n == b->len)
+			goto fail;
+		pin->held[pin->n] = b;
+		pin->iov[pin->n].iov_base = b->data + in;
+		pin->iov[pin->n].iov_len = b->len - in < len - done ? b->len - in
+		                                                    : len - done;
+		done += pin->iov[pin->n].iov_len;
+		pin->n++;
+		idx++;
+	}
+	return 0;
+fail:
+	fs_blocks_unpin(bl, pin);
+	return rc;
+}
+
+void fs_blocks_unpin(struct fs_blocks *bl, struct fs_pin *pin)
+{
+	unsigned i;
+
+	for (i = 0; i < pin->n; i++) {
+		struct blk *b = pin->held[i];
+		const char *end = (const char *)pin->iov[i].iov_base +
+		                  pin->iov[i].iov_len;
+
+		if (end == b->data + b->len)
 			release_consumed(bl, b);
 		else
 			release(bl, b);
-		done += n;
-		idx++;
 	}
-	return rc;
+	free(pin->iov);
+	free(pin->held);
+	memset(pin, 0, sizeof(*pin));
 }
 
 static void *prefetch_main(void *arg)
@@ -521,7 +553,8 @@ int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
 	            : (unsigned)(FETCH_RUN_BYTES / block_size);
 	bl->lru.lru_next = bl->lru.lru_prev = &bl->lru;
 	pthread_mutex_init(&bl->lock, NULL);
-	pthread_cond_init(&bl->loaded, NULL);
+	for (i = 0; i < LOADED_CONDS; i++)
+		pthread_cond_init(&bl->loaded[i], NULL);
 	pthread_cond_init(&bl->work, NULL);
 	for (i = 0; i < fetchers; i++) {
 		if (pthread_create(&bl->threads[i], NULL, prefetch_main, bl) != 0)
@@ -557,7 +590,8 @@ void fs_blocks_destroy(struct fs_blocks *bl)
 		bfree(b);
 	}
 	pthread_mutex_destroy(&bl->lock);
-	pthread_cond_destroy(&bl->loaded);
+	for (i = 0; i < LOADED_CONDS; i++)
+		pthread_cond_destroy(&bl->loaded[i]);
 	pthread_cond_destroy(&bl->work);
 	free(bl->threads);
 	free(bl);

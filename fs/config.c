@@ -15,7 +15,7 @@
 #include "fs/fs_i.h"
 
 #define DEFAULT_CACHE_SIZE (10ull << 30)
-#define DEFAULT_BLOCK_SIZE (256u << 10)
+#define DEFAULT_BLOCK_SIZE (64u << 10)
 #define DEFAULT_MEM_SIZE (40ull << 20)
 #define DEFAULT_READAHEAD (32u << 20)
 #define DEFAULT_META_TTL 60u

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "fs/fs.h"
 #include "cache/cache.h"
@@ -62,9 +63,17 @@ struct fs_blocks;
 int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
                    uint64_t block_size, uint64_t mem_bytes, unsigned fetchers);
 void fs_blocks_destroy(struct fs_blocks *bl);
-/* Fills buf with len bytes at off of f (off + len <= f->attr.size). */
-int fs_blocks_read(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
-                   size_t len, char *buf);
+/* The bytes [off, off + len) of f (off + len <= f->attr.size), in place in
+ * the blocks that hold them: pin->iov[0..n) describe them, valid until
+ * fs_blocks_unpin.  Replying straight from the blocks saves a copy. */
+struct fs_pin {
+	unsigned n;
+	struct iovec *iov;
+	void **held;
+};
+int fs_blocks_pin(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
+                  size_t len, struct fs_pin *pin);
+void fs_blocks_unpin(struct fs_blocks *bl, struct fs_pin *pin);
 /* Queues loading of blocks [first, first + count) in the background. */
 void fs_blocks_prefetch(struct fs_blocks *bl, struct fs_file *f,
                         uint64_t first, uint64_t count);

@@ -49,7 +49,7 @@ static void usage(const char *prog)
 	       "    -o acl=FILE            access rules (XRootD authdb subset)\n"
 	       "    -o cache_dir=DIR       block and metadata cache\n"
 	       "    -o cache_size=SIZE     cap on cached data (default 10G)\n"
-	       "    -o block_size=SIZE     fetch/cache unit, 4K..16M (default 256K)\n"
+	       "    -o block_size=SIZE     cache unit, 4K..16M (default 64K)\n"
 	       "    -o meta_ttl=SECONDS    trust listings this long (default 60)\n"
 	       "    -o readahead=SIZE      read ahead of sequential readers (32M)\n"
 	       "    -o mem_cache=SIZE      recent blocks kept in memory (40M)\n"
@@ -112,6 +112,11 @@ int main(int argc, char *argv[])
 	 * holding on to freed block buffers; two arenas keep the daemon's
 	 * memory close to what it uses, at no measured cost in speed. */
 	mallopt(M_ARENA_MAX, 2);
+	/* Fetch buffers (up to a run, 2 MiB) come and go all the time: keep
+	 * them on the heap, reused, instead of fresh mmaps that fault in every
+	 * page again. */
+	mallopt(M_MMAP_THRESHOLD, 8 << 20);
+	mallopt(M_TRIM_THRESHOLD, 32 << 20);
 	if (fuse_opt_parse(&args, &ps, fs_opt_table, opt_proc) != 0)
 		goto out;
 	want_bare = ps.raw.config ? 1 : 2;

@@ -580,8 +580,8 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct fs *fs = req_fs(req);
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
 	struct fs_file *f = h->file;
+	struct fs_pin pin;
 	struct fs_caller c;
-	char *buf = NULL;
 	size_t len = 0;
 	int rc;
 
@@ -601,12 +601,12 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	len = f->attr.size - (uint64_t)off < size ? (size_t)(f->attr.size - (uint64_t)off)
 	                                          : size;
 	read_ahead(fs, h, (uint64_t)off, len);
-	buf = malloc(len);
-	if (!buf) {
-		rc = -ENOMEM;
-		goto out;
+	rc = fs_blocks_pin(fs->blocks, f, (uint64_t)off, len, &pin);
+	if (rc == 0) {
+		fuse_reply_iov(req, pin.iov, (int)pin.n);
+		fs_blocks_unpin(fs->blocks, &pin);
+		return;
 	}
-	rc = fs_blocks_read(fs->blocks, f, (uint64_t)off, len, buf);
 	if (rc == -ESTALE) {
 		char *parent = fs_path_parent(f->path);
 
@@ -619,15 +619,9 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	} else if (rc == -EHOSTDOWN || rc == -ENOENT) {
 		rc = -EIO;
 	}
-	if (rc == 0)
-		fuse_reply_buf(req, buf, len);
-out:
-	if (rc) {
-		dms_log(LOG_ERR, "read of %s at %lld (%zu bytes) failed: %s",
-		        f->path, (long long)off, len, strerror(-rc));
-		fuse_reply_err(req, -rc);
-	}
-	free(buf);
+	dms_log(LOG_ERR, "read of %s at %lld (%zu bytes) failed: %s",
+	        f->path, (long long)off, len, strerror(-rc));
+	fuse_reply_err(req, -rc);
 }
 
 static void fs_op_release(fuse_req_t req, fuse_ino_t ino,

@@ -29,7 +29,7 @@ def test_foreground_exits_zero_on_unmount(tree, nginx, mounter):
 
 
 def test_default_options_mount(tree, nginx, mounter):
-    """No block_size given: the default (256K) is used and reads are right."""
+    """No block_size given: the default (64K) is used and reads are right."""
     m = mounter(nginx.url, block_size=None)
     rel = "big.bin"
     origintree.assert_same_bytes(origintree.read_all(m.path(rel)),
