@@ -95,9 +95,12 @@ static int nss_copy(const char *name, char *buf, size_t len)
 	return 0;
 }
 
-static int nss_user(void *arg, uid_t uid, char *buf, size_t len)
+/* The name of a uid (or, with group, a gid) from NSS, with a buffer grown
+ * as NSS asks. */
+static int nss_name(bool group, unsigned id, char *buf, size_t len)
 {
-	struct passwd pw, *res = NULL;
+	struct passwd pw, *pres = NULL;
+	struct group gr, *gres = NULL;
 	size_t sz = 1024;
 	char *b = NULL;
 	int rc, e, tries = 0;
@@ -110,14 +113,15 @@ static int nss_user(void *arg, uid_t uid, char *buf, size_t len)
 			goto out;
 		}
 		b = nb;
-		e = getpwuid_r(uid, &pw, b, sz, &res);
+		e = group ? getgrgid_r((gid_t)id, &gr, b, sz, &gres)
+		          : getpwuid_r((uid_t)id, &pw, b, sz, &pres);
 		if (e == ERANGE && sz < NSS_BUF_MAX)
 			sz *= 2;
 		else if (e != EINTR || ++tries > 3)
 			break;
 	}
-	if (res)
-		rc = nss_copy(pw.pw_name, buf, len);
+	if (pres || gres)
+		rc = nss_copy(group ? gr.gr_name : pw.pw_name, buf, len);
 	else
 		rc = nss_not_found(e) ? -ENOENT : -e;
 out:
@@ -125,34 +129,14 @@ out:
 	return rc;
 }
 
+static int nss_user(void *arg, uid_t uid, char *buf, size_t len)
+{
+	return nss_name(false, (unsigned)uid, buf, len);
+}
+
 static int nss_group(void *arg, gid_t gid, char *buf, size_t len)
 {
-	struct group gr, *res = NULL;
-	size_t sz = 1024;
-	char *b = NULL;
-	int rc, e, tries = 0;
-
-	for (;;) {
-		char *nb = realloc(b, sz);
-
-		if (!nb) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		b = nb;
-		e = getgrgid_r(gid, &gr, b, sz, &res);
-		if (e == ERANGE && sz < NSS_BUF_MAX)
-			sz *= 2;
-		else if (e != EINTR || ++tries > 3)
-			break;
-	}
-	if (res)
-		rc = nss_copy(gr.gr_name, buf, len);
-	else
-		rc = nss_not_found(e) ? -ENOENT : -e;
-out:
-	free(b);
-	return rc;
+	return nss_name(true, (unsigned)gid, buf, len);
 }
 
 static const struct acl_resolver nss_resolver = { nss_user, nss_group, NULL };
