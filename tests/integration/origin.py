@@ -90,6 +90,21 @@ def closed_port():
     return free_port()
 
 
+def wait_listening(proc, port, timeout):
+    """True once something accepts on 127.0.0.1:port, False if proc exits
+    or timeout seconds pass first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
 class Nginx:
     def __init__(self, root_dir, extra_server_conf=""):
         """extra_server_conf: nginx directives added inside server {}."""
@@ -124,23 +139,11 @@ class Nginx:
                 [NGINX, "-p", self.dir, "-c", conf, "-e", self.error_log],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE, start_new_session=True)
-            if self._wait_ready(timeout):
+            if wait_listening(self.proc, self.port, timeout):
                 self.url = "http://127.0.0.1:%d" % self.port
                 return self
             last_err = self._reap()
         raise RuntimeError("nginx did not start: %s" % last_err)
-
-    def _wait_ready(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return True
-            except OSError:
-                time.sleep(0.05)
-        return False
 
     def _reap(self):
         err = ""
@@ -260,16 +263,9 @@ class Squid:
             [self.SQUID, "-N", "-f", conf], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    self.url = "http://127.0.0.1:%d" % self.port
-                    return self
-            except OSError:
-                time.sleep(0.1)
+        if wait_listening(self.proc, self.port, timeout):
+            self.url = "http://127.0.0.1:%d" % self.port
+            return self
         log = ""
         try:
             with open(os.path.join(self.dir, "cache.log"), errors="replace") as f:

@@ -36,10 +36,11 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
+
+from origin import free_port, wait_listening
 
 SQUID = "/usr/sbin/squid"
 
@@ -73,12 +74,6 @@ refresh_pattern . 60 100% 1440
 """
 
 _LOG = re.compile(r"^\S+\s+\d+\s+\S+\s+(\S+)\s+\d+\s+(\S+)\s+(\S+)")
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class CachingSquid:
@@ -130,25 +125,13 @@ class CachingSquid:
                 [SQUID, "-N", "-f", conf], stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True)
-            if self._wait_ready(timeout):
+            if wait_listening(self.proc, self.port, timeout):
                 self.url = "http://127.0.0.1:%d" % self.port
                 return self
             last = self.cache_log()[-2000:]
             self._kill()
         self.stop()
         raise RuntimeError("squid did not start: %s" % last)
-
-    def _wait_ready(self, timeout):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.2):
-                    return True
-            except OSError:
-                time.sleep(0.1)
-        return False
 
     def pid(self):
         """The PID of the squid we started (None once stopped)."""
