@@ -2,6 +2,7 @@
 (PROPFIND with odd names, Range GETs), the fake origin misbehaves as told.
 These run without build/dmsfs."""
 import http.client
+import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 
