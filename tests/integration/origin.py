@@ -24,6 +24,7 @@ temporary directory.  The free port is found by binding port 0 on 127.0.0.1
 a bind failure start() retries with a new port).  stop() kills only the PID
 read from nginx's own pid file / the Popen it started, never by name.
 """
+import http.client
 import os
 import shutil
 import signal
@@ -200,13 +201,35 @@ class Nginx:
         return False
 
     # -- helpers ----------------------------------------------------------
-    def requests(self):
-        """Access log lines written so far."""
+    _SYNC = "/.dmsfs-log-sync"
+
+    def _read_log(self):
         try:
             with open(self.access_log, errors="replace") as f:
                 return f.read().splitlines()
         except OSError:
             return []
+
+    def requests(self):
+        """Access log lines of every request answered so far.  nginx logs a
+        request just after sending its reply, so a client can see the reply
+        before the line: one more request, waited for in the log, makes
+        sure the earlier lines are written.  Its lines are left out."""
+        if self.proc is not None and self.proc.poll() is None:
+            seen = sum(self._SYNC in l for l in self._read_log())
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                                  timeout=5)
+                conn.request("HEAD", self._SYNC)
+                conn.getresponse().read()
+                conn.close()
+                deadline = time.monotonic() + 5
+                while (sum(self._SYNC in l for l in self._read_log()) <= seen
+                       and time.monotonic() < deadline):
+                    time.sleep(0.01)
+            except OSError:
+                pass
+        return [l for l in self._read_log() if self._SYNC not in l]
 
     def get(self, path, headers=None):
         """Plain HTTP GET through urllib (no proxy): (status, body)."""
