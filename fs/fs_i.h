@@ -239,6 +239,8 @@ int fs_inodes_get(struct fs_inodes *t, uint64_t ino, char **path,
 /* Stores freshly validated attributes of ino. */
 void fs_inodes_update(struct fs_inodes *t, uint64_t ino,
                       const struct xfer_attr *attr, int64_t now);
+/* Makes the next use of ino revalidate its attributes. */
+void fs_inodes_expire(struct fs_inodes *t, uint64_t ino);
 /* A malloc'd array (caller frees) of the inode numbers known now. */
 int fs_inodes_list(struct fs_inodes *t, uint64_t **inos, size_t *n);
 /* Reads and clears the "changed" mark (true: drop the kernel page cache). */

@@ -300,6 +300,17 @@ out:
 	return rc;
 }
 
+void fs_inodes_expire(struct fs_inodes *t, uint64_t ino)
+{
+	struct fs_node *n;
+
+	pthread_mutex_lock(&t->lock);
+	n = find_ino(t, ino);
+	if (n)
+		n->validated = 0;
+	pthread_mutex_unlock(&t->lock);
+}
+
 bool fs_inodes_take_changed(struct fs_inodes *t, uint64_t ino)
 {
 	struct fs_node *n;

@@ -615,6 +615,11 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if (parent)
 			fs_meta_expire(fs->meta, parent);
 		free(parent);
+		fs_inodes_expire(fs->inodes, ino);
+		/* The kernel's size and mtime are the old ones too.  Attributes
+		 * only (offset -1): dropping pages here could wait on the very
+		 * page this read is filling. */
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
 		rc = -EIO;
 	} else if (rc == -EHOSTDOWN || rc == -ENOENT) {
 		rc = -EIO;
