@@ -27,12 +27,24 @@ struct fs {
 	struct fs_inodes *inodes;
 	struct fuse_session *se;
 	int64_t started;            /* mtime of made-up directories */
+	/* Open files, freed at unmount if the kernel's RELEASE did not come
+	 * before the session ended (it is sent asynchronously). */
+	pthread_mutex_t handles_lock;
+	struct fs_open *handles;    /* guarded by handles_lock */
+};
+
+/* What every open file and directory starts with, so that those still
+ * open when the session ends can be found and freed. */
+struct fs_open {
+	struct fs_open *prev, *next;    /* fs.handles; guarded by handles_lock */
+	void (*free)(struct fs_open *o);
 };
 
 /* One open file.  Read-ahead state is per handle: a sequential reader gets a
  * window that doubles up to cfg->readahead; a random reader gets none, so it
  * pays only for the blocks it touches. */
 struct fs_handle {
+	struct fs_open open;            /* first */
 	struct fs_file *file;
 	pthread_mutex_t lock;
 	uint64_t next_off;   /* where a sequential reader reads next; guarded by lock */
@@ -43,9 +55,52 @@ struct fs_handle {
 /* One open directory: the listing as it was at opendir, so that offsets
  * stay valid while the directory is read. */
 struct fs_dirh {
+	struct fs_open open;            /* first */
 	struct fs_dir *dir;
 	char path[];
 };
+
+static void handle_link(struct fs *fs, struct fs_open *o,
+                        void (*free_fn)(struct fs_open *o))
+{
+	o->free = free_fn;
+	pthread_mutex_lock(&fs->handles_lock);
+	o->prev = NULL;
+	o->next = fs->handles;
+	if (o->next)
+		o->next->prev = o;
+	fs->handles = o;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+static void handle_unlink(struct fs *fs, struct fs_open *o)
+{
+	pthread_mutex_lock(&fs->handles_lock);
+	if (o->prev)
+		o->prev->next = o->next;
+	else
+		fs->handles = o->next;
+	if (o->next)
+		o->next->prev = o->prev;
+	pthread_mutex_unlock(&fs->handles_lock);
+}
+
+static void file_handle_free(struct fs_open *o)
+{
+	struct fs_handle *h = (struct fs_handle *)o;
+
+	fs_file_put(h->file);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
+static void dir_handle_free(struct fs_open *o)
+{
+	struct fs_dirh *h = (struct fs_dirh *)o;
+
+	fs_dir_put(h->dir);
+	free(h);
+}
 
 static struct fs *req_fs(fuse_req_t req)
 {
@@ -375,9 +430,10 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 	memcpy(h->path, path, strlen(path) + 1);
 	d = NULL;
 	fi->fh = (uintptr_t)h;
+	handle_link(fs, &h->open, dir_handle_free);
 	if (fuse_reply_open(req, fi) != 0) {
-		fs_dir_put(h->dir);
-		free(h);
+		handle_unlink(fs, &h->open);
+		dir_handle_free(&h->open);
 	}
 out:
 	if (rc)
@@ -477,8 +533,8 @@ static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
 {
 	struct fs_dirh *h = (struct fs_dirh *)(uintptr_t)fi->fh;
 
-	fs_dir_put(h->dir);
-	free(h);
+	handle_unlink(req_fs(req), &h->open);
+	dir_handle_free(&h->open);
 	fuse_reply_err(req, 0);
 }
 
@@ -525,7 +581,9 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
 	pthread_mutex_init(&h->lock, NULL);
 	fi->fh = (uintptr_t)h;
 	fi->keep_cache = !fs_inodes_take_changed(fs->inodes, ino);
+	handle_link(fs, &h->open, file_handle_free);
 	if (fuse_reply_open(req, fi) != 0) {
+		handle_unlink(fs, &h->open);
 		pthread_mutex_destroy(&h->lock);
 		goto out;
 	}
@@ -634,9 +692,8 @@ static void fs_op_release(fuse_req_t req, fuse_ino_t ino,
 {
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
 
-	fs_file_put(h->file);
-	pthread_mutex_destroy(&h->lock);
-	free(h);
+	handle_unlink(req_fs(req), &h->open);
+	file_handle_free(&h->open);
 	fuse_reply_err(req, 0);
 }
 
@@ -793,7 +850,10 @@ static int probe_exports(struct fs *fs)
 
 int fs_run(struct fs_config *cfg, int ready_fd)
 {
-	struct fs fs = { .cfg = cfg, .started = wall_now() };
+	struct fs fs = {
+		.cfg = cfg, .started = wall_now(),
+		.handles_lock = PTHREAD_MUTEX_INITIALIZER,
+	};
 	struct cache_opts copts = {
 		.dir = cfg->cache_dir, .max_bytes = cfg->cache_size,
 	};
@@ -885,6 +945,12 @@ out_signals:
 out:
 	if (se)
 		fuse_session_destroy(se);
+	while (fs.handles) {
+		struct fs_open *o = fs.handles;
+
+		fs.handles = o->next;
+		o->free(o);
+	}
 	fs_blocks_destroy(fs.blocks);
 	fs_inodes_destroy(fs.inodes);
 	fs_meta_destroy(fs.meta);
