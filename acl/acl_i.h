@@ -113,6 +113,9 @@ int acl_ident_resolve(const struct acl_resolver *res,
                       struct acl_ident *id);
 void acl_ident_free(struct acl_ident *id);
 
+/* Whether rule line l applies to the caller id. */
+bool acl_line_applies(const struct acl_line *l, const struct acl_ident *id);
+
 struct acl_view;
 
 /* Compiles the rules that apply to id. */

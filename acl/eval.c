@@ -122,7 +122,7 @@ void acl_ident_free(struct acl_ident *id)
 	memset(id, 0, sizeof(*id));
 }
 
-static bool line_applies(const struct acl_line *l, const struct acl_ident *id)
+bool acl_line_applies(const struct acl_line *l, const struct acl_ident *id)
 {
 	bool yes = false;
 	int i;
@@ -197,7 +197,7 @@ unsigned acl_eval_ref(const struct acl_rules *r, const struct acl_ident *id,
 	for (i = 0; i < r->nlines; i++) {
 		const struct acl_line *l = &r->lines[i];
 
-		if (!line_applies(l, id))
+		if (!acl_line_applies(l, id))
 			continue;
 		for (j = 0; j < l->npaths; j++) {
 			const char *p;
@@ -434,7 +434,7 @@ int acl_view_build(struct acl_view **out, const struct acl_rules *r,
 	for (i = 0; i < r->nlines; i++) {
 		const struct acl_line *l = &r->lines[i];
 
-		if (!line_applies(l, id))
+		if (!acl_line_applies(l, id))
 			continue;
 		for (j = 0; j < l->npaths; j++) {
 			const char *p;

@@ -426,12 +426,16 @@ int fs_blocks_pin(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
 	size_t done = 0;
 	int rc = 0;
 
-	memset(pin, 0, sizeof(*pin));
-	pin->iov = calloc(n, sizeof(*pin->iov));
-	pin->held = calloc(n, sizeof(*pin->held));
-	if (!pin->iov || !pin->held) {
-		rc = -ENOMEM;
-		goto fail;
+	pin->n = 0;
+	pin->iov = pin->iov_inline;
+	pin->held = pin->held_inline;
+	if (n > FS_PIN_INLINE) {
+		pin->iov = calloc(n, sizeof(*pin->iov));
+		pin->held = calloc(n, sizeof(*pin->held));
+		if (!pin->iov || !pin->held) {
+			rc = -ENOMEM;
+			goto fail;
+		}
 	}
 	/* A read over several blocks fetches its misses as runs, not one
 	 * request per block. */
@@ -472,9 +476,13 @@ void fs_blocks_unpin(struct fs_blocks *bl, struct fs_pin *pin)
 		else
 			release(bl, b);
 	}
-	free(pin->iov);
-	free(pin->held);
-	memset(pin, 0, sizeof(*pin));
+	if (pin->iov != pin->iov_inline)
+		free(pin->iov);
+	if (pin->held != pin->held_inline)
+		free(pin->held);
+	pin->n = 0;
+	pin->iov = pin->iov_inline;
+	pin->held = pin->held_inline;
 }
 
 static void *prefetch_main(void *arg)

@@ -66,10 +66,13 @@ void fs_blocks_destroy(struct fs_blocks *bl);
 /* The bytes [off, off + len) of f (off + len <= f->attr.size), in place in
  * the blocks that hold them: pin->iov[0..n) describe them, valid until
  * fs_blocks_unpin.  Replying straight from the blocks saves a copy. */
+#define FS_PIN_INLINE 32    /* blocks covered without allocating */
 struct fs_pin {
 	unsigned n;
 	struct iovec *iov;
 	void **held;
+	struct iovec iov_inline[FS_PIN_INLINE];
+	void *held_inline[FS_PIN_INLINE];
 };
 int fs_blocks_pin(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
                   size_t len, struct fs_pin *pin);

@@ -46,22 +46,6 @@ static void why_nop(void *arg, const struct acl_why *w)
 	*seen |= w->right;
 }
 
-static bool applies(const struct acl_line *l, const struct acl_ident *id)
-{
-	int i;
-
-	if (l->type == ACL_T_ALL)
-		return true;
-	if (l->type == ACL_T_SELF)
-		return id->user && id->user_safe;
-	if (l->type == ACL_T_USER)
-		return id->user && !strcmp(id->user, l->id);
-	for (i = 0; i < id->ngroups; i++)
-		if (!strcmp(id->groups[i], l->id))
-			return true;
-	return false;
-}
-
 /* Rule path rp as the caller sees it; false if it is no valid path. */
 static bool subst(const struct acl_line *l, const struct acl_rpath *rp,
                   const struct acl_ident *id, char *out, size_t cap)
@@ -101,7 +85,7 @@ static unsigned expected(const struct acl_rules *r,
 	for (i = 0; i < r->nlines; i++) {
 		const struct acl_line *l = &r->lines[i];
 
-		if (!applies(l, id))
+		if (!acl_line_applies(l, id))
 			continue;
 		for (j = 0; j < l->npaths; j++) {
 			size_t qlen;

@@ -623,22 +623,6 @@ static void rnd_path(char *buf, size_t cap, bool self)
 	}
 }
 
-static bool applies(const struct acl_line *l, const struct acl_ident *id)
-{
-	int i;
-
-	if (l->type == ACL_T_ALL)
-		return true;
-	if (l->type == ACL_T_SELF)
-		return id->user && id->user_safe;
-	if (l->type == ACL_T_USER)
-		return id->user && !strcmp(id->user, l->id);
-	for (i = 0; i < id->ngroups; i++)
-		if (!strcmp(id->groups[i], l->id))
-			return true;
-	return false;
-}
-
 static void test_random_vs_reference(void)
 {
 	static const char *const privs[] = { "l", "r", "rl", "a", "-r", "-a",
@@ -699,7 +683,7 @@ static void test_random_vs_reference(void)
 					const char *s = l->paths[k].path;
 					size_t qo = 0;
 
-					if (!applies(l, &id))
+					if (!acl_line_applies(l, &id))
 						continue;
 					for (; *s && qo + 8 < sizeof(q); s++) {
 						if (s[0] == '@' && s[1] == '=' &&

@@ -5,6 +5,7 @@
 #include "cache/cache.h"
 #include "common/log.h"
 #include "tests/unit/check.h"
+#include "tests/unit/cache_testlib.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,52 +21,6 @@
 #include <unistd.h>
 
 /* ---- helpers ---- */
-
-static int rm_one(const char *path, const struct stat *st, int flag,
-                  struct FTW *ftw)
-{
-	(void)st; (void)flag; (void)ftw;
-	remove(path);
-	return 0;
-}
-
-static void rm_rf(const char *dir)
-{
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* A fresh directory under $TMPDIR; the cache dir is <it>/c (not created). */
-static void tmp_make(char *base, size_t n, char *cdir, size_t cn)
-{
-	const char *t = getenv("TMPDIR");
-
-	snprintf(base, n, "%s/cachetest.XXXXXX", t && *t ? t : "/tmp");
-	if (!mkdtemp(base)) {
-		perror("mkdtemp");
-		exit(1);
-	}
-	snprintf(cdir, cn, "%s/c", base);
-}
-
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static void fill(unsigned char *p, size_t n, uint64_t seed)
-{
-	uint64_t s = seed;
-
-	for (size_t i = 0; i < n; i += 8) {
-		uint64_t v = splitmix(&s);
-
-		memcpy(p + i, &v, n - i < 8 ? n - i : 8);
-	}
-}
 
 static struct cache *open_cache(const char *dir, uint64_t cap)
 {
@@ -158,7 +113,7 @@ static void test_roundtrip(void)
 	unsigned char *want = malloc(bl), *got = malloc(bl);
 	struct stat sb;
 
-	tmp_make(base, sizeof(base), dir, sizeof(dir));
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
 	c = open_cache(dir, 64 << 20);
 	CHECK(stat(dir, &sb) == 0 && (sb.st_mode & 0777) == 0700);
 	fid_of(&f, 1);
@@ -208,7 +163,7 @@ static void test_wrong_len(void)
 	struct cache *c;
 	struct cache_stats st;
 
-	tmp_make(base, sizeof(base), dir, sizeof(dir));
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
 	c = open_cache(dir, 64 << 20);
 	put_block(c, 3, 7, 4096);
 	put_block(c, 3, 8, 4096);
@@ -249,14 +204,6 @@ static void sneak_block(const char *dir)
 	mdb_env_close(env);
 }
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void test_persist(void)
 {
 	char base[256], dir[300];
@@ -267,7 +214,7 @@ static void test_persist(void)
 	void *v = NULL;
 	size_t vl = 0;
 
-	tmp_make(base, sizeof(base), dir, sizeof(dir));
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
 	c = open_cache(dir, 64 << 20);
 	/* Many small blocks: a scan at open would have to read many pages. */
 	for (int i = 0; i < n; i++)
@@ -355,7 +302,7 @@ static void test_corrupt_block(void)
 	long at;
 	int count;
 
-	tmp_make(base, sizeof(base), dir, sizeof(dir));
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
 	c = open_cache(dir, 64 << 20);
 	fid_of(&f, 9);
 	fill(blk, bl, 77);
@@ -431,7 +378,7 @@ static void test_garbage_file(void)
 	struct cache_stats st;
 	FILE *f;
 
-	tmp_make(base, sizeof(base), dir, sizeof(dir));
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
 	CHECK(mkdir(dir, 0700) == 0);
 	snprintf(data, sizeof(data), "%s/data.mdb", dir);
 	snprintf(bad, sizeof(bad), "%s/data.mdb.bad", dir);
@@ -513,7 +460,7 @@ static void test_totals_rebuild(void)
 	struct cache_stats st;
 	uint64_t n = 10, bytes = 10 * 1000 + 45;
 
-	tmp_make(base, sizeof(base), dir, sizeof(dir));
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
 	c = open_cache(dir, 8 << 20);
 	for (int i = 0; i < 10; i++)
 		put_block(c, 2, (uint64_t)i, 1000 + (size_t)i);
@@ -553,7 +500,7 @@ static void test_cap(void)
 	uint64_t max_seen = 0;
 	int present_new = 0, present_old = 0;
 
-	tmp_make(base, sizeof(base), dir, sizeof(dir));
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
 	c = open_cache(dir, cap);
 	for (int i = 0; i < n; i++) {
 		put_block(c, 4, (uint64_t)i, bl);
@@ -600,7 +547,7 @@ static void test_lru(void)
 	const size_t bl = 16 << 10;
 	int hot_hits = 0;
 
-	tmp_make(base, sizeof(base), dir, sizeof(dir));
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
 	c = open_cache(dir, 8 * bl);
 	put_block(c, 7, 1000, bl);  /* the hot block */
 	cache_flush(c);
@@ -630,7 +577,7 @@ static void test_meta(void)
 	size_t vl = 0;
 	unsigned char big[100000];
 
-	tmp_make(base, sizeof(base), dir, sizeof(dir));
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
 	c = open_cache(dir, 8 << 20);
 	memset(k1, 'k', 2000);
 	k1[2000] = '\0';
@@ -679,7 +626,7 @@ static void test_dir_checks(void)
 	struct cache *c = NULL;
 	FILE *f;
 
-	tmp_make(base, sizeof(base), dir, sizeof(dir));
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
 	snprintf(path, sizeof(path), "%s/file", base);
 	f = fopen(path, "w");
 	if (f)

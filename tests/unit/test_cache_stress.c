@@ -7,6 +7,7 @@
 #include "cache/cache.h"
 #include "common/log.h"
 #include "tests/unit/check.h"
+#include "tests/unit/cache_testlib.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -21,60 +22,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-static int rm_one(const char *path, const struct stat *st, int flag,
-                  struct FTW *ftw)
-{
-	(void)st; (void)flag; (void)ftw;
-	remove(path);
-	return 0;
-}
-
-static void rm_rf(const char *dir)
-{
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void tmp_make(const char *under, char *base, size_t n, char *cdir,
-                     size_t cn)
-{
-	const char *t = under ? under : getenv("TMPDIR");
-
-	snprintf(base, n, "%s/cachestress.XXXXXX", t && *t ? t : "/tmp");
-	if (!mkdtemp(base)) {
-		perror("mkdtemp");
-		exit(1);
-	}
-	snprintf(cdir, cn, "%s/c", base);
-}
-
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static void fill(unsigned char *p, size_t n, uint64_t seed)
-{
-	uint64_t s = seed;
-
-	for (size_t i = 0; i < n; i += 8) {
-		uint64_t v = splitmix(&s);
-
-		memcpy(p + i, &v, n - i < 8 ? n - i : 8);
-	}
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static struct cache *open_cache(const char *dir, uint64_t cap)
 {
