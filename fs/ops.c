@@ -665,11 +665,17 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fs_blocks_unpin(fs->blocks, &pin);
 		return;
 	}
-	if (rc == -ESTALE) {
+	if (rc == -ESTALE || rc == -ENOENT) {
 		char *parent = fs_path_parent(f->path);
 
-		dms_log(LOG_WARNING, "%s changed at the source while open; "
-		        "reopen it to read the new version", f->path);
+		if (rc == -ESTALE)
+			dms_log(LOG_WARNING, "%s changed at the source while "
+			        "open; reopen it to read the new version",
+			        f->path);
+		else
+			dms_log(LOG_WARNING, "%s is listed but the source says "
+			        "it does not exist; revalidating its directory",
+			        f->path);
 		if (parent)
 			fs_meta_expire(fs->meta, parent);
 		free(parent);
@@ -678,8 +684,9 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		 * only (offset -1): dropping pages here could wait on the very
 		 * page this read is filling. */
 		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
-		rc = -EIO;
-	} else if (rc == -EHOSTDOWN || rc == -ENOENT) {
+		if (rc == -ESTALE)
+			rc = -EIO;
+	} else if (rc == -EHOSTDOWN) {
 		rc = -EIO;
 	}
 	dms_log(LOG_ERR, "read of %s at %lld (%zu bytes) failed: %s",

@@ -348,6 +348,35 @@ out:
 	return rc;
 }
 
+/* Every validator of the reply against the version the caller's blocks are
+ * stored under (size, mtime, ETag from the listing): -ESTALE if the reply
+ * is of another version.  Last-Modified, like the listing's mtime, has
+ * one-second resolution, so it is compared in whole seconds; a replacement
+ * within the same second and of the same size is not seen here (README).
+ * A Last-Modified that does not parse is no validator, as in listings. */
+static int check_validators(struct http_req *r)
+{
+	char lm[HTTP_HEADER_MAX];
+	int64_t t;
+	int rc = check_etag(r);
+
+	if (rc < 0 || r->expect->mtime == 0)
+		goto out;
+	get_header(r->c, "Last-Modified", lm, sizeof(lm));
+	if (!lm[0] || xfer_parse_http_date(lm, &t) < 0)
+		goto out;
+	if (t != r->expect->mtime) {
+		dms_log(LOG_WARNING, "transfer: GET %s%s%s: Last-Modified %s "
+		        "(%lld), expected %lld: file changed at the source",
+		        r->url, r->via && r->via->url ? " via " : "",
+		        r->via && r->via->url ? r->via->url : "", lm,
+		        (long long)t, (long long)r->expect->mtime);
+		rc = -ESTALE;
+	}
+out:
+	return rc;
+}
+
 /* Decides, before the first body byte is taken, whether the body of a GET
  * is the data asked for.  1: not a data reply (judged by its status after
  * the transfer); 0: take it; -errno: abort the transfer with that. */
@@ -376,7 +405,8 @@ static int get_check(struct http_req *r)
 			rc = -EIO;
 			goto out;
 		}
-		/* "*" (length unknown) cannot be checked; the ETag still is. */
+		/* "*" (length unknown) cannot be checked; the validators
+		 * still are. */
 		if (strcmp(s, "*") != 0) {
 			if (!(s = u64_parse(s, &total)) || *s)
 				goto bad_range;
@@ -389,7 +419,7 @@ static int get_check(struct http_req *r)
 				goto out;
 			}
 		}
-		rc = check_etag(r);
+		rc = check_validators(r);
 		goto out;
 	}
 	if (r->status == 200) {
@@ -413,7 +443,7 @@ static int get_check(struct http_req *r)
 			rc = -ESTALE;
 			goto out;
 		}
-		rc = check_etag(r);
+		rc = check_validators(r);
 		goto out;
 	}
 	goto out;
