@@ -9,6 +9,19 @@ says otherwise:
   "truncate"      206 with the right headers but half the body, then close
   "status:NNN"    that HTTP status for every GET (404, 403, 503, ...)
 
+Validators and versions (keyword arguments of FakeFile, any behaviour):
+
+  validators      which validators GET replies carry: a tuple of
+                  "last-modified" (the default) and "etag"; () for none.
+                  With "etag", PROPFIND lists the ETag too (getetag).
+  etag            the ETag value (default: derived from data and mtime)
+  replace_after=N, replacement=FakeFile(...)
+                  the first N GETs of the file are served from this
+                  version, every later request (GET and PROPFIND) from
+                  replacement: a file replaced at the origin in the middle
+                  of a read, deterministically.  FakeOrigin.replace(name,
+                  f) swaps a version by hand.
+
 Every request is recorded in .requests as (method, path, range, status).
 """
 import email.utils
@@ -16,16 +29,34 @@ import http.server
 import re
 import threading
 import urllib.parse
+import zlib
 from xml.sax.saxutils import escape
 
 from origintree import BASE_MTIME
 
 
 class FakeFile:
-    def __init__(self, data, behaviour="ok", mtime=BASE_MTIME):
+    def __init__(self, data, behaviour="ok", mtime=BASE_MTIME,
+                 validators=("last-modified",), etag=None,
+                 replace_after=None, replacement=None):
         self.data = data
         self.behaviour = behaviour
         self.mtime = mtime
+        self.validators = tuple(validators)
+        self.etag = etag or '"%x-%x-%x"' % (mtime, len(data),
+                                            zlib.crc32(data))
+        self.replace_after = replace_after
+        self.replacement = replacement
+        self.gets = 0   # GETs served from this version; owner's lock
+
+    def validator_headers(self):
+        out = []
+        if "last-modified" in self.validators:
+            out.append(("Last-Modified",
+                        email.utils.formatdate(self.mtime, usegmt=True)))
+        if "etag" in self.validators:
+            out.append(("ETag", self.etag))
+        return out
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -54,9 +85,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if n:
             self.rfile.read(n)
 
-    def _lookup(self):
+    def _lookup(self, count_get=False):
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        return path, self.server.owner.files.get(path.lstrip("/"))
+        return path, self.server.owner._version(path.lstrip("/"),
+                                                count_get)
 
     def do_OPTIONS(self):
         self._drain()
@@ -70,8 +102,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path in ("/", ""):
             entries = [("/", None)]
             if self.headers.get("Depth", "infinity") != "0":
-                entries += [("/" + name, ff)
-                            for name, ff in sorted(owner.files.items())]
+                entries += [("/" + name, owner._version(name, False))
+                            for name in sorted(list(owner.files))]
         elif f is not None:
             entries = [(path, f)]
         else:
@@ -86,13 +118,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         self._drain()
-        path, f = self._lookup()
+        path, f = self._lookup(count_get=self.command == "GET")
         if f is None:
             self._send(404)
             return
-        common = [("Last-Modified", email.utils.formatdate(f.mtime,
-                                                            usegmt=True)),
-                  ("Content-Type", "application/octet-stream")]
+        common = f.validator_headers() + [("Content-Type",
+                                           "application/octet-stream")]
         if f.behaviour.startswith("status:"):
             self._send(int(f.behaviour.split(":", 1)[1]))
             return
@@ -140,6 +171,25 @@ class FakeOrigin:
             self.requests.append((method, urllib.parse.unquote(path), rng,
                                   status))
 
+    def _version(self, name, count_get):
+        """The version of name that answers this request (None: 404)."""
+        with self._lock:
+            f = self.files.get(name)
+            while (f is not None and f.replace_after is not None and
+                   f.gets >= f.replace_after and f.replacement is not None):
+                f = self.files[name] = f.replacement
+            if f is not None and count_get:
+                f.gets += 1
+            return f
+
+    def replace(self, name, f):
+        """From now on, name is served as f (None: 404)."""
+        with self._lock:
+            if f is None:
+                self.files.pop(name, None)
+            else:
+                self.files[name] = f
+
     def requests_for(self, name, method="GET"):
         with self._lock:
             return [r for r in self.requests
@@ -161,6 +211,8 @@ class FakeOrigin:
                          "</D:getcontentlength><D:getlastmodified>"
                          f"{email.utils.formatdate(f.mtime, usegmt=True)}"
                          "</D:getlastmodified>")
+                if "etag" in f.validators:
+                    props += f"<D:getetag>{escape(f.etag)}</D:getetag>"
             out.append(f"<D:response><D:href>{escape(enc)}</D:href>"
                        f"<D:propstat><D:prop>{props}</D:prop>"
                        "<D:status>HTTP/1.1 200 OK</D:status>"
