@@ -139,7 +139,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: xferctl [-dv] [-p PROXY] [-r RETRIES] "
 	        "[-t CONNECT_MS] [-s STALL_S] [-m MAX_LISTING]\n"
-	        "               [-Z SIZE] [-E ETAG] "
+	        "               [-Z SIZE] [-E ETAG] [-M MTIME] "
 	        "stat|list|read SOURCES PATH [OFFSET [LEN]]\n");
 }
 
@@ -149,11 +149,11 @@ int main(int argc, char **argv)
 	struct xfer_attr a = { 0 };
 	struct xfer *x = NULL;
 	const char *cmd, *sources, *path, *etag = NULL;
-	uint64_t v, size = 0;
-	int have_size = 0, c, rc = 0, status = 1;
+	uint64_t v, size = 0, mtime = 0;
+	int have_mtime = 0, have_size = 0, c, rc = 0, status = 1;
 
-	while ((c = getopt(argc, argv, "dvp:r:t:s:m:Z:E:")) != -1) {
-		if (strchr("rtsmZ", c) && parse_u64(optarg, &v) < 0) {
+	while ((c = getopt(argc, argv, "dvp:r:t:s:m:Z:E:M:")) != -1) {
+		if (strchr("rtsmZM", c) && parse_u64(optarg, &v) < 0) {
 			fprintf(stderr, "xferctl: -%c: not a number: %s\n", c,
 			        optarg);
 			goto out;
@@ -169,6 +169,7 @@ int main(int argc, char **argv)
 		case 'm': opts.max_listing_bytes = (size_t)v; break;
 		case 'Z': size = v; have_size = 1; break;
 		case 'E': etag = optarg; break;
+		case 'M': mtime = v; have_mtime = 1; break;
 		default: usage(); goto out;
 		}
 	}
@@ -199,6 +200,8 @@ int main(int argc, char **argv)
 			if (rc == 0 && etag)
 				snprintf(a.etag, sizeof(a.etag), "%s", etag);
 		}
+		if (have_mtime)
+			a.mtime = (int64_t)mtime;
 		if (rc == 0)
 			rc = do_read(x, path, &a, argc - optind - 3,
 			             argv + optind + 3);
