@@ -23,8 +23,9 @@
  *   -ENOENT     the source says the path does not exist (404, FTP 550)
  *   -EACCES     the source refuses (401, 403, FTP 530)
  *   -ENOTDIR    xfer_list on something that is not a directory
- *   -ESTALE     the file at the source no longer matches *expect (size or
- *               ETag changed): the caller should revalidate its metadata
+ *   -ESTALE     the file at the source no longer matches *expect (size,
+ *               ETag or mtime differ; see xfer_read): the caller should
+ *               revalidate its metadata
  *   -EFBIG      a listing larger than max_listing_bytes
  *   -EHOSTDOWN  no source could give an answer (connect failure, timeout,
  *               stall, 5xx after retries): the caller may serve stale data
@@ -90,8 +91,12 @@ int xfer_list(struct xfer *x, const char *path, xfer_entry_fn fn, void *arg)
 
 /* Reads exactly len bytes at offset of the file whose attributes the caller
  * knows as *expect (offset + len <= expect->size) into buf.  Either all len
- * bytes are the source's bytes for that range, or an error is returned and
- * the content of buf is unspecified. */
+ * bytes are the source's bytes for that range of the version *expect
+ * describes, or an error is returned and the content of buf is unspecified.
+ * Every validator the source gives is checked against *expect: HTTP
+ * Content-Range total, ETag (if expect->etag is set), Last-Modified (whole
+ * seconds, if expect->mtime is set); GridFTP MLST size and Modify after the
+ * transfer.  A mismatch is -ESTALE. */
 int xfer_read(struct xfer *x, const char *path, const struct xfer_attr *expect,
               uint64_t offset, size_t len, void *buf)
 	__attribute__((warn_unused_result));
