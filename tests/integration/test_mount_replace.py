@@ -44,21 +44,25 @@ def versions(name, size):
     return old, new
 
 
-def read_chunks(path, chunk=BLOCK, open_flags=0):
-    """Reads path front to back in chunk-sized preads on one handle, going
-    on after errors: [(offset, bytes or errno)]."""
+def pread_chunks(fd, start, end, chunk=BLOCK):
+    """Reads [start, end) of fd in chunk-sized preads, going on after
+    errors: [(offset, bytes or errno)]."""
     out = []
-    fd = os.open(path, os.O_RDONLY | open_flags)
+    for off in range(start, end, chunk):
+        try:
+            out.append((off, os.pread(fd, chunk, off)))
+        except OSError as e:
+            out.append((off, e.errno))
+    return out
+
+
+def read_chunks(path):
+    """Reads path front to back on one handle (see pread_chunks)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        size = os.fstat(fd).st_size
-        for off in range(0, size, chunk):
-            try:
-                out.append((off, os.pread(fd, chunk, off)))
-            except OSError as e:
-                out.append((off, e.errno))
+        return pread_chunks(fd, 0, os.fstat(fd).st_size)
     finally:
         os.close(fd)
-    return out
 
 
 def assert_old_or_eio(results, old, what, want_eio=True):
@@ -256,21 +260,15 @@ def replace_by_rename(path, data, mtime):
 def read_replace_read(m, rel, local, old, new, first=2 * BLOCK):
     """Opens rel, reads its first bytes, renames a new version over it at
     the origin, reads the rest (cold blocks) on the same handle."""
-    out = []
     fd = os.open(m.path(rel), os.O_RDONLY)
     try:
         got = os.pread(fd, first, 0)
         assert got == old[:first]
         replace_by_rename(local, new, NEW_MTIME)
         # Past what kernel read-ahead (128 KiB) may have fetched already.
-        for off in range(first + 4 * BLOCK, len(old), BLOCK):
-            try:
-                out.append((off, os.pread(fd, BLOCK, off)))
-            except OSError as e:
-                out.append((off, e.errno))
+        return pread_chunks(fd, first + 4 * BLOCK, len(old))
     finally:
         os.close(fd)
-    return out
 
 
 @pytest.mark.parametrize("etag", ["off", "on"])
