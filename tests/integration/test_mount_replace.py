@@ -127,10 +127,14 @@ VALIDATORS = {
 }
 
 
+@pytest.mark.parametrize("then", ["new", "reverted"])
 @pytest.mark.parametrize("validators", sorted(VALIDATORS))
-def test_fake_replaced_mid_read_never_torn(fake, mounter, validators):
+def test_fake_replaced_mid_read_never_torn(fake, mounter, validators, then):
     """The origin switches to a same-size new version after the first GET;
-    a sequential reader sees the old bytes or EIO, a reopen the new."""
+    a sequential reader sees the old bytes or EIO, a reopen the new.  Or
+    the origin goes back to the old version: a reopen (same identity as
+    the first open, blocks from the cache) must then return the old bytes
+    whole, so nothing of the new version was cached under the old one."""
     name = "switch.bin"
     old, new = versions(name, 3 * MIB + 5)
     v = VALIDATORS[validators]
@@ -143,8 +147,12 @@ def test_fake_replaced_mid_read_never_torn(fake, mounter, validators):
                       f"{name} ({validators})")
     assert_log_says(m, r"GET \S+/switch\.bin: (ETag|Last-Modified) .*"
                        r"file changed at the source", CHANGED)
-    origintree.assert_same_bytes(origintree.read_all(m.path(name)), new,
-                                 f"{name} reopened after the replacement")
+    want = new
+    if then == "reverted":
+        fo.replace(name, FakeFile(old, validators=v))
+        want = old
+    origintree.assert_same_bytes(origintree.read_all(m.path(name)), want,
+                                 f"{name} reopened ({then} version)")
 
 
 def test_fake_replaced_mid_read_via_squid(fake, squid, mounter):
