@@ -21,6 +21,12 @@ static struct held {
 	char text[LINE_MAX_LEN];
 } held[HELD_MAX];                            /* guarded by held_lock */
 static struct held last_error;               /* guarded by held_lock */
+static unsigned nerrors;                     /* guarded by held_lock */
+/* The last few errors held, by number (nerrors when logged) modulo
+ * RECENT: where dms_log_failed finds the first error of a failed step. */
+#define RECENT 16
+static struct held recent[RECENT];           /* guarded by held_lock */
+static unsigned recent_no[RECENT];           /* guarded by held_lock */
 
 static const char *prio_name(int prio)
 {
@@ -57,6 +63,47 @@ static void emit(int prio, const char *text)
 		return;
 }
 
+/* keep_reason: a step's summary of its failure (see dms_log_failed); since:
+ * the error count before the step. */
+static void log_text(int prio, bool keep_reason, unsigned since,
+                     const char *text)
+{
+	struct held *h = NULL;
+	unsigned no, first;
+
+	pthread_mutex_lock(&held_lock);
+	if (prio <= LOG_ERR)
+		nerrors++;
+	if (!holding) {
+		pthread_mutex_unlock(&held_lock);
+		emit(prio, text);
+		return;
+	}
+	if (prio <= LOG_ERR) {
+		no = nerrors;
+		recent_no[no % RECENT] = no;
+		recent[no % RECENT].prio = prio;
+		snprintf(recent[no % RECENT].text, LINE_MAX_LEN, "%s", text);
+		h = &last_error;
+		if (keep_reason && no - 1 != since) {
+			/* The step's first error is its deepest, most specific
+			 * one (those after it are its callers giving up): it is
+			 * the reason, this summary only context. */
+			h = NULL;
+			first = since + 1;
+			if (no - first < RECENT && recent_no[first % RECENT] == first)
+				last_error = recent[first % RECENT];
+		}
+	}
+	if (!h)
+		h = nheld < HELD_MAX ? &held[nheld++] : NULL;
+	if (h) {
+		h->prio = prio;
+		snprintf(h->text, LINE_MAX_LEN, "%s", text);
+	}
+	pthread_mutex_unlock(&held_lock);
+}
+
 void dms_log(int prio, const char *fmt, ...)
 {
 	char text[LINE_MAX_LEN];
@@ -67,20 +114,28 @@ void dms_log(int prio, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	pthread_mutex_lock(&held_lock);
-	if (holding) {
-		struct held *h = prio <= LOG_ERR ? &last_error
-		               : nheld < HELD_MAX ? &held[nheld++] : NULL;
+	log_text(prio, false, 0, text);
+}
 
-		if (h) {
-			h->prio = prio;
-			memcpy(h->text, text, sizeof(text));
-		}
-		pthread_mutex_unlock(&held_lock);
-		return;
-	}
+void dms_log_failed(unsigned since, const char *fmt, ...)
+{
+	char text[LINE_MAX_LEN];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	log_text(LOG_ERR, true, since, text);
+}
+
+unsigned dms_log_nerrors(void)
+{
+	unsigned n;
+
+	pthread_mutex_lock(&held_lock);
+	n = nerrors;
 	pthread_mutex_unlock(&held_lock);
-	emit(prio, text);
+	return n;
 }
 
 void dms_log_hold(void)

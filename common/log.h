@@ -21,10 +21,22 @@ void dms_log_set_debug(bool on);
  * not start, not every warning on the way. */
 void dms_log_hold(void);
 
-/* Stops holding.  failed: writes only the last held error (LOG_ERR or
- * worse) to stderr and drops the rest; else writes every held message to
- * the current destination.  Nothing held: does nothing. */
+/* Stops holding.  failed: writes only the held reason (the last error,
+ * LOG_ERR or worse, but see dms_log_failed) to stderr and drops the rest;
+ * else writes every held message to the current destination.  Nothing
+ * held: does nothing. */
 void dms_log_release(bool failed);
+
+/* How many errors (LOG_ERR or worse) have been logged so far.  Take it
+ * before a step, to pass to dms_log_failed() if the step fails. */
+unsigned dms_log_nerrors(void);
+
+/* Logs at LOG_ERR that a step failed, as dms_log does; since: the value
+ * of dms_log_nerrors() before the step.  If the step logged an error of
+ * its own, that one says more (a rules file's FILE:LINE, libfuse's own
+ * words) and stays the reason a held-back start prints. */
+void dms_log_failed(unsigned since, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 /* From now on messages go to syslog with this ident. */
 void dms_log_to_syslog(const char *ident);

@@ -19,6 +19,7 @@
 #define DEFAULT_MEM_SIZE (40ull << 20)
 #define DEFAULT_READAHEAD (32u << 20)
 #define DEFAULT_META_TTL 60u
+#define MEM_SLACK (8u << 20)   /* mem_cache beyond readahead */
 #define MAX_EXPORTS 256
 
 #define OPT(t, f) { t, offsetof(struct fs_raw_opts, f), 0 }
@@ -332,6 +333,53 @@ static char *default_cache_dir(void)
 	return n < (int)sizeof(buf) ? strdup(buf) : NULL;
 }
 
+/* Limits that depend on other options; each error names the option given
+ * and the one it depends on.  Defaults (not given) are raised instead. */
+static int check_together(struct fs_config *cfg, const struct fs_raw_opts *raw)
+{
+	/* Blocks read ahead, on their way or waiting for their reader, live
+	 * in this memory: room for the whole window, or they would be dropped
+	 * before use; and room for two blocks at least. */
+	uint64_t mem_min = (uint64_t)cfg->readahead + MEM_SLACK;
+	int rc = 0;
+
+	if (mem_min < 2 * cfg->block_size)
+		mem_min = 2 * cfg->block_size;
+	if (cfg->mem_size < mem_min) {
+		if (raw->mem_cache) {
+			fprintf(stderr, "dmsfs: invalid mem_cache=%s (below its minimum "
+			        "of readahead + 8M and two blocks: %lluK with "
+			        "readahead=%uK, block_size=%lluK)\n", raw->mem_cache,
+			        (unsigned long long)(mem_min >> 10), cfg->readahead >> 10,
+			        (unsigned long long)(cfg->block_size >> 10));
+			rc = -EINVAL;
+		}
+		cfg->mem_size = mem_min;
+	}
+	if (cfg->readahead && cfg->readahead < cfg->block_size) {
+		fprintf(stderr, "dmsfs: invalid readahead=%s (less than one block, "
+		        "block_size=%lluK; 0 turns read-ahead off)\n", raw->readahead,
+		        (unsigned long long)(cfg->block_size >> 10));
+		rc = -EINVAL;
+	}
+	if (cfg->readahead && cfg->fetchers == 0) {
+		fprintf(stderr, "dmsfs: invalid fetchers=0 (read-ahead needs a "
+		        "fetcher; give readahead=0 as well to turn it off)\n");
+		rc = -EINVAL;
+	}
+	/* The cache evicts in batches of an eighth of its cap: a batch must
+	 * hold a block, or blocks could never be kept. */
+	if (cfg->cache_size < 8 * cfg->block_size) {
+		fprintf(stderr, "dmsfs: invalid cache_size=%s (at least 8 blocks, "
+		        "%lluK with block_size=%lluK)\n",
+		        raw->cache_size ? raw->cache_size : "default",
+		        (unsigned long long)(8 * cfg->block_size >> 10),
+		        (unsigned long long)(cfg->block_size >> 10));
+		rc = -EINVAL;
+	}
+	return rc;
+}
+
 int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
 {
 	uint64_t v;
@@ -396,12 +444,7 @@ int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
 		        "to default to\n");
 		rc = -EINVAL;
 	}
-	/* Blocks read ahead, on their way or waiting for their reader, live
-	 * in this memory: room for the whole window, or they would be dropped
-	 * before use. */
-	if (cfg->mem_size < (uint64_t)cfg->readahead + (8u << 20))
-		cfg->mem_size = (uint64_t)cfg->readahead + (8u << 20);
-	if (cfg->mem_size < 2 * cfg->block_size)
-		cfg->mem_size = 2 * cfg->block_size;
+	if (rc == 0)
+		rc = check_together(cfg, raw);
 	return rc ? -EINVAL : 0;
 }

@@ -163,10 +163,12 @@ int fs_exports_open(struct fs_exports **out, const struct fs_export_conf *conf,
 			goto fail;
 		}
 		if (!e->per_user) {
+			unsigned since = dms_log_nerrors();
+
 			rc = xfer_open(&e->xfer, e->source, xopts);
 			if (rc) {
-				dms_log(LOG_ERR, "cannot use %s: %s", e->source,
-				        strerror(-rc));
+				dms_log_failed(since, "cannot use %s: %s", e->source,
+				               strerror(-rc));
 				goto fail;
 			}
 		}

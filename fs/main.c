@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,7 +51,8 @@ static void usage(const char *prog)
 	       "    -o block_size=SIZE     cache unit, 4K..16M (default 64K)\n"
 	       "    -o meta_ttl=SECONDS    trust listings this long (default 60)\n"
 	       "    -o readahead=SIZE      read ahead of sequential readers (32M)\n"
-	       "    -o mem_cache=SIZE      recent blocks kept in memory (40M)\n"
+	       "    -o mem_cache=SIZE      recent blocks in memory (40M, at least\n"
+	       "                           readahead + 8M)\n"
 	       "    -o fetchers=N          read-ahead threads (16)\n"
 	       "    -o threads=N           FUSE worker threads (32)\n"
 	       "    -o proxy=GROUPS        HTTP proxies: p1|p2;p3;DIRECT\n"
@@ -103,7 +103,6 @@ int main(int argc, char *argv[])
 	struct fuse_cmdline_opts cl = { 0 };
 	struct parse_state ps = { 0 };
 	struct fs_config cfg = { 0 };
-	struct stat st;
 	int pipefd[2] = { -1, -1 };
 	int status = 1, want_bare;
 	pid_t pid;
@@ -145,11 +144,8 @@ int main(int argc, char *argv[])
 		goto out;
 	if (fs_config_apply(&cfg, &ps.raw) != 0)
 		goto out;
-	if (stat(cl.mountpoint, &st) != 0 || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "dmsfs: mountpoint %s: %s\n", cl.mountpoint,
-		        "not a directory");
+	if (fs_mountpoint_check(cl.mountpoint) != 0)
 		goto out;
-	}
 	if (!ps.raw.config)
 		cfg.sources = ps.bare[0];
 	cfg.mountpoint = cl.mountpoint;

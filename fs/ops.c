@@ -876,7 +876,9 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	struct fuse_loop_config *loop = NULL;
 	struct xfer_attr root;
 	char ok = 0;
-	int rc, status = 1;
+	int rc = 0, status = 1, lock_fd = -1;
+	bool mounted = false;
+	unsigned errors = dms_log_nerrors(), since;
 
 	fuse_set_log_func(fuse_log_to_dms);
 	/* Until the mount works, a daemon's stderr gets one line: why not. */
@@ -891,18 +893,30 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	if (rc)
 		goto out;   /* the reason is logged */
 	if (cfg->acl_file) {
+		since = dms_log_nerrors();
 		rc = fs_access_open(&fs.access, cfg->acl_file, forget_attrs, &fs);
 		if (rc) {
-			dms_log(LOG_ERR, "cannot use access rules %s: %s",
-			        cfg->acl_file, strerror(-rc));
+			dms_log_failed(since, "cannot use access rules %s: %s",
+			               cfg->acl_file, strerror(-rc));
 			goto out;
 		}
 	}
+	/* Before the cache is touched: its files and marks are one daemon's. */
+	rc = fs_cache_lock(cfg->cache_dir, &lock_fd);
+	if (rc && rc != -ENOENT)
+		goto out;
+	since = dms_log_nerrors();
 	rc = cache_open(&fs.cache, &copts);
 	if (rc) {
-		dms_log(LOG_ERR, "cannot use cache_dir %s: %s", cfg->cache_dir,
-		        strerror(-rc));
+		dms_log_failed(since, "cannot use cache_dir %s: %s", cfg->cache_dir,
+		               strerror(-rc));
 		goto out;
+	}
+	/* A cache_dir that cache_open has just made: lock it now. */
+	if (lock_fd < 0) {
+		rc = fs_cache_lock(cfg->cache_dir, &lock_fd);
+		if (rc)
+			goto out;
 	}
 	rc = fs_meta_init(&fs.meta, fs.cache, fs.exports, cfg->meta_ttl, 1000000);
 	if (rc)
@@ -920,10 +934,10 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 		goto out;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
-	if (fuse_session_mount(se, cfg->mountpoint) != 0) {
-		dms_log(LOG_ERR, "cannot mount on %s", cfg->mountpoint);
+	rc = fs_session_mount(se, cfg->mountpoint, !cfg->foreground);
+	if (rc)
 		goto out_signals;
-	}
+	mounted = true;
 	if (ready_fd >= 0) {
 		if (write(ready_fd, &ok, 1) != 1)
 			goto out_unmount;
@@ -971,6 +985,12 @@ out:
 	}
 	if (ready_fd >= 0)
 		close(ready_fd);
+	/* Every failure says something, even one no step explained. */
+	if (!mounted && dms_log_nerrors() == errors)
+		dms_log(LOG_ERR, "cannot mount on %s: %s", cfg->mountpoint,
+		        rc ? strerror(-rc) : "start-up failed");
+	if (lock_fd >= 0)
+		close(lock_fd);
 	dms_log_release(true);
 	return status;
 }

@@ -746,7 +746,7 @@ def test_concurrent_users_never_cross(people, origin, acl_mount):
     they may not, many rounds: every answer is the same as when alone.
     A small memory cache makes most reads go to LMDB."""
     from concurrent.futures import ThreadPoolExecutor
-    env = acl_mount(mem_cache="1M")
+    env = acl_mount(mem_cache="8M", readahead="0")
     A, B, C = people.alice, people.bob, people.carol
     a_home, b_home = f"home/{A.name}", f"home/{B.name}"
     exp_raw = f"archive/{EXP}/raw/run_000123.nxs"

@@ -1,0 +1,243 @@
+/* The mount's neighbours: what is already at the mountpoint, who else uses
+ * the cache, and what libfuse's mount helper says on the way.
+ *
+ * Two daemons never share a mountpoint or a cache: the second would stack
+ * on the first (its kernel requests never reach the first daemon) or write
+ * the same LMDB files under the first one's crash marks. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "fs/fs_i.h"
+
+#define LOCK_FILE ".lock"
+
+/* /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void unescape(char *s)
+{
+	char *out = s;
+
+	while (*s) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
+		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*out++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
+			                (s[3] - '0'));
+			s += 4;
+		} else {
+			*out++ = *s++;
+		}
+	}
+	*out = '\0';
+}
+
+/* Whether the topmost mount at path (absolute, resolved) is a dmsfs mount:
+ * "fuse.dmsfs", or "fuse" named dmsfs.  Fields of a mountinfo line: id
+ * parent maj:min root mountpoint options [optional...] - fstype source. */
+static bool dmsfs_mounted_at(const char *path)
+{
+	char *line = NULL, *save, *mnt, *f, *type, *src;
+	size_t cap = 0;
+	bool found = false;
+	FILE *mi = fopen("/proc/self/mountinfo", "re");
+	int i;
+
+	if (!mi)
+		return false;
+	while (getline(&line, &cap, mi) > 0) {
+		bool ours;
+
+		line[strcspn(line, "\n")] = '\0';
+		mnt = NULL;
+		f = strtok_r(line, " ", &save);
+		for (i = 1; f && i < 5; i++)
+			f = strtok_r(NULL, " ", &save);
+		mnt = f;
+		while (f && strcmp(f, "-") != 0)
+			f = strtok_r(NULL, " ", &save);
+		type = f ? strtok_r(NULL, " ", &save) : NULL;
+		src = type ? strtok_r(NULL, " ", &save) : NULL;
+		if (!mnt || !type)
+			continue;
+		unescape(mnt);
+		if (strcmp(mnt, path) != 0)
+			continue;
+		/* Later lines are mounted on top: the last match wins. */
+		ours = strcmp(type, "fuse.dmsfs") == 0 ||
+		       (strncmp(type, "fuse", 4) == 0 && src &&
+		        strcmp(src, "dmsfs") == 0);
+		found = ours;
+	}
+	free(line);
+	fclose(mi);
+	return found;
+}
+
+static int stale(const char *mnt)
+{
+	fprintf(stderr, "dmsfs: %s: stale mount (daemon gone); clear it with "
+	        "fusermount3 -u %s\n", mnt, mnt);
+	return -ENOTCONN;
+}
+
+int fs_mountpoint_check(const char *mnt)
+{
+	char real[PATH_MAX];
+	struct statfs sfs;
+	struct stat st;
+	int rc;
+
+	/* A FUSE mount whose daemon died answers ENOTCONN. */
+	if (stat(mnt, &st) != 0) {
+		rc = -errno;
+		if (rc == -ENOTCONN)
+			return stale(mnt);
+		fprintf(stderr, "dmsfs: mountpoint %s: %s\n", mnt, strerror(-rc));
+		return rc;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "dmsfs: mountpoint %s: not a directory\n", mnt);
+		return -ENOTDIR;
+	}
+	if (realpath(mnt, real) && dmsfs_mounted_at(real)) {
+		/* stat may come from the kernel's attribute cache; statfs
+		 * always asks the daemon (dmsfs answers it at once). */
+		if (statfs(mnt, &sfs) != 0 && errno == ENOTCONN)
+			return stale(mnt);
+		fprintf(stderr, "dmsfs: %s is already mounted (by another dmsfs); "
+		        "unmount it first with fusermount3 -u %s\n", mnt, mnt);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+/* The pid written in the lock file by the daemon holding it, or 0. */
+static long lock_owner(int fd)
+{
+	char buf[32];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	long pid;
+
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	pid = strtol(buf, NULL, 10);
+	return pid > 0 ? pid : 0;
+}
+
+int fs_cache_lock(const char *dir, int *fd_out)
+{
+	char path[PATH_MAX], pid[32];
+	struct stat st;
+	int fd = -1, rc = 0, n;
+	long owner;
+
+	*fd_out = -1;
+	if (snprintf(path, sizeof(path), "%s/%s", dir, LOCK_FILE) >=
+	    (int)sizeof(path)) {
+		rc = -ENAMETOOLONG;
+		goto fail;
+	}
+	/* Never through a link, never blocking on a FIFO someone put there. */
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+	          0600);
+	if (fd < 0) {
+		rc = -errno;
+		/* No cache_dir yet (cache_open makes it, or says why not). */
+		if (rc == -ENOENT || rc == -ENOTDIR)
+			return -ENOENT;
+		goto fail;
+	}
+	if (fstat(fd, &st) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+		rc = -EPERM;
+		dms_log(LOG_ERR, "cache_dir %s: %s is not a regular file of uid "
+		        "%u", dir, LOCK_FILE, (unsigned)geteuid());
+		goto out_close;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		rc = -errno;
+		if (rc == -EWOULDBLOCK) {
+			owner = lock_owner(fd);
+			rc = -EBUSY;
+			if (owner)
+				dms_log(LOG_ERR, "cache_dir %s is in use by pid %ld (one "
+				        "dmsfs per cache)", dir, owner);
+			else
+				dms_log(LOG_ERR, "cache_dir %s is in use by another dmsfs "
+				        "(one dmsfs per cache)", dir);
+			goto out_close;
+		}
+		goto fail;
+	}
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		dms_log(LOG_WARNING, "cache_dir %s: cannot write %s: %s", dir,
+		        LOCK_FILE, strerror(errno));
+	*fd_out = fd;
+	return 0;
+fail:
+	dms_log(LOG_ERR, "cannot lock cache_dir %s (%s): %s", dir, LOCK_FILE,
+	        strerror(-rc));
+out_close:
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* Logs what the mount helper wrote (one message per line). */
+static void log_captured(int fd, int prio)
+{
+	char buf[4096], *line, *save;
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	for (line = strtok_r(buf, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save))
+		if (line[strspn(line, " \t\r")])
+			dms_log(prio, "%s", line);
+}
+
+int fs_session_mount(struct fuse_session *se, const char *mnt, bool capture)
+{
+	unsigned since = dms_log_nerrors();
+	int saved = -1, cap = -1, rc;
+
+	/* libfuse logs through fuse_log, but fusermount3 (the mount helper of
+	 * a non-root user) writes to the stderr it inherits: a daemon holding
+	 * its messages back takes those lines into its log as well, so the
+	 * one line it prints is the helper's reason. */
+	if (capture) {
+		cap = memfd_create("dmsfs-mount", MFD_CLOEXEC);
+		saved = cap >= 0 ? fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3) : -1;
+		if (saved >= 0 && dup2(cap, STDERR_FILENO) < 0) {
+			close(saved);
+			saved = -1;
+		}
+	}
+	rc = fuse_session_mount(se, mnt) == 0 ? 0 : -EIO;
+	if (saved >= 0) {
+		dup2(saved, STDERR_FILENO);
+		close(saved);
+		log_captured(cap, rc ? LOG_ERR : LOG_WARNING);
+	}
+	if (cap >= 0)
+		close(cap);
+	if (rc)
+		dms_log_failed(since, "cannot mount on %s", mnt);
+	return rc;
+}
