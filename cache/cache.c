@@ -1516,8 +1516,10 @@ static int cache_mkdir_parents(const char *dir)
 	size_t n = strlen(dir);
 	int rc = 0;
 
-	if (n >= sizeof(p))
-		return -ENAMETOOLONG;
+	if (n >= sizeof(p)) {
+		rc = -ENAMETOOLONG;
+		goto out;
+	}
 	memcpy(p, dir, n + 1);
 	for (char *s = p + 1; *s; s++) {
 		if (*s != '/' || s[-1] == '/')
@@ -1538,6 +1540,7 @@ static int cache_mkdir_parents(const char *dir)
 		}
 		*s = '/';
 	}
+out:
 	return rc;
 }
 
@@ -1640,15 +1643,19 @@ static int cache_open_reg(const char *path, int flags)
 	int fd, rc;
 
 	fd = open(path, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
 	if (fstat(fd, &st) != 0)
 		rc = -errno;
 	else if (!S_ISREG(st.st_mode))
 		rc = -EINVAL;
 	else
-		return fd;
-	close(fd);
+		rc = fd;
+	if (rc < 0)
+		close(fd);
+out:
 	return rc;
 }
 

@@ -66,31 +66,32 @@ static int lm_read_meta(int fd, int i, uint64_t off, uint64_t size,
 	unsigned char buf[sizeof(struct lm_page_hdr) + sizeof(struct lm_meta)];
 	struct lm_page_hdr h;
 	ssize_t n;
+	int rc;
 
 	n = pread(fd, buf, sizeof(buf), (off_t)off);
-	if (n < 0)
-		return -errno;
+	if (n < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = -EILSEQ;
 	if ((size_t)n != sizeof(buf)) {
 		snprintf(why, whylen, "file ends inside meta page %d (%" PRIu64
 		         " bytes)", i, size);
-		return -EILSEQ;
+		goto out;
 	}
 	memcpy(&h, buf, sizeof(h));
 	memcpy(out, buf + sizeof(h), sizeof(*out));
-	if (!(h.flags & LM_P_META)) {
+	if (!(h.flags & LM_P_META))
 		snprintf(why, whylen, "page %d is not an LMDB meta page", i);
-		return -EILSEQ;
-	}
-	if (out->magic != LM_MAGIC) {
+	else if (out->magic != LM_MAGIC)
 		snprintf(why, whylen, "meta page %d has no LMDB magic", i);
-		return -EILSEQ;
-	}
-	if (out->version != LM_DATA_VERSION) {
+	else if (out->version != LM_DATA_VERSION)
 		snprintf(why, whylen, "meta page %d has data format version %"
 		         PRIu32 ", not %u", i, out->version, LM_DATA_VERSION);
-		return -EILSEQ;
-	}
-	return 0;
+	else
+		rc = 0;
+out:
+	return rc;
 }
 
 static bool lm_psize_ok(uint32_t p)
