@@ -76,6 +76,7 @@
  * drops a corrupt record; LMDB serializes them.
  */
 #include "cache/cache.h"
+#include "cache/cache_i.h"
 #include "common/log.h"
 
 #include <errno.h>
@@ -372,7 +373,8 @@ static void cache_set_broken(struct cache *c, int rc, const char *where)
 	        "data file will be set aside", where, mdb_strerror(rc));
 	if (cache_path(c, CACHE_BROKEN_MARK, path, sizeof(path)) != 0)
 		return;
-	fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK |
+	          O_CLOEXEC, 0600);
 	if (fd >= 0)
 		close(fd);
 }
@@ -1505,24 +1507,86 @@ out:
 
 /* ---- open and close --------------------------------------------------- */
 
-/* Creates (0700) or checks the cache directory. */
-static int cache_dir_prepare(const char *dir)
+/* Creates the missing folders above dir, each 0700 (mkdir -p).  Only for
+ * the default path: the parent of a cache_dir someone chose is theirs to
+ * make. */
+static int cache_mkdir_parents(const char *dir)
+{
+	char p[PATH_MAX];
+	size_t n = strlen(dir);
+	int rc = 0;
+
+	if (n >= sizeof(p)) {
+		rc = -ENAMETOOLONG;
+		goto out;
+	}
+	memcpy(p, dir, n + 1);
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/' || s[-1] == '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0700) == 0) {
+			dms_log(LOG_NOTICE, "cache: created %s (mode 0700)", p);
+			/* Ours: the umask must not leave it unusable. */
+			if (chmod(p, 0700) != 0)
+				rc = -errno;
+		} else if (errno != EEXIST) {
+			rc = -errno;
+		}
+		if (rc != 0) {
+			dms_log(LOG_ERR, "cache: cannot create %s: %s", p,
+			        strerror(-rc));
+			break;
+		}
+		*s = '/';
+	}
+out:
+	return rc;
+}
+
+/* Creates (0700) or checks the cache directory.  The directory itself is
+ * looked at with lstat: a symbolic link is refused, not followed.  The mode
+ * of a directory dmsfs did not create is never changed: one that group or
+ * others can use is refused. */
+static int cache_dir_prepare(const char *dir, bool make_parents)
 {
 	struct stat st;
 	int rc = 0;
 
-	if (mkdir(dir, 0700) == 0) {
-		if (chmod(dir, 0700) != 0) {
+	if (lstat(dir, &st) != 0) {
+		if (errno != ENOENT) {
 			rc = -errno;
 			goto fail;
 		}
-	} else if (errno != EEXIST) {
-		rc = -errno;
-		goto fail;
+		if (make_parents) {
+			rc = cache_mkdir_parents(dir);
+			if (rc != 0)
+				goto out;
+		}
+		if (mkdir(dir, 0700) == 0) {
+			if (chmod(dir, 0700) != 0) {
+				rc = -errno;
+				goto fail;
+			}
+		} else if (errno != EEXIST) {
+			rc = -errno;
+			goto fail;
+		}
+		if (lstat(dir, &st) != 0) {
+			rc = -errno;
+			goto fail;
+		}
 	}
-	if (stat(dir, &st) != 0) {
-		rc = -errno;
-		goto fail;
+	if (S_ISLNK(st.st_mode)) {
+		char to[PATH_MAX];
+		ssize_t n = readlink(dir, to, sizeof(to) - 1);
+
+		to[n > 0 ? n : 0] = '\0';
+		dms_log(LOG_ERR, "cache: cache_dir %s is a symbolic link (to %s); "
+		        "dmsfs does not follow links for its cache: give the "
+		        "directory itself", dir, to);
+		rc = -ELOOP;
+		goto out;
 	}
 	if (!S_ISDIR(st.st_mode)) {
 		rc = -ENOTDIR;
@@ -1532,36 +1596,67 @@ static int cache_dir_prepare(const char *dir)
 		dms_log(LOG_ERR, "cache: directory %s belongs to uid %u, not to "
 		        "this process (uid %u)", dir, (unsigned)st.st_uid,
 		        (unsigned)geteuid());
-		return -EACCES;
+		rc = -EACCES;
+		goto out;
 	}
 	if ((st.st_mode & 077) != 0) {
-		dms_log(LOG_NOTICE, "cache: directory %s had mode %03o; setting 0700",
-		        dir, (unsigned)(st.st_mode & 0777));
-		if (chmod(dir, 0700) != 0) {
-			rc = -errno;
-			goto fail;
-		}
+		dms_log(LOG_ERR, "cache: directory %s is open to group or others "
+		        "(mode %04o); the cache must be private and dmsfs does "
+		        "not change the mode of a directory it did not create: "
+		        "run chmod 700 %s, or give a cache_dir that does not "
+		        "exist yet (it is created 0700)", dir,
+		        (unsigned)(st.st_mode & 07777), dir);
+		rc = -EACCES;
+		goto out;
 	}
 	if (access(dir, W_OK | X_OK) != 0) {
 		rc = -errno;
 		goto fail;
 	}
-	return 0;
+	goto out;
 fail:
 	dms_log(LOG_ERR, "cache: directory %s unusable: %s", dir, strerror(-rc));
+out:
 	return rc;
 }
 
+/* Only a regular file is tightened: chmod would follow a link. */
 static void cache_file_tighten(const struct cache *c, const char *name)
 {
 	char path[PATH_MAX];
 	struct stat st;
 
 	if (cache_path(c, name, path, sizeof(path)) == 0 &&
-	    stat(path, &st) == 0 && (st.st_mode & 077) != 0 &&
-	    chmod(path, 0600) != 0)
+	    lstat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+	    (st.st_mode & 077) != 0 && chmod(path, 0600) != 0)
 		dms_log(LOG_WARNING, "cache: chmod 0600 %s: %s", path,
 		        strerror(errno));
+}
+
+/* Opens a file of the cache directory: never through a symbolic link,
+ * never blocking on a FIFO, and only if it is a regular file.  A new file
+ * (O_CREAT) is created 0600.  Returns the descriptor or -errno (-EINVAL for
+ * a file of another type). */
+static int cache_open_reg(const char *path, int flags)
+{
+	struct stat st;
+	int fd, rc;
+
+	fd = open(path, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if (fstat(fd, &st) != 0)
+		rc = -errno;
+	else if (!S_ISREG(st.st_mode))
+		rc = -EINVAL;
+	else
+		rc = fd;
+	if (rc < 0)
+		close(fd);
+out:
+	return rc;
 }
 
 /* Reads the kernel's boot id ("" if unknown). */
@@ -1595,7 +1690,7 @@ static bool cache_crashed_open(const struct cache *c)
 		return false;
 	if (cache_path(c, CACHE_OPEN_MARK, path, sizeof(path)) != 0)
 		return false;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = cache_open_reg(path, O_RDONLY);
 	if (fd < 0)
 		return false;
 	n = pread(fd, was, CACHE_MARK_LEN, 0);
@@ -1625,12 +1720,12 @@ static int cache_mark(const struct cache *c, bool open_now)
 	w = snprintf(rec, sizeof(rec), open_now ? "open %s" : "clean", id);
 	rec[w] = ' ';
 	rec[sizeof(rec) - 1] = '\n';
-	fd = open(path, O_WRONLY | O_CLOEXEC);
-	created = fd < 0 && errno == ENOENT;
+	fd = cache_open_reg(path, O_WRONLY);
+	created = fd == -ENOENT;
 	if (created)
-		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		fd = cache_open_reg(path, O_WRONLY | O_CREAT | O_EXCL);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	errno = 0;
 	if (pwrite(fd, rec, sizeof(rec), 0) != (ssize_t)sizeof(rec) ||
 	    fdatasync(fd) != 0)
@@ -1645,6 +1740,28 @@ static int cache_mark(const struct cache *c, bool open_now)
 	if (fsync(fd) != 0)
 		rc = -errno;
 	close(fd);
+	return rc;
+}
+
+/* Renames from to to, replacing an older to of any type (an empty
+ * directory included).  Whatever is at from is moved, never followed. */
+static int cache_rename_aside(const char *from, const char *to)
+{
+	struct stat st;
+	int rc = 0;
+
+	if (rename(from, to) == 0 || errno == ENOENT)
+		goto out;
+	/* An older to of another type is in the way: remove it, once. */
+	if ((errno == EISDIR || errno == ENOTDIR || errno == ENOTEMPTY ||
+	     errno == EEXIST) && lstat(to, &st) == 0 &&
+	    (S_ISDIR(st.st_mode) ? rmdir(to) : unlink(to)) == 0 &&
+	    (rename(from, to) == 0 || errno == ENOENT))
+		goto out;
+	rc = -errno;
+	dms_log(LOG_ERR, "cache: cannot move %s aside to %s: %s; move or "
+	        "remove them by hand", from, to, strerror(errno));
+out:
 	return rc;
 }
 
@@ -1665,16 +1782,107 @@ static int cache_set_aside(const struct cache *c, const char *why)
 		return rc;
 	dms_log(LOG_WARNING, "cache: %s: %s; moving it to %s and starting "
 	        "an empty cache", data, why, bad);
-	if (rename(data, bad) != 0 && errno != ENOENT) {
-		rc = -errno;
-		dms_log(LOG_ERR, "cache: rename %s: %s", data, strerror(errno));
+	rc = cache_rename_aside(data, bad);
+	if (rc != 0)
 		return rc;
-	}
 	if (unlink(lock) != 0 && errno != ENOENT)
 		dms_log(LOG_WARNING, "cache: unlink %s: %s", lock, strerror(errno));
 	if (unlink(mark) != 0 && errno != ENOENT)
 		dms_log(LOG_WARNING, "cache: unlink %s: %s", mark, strerror(errno));
 	return 0;
+}
+
+static const char *cache_ftype(mode_t m)
+{
+	return S_ISLNK(m) ? "a symbolic link" : S_ISFIFO(m) ? "a FIFO" :
+	       S_ISDIR(m) ? "a directory" : S_ISSOCK(m) ? "a socket" :
+	       S_ISCHR(m) || S_ISBLK(m) ? "a device" : "not a regular file";
+}
+
+/* Checks data.mdb against its meta pages (cache_i.h) and sets it aside if
+ * LMDB could not map it safely.  *size: the size of the data file kept. */
+static int cache_data_check(struct cache *c, uint64_t *size)
+{
+	struct cache_lmdb_meta m;
+	char path[PATH_MAX], why[256];
+	struct stat st;
+	int fd = -1, rc;
+
+	*size = 0;
+	rc = cache_path(c, CACHE_DATA_FILE, path, sizeof(path));
+	if (rc != 0)
+		goto out;
+	fd = cache_open_reg(path, O_RDONLY);
+	if (fd == -ENOENT) {
+		rc = 0;
+		goto out;
+	}
+	if (fd < 0) {
+		snprintf(why, sizeof(why), "cannot be opened: %s",
+		         strerror(-fd));
+	} else if (fstat(fd, &st) != 0) {
+		snprintf(why, sizeof(why), "fstat: %s", strerror(errno));
+	} else {
+		rc = cache_lmdb_check(fd, (uint64_t)st.st_size, &m, why,
+		                      sizeof(why));
+		if (rc == 0) {
+			*size = (uint64_t)st.st_size;
+			goto out;
+		}
+		if (rc != -EILSEQ)
+			snprintf(why, sizeof(why), "cannot be read: %s",
+			         strerror(-rc));
+	}
+	rc = cache_set_aside(c, why);
+out:
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* LMDB opens data.mdb and lock.mdb by name, following links and blocking on
+ * a FIFO; the marker is opened by name too.  Anything but a regular file at
+ * one of those names is moved aside (NAME.bad) before any of them is opened,
+ * so the cache never writes through a link out of its directory. */
+static int cache_files_check(struct cache *c)
+{
+	static const char *const names[] = {
+		CACHE_LOCK_FILE, CACHE_OPEN_MARK, CACHE_BROKEN_MARK,
+		CACHE_DATA_FILE,
+	};
+	char path[PATH_MAX], bad[PATH_MAX], why[64];
+	struct stat st;
+	int rc = 0;
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		rc = cache_path(c, names[i], path, sizeof(path));
+		if (rc != 0)
+			break;
+		if (lstat(path, &st) != 0) {
+			if (errno == ENOENT)
+				continue;
+			rc = -errno;
+			dms_log(LOG_ERR, "cache: %s: %s", path, strerror(errno));
+			break;
+		}
+		if (S_ISREG(st.st_mode))
+			continue;
+		snprintf(why, sizeof(why), "is %s", cache_ftype(st.st_mode));
+		if (strcmp(names[i], CACHE_DATA_FILE) == 0) {
+			rc = cache_set_aside(c, why);
+		} else {
+			rc = snprintf(bad, sizeof(bad), "%s.bad", path) >=
+			     (int)sizeof(bad) ? -ENAMETOOLONG : 0;
+			if (rc == 0) {
+				dms_log(LOG_WARNING, "cache: %s %s; moving it to "
+				        "%s", path, why, bad);
+				rc = cache_rename_aside(path, bad);
+			}
+		}
+		if (rc != 0)
+			break;
+	}
+	return rc;
 }
 
 /* Recomputes the totals with one pass over the block keys (sizes come from
@@ -1892,7 +2100,8 @@ int cache_open(struct cache **out, const struct cache_opts *opts)
 {
 	struct cache *c = NULL;
 	char path[PATH_MAX];
-	uint64_t mapsize;
+	struct stat st;
+	uint64_t mapsize, data_size;
 	int rc;
 
 	if (!out)
@@ -1917,27 +2126,14 @@ int cache_open(struct cache **out, const struct cache_opts *opts)
 	c->cap = c->eff_cap = opts->max_bytes;
 	c->batch_bytes = c->cap / 8 < CACHE_BATCH_MAX_BYTES ? c->cap / 8 :
 	                 CACHE_BATCH_MAX_BYTES;
-	rc = cache_path(c, CACHE_DATA_FILE, path, sizeof(path));
+	rc = cache_dir_prepare(c->dir, opts->make_parents);
 	if (rc != 0)
 		goto fail;
-	/* The map: 1.25 x the cap, or the existing file if it is larger (a
-	 * cap lowered since), plus 256 MiB of headroom for eviction and
-	 * copy-on-write.  LMDB never maps less than the file's used size, so
-	 * without headroom a bigger old file would leave no room to evict. */
-	{
-		struct stat st;
-		uint64_t base = c->cap + c->cap / 4;
-
-		if (stat(path, &st) == 0 && (uint64_t)st.st_size > base)
-			base = (uint64_t)st.st_size;
-		mapsize = base + CACHE_MAP_MIN;
-	}
-	rc = cache_dir_prepare(c->dir);
+	rc = cache_files_check(c);
 	if (rc != 0)
 		goto fail;
-
 	if (cache_path(c, CACHE_BROKEN_MARK, path, sizeof(path)) == 0 &&
-	    access(path, F_OK) == 0) {
+	    lstat(path, &st) == 0) {
 		rc = cache_set_aside(c, "marked corrupt during the last run");
 		if (rc != 0)
 			goto fail;
@@ -1947,6 +2143,17 @@ int cache_open(struct cache **out, const struct cache_opts *opts)
 		if (rc != 0)
 			goto fail;
 	}
+	rc = cache_data_check(c, &data_size);
+	if (rc != 0)
+		goto fail;
+	/* The map: 1.25 x the cap, or the existing file if it is larger (a
+	 * cap lowered since), plus 256 MiB of headroom for eviction and
+	 * copy-on-write.  LMDB never maps less than the file's used size, so
+	 * without headroom a bigger old file would leave no room to evict. */
+	mapsize = c->cap + c->cap / 4;
+	if (data_size > mapsize)
+		mapsize = data_size;
+	mapsize += CACHE_MAP_MIN;
 	/* Before the first (unsynced) write to the environment. */
 	rc = cache_mark(c, true);
 	if (rc != 0) {

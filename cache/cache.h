@@ -26,6 +26,7 @@
  *
  * Errors are 0 or -errno; LMDB's own message is logged at the boundary.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,8 +37,13 @@ struct cache_fid {
 };
 
 struct cache_opts {
-	const char *dir;     /* created (0700) if missing; must be writable */
+	const char *dir;     /* absolute; created (0700) if missing.  An existing
+	                        one must be a directory (not a link to one)
+	                        owned by this uid with mode 0700 or tighter: its
+	                        mode is never changed. */
 	uint64_t max_bytes;  /* hard cap on stored block bytes (> 0) */
+	bool make_parents;   /* also create missing parents (0700), for a
+	                        default path such as ~/.cache/dmsfs */
 };
 
 struct cache_stats {
@@ -55,9 +61,14 @@ void cache_fid_make(struct cache_fid *fid, const char *path, uint64_t size,
 
 /* Opens (creating if needed) the cache in opts->dir.  Does not scan the
  * stored data, so a warm cache opens in constant time.  A data file that
- * LMDB cannot open (corrupt, foreign) is moved aside to data.mdb.bad and a
- * fresh cache is created, with a warning.  Fails with -errno when the
- * directory cannot be created or written.  *out is owned by the caller. */
+ * LMDB cannot open or could not map safely (corrupt, foreign, shorter than
+ * its meta pages say) is moved aside to data.mdb.bad and a fresh cache is
+ * created, with a warning naming the reason.  A symbolic link, FIFO, folder
+ * or other non-regular file at a name the cache opens (data.mdb, lock.mdb,
+ * its markers) is moved aside to NAME.bad, never followed or opened.  Fails
+ * with -errno when the directory cannot be created or used (-ELOOP: it is a
+ * symbolic link; -EACCES: not ours, or open to group or others), or when
+ * something cannot be moved aside.  *out is owned by the caller. */
 int cache_open(struct cache **out, const struct cache_opts *opts)
 	__attribute__((warn_unused_result));
 

@@ -437,12 +437,26 @@ int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
 		rc = -ENOMEM;
 	if (raw->acl && !(cfg->acl_file = absolute(raw->acl)))
 		rc = -ENOMEM;
-	cfg->cache_dir = raw->cache_dir ? absolute(raw->cache_dir)
-	                                : default_cache_dir();
-	if (!cfg->cache_dir) {
-		fprintf(stderr, "dmsfs: no cache_dir given and no home directory "
-		        "to default to\n");
+	/* An empty or relative cache_dir would put the cache in whatever
+	 * folder dmsfs was started from: refused, never guessed. */
+	if (raw->cache_dir && raw->cache_dir[0] != '/') {
+		fprintf(stderr, "dmsfs: invalid cache_dir=%s (%s): give an "
+		        "absolute path, or leave cache_dir out for the default\n",
+		        raw->cache_dir, raw->cache_dir[0] ? "a relative path"
+		        : "empty");
 		rc = -EINVAL;
+	} else if (raw->cache_dir) {
+		cfg->cache_dir = strdup(raw->cache_dir);
+		if (!cfg->cache_dir)
+			rc = -ENOMEM;
+	} else {
+		cfg->cache_dir = default_cache_dir();
+		cfg->cache_dir_default = true;
+		if (!cfg->cache_dir) {
+			fprintf(stderr, "dmsfs: no cache_dir given and no home "
+			        "directory to default to\n");
+			rc = -EINVAL;
+		}
 	}
 	if (rc == 0)
 		rc = check_together(cfg, raw);

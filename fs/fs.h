@@ -20,7 +20,8 @@ struct fs_config {
 	size_t nexports;
 	char *acl_file;         /* rules file; NULL: no access rules */
 	char *mountpoint;
-	char *cache_dir;
+	char *cache_dir;        /* absolute */
+	bool cache_dir_default; /* the default path: parents may be created */
 	uint64_t cache_size;    /* bytes */
 	uint64_t block_size;    /* bytes, power of two in [4 KiB, 16 MiB] */
 	uint64_t mem_size;      /* bytes of recently used blocks kept in memory */

@@ -732,12 +732,18 @@ static const struct fuse_lowlevel_ops fs_ops = {
 	.statfs = fs_op_statfs,
 };
 
+/* Writes cache_dir/stats whole or not at all: a temporary file, synced,
+ * then renamed over the old one, so a full disk leaves the previous file
+ * (or none), never an empty or cut one.  The rename replaces whatever name
+ * is there (a link is replaced, not followed).  Root-only like the rest of
+ * cache_dir. */
 static void write_stats(const struct fs *fs)
 {
 	struct cache_stats st;
-	char path[4096];
-	FILE *f;
-	int fd;
+	char path[4096], tmp[4096], text[256];
+	const char *step = "open";
+	size_t len, done = 0;
+	int fd = -1, n, err = 0;
 
 	cache_get_stats(fs->cache, &st);
 	dms_log(LOG_INFO, "cache: %llu bytes in %llu blocks, %llu hits, %llu "
@@ -747,24 +753,68 @@ static void write_stats(const struct fs *fs)
 	        (unsigned long long)st.corrupt, (unsigned long long)st.evicted,
 	        (unsigned long long)st.dropped);
 	if (snprintf(path, sizeof(path), "%s/stats", fs->cfg->cache_dir) >=
-	    (int)sizeof(path))
+	    (int)sizeof(path) ||
+	    snprintf(tmp, sizeof(tmp), "%s/stats.tmp", fs->cfg->cache_dir) >=
+	    (int)sizeof(tmp))
 		return;
-	/* Root-only like the rest of cache_dir. */
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return;
-	f = fdopen(fd, "w");
-	if (!f) {
-		close(fd);
-		return;
+	n = snprintf(text, sizeof(text), "bytes=%llu blocks=%llu hits=%llu "
+	             "misses=%llu corrupt=%llu evicted=%llu dropped=%llu\n",
+	             (unsigned long long)st.bytes, (unsigned long long)st.blocks,
+	             (unsigned long long)st.hits, (unsigned long long)st.misses,
+	             (unsigned long long)st.corrupt,
+	             (unsigned long long)st.evicted,
+	             (unsigned long long)st.dropped);
+	len = (size_t)n;
+	/* A leftover of an earlier failed write; O_EXCL below refuses
+	 * anything still there (a link or a folder). */
+	if (unlink(tmp) != 0 && errno != ENOENT && errno != EISDIR) {
+		err = errno;
+		step = "unlink";
+		goto out;
 	}
-	fprintf(f, "bytes=%llu blocks=%llu hits=%llu misses=%llu corrupt=%llu "
-	        "evicted=%llu dropped=%llu\n",
-	        (unsigned long long)st.bytes, (unsigned long long)st.blocks,
-	        (unsigned long long)st.hits, (unsigned long long)st.misses,
-	        (unsigned long long)st.corrupt, (unsigned long long)st.evicted,
-	        (unsigned long long)st.dropped);
-	fclose(f);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	          0600);
+	if (fd < 0) {
+		err = errno;
+		goto out;
+	}
+	step = "write";
+	while (done < len) {
+		ssize_t w = write(fd, text + done, len - done);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			err = w < 0 ? errno : EIO;
+			goto out;
+		}
+		done += (size_t)w;
+	}
+	step = "fsync";
+	if (fsync(fd) != 0) {
+		err = errno;
+		goto out;
+	}
+	step = "close";
+	n = close(fd);
+	fd = -1;
+	if (n != 0) {
+		err = errno;
+		goto out;
+	}
+	step = "rename";
+	if (rename(tmp, path) != 0)
+		err = errno;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (err != 0) {
+		if (strcmp(step, "open") != 0)
+			unlink(tmp);
+		dms_log(LOG_WARNING, "cache: stats not written (%s %s: %s); "
+		        "%s is left as it was", step, step[0] == 'r' ? path : tmp,
+		        strerror(err), path);
+	}
 }
 
 static void detach_stdio(void)
@@ -863,6 +913,7 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	};
 	struct cache_opts copts = {
 		.dir = cfg->cache_dir, .max_bytes = cfg->cache_size,
+		.make_parents = cfg->cache_dir_default,
 	};
 	struct xfer_opts xopts = {
 		.connect_timeout_ms = (long)cfg->connect_timeout * 1000,

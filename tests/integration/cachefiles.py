@@ -32,6 +32,11 @@ def stats_file(cache_dir):
             text = f.read()
     except OSError:
         return {}
+    return stats_file_text(text)
+
+
+def stats_file_text(text):
+    """The key=value pairs of a stats file's text."""
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", text)}
 
 

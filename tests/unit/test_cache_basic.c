@@ -647,14 +647,38 @@ static void test_dir_checks(void)
 		CHECK_ERR(cache_open(&c, &o), -EACCES);
 		CHECK(chown(dir, 0, 0) == 0);
 	}
-	/* Too open: tightened to 0700. */
-	CHECK_OK(cache_open(&c, &o));
+	/* Open to others: refused, and its mode is left alone (dmsfs did not
+	 * create it). */
+	CHECK_ERR(cache_open(&c, &o), -EACCES);
+	CHECK(c == NULL);
 	{
 		struct stat st;
 
-		CHECK(stat(dir, &st) == 0 && (st.st_mode & 0777) == 0700);
+		CHECK(stat(dir, &st) == 0 && (st.st_mode & 0777) == 0755);
 	}
+	CHECK(chmod(dir, 0700) == 0);
+	CHECK_OK(cache_open(&c, &o));
 	cache_close(c);
+	/* A link to a good directory is refused, not followed. */
+	snprintf(path, sizeof(path), "%s/link", base);
+	CHECK(symlink(dir, path) == 0);
+	o.dir = path;
+	CHECK_ERR(cache_open(&c, &o), -ELOOP);
+	CHECK(c == NULL);
+	/* Missing parents: created (0700) only when asked (a default path). */
+	snprintf(path, sizeof(path), "%s/home/.cache/dmsfs", base);
+	CHECK_ERR(cache_open(&c, &o), -ENOENT);
+	o.make_parents = true;
+	CHECK_OK(cache_open(&c, &o));
+	cache_close(c);
+	{
+		struct stat st;
+
+		snprintf(path, sizeof(path), "%s/home/.cache", base);
+		CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0700);
+		snprintf(path, sizeof(path), "%s/home", base);
+		CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0700);
+	}
 	rm_rf(base);
 }
 
