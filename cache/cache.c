@@ -90,6 +90,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -131,6 +132,7 @@
 #define CACHE_LOCK_FILE        "lock.mdb"
 #define CACHE_BAD_FILE         "data.mdb.bad"
 #define CACHE_OPEN_MARK        "open.boot"     /* present while open */
+#define CACHE_DIR_LOCK         ".lock"         /* one daemon per cache */
 #define CACHE_BROKEN_MARK      "data.mdb.broken"
 
 #ifdef CACHE_SYNC_META
@@ -200,6 +202,7 @@ struct cache {
 	pthread_t writer;
 	bool writer_started;
 	bool locks_ready;
+	int lock_fd;                     /* holds CACHE_DIR_LOCK; -1 if none */
 
 	pthread_mutex_t lock;
 	pthread_cond_t wake;             /* writer waits here for work */
@@ -2054,6 +2057,84 @@ out:
 	return rc;
 }
 
+/* The pid written in the lock file by the daemon holding it, or 0. */
+static long cache_lock_owner(int fd)
+{
+	char buf[32];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	long pid;
+
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	pid = strtol(buf, NULL, 10);
+	return pid > 0 ? pid : 0;
+}
+
+/* Takes cache_dir/.lock (flock, exclusive, with our pid in it for the
+ * message a second daemon gets): LMDB's own lock file lets several
+ * processes share an environment, but the cache's marks, set-asides and
+ * journal are one daemon's.  -EBUSY if another process holds it. */
+static int cache_dir_lock(const char *dir, int *fd_out)
+{
+	char path[PATH_MAX], pid[32];
+	struct stat st;
+	int fd = -1, rc = 0, n;
+	long owner;
+
+	*fd_out = -1;
+	if (snprintf(path, sizeof(path), "%s/%s", dir, CACHE_DIR_LOCK) >=
+	    (int)sizeof(path)) {
+		rc = -ENAMETOOLONG;
+		goto fail;
+	}
+	/* Never through a link, never blocking on a FIFO someone put there. */
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+	          0600);
+	if (fd < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (fstat(fd, &st) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+		rc = -EPERM;
+		dms_log(LOG_ERR, "cache_dir %s: %s is not a regular file of uid "
+		        "%u", dir, CACHE_DIR_LOCK, (unsigned)geteuid());
+		goto out_close;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		rc = -errno;
+		if (rc == -EWOULDBLOCK) {
+			owner = cache_lock_owner(fd);
+			rc = -EBUSY;
+			if (owner)
+				dms_log(LOG_ERR, "cache_dir %s is in use by pid %ld (one "
+				        "dmsfs per cache)", dir, owner);
+			else
+				dms_log(LOG_ERR, "cache_dir %s is in use by another dmsfs "
+				        "(one dmsfs per cache)", dir);
+			goto out_close;
+		}
+		goto fail;
+	}
+	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		dms_log(LOG_WARNING, "cache_dir %s: cannot write %s: %s", dir,
+		        CACHE_DIR_LOCK, strerror(errno));
+	*fd_out = fd;
+	return 0;
+fail:
+	dms_log(LOG_ERR, "cannot lock cache_dir %s (%s): %s", dir, CACHE_DIR_LOCK,
+	        strerror(-rc));
+out_close:
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
 static void cache_free(struct cache *c)
 {
 	if (c->locks_ready) {
@@ -2067,6 +2148,8 @@ static void cache_free(struct cache *c)
 	}
 	if (c->env)
 		mdb_env_close(c->env);
+	if (c->lock_fd >= 0)
+		close(c->lock_fd);
 	free(c->touch);
 	free(c->dir);
 	free(c);
@@ -2117,6 +2200,7 @@ int cache_open(struct cache **out, const struct cache_opts *opts)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
+	c->lock_fd = -1;
 	c->dir = strdup(opts->dir);
 	c->touch = calloc(CACHE_TOUCH_SLOTS, sizeof(*c->touch));
 	if (!c->dir || !c->touch) {
@@ -2127,6 +2211,10 @@ int cache_open(struct cache **out, const struct cache_opts *opts)
 	c->batch_bytes = c->cap / 8 < CACHE_BATCH_MAX_BYTES ? c->cap / 8 :
 	                 CACHE_BATCH_MAX_BYTES;
 	rc = cache_dir_prepare(c->dir, opts->make_parents);
+	if (rc != 0)
+		goto fail;
+	/* Before any cache file is looked at or moved. */
+	rc = cache_dir_lock(c->dir, &c->lock_fd);
 	if (rc != 0)
 		goto fail;
 	rc = cache_files_check(c);

@@ -66,6 +66,8 @@ void cache_fid_make(struct cache_fid *fid, const char *path, uint64_t size,
  * created, with a warning naming the reason.  A symbolic link, FIFO, folder
  * or other non-regular file at a name the cache opens (data.mdb, lock.mdb,
  * its markers) is moved aside to NAME.bad, never followed or opened.  Fails
+ * with -EBUSY (logged with the holder's pid) when another process has the
+ * cache open: one daemon per cache, held through cache_close.  Fails
  * with -errno when the directory cannot be created or used (-ELOOP: it is a
  * symbolic link; -EACCES: not ours, or open to group or others), or when
  * something cannot be moved aside.  *out is owned by the caller. */

@@ -212,15 +212,11 @@ bool fs_access_visible(struct fs_access *a, const struct fs_caller *c,
 /* Whether every caller has the same rights at path (a NULL: true). */
 bool fs_access_uniform(struct fs_access *a, const char *path);
 
-/* ---- mount.c: the mountpoint, the cache lock, the mount itself ---- */
+/* ---- mount.c: the mountpoint and the mount itself ---- */
 /* Refuses, with one stderr line naming mnt, a mountpoint that is missing,
  * not a directory, a stale FUSE mount (daemon gone) or already a dmsfs
  * mount.  Returns 0 or -errno. */
 int fs_mountpoint_check(const char *mnt);
-/* Takes dir/.lock (flock, held while *fd_out stays open; the holder's pid
- * is written in it): -EBUSY, logged with the holder's pid, if another
- * daemon uses this cache.  -ENOENT, not logged: no directory dir yet. */
-int fs_cache_lock(const char *dir, int *fd_out);
 /* fuse_session_mount; capture: take what the mount helper writes to
  * stderr into the log.  Logs why on failure; 0 or -EIO. */
 int fs_session_mount(struct fuse_session *se, const char *mnt, bool capture);

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -20,7 +19,6 @@
 #include "common/log.h"
 #include "fs/fs_i.h"
 
-#define LOCK_FILE ".lock"
 
 /* /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo. */
 static void unescape(char *s)
@@ -118,83 +116,6 @@ int fs_mountpoint_check(const char *mnt)
 		return -EBUSY;
 	}
 	return 0;
-}
-
-/* The pid written in the lock file by the daemon holding it, or 0. */
-static long lock_owner(int fd)
-{
-	char buf[32];
-	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-	long pid;
-
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	pid = strtol(buf, NULL, 10);
-	return pid > 0 ? pid : 0;
-}
-
-int fs_cache_lock(const char *dir, int *fd_out)
-{
-	char path[PATH_MAX], pid[32];
-	struct stat st;
-	int fd = -1, rc = 0, n;
-	long owner;
-
-	*fd_out = -1;
-	if (snprintf(path, sizeof(path), "%s/%s", dir, LOCK_FILE) >=
-	    (int)sizeof(path)) {
-		rc = -ENAMETOOLONG;
-		goto fail;
-	}
-	/* Never through a link, never blocking on a FIFO someone put there. */
-	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-	          0600);
-	if (fd < 0) {
-		rc = -errno;
-		/* No cache_dir yet (cache_open makes it, or says why not). */
-		if (rc == -ENOENT || rc == -ENOTDIR)
-			return -ENOENT;
-		goto fail;
-	}
-	if (fstat(fd, &st) != 0) {
-		rc = -errno;
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
-		rc = -EPERM;
-		dms_log(LOG_ERR, "cache_dir %s: %s is not a regular file of uid "
-		        "%u", dir, LOCK_FILE, (unsigned)geteuid());
-		goto out_close;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		rc = -errno;
-		if (rc == -EWOULDBLOCK) {
-			owner = lock_owner(fd);
-			rc = -EBUSY;
-			if (owner)
-				dms_log(LOG_ERR, "cache_dir %s is in use by pid %ld (one "
-				        "dmsfs per cache)", dir, owner);
-			else
-				dms_log(LOG_ERR, "cache_dir %s is in use by another dmsfs "
-				        "(one dmsfs per cache)", dir);
-			goto out_close;
-		}
-		goto fail;
-	}
-	n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
-		dms_log(LOG_WARNING, "cache_dir %s: cannot write %s: %s", dir,
-		        LOCK_FILE, strerror(errno));
-	*fd_out = fd;
-	return 0;
-fail:
-	dms_log(LOG_ERR, "cannot lock cache_dir %s (%s): %s", dir, LOCK_FILE,
-	        strerror(-rc));
-out_close:
-	if (fd >= 0)
-		close(fd);
-	return rc;
 }
 
 /* Logs what the mount helper wrote (one message per line). */

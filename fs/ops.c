@@ -927,7 +927,7 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	struct fuse_loop_config *loop = NULL;
 	struct xfer_attr root;
 	char ok = 0;
-	int rc = 0, status = 1, lock_fd = -1;
+	int rc = 0, status = 1;
 	bool mounted = false;
 	unsigned errors = dms_log_nerrors(), since;
 
@@ -952,22 +952,12 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 			goto out;
 		}
 	}
-	/* Before the cache is touched: its files and marks are one daemon's. */
-	rc = fs_cache_lock(cfg->cache_dir, &lock_fd);
-	if (rc && rc != -ENOENT)
-		goto out;
 	since = dms_log_nerrors();
 	rc = cache_open(&fs.cache, &copts);
 	if (rc) {
 		dms_log_failed(since, "cannot use cache_dir %s: %s", cfg->cache_dir,
 		               strerror(-rc));
 		goto out;
-	}
-	/* A cache_dir that cache_open has just made: lock it now. */
-	if (lock_fd < 0) {
-		rc = fs_cache_lock(cfg->cache_dir, &lock_fd);
-		if (rc)
-			goto out;
 	}
 	rc = fs_meta_init(&fs.meta, fs.cache, fs.exports, cfg->meta_ttl, 1000000);
 	if (rc)
@@ -1040,8 +1030,6 @@ out:
 	if (!mounted && dms_log_nerrors() == errors)
 		dms_log(LOG_ERR, "cannot mount on %s: %s", cfg->mountpoint,
 		        rc ? strerror(-rc) : "start-up failed");
-	if (lock_fd >= 0)
-		close(lock_fd);
 	dms_log_release(true);
 	return status;
 }
