@@ -885,11 +885,8 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 		goto out;   /* the reason is logged */
 	if (cfg->acl_file) {
 		rc = fs_access_open(&fs.access, cfg->acl_file, forget_attrs, &fs);
-		if (rc) {
-			dms_log(LOG_ERR, "cannot use access rules %s: %s",
-			        cfg->acl_file, strerror(-rc));
-			goto out;
-		}
+		if (rc)
+			goto out;   /* acl/ logged why, naming the file: one line */
 	}
 	rc = cache_open(&fs.cache, &copts);
 	if (rc) {
