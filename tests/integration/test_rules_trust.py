@@ -22,7 +22,8 @@ import time
 import pytest
 
 import mount as mountlib
-from test_acl_mount import User, as_user, err, wait_for
+# public_dir: mountpoints the user can reach (tmp_path is root's, 0700).
+from test_acl_mount import User, as_user, err, public_dir, wait_for  # noqa: F401
 
 DMSCTL = os.environ.get("DMSCTL_BIN") or \
     os.path.join(mountlib.ROOT, "build", "dmsctl")
@@ -60,15 +61,6 @@ def user():
     finally:
         subprocess.run(["userdel", "-r", name], capture_output=True,
                        timeout=60)
-
-
-@pytest.fixture
-def public_dir():
-    """Mountpoints the user can reach (tmp_path is root's, 0700)."""
-    d = tempfile.mkdtemp(prefix="dmsfs-trust-")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -196,32 +188,46 @@ def sticky(tmp_path):
 
 
 def run_mount(args, mnt, timeout=HANG):
-    """Runs dmsfs (daemon mode unless -f in args) expecting it to refuse.
+    """Runs dmsfs (daemon mode unless -f in args) expecting it to refuse:
+    returns (exit status, stderr), status 0 as soon as the mount appears.
     Whatever happens, nothing is left mounted or running; a hang fails."""
-    try:
-        return mountlib.run_dmsfs(args, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"dmsfs {' '.join(args)} still running after {timeout}s "
-                    "(blocked on a special file?)")
-    finally:
-        if mountlib.is_mounted(mnt):
-            mountlib.run_fusermount(mnt, lazy=True)
-        for pid in mountlib.find_daemon_pids(mnt):
-            os.kill(pid, signal.SIGKILL)
+    with tempfile.TemporaryFile() as err_f:
+        p = subprocess.Popen([mountlib.DMSFS] + args, stdin=subprocess.DEVNULL,
+                             stdout=err_f, stderr=err_f,
+                             start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while p.poll() is None and not mountlib.is_mounted(mnt):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"dmsfs {' '.join(args)} still running "
+                                f"after {timeout}s (blocked on a special "
+                                "file?)")
+                time.sleep(0.05)
+            status = 0 if mountlib.is_mounted(mnt) else p.returncode
+        finally:
+            if mountlib.is_mounted(mnt):
+                mountlib.run_fusermount(mnt, lazy=True)
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            for pid in mountlib.find_daemon_pids(mnt):
+                os.kill(pid, signal.SIGKILL)
+        err_f.seek(0)
+        return status, err_f.read().decode(errors="replace")
 
 
-def assert_refused_one_line(r, mnt, path, reason, where):
-    assert r.returncode != 0, \
-        f"{where}: dmsfs accepted {path}:\n{r.stderr}"
+def assert_refused_one_line(res, mnt, path, reason, where):
+    status, stderr = res
+    assert status != 0, f"{where}: dmsfs accepted {path}:\n{stderr}"
     assert not mountlib.is_mounted(mnt), f"{where}: mounted anyway"
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
     errors = [ln for ln in lines if mountlib.ERROR_LINE.search(ln)
               or ln.startswith("dmsfs: config")]
     assert len(errors) == 1, \
-        f"{where}: want one line saying why, got:\n{r.stderr}"
+        f"{where}: want one line saying why, got:\n{stderr}"
     assert path in errors[0] and re.search(reason, errors[0]), \
         f"{where}: the line does not name {path} and say /{reason}/:\n" \
-        f"{r.stderr}"
+        f"{stderr}"
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -256,7 +262,7 @@ def test_mount_refuses_untrusted_config(case, user, nginx, rdir, sticky,
     os.mkdir(mnt)
     r = run_mount(["-o", f"config={conf}", mnt], mnt)
     assert_refused_one_line(r, mnt, conf, reason, "config")
-    assert f"dmsfs: config {conf}: " in r.stderr
+    assert f"dmsfs: config {conf}: " in r[1]
 
 
 def test_config_naming_fifo_rules(nginx, rdir, public_dir, tmp_path):
