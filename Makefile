@@ -41,7 +41,8 @@ ACL_OBJ    := $(call obj,$(ACL_SRC))
 FS_OBJ     := $(call obj,$(FS_SRC))
 ALL_LIB_OBJ := $(FS_OBJ) $(ACL_OBJ) $(CACHE_OBJ) $(XFER_OBJ) $(COMMON_OBJ)
 
-# Unit tests: tests/unit/test_<module>_*.c links only that module (and common).
+# Unit tests: tests/unit/test_<module>_*.c links only that module (and common;
+# test_common_*.c links common alone).
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
@@ -76,6 +77,9 @@ $(B)/tests/test_xfer%: $(B)/obj/tests/unit/test_xfer%.o $(XFER_OBJ) $(COMMON_OBJ
 	@mkdir -p $(dir $@)
 	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
 $(B)/tests/test_acl%: $(B)/obj/tests/unit/test_acl%.o $(ACL_OBJ) $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+$(B)/tests/test_common%: $(B)/obj/tests/unit/test_common%.o $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
 $(B)/tests/test_fs%: $(B)/obj/tests/unit/test_fs%.o $(ALL_LIB_OBJ)

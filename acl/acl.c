@@ -2,6 +2,7 @@
  * denial accounting. */
 #include "acl/acl_i.h"
 #include "common/log.h"
+#include "common/trustfile.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -55,6 +56,7 @@ struct acl {
 	struct stat seen;               /* protected by reload_lock */
 	bool seen_valid;                /* protected by reload_lock */
 	int seen_err;                   /* protected by reload_lock */
+	char seen_why[DMS_TRUST_WHYLEN]; /* protected by reload_lock */
 
 	struct cset sets[SETS];
 
@@ -336,29 +338,35 @@ static void install(struct acl *a, struct acl_rules *r)
 
 /* Reads and parses the file; installs it if it parses.  Remembers what
  * was read so acl_maybe_reload does not retry an unchanged broken file.
- * Caller holds reload_lock. */
-static int do_reload(struct acl *a)
+ * A file that cannot be read or is not trusted is retried at every poll
+ * (fixing a parent directory does not change the file), so with
+ * quiet_repeat the same failure for the same reason is not logged again;
+ * *repeated then says so.  Caller holds reload_lock. */
+static int do_reload(struct acl *a, bool quiet_repeat, bool *repeated)
 {
+	char why[DMS_TRUST_WHYLEN];
 	struct acl_rules *r = NULL;
 	struct stat st;
 	char *buf = NULL;
 	size_t len;
 	int rc;
 
-	rc = acl_read_file(a->file, &buf, &len, &st);
+	*repeated = false;
+	rc = dms_read_trusted(a->file, ACL_MAX_FILE_BYTES, &buf, &len, &st,
+	                      why, sizeof(why));
 	if (rc) {
+		*repeated = quiet_repeat && rc == a->seen_err &&
+		            !strcmp(why, a->seen_why);
 		a->seen_err = rc;
-		dms_log(LOG_ERR, "acl: %s: cannot read: %s%s", a->file,
-		        strerror(-rc), a->rules ? "; keeping the previous rules"
-		                                : "");
+		memcpy(a->seen_why, why, sizeof(why));
+		if (!*repeated)
+			dms_log(LOG_ERR, "acl: %s: not loaded: %s%s", a->file, why,
+			        a->rules ? "; keeping the previous rules" : "");
 		goto out;
 	}
 	a->seen = st;
 	a->seen_valid = true;
 	a->seen_err = 0;
-	if (st.st_mode & (S_IWGRP | S_IWOTH))
-		dms_log(LOG_WARNING, "acl: %s is writable by group or others",
-		        a->file);
 	rc = acl_rules_parse(&r, a->file, buf, len, NULL, NULL);
 	if (rc) {
 		dms_log(LOG_ERR, "acl: %s: rules not loaded%s", a->file,
@@ -404,14 +412,17 @@ out:
 int acl_open(struct acl **out, const char *rules_file)
 {
 	struct acl *a;
+	bool repeated;
 	int rc;
 
 	*out = NULL;
 	rc = acl_new(&a, rules_file);
-	if (rc)
+	if (rc) {
+		dms_log(LOG_ERR, "acl: %s: %s", rules_file, strerror(-rc));
 		goto out;
+	}
 	pthread_mutex_lock(&a->reload_lock);
-	rc = do_reload(a);
+	rc = do_reload(a, false, &repeated);
 	pthread_mutex_unlock(&a->reload_lock);
 	if (rc) {
 		acl_close(a);
@@ -463,12 +474,13 @@ void acl_close(struct acl *a)
 
 int acl_reload(struct acl *a)
 {
+	bool repeated;
 	int rc = -ENOENT;
 
 	if (!a->file)
 		goto out;
 	pthread_mutex_lock(&a->reload_lock);
-	rc = do_reload(a);
+	rc = do_reload(a, false, &repeated);
 	pthread_mutex_unlock(&a->reload_lock);
 	atomic_fetch_add(rc ? &a->reload_failures : &a->reloads, 1);
 out:
@@ -488,6 +500,7 @@ static bool same_file(const struct stat *x, const struct stat *y)
 int acl_maybe_reload(struct acl *a)
 {
 	struct stat st;
+	bool repeated;
 	int rc = 0;
 
 	if (!a->file)
@@ -507,7 +520,11 @@ int acl_maybe_reload(struct acl *a)
 	}
 	if (a->seen_valid && !a->seen_err && same_file(&st, &a->seen))
 		goto out_unlock;
-	rc = do_reload(a);
+	rc = do_reload(a, true, &repeated);
+	if (repeated) {
+		rc = 0;    /* reported already */
+		goto out_unlock;
+	}
 	atomic_fetch_add(rc ? &a->reload_failures : &a->reloads, 1);
 	if (!rc)
 		rc = 1;

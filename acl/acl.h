@@ -76,6 +76,13 @@
  * Errors are 0 or -errno.  Parse errors are logged (dms_log) as
  * "acl: FILE:LINE: reason"; a rules file that fails to parse never replaces
  * working rules.
+ *
+ * Trust: the rules file is read only through dms_read_trusted
+ * (common/trustfile.h), at open, at every reload and by acl_lint: a file
+ * that is not a regular file, that anyone but root (and the process's own
+ * euid) could write, or that lies below such a directory or symlink, is
+ * refused (-EPERM, -EINVAL, ...) without being opened, and one line says
+ * which path is wrong and why.  A FIFO there never blocks.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -112,7 +119,9 @@ struct acl_caller {
 
 /* Parses rules_file (copied) and returns a handle owned by the caller, to
  * free with acl_close.  -EINVAL if the file does not parse (every error
- * logged as FILE:LINE: reason), -errno if it cannot be read, -ENOMEM. */
+ * logged as FILE:LINE: reason), -errno if it cannot be read or is not
+ * trusted (see Trust above; logged as "acl: FILE: not loaded: why"),
+ * -ENOMEM.  Every failure is logged. */
 int acl_open(struct acl **out, const char *rules_file)
 	__attribute__((warn_unused_result));
 
@@ -141,8 +150,11 @@ int acl_reload(struct acl *a)
 /* Cheap (one stat): reloads only if the file's device, inode, size, mtime
  * or ctime changed since the last attempt.  Returns 1 if new rules were
  * installed (fs/ should then drop kernel caches), 0 if nothing changed,
- * -errno if the file cannot be read or parsed.  A broken file is reported
- * once; it is retried only when it changes again. */
+ * -errno if the file cannot be read or parsed.  A file that does not parse
+ * is reported once and retried only when it changes again; one that cannot
+ * be read or is not trusted is retried at every call (a parent directory
+ * may be fixed without touching the file) and reported again only when the
+ * reason changes (0 is returned meanwhile). */
 int acl_maybe_reload(struct acl *a);
 
 /* The caller's rights on path (ACL_* bits; 0 = none).  Never fails: any
@@ -187,7 +199,8 @@ int acl_explain(struct acl *a, const struct acl_caller *c, const char *path,
 /* Checks a rules file without installing it.  fn (NULL: dms_log) gets every
  * diagnostic; *nrules (may be NULL) the number of rule lines.  Returns 0 if
  * the file would load (warnings allowed), -EINVAL on errors, -errno if it
- * cannot be read. */
+ * cannot be read or is not trusted (one diagnostic with line 0 says why),
+ * judged for this process's euid as the daemon would for its own. */
 int acl_lint(const char *rules_file, acl_diag_fn *fn, void *arg,
              unsigned *nrules);
 int acl_lint_buf(const char *name, const char *buf, size_t len,

@@ -74,10 +74,6 @@ struct acl_rules {
 int acl_rules_parse(struct acl_rules **out, const char *name, const char *buf,
                     size_t len, acl_diag_fn *fn, void *arg);
 
-/* Reads a whole rules file (capped at ACL_MAX_FILE_BYTES) into *buf
- * (caller frees) and its stat into *st.  -errno on failure (logged by the
- * caller). */
-int acl_read_file(const char *file, char **buf, size_t *len, struct stat *st);
 
 void acl_rules_ref(struct acl_rules *r);
 void acl_rules_unref(struct acl_rules *r);

@@ -21,7 +21,8 @@ static void usage(void)
 	fprintf(stderr,
 	        "usage: dmsctl acl lint FILE\n"
 	        "       dmsctl acl check [-r FILE] USER PATH\n"
-	        "  lint   validate a rules file (XRootD authdb subset)\n"
+	        "  lint   validate a rules file (XRootD authdb subset) and that\n"
+	        "         no one but root (or you) can change it, as dmsfs does\n"
 	        "  check  print USER's rights on PATH (letters of lrwidn, or "
 	        "none)\n"
 	        "         and the rules that decide each right; default FILE "

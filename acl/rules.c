@@ -2,14 +2,13 @@
 #define _GNU_SOURCE   /* memmem */
 #include "acl/acl_i.h"
 #include "common/log.h"
+#include "common/trustfile.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /* Past this many diagnostics a broken file is not worth reading on. */
 #define MAX_DIAGS 100
@@ -505,64 +504,6 @@ out:
 	return rc;
 }
 
-int acl_read_file(const char *file, char **buf, size_t *len, struct stat *st)
-{
-	char *b = NULL;
-	size_t got = 0;
-	int fd, rc = 0;
-
-	*buf = NULL;
-	*len = 0;
-	fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0) {
-		rc = -errno;
-		goto out;
-	}
-	if (fstat(fd, st) < 0) {
-		rc = -errno;
-		goto out_close;
-	}
-	if (!S_ISREG(st->st_mode)) {
-		rc = -EINVAL;
-		goto out_close;
-	}
-	if (st->st_size > (off_t)ACL_MAX_FILE_BYTES) {
-		rc = -EFBIG;
-		goto out_close;
-	}
-	/* +1: a file that grew since fstat still ends within the cap check. */
-	b = malloc((size_t)st->st_size + 1);
-	if (!b) {
-		rc = -ENOMEM;
-		goto out_close;
-	}
-	for (;;) {
-		ssize_t n = read(fd, b + got, (size_t)st->st_size + 1 - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			goto out_close;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-		if (got > (size_t)st->st_size) {
-			rc = -EAGAIN;   /* being rewritten: try again later */
-			goto out_close;
-		}
-	}
-	*buf = b;
-	*len = got;
-	b = NULL;
-out_close:
-	close(fd);
-out:
-	free(b);
-	return rc;
-}
-
 int acl_lint_buf(const char *name, const char *buf, size_t len,
                  acl_diag_fn *fn, void *arg, unsigned *nrules)
 {
@@ -579,22 +520,21 @@ int acl_lint_buf(const char *name, const char *buf, size_t len,
 int acl_lint(const char *rules_file, acl_diag_fn *fn, void *arg,
              unsigned *nrules)
 {
-	struct stat st;
+	char why[DMS_TRUST_WHYLEN];
 	char *buf = NULL;
 	size_t len;
 	int rc;
 
 	if (nrules)
 		*nrules = 0;
-	rc = acl_read_file(rules_file, &buf, &len, &st);
+	/* The daemon's own rule for what it will load (trustfile.h). */
+	rc = dms_read_trusted(rules_file, ACL_MAX_FILE_BYTES, &buf, &len, NULL,
+	                      why, sizeof(why));
 	if (rc) {
-		char msg[128];
-
-		snprintf(msg, sizeof(msg), "cannot read: %s", strerror(-rc));
 		if (fn)
-			fn(arg, rules_file, 0, true, msg);
+			fn(arg, rules_file, 0, true, why);
 		else
-			dms_log(LOG_ERR, "acl: %s: %s", rules_file, msg);
+			dms_log(LOG_ERR, "acl: %s: %s", rules_file, why);
 		goto out;
 	}
 	rc = acl_lint_buf(rules_file, buf, len, fn, arg, nrules);

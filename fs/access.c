@@ -95,8 +95,10 @@ int fs_access_open(struct fs_access **out, const char *rules_file,
 	struct sigaction sa;
 	int rc = -ENOMEM;
 
-	if (!a)
+	if (!a) {
+		dms_log(LOG_ERR, "access rules %s: %s", rules_file, strerror(ENOMEM));
 		goto fail;
+	}
 	a->on_reload = on_reload;
 	a->on_reload_arg = arg;
 	rc = acl_open(&a->acl, rules_file);
@@ -106,6 +108,8 @@ int fs_access_open(struct fs_access **out, const char *rules_file,
 	sem_init(&reload_sem, 0, 0);
 	if (pthread_create(&a->reloader, NULL, reloader_main, a) != 0) {
 		rc = -EAGAIN;
+		dms_log(LOG_ERR, "cannot start the access rules reloader: %s",
+		        strerror(-rc));
 		goto fail_acl;
 	}
 	memset(&sa, 0, sizeof(sa));

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/trustfile.h"
 #include "fs/fs_i.h"
 
 #define DEFAULT_CACHE_SIZE (10ull << 30)
@@ -63,22 +64,31 @@ void fs_raw_opts_free(struct fs_raw_opts *raw)
 struct ini_state {
 	struct fs_raw_opts *raw;
 	struct fs_config *cfg;
-	FILE *file;
+	const char *buf;        /* the whole file, NUL-terminated */
+	size_t len, pos;        /* its length, the next unread byte */
 	int line;               /* lines read so far: the handler's line */
 	int *export_lines;      /* first line of each export's section */
 	char reason[256];
 };
 
 /* libinih does not pass line numbers to handlers; counting lines as they
- * are read gives every error, even those found after parsing, a line. */
+ * are read gives every error, even those found after parsing, a line.
+ * Reads like fgets, from the file read whole (and checked) beforehand. */
 static char *read_line(char *str, int num, void *stream)
 {
 	struct ini_state *st = stream;
-	char *r = fgets(str, num, st->file);
+	size_t n = 0;
 
-	if (r)
-		st->line++;
-	return r;
+	if (num < 2 || st->pos >= st->len)
+		return NULL;
+	while (n < (size_t)num - 1 && st->pos < st->len) {
+		str[n] = st->buf[st->pos++];
+		if (str[n++] == '\n')
+			break;
+	}
+	str[n] = '\0';
+	st->line++;
+	return str;
 }
 
 /* Sets *field from the file unless -o gave it already. */
@@ -220,18 +230,22 @@ int fs_config_load(const char *file, struct fs_raw_opts *raw,
                    struct fs_config *cfg)
 {
 	struct ini_state st = { .raw = raw, .cfg = cfg };
+	char why[DMS_TRUST_WHYLEN];
 	char reason[256];
+	char *buf = NULL;
 	size_t bad;
-	int line, rc = -EINVAL;
+	int line, rc;
 
-	st.file = fopen(file, "r");
-	if (!st.file) {
-		rc = -errno;
-		fprintf(stderr, "dmsfs: config %s: %s\n", file, strerror(-rc));
+	/* The config names the rules file: trusted as the rules are. */
+	rc = dms_read_trusted(file, DMS_TRUST_MAX_BYTES, &buf, &st.len, NULL,
+	                      why, sizeof(why));
+	if (rc) {
+		fprintf(stderr, "dmsfs: config %s: %s\n", file, why);
 		return rc;
 	}
+	rc = -EINVAL;
+	st.buf = buf;
 	line = ini_parse_stream(read_line, &st, config_line, &st);
-	fclose(st.file);
 	if (line != 0) {
 		fprintf(stderr, "dmsfs: config %s:%d: %s\n", file, line,
 		        st.reason[0] ? st.reason : line < 0 ? "cannot read"
@@ -252,6 +266,7 @@ int fs_config_load(const char *file, struct fs_raw_opts *raw,
 	rc = 0;
 out:
 	free(st.export_lines);
+	free(buf);
 	return rc;
 }
 
