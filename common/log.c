@@ -63,13 +63,10 @@ static void emit(int prio, const char *text)
 		return;
 }
 
-/* keep_reason: a step's summary of its failure (see dms_log_failed); since:
- * the error count before the step. */
-static void log_text(int prio, bool keep_reason, unsigned since,
-                     const char *text)
+static void log_text(int prio, const char *text)
 {
 	struct held *h = NULL;
-	unsigned no, first;
+	unsigned no;
 
 	pthread_mutex_lock(&held_lock);
 	if (prio <= LOG_ERR)
@@ -85,15 +82,6 @@ static void log_text(int prio, bool keep_reason, unsigned since,
 		recent[no % RECENT].prio = prio;
 		snprintf(recent[no % RECENT].text, LINE_MAX_LEN, "%s", text);
 		h = &last_error;
-		if (keep_reason && no - 1 != since) {
-			/* The step's first error is its deepest, most specific
-			 * one (those after it are its callers giving up): it is
-			 * the reason, this summary only context. */
-			h = NULL;
-			first = since + 1;
-			if (no - first < RECENT && recent_no[first % RECENT] == first)
-				last_error = recent[first % RECENT];
-		}
 	}
 	if (!h)
 		h = nheld < HELD_MAX ? &held[nheld++] : NULL;
@@ -114,7 +102,7 @@ void dms_log(int prio, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	log_text(prio, false, 0, text);
+	log_text(prio, text);
 }
 
 void dms_log_failed(unsigned since, const char *fmt, ...)
@@ -122,10 +110,24 @@ void dms_log_failed(unsigned since, const char *fmt, ...)
 	char text[LINE_MAX_LEN];
 	va_list ap;
 
+	unsigned first = since + 1;
+
+	/* The step's own first error is its deepest, most specific one (those
+	 * after it are its callers giving up): it is the one line printed,
+	 * with or without -f, and this summary is not logged at all. */
+	pthread_mutex_lock(&held_lock);
+	if (nerrors != since) {
+		if (holding && nerrors - first < RECENT &&
+		    recent_no[first % RECENT] == first)
+			last_error = recent[first % RECENT];
+		pthread_mutex_unlock(&held_lock);
+		return;
+	}
+	pthread_mutex_unlock(&held_lock);
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	log_text(LOG_ERR, true, since, text);
+	log_text(LOG_ERR, text);
 }
 
 unsigned dms_log_nerrors(void)

@@ -34,7 +34,8 @@ unsigned dms_log_nerrors(void);
 /* Logs at LOG_ERR that a step failed, as dms_log does; since: the value
  * of dms_log_nerrors() before the step.  If the step logged an error of
  * its own, that one says more (a rules file's FILE:LINE, libfuse's own
- * words) and stays the reason a held-back start prints. */
+ * words): nothing more is logged, so it stays the one reason printed,
+ * with or without -f. */
 void dms_log_failed(unsigned since, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
