@@ -919,8 +919,8 @@ static int gftp_stat(void *state, const char *path, struct xfer_attr *attr)
 /* Parses a whole MLSD reply into l.  Entries that cannot be a file name
  * ('/' or NUL inside, too long) are skipped with a warning; any other
  * malformed line makes the reply wrong (-EIO). */
-static int gftp_parse_listing(const char *buf, size_t len, const char *url,
-                              struct xfer_listing *l, bool *saw_cdir)
+int xfer_mlsd_parse(const char *buf, size_t len, const char *url,
+                    struct xfer_listing *l, bool *saw_cdir)
 {
 	char name[NAME_MAX + 1];
 	struct xfer_attr attr;
@@ -1008,7 +1008,7 @@ static int gftp_list(void *state, const char *path, xfer_entry_fn fn,
 	}
 	if (rc != 0)
 		goto out;
-	rc = gftp_parse_listing(op->lbuf, op->llen, url, &l, &saw_cdir);
+	rc = xfer_mlsd_parse(op->lbuf, op->llen, url, &l, &saw_cdir);
 	if (rc != 0)
 		goto out;
 	if (!saw_cdir) {
