@@ -224,7 +224,8 @@ static bool mlsx_fact_is(const char *f, size_t n, const char *name)
  * and attr filled, 1 for an entry to skip (Type=pdir or a type that is
  * neither file nor dir), 2 for Type=cdir (the listed directory itself,
  * filled as a directory), -EINVAL for a malformed line (no Type or two,
- * bad value, empty name, NUL byte), -ENAMETOOLONG if the name does not fit namecap.
+ * bad value, empty name, NUL byte), -ENAMETOOLONG if the name does not fit
+ * namecap.
  * attr->etag is left "": GridFTP's Unique fact is protocol-specific and
  * identity must not depend on which mirror answered.
  */

@@ -64,8 +64,7 @@ void xfer_listing_free(struct xfer_listing *l);
  * an entry to skip (Type=pdir or neither file nor dir), 2 for Type=cdir
  * (the listed directory itself; name and attr filled), -EINVAL if
  * malformed (no Type or two, bad Size/Modify/UNIX.mode, empty name, NUL
- * byte),
- * -ENAMETOOLONG if the name does not fit namecap. */
+ * byte), -ENAMETOOLONG if the name does not fit namecap. */
 int xfer_mlsx_parse(const char *line, size_t len, char *name, size_t namecap,
                     struct xfer_attr *attr);
 
