@@ -50,7 +50,8 @@ TOOL_BIN := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
 
 PROGS := $(B)/dmsfs $(if $(wildcard acl/dmsctl.c),$(B)/dmsctl)
 
-.PHONY: all clean deps test unit-tests bench demo demo-stop install fuzz check-style
+.PHONY: all clean deps test unit-tests bench demo demo-stop install fuzz fuzz-build \
+        check-style
 all: $(PROGS) $(UNIT_BIN) $(TOOL_BIN)
 
 # Objects depend on the flags they were built with, so that
@@ -95,16 +96,61 @@ $(B)/tools/%: $(B)/obj/tests/tools/%.o $(COMMON_OBJ)
 deps:
 	@sh packaging/install-deps.sh
 
-# libFuzzer target for the acl/ rules parser and evaluator.  New inputs go
-# to build/fuzz/corpus_acl; tests/fuzz/corpus_acl is the seed corpus.
-FUZZ_TIME ?= 60
-fuzz:
-	@mkdir -p $(B)/fuzz/corpus_acl
-	clang $(STD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -I. -o $(B)/fuzz/fuzz_acl \
-	    tests/fuzz/fuzz_acl.c $(ACL_SRC) $(COMMON_SRC) -pthread
-	$(B)/fuzz/fuzz_acl -max_total_time=$(FUZZ_TIME) \
-	    -dict=tests/fuzz/acl.dict $(B)/fuzz/corpus_acl tests/fuzz/corpus_acl
+# libFuzzer targets, one per parser of untrusted input: tests/fuzz/fuzz_NAME.c
+# with its seed corpus tests/fuzz/corpus_NAME/ and, if there is one, the
+# dictionary tests/fuzz/NAME.dict.  Objects are built apart (build/fuzz/obj)
+# with clang and their own flags.  `make fuzz` runs each target for
+# FUZZ_TIME seconds (FUZZ_TARGETS="acl url" picks some); new inputs go to
+# build/fuzz/corpus_NAME, a crashing input to build/fuzz/crashes/NAME-*,
+# whose path is printed with the failure.
+FUZZ_TIME    ?= 60
+FUZZ_TARGETS ?= $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CC      ?= clang
+FUZZ_CFLAGS  := $(STD) $(WARN) -O1 -g -fno-omit-frame-pointer \
+                -fsanitize=fuzzer-no-link,address,undefined \
+                -fno-sanitize-recover=all -D_FILE_OFFSET_BITS=64 \
+                -DFUSE_USE_VERSION=314 -I. $(PKG_CFLAGS) -MMD -MP
+FUZZ_LDFLAGS := -fsanitize=fuzzer,address,undefined
+fuzz_obj = $(patsubst %.c,$(B)/fuzz/obj/%.o,$(1))
+FUZZ_XFER := $(call fuzz_obj,$(XFER_SRC) $(COMMON_SRC))
+
+$(B)/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(B)/fuzz/fuzz_acl: $(call fuzz_obj,$(ACL_SRC) $(COMMON_SRC))
+$(B)/fuzz/fuzz_url $(B)/fuzz/fuzz_http: $(FUZZ_XFER)
+$(B)/fuzz/fuzz_propfind $(B)/fuzz/fuzz_mlsd: $(FUZZ_XFER)
+$(B)/fuzz/fuzz_config: $(call fuzz_obj,$(FS_SRC) $(ACL_SRC) $(CACHE_SRC)) \
+                       $(FUZZ_XFER)
+$(B)/fuzz/fuzz_%: $(B)/fuzz/obj/tests/fuzz/fuzz_%.o
+	$(FUZZ_CC) $(FUZZ_LDFLAGS) -o $@ $^ $(LIBS)
+
+fuzz-build: $(patsubst %,$(B)/fuzz/fuzz_%,$(FUZZ_TARGETS))
+
+# -close_fd_mask=2: the parsers log every refused input; libFuzzer and the
+# sanitizers keep their own copy of stderr.  On a failure the crashing input
+# is run once more with stderr open, so the broken invariant is shown.
+FUZZ_ENV := LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
+fuzz: fuzz-build
+	@failed=; export $(FUZZ_ENV); for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(B)/fuzz/corpus_$$t $(B)/fuzz/crashes; \
+	    rm -f $(B)/fuzz/crashes/$$t-*; \
+	    dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
+	    echo "fuzz_$$t: $(FUZZ_TIME) s"; \
+	    if ! $(B)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_TIME) -timeout=20 \
+	        -close_fd_mask=2 -print_final_stats=0 $$dict \
+	        -artifact_prefix=$(B)/fuzz/crashes/$$t- \
+	        $(B)/fuzz/corpus_$$t tests/fuzz/corpus_$$t; then \
+	        for c in $(B)/fuzz/crashes/$$t-*; do \
+	            [ -f "$$c" ] || continue; \
+	            $(B)/fuzz/fuzz_$$t "$$c" 2>&1 | tail -n 40; \
+	            echo "fuzz_$$t: FAILED, crashing input: $$c"; \
+	        done; \
+	        failed="$$failed $$t"; \
+	    fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz failed:$$failed"; exit 1; fi
 
 # Every test, unit and integration, runs under pytest so the last line is
 # its summary.  Integration tests need root (FUSE mounts, useradd, servers).

@@ -223,8 +223,9 @@ static bool mlsx_fact_is(const char *f, size_t n, const char *name)
  * '/', the caller decides whether a '/' is allowed).  Returns 0 with name
  * and attr filled, 1 for an entry to skip (Type=pdir or a type that is
  * neither file nor dir), 2 for Type=cdir (the listed directory itself,
- * filled as a directory), -EINVAL for a malformed line (no Type, bad
- * value, empty name, NUL byte), -ENAMETOOLONG if the name does not fit namecap.
+ * filled as a directory), -EINVAL for a malformed line (no Type or two,
+ * bad value, empty name, NUL byte), -ENAMETOOLONG if the name does not fit
+ * namecap.
  * attr->etag is left "": GridFTP's Unique fact is protocol-specific and
  * identity must not depend on which mirror answered.
  */
@@ -254,6 +255,9 @@ int xfer_mlsx_parse(const char *line, size_t len, char *name, size_t namecap,
 		klen = (size_t)(eq - f);
 		vlen = flen - klen - 1;
 		if (mlsx_fact_is(f, klen, "Type")) {
+			/* Two types ("cdir" then "file") contradict. */
+			if (have_type)
+				goto out;
 			have_type = true;
 			if (vlen == 4 && strncasecmp(eq + 1, "file", 4) == 0) {
 				type = S_IFREG;
@@ -919,8 +923,8 @@ static int gftp_stat(void *state, const char *path, struct xfer_attr *attr)
 /* Parses a whole MLSD reply into l.  Entries that cannot be a file name
  * ('/' or NUL inside, too long) are skipped with a warning; any other
  * malformed line makes the reply wrong (-EIO). */
-static int gftp_parse_listing(const char *buf, size_t len, const char *url,
-                              struct xfer_listing *l, bool *saw_cdir)
+int xfer_mlsd_parse(const char *buf, size_t len, const char *url,
+                    struct xfer_listing *l, bool *saw_cdir)
 {
 	char name[NAME_MAX + 1];
 	struct xfer_attr attr;
@@ -1008,7 +1012,7 @@ static int gftp_list(void *state, const char *path, xfer_entry_fn fn,
 	}
 	if (rc != 0)
 		goto out;
-	rc = gftp_parse_listing(op->lbuf, op->llen, url, &l, &saw_cdir);
+	rc = xfer_mlsd_parse(op->lbuf, op->llen, url, &l, &saw_cdir);
 	if (rc != 0)
 		goto out;
 	if (!saw_cdir) {

@@ -377,6 +377,30 @@ out:
 	return rc;
 }
 
+int xfer_content_range_parse(const char *s, uint64_t *first, uint64_t *last,
+                             uint64_t *total, bool *have_total)
+{
+	int rc = -EINVAL;
+
+	*have_total = false;
+	if (strncasecmp(s, "bytes ", 6) != 0)
+		goto out;
+	s += 6;
+	while (*s == ' ')
+		s++;
+	if (!(s = u64_parse(s, first)) || *s++ != '-' ||
+	    !(s = u64_parse(s, last)) || *s++ != '/' || *first > *last)
+		goto out;
+	if (strcmp(s, "*") != 0) {
+		if (!(s = u64_parse(s, total)) || *s || *last >= *total)
+			goto out;
+		*have_total = true;
+	}
+	rc = 0;
+out:
+	return rc;
+}
+
 /* Decides, before the first body byte is taken, whether the body of a GET
  * is the data asked for.  1: not a data reply (judged by its status after
  * the transfer); 0: take it; -errno: abort the transfer with that. */
@@ -384,19 +408,13 @@ static int get_check(struct http_req *r)
 {
 	char hv[HTTP_HEADER_MAX];
 	uint64_t a, b, total;
+	bool have_total;
 	const char *s;
 	int rc = 1;
 
 	if (r->status == 206) {
 		get_header(r->c, "Content-Range", hv, sizeof(hv));
-		s = hv;
-		if (strncasecmp(s, "bytes ", 6) != 0)
-			goto bad_range;
-		s += 6;
-		while (*s == ' ')
-			s++;
-		if (!(s = u64_parse(s, &a)) || *s++ != '-' ||
-		    !(s = u64_parse(s, &b)) || *s++ != '/')
+		if (xfer_content_range_parse(hv, &a, &b, &total, &have_total))
 			goto bad_range;
 		if (a != r->offset || b != r->offset + r->len - 1) {
 			dms_log(LOG_ERR, "transfer: GET %s: asked bytes %s, got "
@@ -407,17 +425,12 @@ static int get_check(struct http_req *r)
 		}
 		/* "*" (length unknown) cannot be checked; the validators
 		 * still are. */
-		if (strcmp(s, "*") != 0) {
-			if (!(s = u64_parse(s, &total)) || *s)
-				goto bad_range;
-			if (total != r->expect->size) {
-				dms_log(LOG_WARNING, "transfer: GET %s: size is "
-				        "now %" PRIu64 ", expected %" PRIu64
-				        ": file changed at the source", r->url,
-				        total, r->expect->size);
-				rc = -ESTALE;
-				goto out;
-			}
+		if (have_total && total != r->expect->size) {
+			dms_log(LOG_WARNING, "transfer: GET %s: size is now %"
+			        PRIu64 ", expected %" PRIu64 ": file changed at "
+			        "the source", r->url, total, r->expect->size);
+			rc = -ESTALE;
+			goto out;
 		}
 		rc = check_validators(r);
 		goto out;

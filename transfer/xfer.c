@@ -480,8 +480,8 @@ static int encode_n(const char *seg, size_t n, char *out, size_t cap)
 			out[o++] = hex[ch & 15];
 		}
 	}
-	if (o > INT32_MAX)
-		goto too_long;
+	if (o >= cap || o > INT32_MAX)
+		goto too_long;   /* cap 0: not even the NUL fits */
 	out[o] = '\0';
 	rc = (int)o;
 	return rc;

@@ -16,6 +16,8 @@
  *
  * Thread safety: every op may run concurrently on one backend state.
  */
+#include <stdbool.h>
+
 #include "transfer/xfer.h"
 
 struct xfer_backend;
@@ -61,10 +63,18 @@ void xfer_listing_free(struct xfer_listing *l);
  * contain '/': the caller decides) and attr filled (etag always ""), 1 for
  * an entry to skip (Type=pdir or neither file nor dir), 2 for Type=cdir
  * (the listed directory itself; name and attr filled), -EINVAL if
- * malformed (no Type, bad Size/Modify/UNIX.mode, empty name, NUL byte),
- * -ENAMETOOLONG if the name does not fit namecap. */
+ * malformed (no Type or two, bad Size/Modify/UNIX.mode, empty name, NUL
+ * byte), -ENAMETOOLONG if the name does not fit namecap. */
 int xfer_mlsx_parse(const char *line, size_t len, char *name, size_t namecap,
                     struct xfer_attr *attr);
+
+/* GridFTP (gridftp.c): parses a whole MLSD reply of len bytes into l
+ * (exposed for tests).  Entries that cannot be a file name ('/' or NUL
+ * inside, ".", "..", longer than NAME_MAX) are skipped with a warning;
+ * *saw_cdir is set when the reply names the listed directory itself; any
+ * other malformed line is -EIO; -ENOMEM.  url is for log lines. */
+int xfer_mlsd_parse(const char *buf, size_t len, const char *url,
+                    struct xfer_listing *l, bool *saw_cdir);
 
 /* PROPFIND reply parser (propfind.c), private to transfer/ and exposed here
  * so unit tests can feed it bytes without a server.  It is a streaming SAX
@@ -104,5 +114,12 @@ void xfer_propfind_free(struct xfer_propfind *p);
 /* Parses an RFC 1123 date ("Sun, 06 Nov 1994 08:49:37 GMT") into seconds
  * since the epoch, UTC.  Returns 0 on success, -EINVAL if malformed. */
 int xfer_parse_http_date(const char *s, int64_t *out);
+
+/* HTTP (http.c): parses a Content-Range value "bytes FIRST-LAST/TOTAL",
+ * TOTAL may be "*" for unknown (RFC 9110 14.4).  0 with *first <= *last
+ * and, when *have_total, *last < *total; -EINVAL for anything else,
+ * including a range that contradicts itself.  Exposed for tests. */
+int xfer_content_range_parse(const char *s, uint64_t *first, uint64_t *last,
+                             uint64_t *total, bool *have_total);
 
 #endif
