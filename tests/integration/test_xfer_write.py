@@ -381,6 +381,28 @@ def test_first_source_up_gets_the_write(work, tmp_path):
         shutil.rmtree(other, ignore_errors=True)
 
 
+def test_no_failover_after_a_change(tmp_path):
+    """A source that took the request and then failed (503 after retries)
+    keeps the write: it is EHOSTDOWN for the caller to retry, and the next
+    source is not written (mirrors are independent servers)."""
+    src = tmp_path / "src"
+    src.write_bytes(b"z" * 100)
+    other = make_root("xfer-write-3-")
+    ng = Nginx(other, full_put_path=False).start()
+    try:
+        with FakeOrigin({}) as fo:
+            fo.write_status = 503
+            fails("EHOSTDOWN", "-r", 1, "put", fo.url + ";" + ng.url, "/f",
+                  src)
+            fails("EHOSTDOWN", "-r", 1, "mkdir", fo.url + ";" + ng.url,
+                  "/d")
+            assert [r[0] for r in fo.requests].count("MKCOL") == 2
+        assert os.listdir(other) == []
+    finally:
+        ng.stop()
+        shutil.rmtree(other, ignore_errors=True)
+
+
 @pytest.mark.parametrize("status", [507, 413])
 def test_http_quota(tmp_path, status):
     src = tmp_path / "src"
