@@ -1235,4 +1235,5 @@ const struct xfer_backend_ops xfer_gridftp_ops = {
 	.stat = gftp_stat,
 	.list = gftp_list,
 	.read = gftp_read,
+	.write = &xfer_gridftp_write_ops,
 };

@@ -1053,4 +1053,5 @@ const struct xfer_backend_ops xfer_http_ops = {
 	.stat = http_stat,
 	.list = http_list,
 	.read = http_read,
+	.write = &xfer_http_write_ops,
 };

@@ -35,6 +35,7 @@
 struct xfer_source {
 	const struct xfer_backend_ops *ops;
 	void *state;               /* the backend's, set once at open */
+	void *wstate;              /* its write state, NULL if it cannot write */
 	char *url;                 /* root, no trailing '/' */
 	/* The fields below are protected by xfer->lock. */
 	bool down;
@@ -100,6 +101,8 @@ static void sources_close(struct xfer *x)
 	size_t i;
 
 	for (i = 0; i < x->nsrc; i++) {
+		if (x->src[i].wstate)
+			x->src[i].ops->write->close(x->src[i].wstate);
 		if (x->src[i].state && x->src[i].ops->close)
 			x->src[i].ops->close(x->src[i].state);
 		free(x->src[i].url);
@@ -163,6 +166,17 @@ static int source_add(struct xfer *x, const char *s, size_t n)
 		        src->url, strerror(-rc));
 		free(src->url);
 		goto out;
+	}
+	if (src->ops->write) {
+		rc = src->ops->write->open(&src->wstate, src->state, src->url,
+		                           &x->opts);
+		if (rc < 0) {
+			dms_log(LOG_ERR, "transfer: cannot open source \"%s\" "
+			        "for writing: %s", src->url, strerror(-rc));
+			src->ops->close(src->state);
+			free(src->url);
+			goto out;
+		}
 	}
 	src->backoff_ms = XFER_BACKOFF_MIN_MS;
 	x->nsrc++;
@@ -445,6 +459,55 @@ int xfer_read(struct xfer *x, const char *path, const struct xfer_attr *expect,
 		goto out;
 	}
 	rc = len ? run_call(x, &c) : 0;
+out:
+	return rc;
+}
+
+/* One write on the first source that can be reached.  Unlike reads, a
+ * write moves on only while nothing was changed: a source that failed
+ * after a change keeps the call (the caller retries it there), so the
+ * tree is never half on one mirror and half on another. */
+int xfer_run_write(struct xfer *x, const struct xfer_wcall *c)
+{
+	size_t order[XFER_MAX_SOURCES], n, k;
+	int rc = -EHOSTDOWN, changed;
+
+	if (!c->path || c->path[0] != '/' ||
+	    strnlen(c->path, XFER_MAX_PATH + 1) > XFER_MAX_PATH ||
+	    (c->op == XFER_W_RENAME && (!c->to || c->to[0] != '/' ||
+	     strnlen(c->to, XFER_MAX_PATH + 1) > XFER_MAX_PATH))) {
+		dms_log(LOG_ERR, "transfer: invalid path \"%.64s\"",
+		        c->path ? c->path : "(null)");
+		rc = -EINVAL;
+		goto out;
+	}
+	n = source_order(x, order);
+	for (k = 0; k < n; k++) {
+		size_t i = order[k];
+
+		if (!x->src[i].wstate) {
+			dms_log(LOG_ERR, "transfer: %s: the %s backend cannot "
+			        "write", x->src[i].url, x->src[i].ops->name);
+			rc = -EROFS;
+			goto out;
+		}
+		changed = 0;
+		rc = xfer_write_one(x->src[i].ops, x->src[i].state,
+		                    x->src[i].wstate, x->src[i].url, c,
+		                    &changed);
+		if (rc == -ENOTCONN)
+			rc = -EHOSTDOWN;
+		if (rc != -EHOSTDOWN && rc != -EIO) {
+			source_ok(x, i);
+			goto out;
+		}
+		source_failed(x, i, rc);
+		if (changed)
+			goto out;
+		if (k + 1 < n)
+			dms_log(LOG_INFO, "transfer: %s: writing to the next "
+			        "source %s", c->path, x->src[order[k + 1]].url);
+	}
 out:
 	return rc;
 }

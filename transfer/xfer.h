@@ -36,6 +36,7 @@
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define XFER_ETAG_MAX 96
 
@@ -110,5 +111,94 @@ int xfer_encode_segment(const char *seg, char *out, size_t cap);
  * on a bad escape or if the result contains '/' or NUL, -ENAMETOOLONG if it
  * does not fit in cap bytes; else returns the decoded length. */
 int xfer_decode_segment(const char *seg, size_t seglen, char *out, size_t cap);
+
+/* ---- writes (issue 8) ----------------------------------------------------
+ *
+ * Write operations go to ONE source: the first in the order reads use (up
+ * sources in configured order, then down ones).  Mirrors of a writable export
+ * are not kept in sync by dmsfs, so a write is never repeated on another
+ * source once it may have changed something: only a failure to reach a source
+ * before any request that changes the tree was delivered moves on to the next
+ * source.  Writes never go through xfer_opts.proxy (HTTP writes are DIRECT: a
+ * caching proxy has no business with PUT/MOVE, and its timeouts would turn a
+ * slow upload into a doubtful one).
+ *
+ * Errors as above, plus:
+ *   -EEXIST     mkdir of an existing name; rename with replace=0 onto an
+ *               existing name
+ *   -ENOTEMPTY  rmdir of a non-empty directory; rename of a directory over a
+ *               non-empty one
+ *   -EISDIR     unlink of a directory; rename of a file over a directory
+ *   -ENOTDIR    rmdir of a file; rename of a directory over a file
+ *   -ESTALE     put/rename/unlink with expect: the origin's file is no longer
+ *               that version (a conflict: nothing was changed)
+ *   -ENOSPC     origin full or over quota (HTTP 507, 413; FTP 552, 452)
+ *   -ENOTSUP    xfer_set_mtime where the protocol cannot set it
+ *   -EHOSTDOWN  no source reachable, or the source failed part-way through
+ *               (timeout, stall, 5xx after retries): the caller keeps the
+ *               operation pending and retries it; every operation here is
+ *               safe to repeat (put replaces whole, the others are checked
+ *               against the state they expect).
+ *
+ * The checks that precede a change (expect, rmdir emptiness, rename onto an
+ * existing name) are separate round trips: another client changing the
+ * origin between the check and the change is not seen (neither WebDAV on
+ * nginx nor GridFTP offers an atomic compare-and-swap).  The window is one
+ * round trip; see README "Writable exports".
+ */
+
+/* Reads up to cap bytes of the upload at offset into buf (pread-like; the
+ * same offset may be asked again when an upload is retried).  Returns the
+ * bytes read (>0), 0 at EOF, or -errno (the upload then fails with it). */
+typedef ssize_t (*xfer_source_fn)(void *arg, void *buf, size_t cap,
+                                  uint64_t offset);
+
+#define XFER_EXPECT_ABSENT UINT64_MAX
+
+/* Uploads len bytes from src as the new content of path, atomically: to a
+ * temporary name in the same folder (".NAME.dmsfs-XXXXXXXX", NAME shortened
+ * to fit NAME_MAX), then renamed over path, so a reader at the origin never
+ * sees a partial file.  Streams with bounded memory (a few hundred KiB per
+ * call, whatever len is).  The parent folder must exist (-ENOENT).
+ * expect: NULL = no check; expect->size == XFER_EXPECT_ABSENT = path must
+ * not exist; otherwise the origin's file must still match *expect (size,
+ * mtime in whole seconds if both are known, ETag if both have one) before the
+ * upload and again right before the final rename, else -ESTALE and the
+ * temporary is removed.  mtime > 0 sets the new file's modification time
+ * (WebDAV: Date header on the PUT, which nginx honours; GridFTP: SITE UTIME
+ * after the upload, logged once per source if the server refuses).  On
+ * success *result (if not NULL) holds the new file's attributes as the origin
+ * reports them.  A failed upload removes its temporary where it still can. */
+int xfer_put(struct xfer *x, const char *path, xfer_source_fn src, void *arg,
+             uint64_t len, int64_t mtime, const struct xfer_attr *expect,
+             struct xfer_attr *result)
+	__attribute__((warn_unused_result));
+
+/* Creates one directory; its parent must exist (-ENOENT). */
+int xfer_mkdir(struct xfer *x, const char *path)
+	__attribute__((warn_unused_result));
+
+/* Removes an empty directory (-ENOTEMPTY otherwise). */
+int xfer_rmdir(struct xfer *x, const char *path)
+	__attribute__((warn_unused_result));
+
+/* Removes a file; expect (may be NULL) as for xfer_put. */
+int xfer_unlink(struct xfer *x, const char *path,
+                const struct xfer_attr *expect)
+	__attribute__((warn_unused_result));
+
+/* Renames a file or directory.  replace=0: -EEXIST if to exists.  replace=1
+ * replaces a file, or an empty directory by a directory (POSIX rules:
+ * -EISDIR, -ENOTDIR, -ENOTEMPTY otherwise).  expect (may be NULL) is checked
+ * against from. */
+int xfer_rename(struct xfer *x, const char *from, const char *to, int replace,
+                const struct xfer_attr *expect)
+	__attribute__((warn_unused_result));
+
+/* Sets the modification time of an existing file or directory where the
+ * protocol allows (GridFTP SITE UTIME); -ENOTSUP where it cannot (WebDAV:
+ * nginx has no PROPPATCH; the caller re-uploads with xfer_put's mtime). */
+int xfer_set_mtime(struct xfer *x, const char *path, int64_t mtime)
+	__attribute__((warn_unused_result));
 
 #endif

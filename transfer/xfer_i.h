@@ -21,6 +21,7 @@
 #include "transfer/xfer.h"
 
 struct xfer_backend;
+struct xfer_write_ops;
 
 struct xfer_backend_ops {
 	const char *name;  /* "http", "gridftp": for logs */
@@ -32,7 +33,74 @@ struct xfer_backend_ops {
 	int (*read)(void *state, const char *path,
 	            const struct xfer_attr *expect, uint64_t offset, size_t len,
 	            void *buf);
+	/* Write primitives; NULL if the protocol cannot write. */
+	const struct xfer_write_ops *write;
 };
+
+/*
+ * Write primitives of one backend (http_write.c, gridftp_write.c).  The
+ * semantics of the public write calls (temporary name and rename for put,
+ * expect checks, rmdir emptiness, rename type rules, choice of source) live
+ * once in write.c on top of these and of the backend's read ops; a backend
+ * only moves bytes and maps its protocol's answers.
+ *
+ * Besides the public errors, a primitive returns -ENOTCONN when its request
+ * certainly never reached the source (connect refused, name not resolved, on
+ * every attempt): nothing was changed, so the call may move to the next
+ * source.  Any failure after a request may have been delivered is -EHOSTDOWN
+ * (transient) or an answer.  Primitives do not check types or expectations;
+ * they are called by write.c only after its checks.
+ */
+struct xfer_write_ops {
+	/* rstate is the same source's read state (for logs and shared
+	 * connections); wstate is freed with close.  No network I/O. */
+	int (*open)(void **wstate, void *rstate, const char *url,
+	            const struct xfer_opts *opts);
+	void (*close)(void *wstate);
+	/* Creates or replaces path with len bytes from src; mtime > 0 sets its
+	 * modification time (-ENOTSUP from set_mtime is logged, not returned). */
+	int (*upload)(void *wstate, const char *path, xfer_source_fn src,
+	              void *arg, uint64_t len, int64_t mtime);
+	int (*mkdir)(void *wstate, const char *path);
+	int (*rmdir)(void *wstate, const char *path);   /* empty dir */
+	int (*unlink)(void *wstate, const char *path);  /* a file */
+	/* isdir: from is a directory.  overwrite=0: the server refuses an
+	 * existing to (-EEXIST) where the protocol can say so. */
+	int (*move)(void *wstate, const char *from, const char *to, int isdir,
+	            int overwrite);
+	int (*set_mtime)(void *wstate, const char *path, int64_t mtime);
+};
+
+extern const struct xfer_write_ops xfer_http_write_ops;
+extern const struct xfer_write_ops xfer_gridftp_write_ops;
+
+/* One public write call (write.c builds it, xfer.c routes it). */
+enum xfer_wop {
+	XFER_W_PUT, XFER_W_MKDIR, XFER_W_RMDIR, XFER_W_UNLINK, XFER_W_RENAME,
+	XFER_W_MTIME
+};
+
+struct xfer_wcall {
+	enum xfer_wop op;
+	const char *path;
+	const char *to;                  /* rename */
+	int replace;                     /* rename */
+	xfer_source_fn src;              /* put */
+	void *arg;
+	uint64_t len;
+	int64_t mtime;                   /* put, set_mtime */
+	const struct xfer_attr *expect;  /* put, unlink, rename */
+	struct xfer_attr *result;        /* put */
+};
+
+/* xfer.c: runs c on the first source that can be reached (see xfer.h). */
+int xfer_run_write(struct xfer *x, const struct xfer_wcall *c);
+
+/* write.c: c against one source.  *changed is set once a request that may
+ * have changed the source was delivered. */
+int xfer_write_one(const struct xfer_backend_ops *ops, void *rstate,
+                   void *wstate, const char *url,
+                   const struct xfer_wcall *c, int *changed);
 
 /* Backends, each in its own file (http.c, gridftp.c). */
 extern const struct xfer_backend_ops xfer_http_ops;

@@ -22,6 +22,10 @@ Validators and versions (keyword arguments of FakeFile, any behaviour):
                   of a read, deterministically.  FakeOrigin.replace(name,
                   f) swaps a version by hand.
 
+Writes (PUT, MKCOL, DELETE, MOVE): every one is answered with
+FakeOrigin.write_status (set it, e.g. 507 for a full origin, 413), after
+the request body was read; 405 while it is None.  Nothing is stored.
+
 Every request is recorded in .requests as (method, path, range, status).
 """
 import email.utils
@@ -116,6 +120,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self):
         self.do_GET()
 
+    def do_PUT(self):
+        self._drain()
+        self._send(self.server.owner.write_status or 405)
+
+    do_MKCOL = do_DELETE = do_MOVE = do_PUT
+
     def do_GET(self):
         self._drain()
         path, f = self._lookup(count_get=self.command == "GET")
@@ -161,6 +171,7 @@ class FakeOrigin:
 
     def __init__(self, files):
         self.files = dict(files)
+        self.write_status = None
         self.requests = []
         self._lock = threading.Lock()
         self._httpd = None

@@ -68,7 +68,7 @@ http {{
         location / {{
             dav_methods PUT DELETE MKCOL COPY MOVE;
             dav_ext_methods PROPFIND OPTIONS;
-            create_full_put_path on;
+            create_full_put_path {full_put_path};
             dav_access user:rw group:r all:r;
             client_max_body_size 0;
             autoindex on;
@@ -107,9 +107,12 @@ def wait_listening(proc, port, timeout):
 
 
 class Nginx:
-    def __init__(self, root_dir, extra_server_conf=""):
-        """extra_server_conf: nginx directives added inside server {}."""
+    def __init__(self, root_dir, extra_server_conf="", full_put_path=True):
+        """extra_server_conf: nginx directives added inside server {}.
+        full_put_path=False: a PUT into a missing folder is refused (409)
+        instead of creating the folders (nginx create_full_put_path)."""
         self.root = os.path.abspath(root_dir)
+        self.full_put_path = full_put_path
         self.extra = extra_server_conf
         self.port = None
         self.url = None
@@ -135,6 +138,8 @@ class Nginx:
                                      access_log=self.access_log,
                                      tmp=os.path.join(self.dir, "tmp"),
                                      port=self.port, root=self.root,
+                                     full_put_path="on" if self.full_put_path
+                                     else "off",
                                      extra=self.extra))
             self.proc = subprocess.Popen(
                 [NGINX, "-p", self.dir, "-c", conf, "-e", self.error_log],

@@ -5,6 +5,10 @@
  *   xferctl [options] stat SOURCES PATH
  *   xferctl [options] list SOURCES PATH
  *   xferctl [options] read SOURCES PATH [OFFSET [LEN]]   (bytes to stdout)
+ *   xferctl [options] put SOURCES PATH FILE   (prints the result's stat line)
+ *   xferctl [options] mkdir|rmdir|rm SOURCES PATH
+ *   xferctl [options] mv SOURCES FROM TO
+ *   xferctl [options] mtime SOURCES PATH MTIME
  *
  * stat and list print "type<TAB>size<TAB>mtime<TAB>etag<TAB>name" lines,
  * type "d" or "f", etag "-" when none (stat prints PATH as the name).
@@ -14,15 +18,21 @@
  * Options: -d debug log, -v log every request, -p PROXY (xfer_opts.proxy),
  * -r RETRIES, -t CONNECT_TIMEOUT_MS, -s STALL_TIMEOUT_S, -m MAX_LISTING,
  * -Z SIZE and -E ETAG (read: the expected attributes, no stat).
+ * Writes: -Z SIZE [-M MTIME] [-E ETAG] is put/rm/mv's expect, -A expects
+ * the path absent (put), -T MTIME is the mtime put sets, -N renames without
+ * replacing, -S MS sleeps MS milliseconds before each 64 KiB of FILE is
+ * read (a slow upload), -H prints VmHWM (peak memory) to stderr at exit.
  *
  * Exit status 0, or 1 with "xferctl: OP PATH: message (ENAME)" on stderr.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -41,6 +51,13 @@ static const char *errname(int e)
 	case EHOSTDOWN: return "EHOSTDOWN";
 	case EIO: return "EIO";
 	case ENOMEM: return "ENOMEM";
+	case EEXIST: return "EEXIST";
+	case ENOTEMPTY: return "ENOTEMPTY";
+	case ENOSPC: return "ENOSPC";
+	case EISDIR: return "EISDIR";
+	case ENOTSUP: return "ENOTSUP";
+	case EBUSY: return "EBUSY";
+	case EROFS: return "EROFS";
 	case EINVAL: return "EINVAL";
 	case ENAMETOOLONG: return "ENAMETOOLONG";
 	case EPROTONOSUPPORT: return "EPROTONOSUPPORT";
@@ -135,12 +152,74 @@ out:
 	return rc;
 }
 
+struct upload {
+	int fd;
+	long sleep_ms;
+};
+
+/* pread from the local file; with -S in 64 KiB steps, sleeping first. */
+static ssize_t up_read(void *arg, void *buf, size_t cap, uint64_t off)
+{
+	struct upload *u = arg;
+	struct timespec ts;
+	ssize_t n;
+
+	if (u->sleep_ms) {
+		if (cap > 65536)
+			cap = 65536;
+		ts.tv_sec = u->sleep_ms / 1000;
+		ts.tv_nsec = (u->sleep_ms % 1000) * 1000000L;
+		nanosleep(&ts, NULL);
+	}
+	n = pread(u->fd, buf, cap, (off_t)off);
+	return n < 0 ? -errno : n;
+}
+
+static int do_put(struct xfer *x, const char *path, const char *file,
+                  long sleep_ms, int64_t mtime, const struct xfer_attr *exp)
+{
+	struct upload u = { -1, sleep_ms };
+	struct xfer_attr res;
+	struct stat st;
+	int rc;
+
+	u.fd = open(file, O_RDONLY);
+	if (u.fd < 0 || fstat(u.fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = xfer_put(x, path, up_read, &u, (uint64_t)st.st_size, mtime, exp,
+	              &res);
+	if (rc == 0)
+		print_attr(path, &res);
+out:
+	if (u.fd >= 0)
+		close(u.fd);
+	return rc;
+}
+
+static void print_hwm(void)
+{
+	char line[256];
+	FILE *f = fopen("/proc/self/status", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, "VmHWM:", 6) == 0)
+			fprintf(stderr, "%s", line);
+	if (f)
+		fclose(f);
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: xferctl [-dv] [-p PROXY] [-r RETRIES] "
 	        "[-t CONNECT_MS] [-s STALL_S] [-m MAX_LISTING]\n"
 	        "               [-Z SIZE] [-E ETAG] [-M MTIME] "
-	        "stat|list|read SOURCES PATH [OFFSET [LEN]]\n");
+	        "stat|list|read SOURCES PATH [OFFSET [LEN]]\n"
+	        "       xferctl [-AHN] [-Z SIZE] [-M MTIME] [-E ETAG] [-T MTIME] "
+	        "[-S MS]\n"
+	        "               put|mkdir|rmdir|rm|mv|mtime SOURCES PATH "
+	        "[FILE|TO|MTIME]\n");
 }
 
 int main(int argc, char **argv)
@@ -149,11 +228,13 @@ int main(int argc, char **argv)
 	struct xfer_attr a = { 0 };
 	struct xfer *x = NULL;
 	const char *cmd, *sources, *path, *etag = NULL;
-	uint64_t v, size = 0, mtime = 0;
-	int have_mtime = 0, have_size = 0, c, rc = 0, status = 1;
+	const struct xfer_attr *exp = NULL;
+	uint64_t v, size = 0, mtime = 0, put_mtime = 0, sleep_ms = 0;
+	int have_mtime = 0, have_size = 0, absent = 0, noreplace = 0, hwm = 0;
+	int c, rc = 0, status = 1;
 
-	while ((c = getopt(argc, argv, "dvp:r:t:s:m:Z:E:M:")) != -1) {
-		if (strchr("rtsmZM", c) && parse_u64(optarg, &v) < 0) {
+	while ((c = getopt(argc, argv, "dvp:r:t:s:m:Z:E:M:AT:NS:H")) != -1) {
+		if (strchr("rtsmZMTS", c) && parse_u64(optarg, &v) < 0) {
 			fprintf(stderr, "xferctl: -%c: not a number: %s\n", c,
 			        optarg);
 			goto out;
@@ -170,6 +251,11 @@ int main(int argc, char **argv)
 		case 'Z': size = v; have_size = 1; break;
 		case 'E': etag = optarg; break;
 		case 'M': mtime = v; have_mtime = 1; break;
+		case 'A': absent = 1; break;
+		case 'T': put_mtime = v; break;
+		case 'N': noreplace = 1; break;
+		case 'S': sleep_ms = v; break;
+		case 'H': hwm = 1; break;
 		default: usage(); goto out;
 		}
 	}
@@ -183,7 +269,30 @@ int main(int argc, char **argv)
 	rc = xfer_open(&x, sources, &opts);
 	if (rc < 0)
 		goto fail;
-	if (strcmp(cmd, "stat") == 0) {
+	if (absent || have_size) {
+		a.mode = S_IFREG;
+		a.size = absent ? XFER_EXPECT_ABSENT : size;
+		a.mtime = (int64_t)mtime;
+		if (etag)
+			snprintf(a.etag, sizeof(a.etag), "%s", etag);
+		exp = &a;
+	}
+	if (strcmp(cmd, "put") == 0 && argc - optind == 4) {
+		rc = do_put(x, path, argv[optind + 3], (long)sleep_ms,
+		            (int64_t)put_mtime, exp);
+	} else if (strcmp(cmd, "mkdir") == 0) {
+		rc = xfer_mkdir(x, path);
+	} else if (strcmp(cmd, "rmdir") == 0) {
+		rc = xfer_rmdir(x, path);
+	} else if (strcmp(cmd, "rm") == 0) {
+		rc = xfer_unlink(x, path, exp);
+	} else if (strcmp(cmd, "mv") == 0 && argc - optind == 4) {
+		rc = xfer_rename(x, path, argv[optind + 3], !noreplace, exp);
+	} else if (strcmp(cmd, "mtime") == 0 && argc - optind == 4) {
+		rc = parse_u64(argv[optind + 3], &v);
+		if (rc == 0)
+			rc = xfer_set_mtime(x, path, (int64_t)v);
+	} else if (strcmp(cmd, "stat") == 0) {
 		rc = xfer_stat(x, path, &a);
 		if (rc == 0)
 			print_attr(path, &a);
@@ -219,5 +328,7 @@ fail:
 		status = 0;
 out:
 	xfer_close(x);
+	if (hwm)
+		print_hwm();
 	return status;
 }
