@@ -588,11 +588,17 @@ static void gftp_note_error(const char *url, const char *what, int code,
                             const char *text)
 {
 	char hp[300];
+	int n = (int)strlen(text);
 
+	while (n > 0 && text[n - 1] == ' ')
+		n--;
 	xfer_url_hostport(url, hp, sizeof(hp));
 	if (code != 0)
-		xfer_note("the FTP server at %s answered %s %s with %d: %s",
-		          hp, what, url, code, text);
+		xfer_note("the FTP server at %s answered %s %s with %d: %.*s%s",
+		          hp, what, url, code, n, text,
+		          gftp_has(text, "not allowed")
+		          ? " (outside what the server lets this login see?)"
+		          : "");
 	else if (gftp_has(text, "connection refused"))
 		xfer_note("connection refused by %s (nothing listens there?)",
 		          hp);

@@ -10,6 +10,11 @@ says otherwise:
   "status:NNN"    that HTTP status for every GET (404, 403, 503, ...)
 
 Every request is recorded in .requests as (method, path, range, status).
+
+FakeOrigin(files, extra_responses=[...]) adds raw <D:response> elements
+(strings; "{origin}" is replaced by the origin's URL) to the Depth: 1
+PROPFIND reply of "/", for entries nginx cannot produce: hrefs naming
+other servers, names longer than NAME_MAX, ...
 """
 import email.utils
 import http.server
@@ -77,7 +82,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(404)
             return
-        body = owner.multistatus(entries).encode()
+        extra = owner.extra_responses if path in ("/", "") and \
+            self.headers.get("Depth", "infinity") != "0" else ()
+        body = owner.multistatus(entries, extra).encode()
         self._send(207, body, [("Content-Type",
                                 'application/xml; charset="utf-8"')])
 
@@ -128,8 +135,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class FakeOrigin:
     """FakeOrigin({"name": FakeFile(...)}) as a context manager; .url."""
 
-    def __init__(self, files):
+    def __init__(self, files, extra_responses=()):
         self.files = dict(files)
+        self.extra_responses = list(extra_responses)
         self.requests = []
         self._lock = threading.Lock()
         self._httpd = None
@@ -145,7 +153,7 @@ class FakeOrigin:
             return [r for r in self.requests
                     if r[0] == method and r[1] == "/" + name]
 
-    def multistatus(self, entries):
+    def multistatus(self, entries, extra=()):
         out = ['<?xml version="1.0" encoding="utf-8"?>',
                '<D:multistatus xmlns:D="DAV:">']
         for href, f in entries:
@@ -165,6 +173,7 @@ class FakeOrigin:
                        f"<D:propstat><D:prop>{props}</D:prop>"
                        "<D:status>HTTP/1.1 200 OK</D:status>"
                        "</D:propstat></D:response>")
+        out += [x.replace("{origin}", self.url) for x in extra]
         out.append("</D:multistatus>")
         return "\n".join(out)
 
