@@ -805,6 +805,13 @@ int xfer_propfind_finish(struct xfer_propfind *p,
 		dms_log(LOG_WARNING, "transfer: PROPFIND %s: %zu names longer "
 		        "than NAME_MAX (%d bytes) skipped", p->url,
 		        p->skipped_long, NAME_MAX);
+	if (p->skipped_foreign && p->valid == 0) {
+		/* Not an empty directory: a server (or a proxy rewriting
+		 * hosts) that names only others; nothing here is usable. */
+		pf_fail(p, -EIO, "every href names another server");
+		rc = p->err;
+		goto out;
+	}
 	if (p->depth == 0 && !p->res.have_self) {
 		pf_fail(p, -EIO, "no <response> for the requested path");
 		rc = p->err;
