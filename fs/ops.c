@@ -825,7 +825,7 @@ static int probe_exports(struct fs *fs)
 {
 	const char *name, *path;
 	struct fs_route r;
-	char why[1024];
+	char why[2048];
 	size_t i;
 	int rc = 0, failed;
 

@@ -585,7 +585,7 @@ static bool gftp_has(const char *text, const char *needle)
 /* Says for a person (xfer_note, probe only) what the server answered or
  * what kept it from answering. */
 static void gftp_note_error(const char *url, const char *what, int code,
-                            const char *text)
+                            const char *text, int rc)
 {
 	char hp[300];
 	int n = (int)strlen(text);
@@ -593,7 +593,11 @@ static void gftp_note_error(const char *url, const char *what, int code,
 	while (n > 0 && text[n - 1] == ' ')
 		n--;
 	xfer_url_hostport(url, hp, sizeof(hp));
-	if (code != 0)
+	if (rc == -EACCES)
+		xfer_note("access refused by the FTP server at %s (login or "
+		          "credentials; gsiftp:// needs a valid X.509 proxy): "
+		          "%.*s", hp, n, text);
+	else if (code != 0)
 		xfer_note("the FTP server at %s answered %s %s with %d: %.*s%s",
 		          hp, what, url, code, n, text,
 		          gftp_has(text, "not allowed")
@@ -641,7 +645,7 @@ static int gftp_map_error(globus_object_t *err, const char *url,
 	if (rc == -ENOENT || rc == -ENOTDIR)
 		prio = LOG_DEBUG; /* an answer, not a fault */
 	dms_log(prio, "gridftp: %s %s: %d: %s", what, url, code, text);
-	gftp_note_error(url, what, code, text);
+	gftp_note_error(url, what, code, text, rc);
 	if (raw != NULL)
 		globus_free(raw);
 	return rc;

@@ -40,7 +40,7 @@ struct xfer_backend_ops {
  * ("connection refused by h:p", "PROPFIND got 405 ...").  Outside a probe
  * xfer_note does nothing, so the read path pays nothing for it. */
 #define XFER_PROBE_GRACE_MS 10000
-#define XFER_NOTE_MAX 256
+#define XFER_NOTE_MAX 512
 int xfer_probing(void);
 /* Replaces this thread's note for the source being asked. */
 void xfer_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
