@@ -763,22 +763,25 @@ out:
 
 static const char *status_text(long status)
 {
-	switch (status) {
-	case 200: return " OK";
-	case 400: return " Bad Request";
-	case 401: return " Unauthorized";
-	case 403: return " Forbidden";
-	case 404: return " Not Found";
-	case 405: return " Method Not Allowed";
-	case 407: return " Proxy Authentication Required";
-	case 410: return " Gone";
-	case 500: return " Internal Server Error";
-	case 501: return " Not Implemented";
-	case 502: return " Bad Gateway";
-	case 503: return " Service Unavailable";
-	case 504: return " Gateway Timeout";
-	default: return "";
-	}
+	static const struct {
+		long status;
+		const char *text;
+	} texts[] = {
+		{ 200, " OK" }, { 400, " Bad Request" }, { 401, " Unauthorized" },
+		{ 403, " Forbidden" }, { 404, " Not Found" },
+		{ 405, " Method Not Allowed" },
+		{ 407, " Proxy Authentication Required" }, { 410, " Gone" },
+		{ 500, " Internal Server Error" }, { 501, " Not Implemented" },
+		{ 502, " Bad Gateway" }, { 503, " Service Unavailable" },
+		{ 504, " Gateway Timeout" },
+	};
+	const char *t = "";
+	size_t i;
+
+	for (i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+		if (texts[i].status == status)
+			t = texts[i].text;
+	return t;
 }
 
 /* Says for a person why the request failed (xfer_note, probe only): what
@@ -793,7 +796,7 @@ static void http_note(struct http_req *r, CURLcode cc)
 	const char *e = r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc);
 
 	if (r->err || (cc == CURLE_OK && r->status == 207))
-		return;
+		goto out;
 	xfer_url_hostport(r->url, hp, sizeof(hp));
 	if (r->via && r->via->url)
 		snprintf(via, sizeof(via), " (through proxy %s)", r->via->url);
@@ -809,11 +812,11 @@ static void http_note(struct http_req *r, CURLcode cc)
 	case CURLE_COULDNT_RESOLVE_PROXY:
 		xfer_note("cannot resolve proxy %s: %s", r->via && r->via->url
 		          ? r->via->url : "?", e);
-		return;
+		goto out;
 	case CURLE_COULDNT_RESOLVE_HOST:
 		xfer_note("cannot resolve %.*s (check the host name in the URL)",
 		          (int)strcspn(hp, ":"), hp);
-		return;
+		goto out;
 	case CURLE_COULDNT_CONNECT:
 		if (oserr == ECONNREFUSED)
 			xfer_note("connection refused by %s%s (nothing listens "
@@ -821,7 +824,7 @@ static void http_note(struct http_req *r, CURLcode cc)
 			          via[0] ? " (the proxy)" : "");
 		else
 			xfer_note("cannot connect to %s%s: %s", hp, via, e);
-		return;
+		goto out;
 	case CURLE_OPERATION_TIMEDOUT:
 		if (conn == 0)
 			xfer_note("no connection to %s%s within %ld s", hp, via,
@@ -829,24 +832,24 @@ static void http_note(struct http_req *r, CURLcode cc)
 		else
 			xfer_note("no answer from %s%s after %ld s", hp, via,
 			          secs);
-		return;
+		goto out;
 	case CURLE_SSL_CONNECT_ERROR:
 		xfer_note("TLS handshake with %s failed: %s%s", hp, e,
 		          strstr(e, "wrong version number")
 		          ? " - is it plain http? (try http://)" : "");
-		return;
+		goto out;
 	case CURLE_PEER_FAILED_VERIFICATION:
 		xfer_note("the TLS certificate of %s is not trusted: %s (a CA "
 		          "bundle can be named in DMSFS_CA_FILE)", hp, e);
-		return;
+		goto out;
 	case CURLE_GOT_NOTHING:
 		xfer_note("%s%s closed the connection without an answer "
 		          "(not an HTTP server? https to an http port?)", hp,
 		          via);
-		return;
+		goto out;
 	default:
 		xfer_note("%s %s%s failed: %s", r->what, r->url, via, e);
-		return;
+		goto out;
 	}
 	switch (r->status) {
 	case 200:
@@ -880,6 +883,8 @@ static void http_note(struct http_req *r, CURLcode cc)
 		          r->what, r->status, status_text(r->status));
 		break;
 	}
+out:
+	return;
 }
 
 static void sleep_ms(long ms)

@@ -198,42 +198,50 @@ static size_t scheme_len(const char *s)
 static void authority_of(const char *url, size_t slen, char *out, size_t cap)
 {
 	char buf[512];
-	size_t i;
+	size_t i, alen;
 
-	if (strncmp(url + slen, "//", 2) != 0) {
-		snprintf(out, cap, "%s", "");
-		return;
-	}
+	out[0] = '\0';
+	if (strncmp(url + slen, "//", 2) != 0)
+		goto out;
+	/* Longer than any host name and port: never "the same", since a cut
+	 * copy could equal the request's. */
+	alen = strcspn(url + slen + 2, "/?#");
+	if (alen > 255 || slen > 32)
+		goto out;
 	snprintf(buf, sizeof(buf), "%.*s://%.*s", (int)(slen - 1), url,
-	         (int)strcspn(url + slen + 2, "/?#"), url + slen + 2);
+	         (int)alen, url + slen + 2);
 	xfer_url_hostport(buf, out, cap);
 	for (i = 0; out[i]; i++)
 		if (out[i] >= 'A' && out[i] <= 'Z')
 			out[i] = (char)(out[i] - 'A' + 'a');
+out:
+	return;
 }
 
 int xfer_href_same_origin(const char *req_url, const char *href)
 {
-	char a[300], b[300];
+	char a[300], b[300], full[512];
 	size_t rs = scheme_len(req_url), hs = scheme_len(href);
+	int same = 1;
 
 	if (hs == 0 && strncmp(href, "//", 2) != 0)
-		return 1;   /* absolute-path or relative: this server */
+		goto out;   /* absolute-path or relative: this server */
 	if (rs == 0)
-		return 1;   /* a bare-path request: nothing to compare with */
+		goto out;   /* a bare-path request: nothing to compare with */
+	same = 0;
 	if (hs == 0) {   /* "//host/path": the request's scheme */
-		char full[512];
-
 		snprintf(full, sizeof(full), "%.*s%.*s", (int)rs, req_url,
 		         (int)strcspn(href + 2, "/?#") + 2, href);
 		authority_of(full, rs, b, sizeof(b));
-	} else {
-		if (hs != rs || strncasecmp(href, req_url, rs) != 0)
-			return 0;
+	} else if (hs == rs && strncasecmp(href, req_url, rs) == 0) {
 		authority_of(href, hs, b, sizeof(b));
+	} else {
+		goto out;
 	}
 	authority_of(req_url, rs, a, sizeof(a));
-	return a[0] && strcmp(a, b) == 0;
+	same = a[0] && strcmp(a, b) == 0;
+out:
+	return same;
 }
 
 /* ---- values ---------------------------------------------------------- */
@@ -449,12 +457,15 @@ static int pf_resolve_relative(struct xfer_propfind *p, char **out,
 	blen = (size_t)(q - base);
 	cap = blen + strlen(p->href) + 2;
 	joined = malloc(cap);
-	if (!joined)
-		return -ENOMEM;
+	if (!joined) {
+		rc = -ENOMEM;
+		goto out;
+	}
 	snprintf(joined, cap, "%s%.*s%s", blen ? "" : "/", (int)blen, base,
 	         p->href);
 	rc = pf_decode_path(joined, out, last);
 	free(joined);
+out:
 	return rc;
 }
 

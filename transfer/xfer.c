@@ -507,11 +507,11 @@ void xfer_url_hostport(const char *url, char *out, size_t cap)
 	size_t n, i;
 
 	if (cap == 0)
-		return;
+		goto out;
 	out[0] = '\0';
 	auth = strstr(url, "://");
 	if (!auth)
-		return;
+		goto out;
 	auth += 3;
 	end = auth + strcspn(auth, "/?#");
 	for (at = auth, p = auth; p < end; p++)
@@ -526,6 +526,8 @@ void xfer_url_hostport(const char *url, char *out, size_t cap)
 				port = defaults[i].port;
 	snprintf(out, cap, "%.*s%s%s", (int)n, at, port ? ":" : "",
 	         port ? port : "");
+out:
+	return;
 }
 
 /* One proxy of a spec: DIRECT, or scheme://host[:port][/] with a scheme
@@ -537,27 +539,32 @@ static bool proxy_one_ok(const char *p, size_t n)
 		"socks5h://",
 	};
 	const char *host = NULL, *end = p + n;
+	bool ok = false;
 	size_t i, k;
 
-	if (n == 6 && strncasecmp(p, "DIRECT", 6) == 0)
-		return true;
+	if (n == 6 && strncasecmp(p, "DIRECT", 6) == 0) {
+		ok = true;
+		goto out;
+	}
 	for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
 		k = strlen(schemes[i]);
 		if (n > k && strncasecmp(p, schemes[i], k) == 0)
 			host = p + k;
 	}
 	if (!host)
-		return false;
+		goto out;
 	if (end > host && end[-1] == '/')
 		end--;
 	if (host == end || *host == ':')
-		return false;
+		goto out;
 	/* Nothing that could make libcurl read a different URL. */
 	for (; host < end; host++)
 		if (*host <= ' ' || *host == '/' || *host == '?' ||
 		    *host == '#' || (unsigned char)*host >= 0x7f)
-			return false;
-	return true;
+			goto out;
+	ok = true;
+out:
+	return ok;
 }
 
 int xfer_check_proxy(const char *spec, char *why, size_t cap)
