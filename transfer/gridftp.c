@@ -545,9 +545,11 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 					        "no buffer left to read into" :
 					        "no progress");
 					xfer_url_hostport(url, hp, sizeof(hp));
-					xfer_note("no answer from %s after "
-					          "%ld s", hp, (long)(now.tv_sec -
-					          start.tv_sec));
+					if (!starved)
+						xfer_note("no answer from %s "
+						          "after %ld s", hp,
+						          (long)(now.tv_sec -
+						                 start.tv_sec));
 				}
 				aborted = true;
 				deadline = now;
