@@ -448,8 +448,18 @@ int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
 	if (raw->stall_timeout)
 		rc |= parse_uint("stall_timeout", raw->stall_timeout, 1, 3600,
 		                 &cfg->stall_timeout);
-	if (raw->proxy && !(cfg->proxy = strdup(raw->proxy)))
-		rc = -ENOMEM;
+	if (raw->proxy) {
+		char why[512];
+
+		/* Checked here so a typo fails the mount with one line
+		 * naming the option, in daemon mode too. */
+		if (xfer_check_proxy(raw->proxy, why, sizeof(why)) < 0) {
+			fprintf(stderr, "dmsfs: %s\n", why);
+			rc = -EINVAL;
+		} else if (!(cfg->proxy = strdup(raw->proxy))) {
+			rc = -ENOMEM;
+		}
+	}
 	if (raw->acl && !(cfg->acl_file = absolute(raw->acl)))
 		rc = -ENOMEM;
 	/* An empty or relative cache_dir would put the cache in whatever

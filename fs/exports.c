@@ -92,8 +92,14 @@ int fs_exports_check(const struct fs_export_conf *conf, size_t n,
 
 	for (i = 0; i < n; i++) {
 		*bad = i;
-		if (!conf[i].path || !conf[i].source || !conf[i].source[0]) {
-			snprintf(reason, cap, "[export %s] needs both path and source",
+		if (!conf[i].source || !conf[i].source[0]) {
+			snprintf(reason, cap, "[export %s] %s", conf[i].name,
+			         conf[i].source ? "empty URL: no source given"
+			                        : "no source given");
+			return -EINVAL;
+		}
+		if (!conf[i].path) {
+			snprintf(reason, cap, "[export %s] needs a path",
 			         conf[i].name);
 			return -EINVAL;
 		}

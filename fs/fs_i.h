@@ -110,9 +110,11 @@ void fs_meta_expire(struct fs_meta *m, const char *path);
 void fs_dir_put(struct fs_dir *d);
 const struct fs_dirent *fs_dir_find(const struct fs_dir *d, const char *name);
 /* Checks that the export at path can be served: its sources answer for
- * its root, or the cache holds its root listing.  Logs why not. */
+ * its root (xfer_probe: first-contact deadline, no retries), or the cache
+ * holds its root listing.  On failure why (cap > 0 bytes) says what the
+ * sources answered, for the one line a failed mount prints. */
 int fs_meta_probe(struct fs_meta *m, const char *path,
-                  const struct fs_route *r);
+                  const struct fs_route *r, char *why, size_t cap);
 
 /* A made-up listing: the children of a VIRTUAL directory, or (user not
  * NULL) the one entry user ("" for none), all directories of the given

@@ -4,6 +4,7 @@
  * with the sources down, still knows the tree.  One fetch per directory at a
  * time: other threads wanting the same listing wait for it. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -580,15 +581,18 @@ void fs_meta_expire(struct fs_meta *m, const char *path)
 }
 
 int fs_meta_probe(struct fs_meta *m, const char *path,
-                  const struct fs_route *r)
+                  const struct fs_route *r, char *why, size_t cap)
 {
 	struct xfer_attr attr;
 	struct fs_dir *d = NULL;
-	int rc = xfer_stat(r->xfer, r->inner, &attr);
+	int rc = xfer_probe(r->xfer, r->inner, &attr, why, cap);
 
 	if (rc == 0) {
-		if ((attr.mode & S_IFMT) != S_IFDIR)
+		if ((attr.mode & S_IFMT) != S_IFDIR) {
 			rc = -ENOTDIR;
+			snprintf(why, cap, "%s is a file, not a directory",
+			         r->tree);
+		}
 		goto out;
 	}
 	if (!source_unavailable(rc))
@@ -598,7 +602,8 @@ int fs_meta_probe(struct fs_meta *m, const char *path,
 	if (!d)
 		goto out;
 	dms_log(LOG_WARNING, "sources of %s unavailable (%s): serving it from "
-	        "the cache", path, strerror(-rc));
+	        "the cache", path, why[0] ? why : strerror(-rc));
+	why[0] = '\0';
 	rc = 0;
 out:
 	fs_dir_put(d);

@@ -882,6 +882,7 @@ static int probe_exports(struct fs *fs)
 {
 	const char *name, *path;
 	struct fs_route r;
+	char why[2048];
 	size_t i;
 	int rc = 0, failed;
 
@@ -889,12 +890,17 @@ static int probe_exports(struct fs *fs)
 	     i++) {
 		if (!r.xfer)
 			continue;
-		failed = fs_meta_probe(fs->meta, path, &r);
+		failed = fs_meta_probe(fs->meta, path, &r, why, sizeof(why));
 		if (failed) {
-			dms_log(LOG_ERR, "cannot mount %s (export %s at %s): %s",
-			        r.tree, name, path,
-			        failed == -EHOSTDOWN || failed == -EIO
-			        ? "origin unreachable and nothing cached"
+			/* What the origin answered (the transfer layer's
+			 * words), then what that means for the mount. */
+			bool down = failed == -EHOSTDOWN || failed == -EIO;
+
+			dms_log(LOG_ERR, "cannot mount %s (export %s at %s): "
+			        "%s%s", r.tree, name, path, why,
+			        why[0] ? (down ? "; nothing cached to serve "
+			                         "instead" : "")
+			        : down ? "origin unreachable and nothing cached"
 			        : failed == -EACCES
 			        ? "access refused (credentials or login)"
 			        : strerror(-failed));

@@ -518,10 +518,15 @@ static void gftp_register(struct gftp_op *op, globus_byte_t *buf, size_t n)
  */
 static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 {
-	struct timespec now, deadline;
-	bool aborted = false, starved;
+	struct timespec now, deadline, limit, start;
+	bool aborted = false, starved, probing = xfer_probing(), over;
 	int rc = 0;
 
+	/* First contact: one overall bound, not a stall timer that each
+	 * keep-alive byte restarts. */
+	ts_now(&start);
+	limit = start;
+	ts_add_ms(&limit, g->connect_ms + XFER_PROBE_GRACE_MS);
 	pthread_mutex_lock(&op->mu);
 	while (!op->done || op->outstanding > 0) {
 		ts_now(&now);
@@ -530,14 +535,25 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 			ts_add_ms(&deadline, g->stall_s * 1000);
 			starved = op->reg_failed && op->outstanding == 0 &&
 			          !op->eof && !op->done;
-			if (op->fail != 0 || starved ||
+			over = probing && ts_passed(&now, &limit);
+			if (probing && !ts_passed(&limit, &deadline))
+				deadline = limit;
+			if (op->fail != 0 || starved || over ||
 			    ts_passed(&now, &deadline)) {
 				if (op->fail == 0) {
+					char hp[300];
+
 					op->fail = -ETIMEDOUT;
 					dms_log(LOG_WARNING, "gridftp: %s: %s, "
 					        "aborting", url, starved ?
 					        "no buffer left to read into" :
 					        "no progress");
+					xfer_url_hostport(url, hp, sizeof(hp));
+					if (!starved)
+						xfer_note("no answer from %s "
+						          "after %ld s", hp,
+						          (long)(now.tv_sec -
+						                 start.tv_sec));
 				}
 				aborted = true;
 				deadline = now;
@@ -572,6 +588,39 @@ static bool gftp_has(const char *text, const char *needle)
 	return strcasestr(text, needle) != NULL;
 }
 
+/* Says for a person (xfer_note, probe only) what the server answered or
+ * what kept it from answering. */
+static void gftp_note_error(const char *url, const char *what, int code,
+                            const char *text, int rc)
+{
+	char hp[300];
+	int n = (int)strlen(text);
+
+	while (n > 0 && text[n - 1] == ' ')
+		n--;
+	xfer_url_hostport(url, hp, sizeof(hp));
+	if (rc == -EACCES)
+		xfer_note("access refused by the FTP server at %s (login or "
+		          "credentials; gsiftp:// needs a valid X.509 proxy): "
+		          "%.*s", hp, n, text);
+	else if (code != 0)
+		xfer_note("the FTP server at %s answered %s %s with %d: %.*s%s",
+		          hp, what, url, code, n, text,
+		          gftp_has(text, "not allowed")
+		          ? " (outside what the server lets this login see?)"
+		          : "");
+	else if (gftp_has(text, "connection refused"))
+		xfer_note("connection refused by %s (nothing listens there?)",
+		          hp);
+	else if (gftp_has(text, "name or service not known") ||
+	         gftp_has(text, "resolve") ||
+	         gftp_has(text, "temporary failure in name resolution"))
+		xfer_note("cannot resolve %.*s: %s", (int)strcspn(hp, ":"), hp,
+		          text);
+	else
+		xfer_note("cannot talk to the FTP server at %s: %s", hp, text);
+}
+
 /*
  * Maps a Globus error to -errno or GFTP_TRANSIENT and logs it with the
  * server's text and the URL.  The Globus server answers RETR/MLSD of a
@@ -602,6 +651,7 @@ static int gftp_map_error(globus_object_t *err, const char *url,
 	if (rc == -ENOENT || rc == -ENOTDIR)
 		prio = LOG_DEBUG; /* an answer, not a fault */
 	dms_log(prio, "gridftp: %s %s: %d: %s", what, url, code, text);
+	gftp_note_error(url, what, code, text, rc);
 	if (raw != NULL)
 		globus_free(raw);
 	return rc;
@@ -619,6 +669,9 @@ static int gftp_result(struct gftp_op *op, const char *url, const char *what)
 		dms_log(LOG_ERR, "gridftp: %s %s: %s", what, url,
 		        rc == -EFBIG ? "listing larger than the cap"
 		                     : "malformed reply");
+		xfer_note("the FTP server answered %s %s with %s", what, url,
+		          rc == -EFBIG ? "a listing larger than max_listing"
+		                       : "a malformed reply");
 	} else if (op->err != NULL)
 		rc = gftp_map_error(op->err, url, what);
 	return rc;
@@ -806,6 +859,8 @@ static int gftp_run(struct gftp *g, enum gftp_kind kind, const char *url,
 	struct timespec pause;
 	long ms = 200;
 	int attempt, rc = GFTP_TRANSIENT;
+	/* A probe asks once: it must say what is wrong, quickly. */
+	int retries = xfer_probing() ? 0 : g->retries;
 
 	for (attempt = 0;; attempt++) {
 		s = gftp_slot_get(g);
@@ -817,7 +872,7 @@ static int gftp_run(struct gftp *g, enum gftp_kind kind, const char *url,
 		}
 		rc = gftp_attempt(g, s, kind, url, off, len, dst, opp);
 		gftp_slot_put(g, s);
-		if (rc != GFTP_TRANSIENT || attempt >= g->retries)
+		if (rc != GFTP_TRANSIENT || attempt >= retries)
 			break;
 		pause.tv_sec = ms / 1000;
 		pause.tv_nsec = (ms % 1000) * 1000000L;
@@ -906,6 +961,8 @@ static int gftp_mlst(struct gftp *g, const char *path, bool check_echo,
 bad:
 	dms_log(LOG_ERR, "gridftp: MLST %s: malformed reply \"%.*s\"", url,
 	        (int)(n > 200 ? 200 : n), line);
+	xfer_note("the FTP server answered MLST %s with a malformed reply "
+	          "\"%.*s\"", url, (int)(n > 100 ? 100 : n), line);
 out:
 	free(name);
 	gftp_op_free(op);
@@ -928,7 +985,7 @@ int xfer_mlsd_parse(const char *buf, size_t len, const char *url,
 {
 	char name[NAME_MAX + 1];
 	struct xfer_attr attr;
-	size_t pos = 0, n;
+	size_t pos = 0, n, toolong = 0;
 	const char *line, *nl;
 	int rc = 0, prc;
 
@@ -952,8 +1009,7 @@ int xfer_mlsd_parse(const char *buf, size_t len, const char *url,
 		if (prc == 1 || prc == 2)
 			continue;
 		if (prc == -ENAMETOOLONG) {
-			dms_log(LOG_WARNING, "gridftp: MLSD %s: skipping a name "
-			        "longer than %d bytes", url, NAME_MAX);
+			toolong++;   /* no POSIX tool could open it */
 			continue;
 		}
 		if (prc != 0) {
@@ -973,6 +1029,9 @@ int xfer_mlsd_parse(const char *buf, size_t len, const char *url,
 			goto out;
 	}
 out:
+	if (toolong)
+		dms_log(LOG_WARNING, "gridftp: MLSD %s: %zu names longer than "
+		        "NAME_MAX (%d bytes) skipped", url, toolong, NAME_MAX);
 	return rc;
 }
 

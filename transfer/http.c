@@ -544,6 +544,10 @@ static int req_setup(struct http_req *r)
 	SET(CURLOPT_CONNECTTIMEOUT_MS, h->connect_ms);
 	SET(CURLOPT_LOW_SPEED_LIMIT, 1024L);
 	SET(CURLOPT_LOW_SPEED_TIME, h->stall_s);
+	/* First contact: a host that accepts and never answers is reported
+	 * within this bound, not after every retry's stall timeout. */
+	if (xfer_probing())
+		SET(CURLOPT_TIMEOUT_MS, h->connect_ms + XFER_PROBE_GRACE_MS);
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_WRITEFUNCTION, on_body);
 	SET(CURLOPT_WRITEDATA, r);
@@ -800,6 +804,132 @@ out:
 	return rc;
 }
 
+static const char *status_text(long status)
+{
+	static const struct {
+		long status;
+		const char *text;
+	} texts[] = {
+		{ 200, " OK" }, { 400, " Bad Request" }, { 401, " Unauthorized" },
+		{ 403, " Forbidden" }, { 404, " Not Found" },
+		{ 405, " Method Not Allowed" },
+		{ 407, " Proxy Authentication Required" }, { 410, " Gone" },
+		{ 500, " Internal Server Error" }, { 501, " Not Implemented" },
+		{ 502, " Bad Gateway" }, { 503, " Service Unavailable" },
+		{ 504, " Gateway Timeout" },
+	};
+	const char *t = "";
+	size_t i;
+
+	for (i = 0; i < sizeof(texts) / sizeof(texts[0]); i++)
+		if (texts[i].status == status)
+			t = texts[i].text;
+	return t;
+}
+
+/* Says for a person why the request failed (xfer_note, probe only): what
+ * the server answered, or what kept it from answering, and what to do.
+ * Failures decided while parsing a reply were noted where they were
+ * found. */
+static void http_note(struct http_req *r, CURLcode cc)
+{
+	char hp[300], via[300] = "", loc[HTTP_HEADER_MAX];
+	curl_off_t total = 0, conn = 0;
+	long oserr = 0, secs;
+	const char *e = r->errbuf[0] ? r->errbuf : curl_easy_strerror(cc);
+
+	if (r->err || (cc == CURLE_OK && r->status == 207))
+		goto out;
+	xfer_url_hostport(r->url, hp, sizeof(hp));
+	if (r->via && r->via->url)
+		snprintf(via, sizeof(via), " (through proxy %s)", r->via->url);
+	curl_easy_getinfo(r->c, CURLINFO_OS_ERRNO, &oserr);
+	curl_easy_getinfo(r->c, CURLINFO_TOTAL_TIME_T, &total);
+	curl_easy_getinfo(r->c, CURLINFO_CONNECT_TIME_T, &conn);
+	secs = (long)((total + 500000) / 1000000);
+	if (cc == CURLE_WRITE_ERROR && r->checked && !r->is_data)
+		cc = CURLE_OK;   /* an error page cut short: judge the status */
+	switch (cc) {
+	case CURLE_OK:
+		break;
+	case CURLE_COULDNT_RESOLVE_PROXY:
+		xfer_note("cannot resolve proxy %s: %s", r->via && r->via->url
+		          ? r->via->url : "?", e);
+		goto out;
+	case CURLE_COULDNT_RESOLVE_HOST:
+		xfer_note("cannot resolve %.*s (check the host name in the URL)",
+		          (int)strcspn(hp, ":"), hp);
+		goto out;
+	case CURLE_COULDNT_CONNECT:
+		if (oserr == ECONNREFUSED)
+			xfer_note("connection refused by %s%s (nothing listens "
+			          "there?)", via[0] ? r->via->url : hp,
+			          via[0] ? " (the proxy)" : "");
+		else
+			xfer_note("cannot connect to %s%s: %s", hp, via, e);
+		goto out;
+	case CURLE_OPERATION_TIMEDOUT:
+		if (conn == 0)
+			xfer_note("no connection to %s%s within %ld s", hp, via,
+			          secs);
+		else
+			xfer_note("no answer from %s%s after %ld s", hp, via,
+			          secs);
+		goto out;
+	case CURLE_SSL_CONNECT_ERROR:
+		xfer_note("TLS handshake with %s failed: %s%s", hp, e,
+		          strstr(e, "wrong version number")
+		          ? " - is it plain http? (try http://)" : "");
+		goto out;
+	case CURLE_PEER_FAILED_VERIFICATION:
+		xfer_note("the TLS certificate of %s is not trusted: %s (a CA "
+		          "bundle can be named in DMSFS_CA_FILE)", hp, e);
+		goto out;
+	case CURLE_GOT_NOTHING:
+		xfer_note("%s%s closed the connection without an answer "
+		          "(not an HTTP server? https to an http port?)", hp,
+		          via);
+		goto out;
+	default:
+		xfer_note("%s %s%s failed: %s", r->what, r->url, via, e);
+		goto out;
+	}
+	switch (r->status) {
+	case 200:
+	case 405:
+	case 501:
+		xfer_note("the server at %s does not speak WebDAV: %s got "
+		          "%ld%s (serve the tree with WebDAV, e.g. nginx "
+		          "dav_ext_methods PROPFIND, or give its WebDAV URL)",
+		          hp, r->what, r->status, status_text(r->status));
+		break;
+	case 404:
+	case 410:
+		xfer_note("%s %s got %ld%s: no such path at the origin",
+		          r->what, r->url, r->status, status_text(r->status));
+		break;
+	case 401:
+	case 403:
+	case 407:
+		xfer_note("%s %s got %ld%s: access refused%s", r->what, r->url,
+		          r->status, status_text(r->status),
+		          r->status == 407 ? " by the proxy" : "");
+		break;
+	case 301: case 302: case 303: case 307: case 308:
+		get_header(r->c, "Location", loc, sizeof(loc));
+		xfer_note("%s %s got %ld, a redirect to \"%s\" (not followed: "
+		          "give the final URL as the source)", r->what, r->url,
+		          r->status, loc);
+		break;
+	default:
+		xfer_note("the server at %s%s answered %s with %ld%s", hp, via,
+		          r->what, r->status, status_text(r->status));
+		break;
+	}
+out:
+	return;
+}
+
 static void sleep_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -814,7 +944,9 @@ static int run(struct http_req *r)
 	struct http *h = r->h;
 	bool transient, short_body;
 	long delay = HTTP_BACKOFF_MS;
-	CURLcode cc;
+	/* A probe asks once: it must say what is wrong, quickly. */
+	int retries = xfer_probing() ? 0 : h->retries;
+	CURLcode cc = CURLE_OK;
 	int rc, i;
 
 	r->c = pool_get(h);
@@ -829,7 +961,7 @@ static int run(struct http_req *r)
 		rc = judge(r, cc, &transient, &short_body);
 		if (!transient)
 			break;
-		if (i >= h->retries) {
+		if (i >= retries) {
 			/* A short body is a wrong answer; the rest means
 			 * nobody answered. */
 			rc = short_body ? -EIO : -EHOSTDOWN;
@@ -842,6 +974,8 @@ static int run(struct http_req *r)
 		delay = delay * 4 > HTTP_BACKOFF_MAX_MS ? HTTP_BACKOFF_MAX_MS
 		                                        : delay * 4;
 	}
+	if (rc < 0 && xfer_probing())
+		http_note(r, cc);
 	pool_put(h, r->c);
 	r->c = NULL;
 out:

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -33,7 +34,7 @@
 
 #define PF_MAX_DEPTH 64
 #define PF_MAX_TEXT  16384   /* an href of a 4 KiB path, all escaped, fits */
-#define PF_MAX_NAME  1024    /* a decoded path segment (NAME_MAX is 255) */
+#define PF_MAX_SHOWN 200     /* bytes of an href quoted in a log line */
 
 enum pf_role {
 	PF_OTHER,            /* ignored, as are its descendants */
@@ -90,6 +91,9 @@ struct xfer_propfind {
 	struct xfer_attr first;     /* attributes of the first of those */
 	size_t skipped_outside;
 	size_t skipped_bad;
+	size_t skipped_long;        /* names over NAME_MAX */
+	size_t skipped_foreign;     /* hrefs naming another server */
+	char foreign_example[PF_MAX_SHOWN + 1];
 };
 
 static pthread_once_t pf_once = PTHREAD_ONCE_INIT;
@@ -107,6 +111,8 @@ static void pf_fail(struct xfer_propfind *p, int err, const char *why)
 	p->err = err;
 	dms_log(LOG_ERR, "transfer: PROPFIND %s: %s: %s", p->url, why,
 	        strerror(-err));
+	xfer_note("the PROPFIND reply of %s is not usable WebDAV: %s", p->url,
+	          why);
 	if (p->ctxt)
 		xmlStopParser(p->ctxt);
 }
@@ -127,12 +133,16 @@ static int pf_decode_path(const char *s, char **out, const char **last)
 
 	*out = NULL;
 	*last = NULL;
-	/* Skip "scheme://authority" of a full URL. */
+	/* Skip "scheme://authority" of a full URL, "//authority" of a
+	 * network-path reference (which server: xfer_href_same_origin). */
 	p = strstr(s, "://");
 	if (p && (size_t)(p - s) == strspn(s, "abcdefghijklmnopqrstuvwxyz"
 	                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	                                     "0123456789+-.")) {
 		s = p + 3;
+		s += strcspn(s, "/?#");
+	} else if (strncmp(s, "//", 2) == 0) {
+		s += 2;
 		s += strcspn(s, "/?#");
 	}
 	stop = s + strcspn(s, "?#");
@@ -168,6 +178,70 @@ static int pf_decode_path(const char *s, char **out, const char **last)
 fail:
 	free(buf);
 	return rc;
+}
+
+/* Length of the "scheme:" of an absolute URI at s (RFC 3986 3.1), or 0
+ * for a relative reference. */
+static size_t scheme_len(const char *s)
+{
+	size_t n;
+
+	if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
+		return 0;
+	n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	              "0123456789+-.");
+	return s[n] == ':' ? n + 1 : 0;
+}
+
+/* The authority of a URL with scheme (scheme_len slen) as "host:port",
+ * lower case, userinfo dropped, the scheme's default port filled in. */
+static void authority_of(const char *url, size_t slen, char *out, size_t cap)
+{
+	char buf[512];
+	size_t i, alen;
+
+	out[0] = '\0';
+	if (strncmp(url + slen, "//", 2) != 0)
+		goto out;
+	/* Longer than any host name and port: never "the same", since a cut
+	 * copy could equal the request's. */
+	alen = strcspn(url + slen + 2, "/?#");
+	if (alen > 255 || slen > 32)
+		goto out;
+	snprintf(buf, sizeof(buf), "%.*s://%.*s", (int)(slen - 1), url,
+	         (int)alen, url + slen + 2);
+	xfer_url_hostport(buf, out, cap);
+	for (i = 0; out[i]; i++)
+		if (out[i] >= 'A' && out[i] <= 'Z')
+			out[i] = (char)(out[i] - 'A' + 'a');
+out:
+	return;
+}
+
+int xfer_href_same_origin(const char *req_url, const char *href)
+{
+	char a[300], b[300], full[512];
+	size_t rs = scheme_len(req_url), hs = scheme_len(href);
+	int same = 1;
+
+	if (hs == 0 && strncmp(href, "//", 2) != 0)
+		goto out;   /* absolute-path or relative: this server */
+	if (rs == 0)
+		goto out;   /* a bare-path request: nothing to compare with */
+	same = 0;
+	if (hs == 0) {   /* "//host/path": the request's scheme */
+		snprintf(full, sizeof(full), "%.*s%.*s", (int)rs, req_url,
+		         (int)strcspn(href + 2, "/?#") + 2, href);
+		authority_of(full, rs, b, sizeof(b));
+	} else if (hs == rs && strncasecmp(href, req_url, rs) == 0) {
+		authority_of(href, hs, b, sizeof(b));
+	} else {
+		goto out;
+	}
+	authority_of(req_url, rs, a, sizeof(a));
+	same = a[0] && strcmp(a, b) == 0;
+out:
+	return same;
 }
 
 /* ---- values ---------------------------------------------------------- */
@@ -364,6 +438,37 @@ static void on_start(void *ctx, const xmlChar *local, const xmlChar *prefix,
 	}
 }
 
+/* Decodes a relative href against the directory of the request URL. */
+static int pf_resolve_relative(struct xfer_propfind *p, char **out,
+                               const char **last)
+{
+	const char *base = p->url, *q;
+	size_t blen, cap;
+	char *joined;
+	int rc;
+
+	if (scheme_len(base)) {
+		base = strstr(base, "://") + 3;
+		base += strcspn(base, "/?#");
+	}
+	blen = strcspn(base, "?#");
+	for (q = base + blen; q > base && q[-1] != '/'; q--)
+		;
+	blen = (size_t)(q - base);
+	cap = blen + strlen(p->href) + 2;
+	joined = malloc(cap);
+	if (!joined) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	snprintf(joined, cap, "%s%.*s%s", blen ? "" : "/", (int)blen, base,
+	         p->href);
+	rc = pf_decode_path(joined, out, last);
+	free(joined);
+out:
+	return rc;
+}
+
 static void response_done(struct xfer_propfind *p)
 {
 	struct xfer_attr a;
@@ -389,7 +494,20 @@ static void response_done(struct xfer_propfind *p)
 		p->skipped_bad++;
 		goto out;
 	}
-	rc = pf_decode_path(p->href, &path, &name);
+	if (!xfer_href_same_origin(p->url, p->href)) {
+		/* Never a local name, whatever its path says. */
+		if (p->skipped_foreign++ == 0)
+			snprintf(p->foreign_example, sizeof(p->foreign_example),
+			         "%s", p->href);
+		goto out;
+	}
+	if (p->href[0] != '/' && !scheme_len(p->href)) {
+		/* Relative to the request URL (RFC 4918 8.3, RFC 3986 5.2):
+		 * under its last '/', which for a collection is itself. */
+		rc = pf_resolve_relative(p, &path, &name);
+	} else {
+		rc = pf_decode_path(p->href, &path, &name);
+	}
 	if (rc == -ENOMEM) {
 		pf_fail(p, rc, "out of memory");
 		goto out;
@@ -419,8 +537,11 @@ static void response_done(struct xfer_propfind *p)
 		p->skipped_outside++;
 		goto out;
 	}
-	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 ||
-	    strlen(name) > PF_MAX_NAME) {
+	if (strlen(name) > NAME_MAX) {
+		p->skipped_long++;
+		goto out;
+	}
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
 		dms_log(LOG_WARNING, "transfer: PROPFIND %s: invalid name in "
 		        "href \"%s\", entry skipped", p->url, p->href);
 		p->skipped_bad++;
@@ -643,6 +764,8 @@ int xfer_propfind_feed(struct xfer_propfind *p, const char *data, size_t len)
 		/* Logged here so the cap's value shows in the message. */
 		dms_log(LOG_ERR, "transfer: PROPFIND %s: listing larger than "
 		        "max_listing_bytes (%zu bytes)", p->url, p->max_bytes);
+		xfer_note("the PROPFIND reply of %s is larger than max_listing "
+		          "(%zu bytes)", p->url, p->max_bytes);
 		p->err = -EFBIG;
 		goto out;
 	}
@@ -685,6 +808,21 @@ int xfer_propfind_finish(struct xfer_propfind *p,
 		dms_log(LOG_WARNING, "transfer: PROPFIND %s: %zu entries outside "
 		        "the requested collection skipped", p->url,
 		        p->skipped_outside);
+	if (p->skipped_foreign)
+		dms_log(LOG_WARNING, "transfer: PROPFIND %s: %zu entries whose "
+		        "href names another server skipped (e.g. \"%s\")",
+		        p->url, p->skipped_foreign, p->foreign_example);
+	if (p->skipped_long)
+		dms_log(LOG_WARNING, "transfer: PROPFIND %s: %zu names longer "
+		        "than NAME_MAX (%d bytes) skipped", p->url,
+		        p->skipped_long, NAME_MAX);
+	if (p->skipped_foreign && p->valid == 0) {
+		/* Not an empty directory: a server (or a proxy rewriting
+		 * hosts) that names only others; nothing here is usable. */
+		pf_fail(p, -EIO, "every href names another server");
+		rc = p->err;
+		goto out;
+	}
 	if (p->depth == 0 && !p->res.have_self) {
 		pf_fail(p, -EIO, "no <response> for the requested path");
 		rc = p->err;

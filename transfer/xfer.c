@@ -17,6 +17,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,13 @@ struct xfer {
 	size_t nsrc;
 	struct xfer_source src[XFER_MAX_SOURCES];
 };
+
+/* The probe's per-thread state (see xfer_i.h): set by xfer_probe for the
+ * length of one call on its own thread, so no lock is needed. */
+static __thread struct xfer_probe_state {
+	bool on;
+	char note[XFER_NOTE_MAX];   /* the current source's failure */
+} probe_tls;
 
 static pthread_once_t xfer_global_once = PTHREAD_ONCE_INIT;
 static CURLcode xfer_global_rc;
@@ -213,6 +221,13 @@ int xfer_open(struct xfer **out, const char *sources,
 		x->opts = *opts;
 	x->opts.proxy = NULL;
 	if (opts && opts->proxy && opts->proxy[0]) {
+		char why[XFER_NOTE_MAX];
+
+		rc = xfer_check_proxy(opts->proxy, why, sizeof(why));
+		if (rc < 0) {
+			dms_log(LOG_ERR, "transfer: %s", why);
+			goto fail_free;
+		}
 		x->proxy_copy = strdup(opts->proxy);
 		if (!x->proxy_copy) {
 			rc = -ENOMEM;
@@ -382,7 +397,27 @@ static int call_one(struct xfer_source *s, struct xfer_call *c)
 	return -EINVAL;
 }
 
-static int run_call(struct xfer *x, struct xfer_call *c)
+/* Probe only: adds the failure of source s to why (sources joined by
+ * "; "), in the backend's words or, without them, the errno's. */
+static void probe_collect(const struct xfer_source *s, int rc, char *why,
+                          size_t cap)
+{
+	size_t n = strlen(why);
+
+	if (n + 3 >= cap)
+		return;
+	if (n) {
+		memcpy(why + n, "; ", 3);
+		n += 2;
+	}
+	if (probe_tls.note[0])
+		snprintf(why + n, cap - n, "%s", probe_tls.note);
+	else
+		snprintf(why + n, cap - n, "%s: %s", s->url, strerror(-rc));
+}
+
+static int run_call(struct xfer *x, struct xfer_call *c, char *why,
+                    size_t cap)
 {
 	size_t order[XFER_MAX_SOURCES], n, k;
 	int rc = -EHOSTDOWN;
@@ -399,7 +434,10 @@ static int run_call(struct xfer *x, struct xfer_call *c)
 	for (k = 0; k < n; k++) {
 		size_t i = order[k];
 
+		probe_tls.note[0] = '\0';
 		rc = call_one(&x->src[i], c);
+		if (why && rc < 0)
+			probe_collect(&x->src[i], rc, why, cap);
 		if (c->op == XFER_LIST && c->stopped) {
 			rc = c->stop_rc;
 			goto out;
@@ -432,7 +470,154 @@ int xfer_stat(struct xfer *x, const char *path, struct xfer_attr *attr)
 {
 	struct xfer_call c = { .op = XFER_STAT, .path = path, .attr = attr };
 
-	return run_call(x, &c);
+	return run_call(x, &c, NULL, 0);
+}
+
+int xfer_probe(struct xfer *x, const char *path, struct xfer_attr *attr,
+               char *why, size_t cap)
+{
+	struct xfer_call c = { .op = XFER_STAT, .path = path, .attr = attr };
+	char buf[2 * XFER_NOTE_MAX];
+	int rc;
+
+	buf[0] = '\0';
+	probe_tls.on = true;
+	rc = run_call(x, &c, buf, sizeof(buf));
+	probe_tls.on = false;
+	probe_tls.note[0] = '\0';
+	if (why && cap) {
+		if (rc < 0 && !buf[0])
+			snprintf(buf, sizeof(buf), "%s", strerror(-rc));
+		snprintf(why, cap, "%s", rc < 0 ? buf : "");
+	}
+	return rc;
+}
+
+int xfer_probing(void)
+{
+	return probe_tls.on;
+}
+
+void xfer_note(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!probe_tls.on)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(probe_tls.note, sizeof(probe_tls.note), fmt, ap);
+	va_end(ap);
+}
+
+void xfer_url_hostport(const char *url, char *out, size_t cap)
+{
+	static const struct {
+		const char *scheme, *port;
+	} defaults[] = {
+		{ "http://", "80" }, { "https://", "443" }, { "ftp://", "21" },
+		{ "gsiftp://", "2811" },
+	};
+	const char *auth, *end, *at, *p, *port = NULL;
+	size_t n, i;
+
+	if (cap == 0)
+		goto out;
+	out[0] = '\0';
+	auth = strstr(url, "://");
+	if (!auth)
+		goto out;
+	auth += 3;
+	end = auth + strcspn(auth, "/?#");
+	for (at = auth, p = auth; p < end; p++)
+		if (*p == '@')
+			at = p + 1;   /* userinfo is nobody's business in a log */
+	n = (size_t)(end - at);
+	p = memchr(at, ']', n);   /* IPv6 literal: a port follows ']' */
+	if (!memchr(p ? p : at, ':', (size_t)(end - (p ? p : at))))
+		for (i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
+			if (strncasecmp(url, defaults[i].scheme,
+			                strlen(defaults[i].scheme)) == 0)
+				port = defaults[i].port;
+	snprintf(out, cap, "%.*s%s%s", (int)n, at, port ? ":" : "",
+	         port ? port : "");
+out:
+	return;
+}
+
+/* One proxy of a spec: DIRECT, or scheme://host[:port][/] with a scheme
+ * libcurl takes for a proxy. */
+static bool proxy_one_ok(const char *p, size_t n)
+{
+	static const char *const schemes[] = {
+		"http://", "https://", "socks4://", "socks4a://", "socks5://",
+		"socks5h://",
+	};
+	const char *host = NULL, *end = p + n;
+	bool ok = false;
+	size_t i, k;
+
+	if (n == 6 && strncasecmp(p, "DIRECT", 6) == 0) {
+		ok = true;
+		goto out;
+	}
+	for (i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+		k = strlen(schemes[i]);
+		if (n > k && strncasecmp(p, schemes[i], k) == 0)
+			host = p + k;
+	}
+	if (!host)
+		goto out;
+	if (end > host && end[-1] == '/')
+		end--;
+	if (host == end || *host == ':')
+		goto out;
+	/* Nothing that could make libcurl read a different URL. */
+	for (; host < end; host++)
+		if (*host <= ' ' || *host == '/' || *host == '?' ||
+		    *host == '#' || (unsigned char)*host >= 0x7f)
+			goto out;
+	ok = true;
+out:
+	return ok;
+}
+
+int xfer_check_proxy(const char *spec, char *why, size_t cap)
+{
+	const char *p = spec, *end;
+	size_t n, count = 0;
+	int rc = 0;
+
+	if (!spec || !*spec)
+		goto out;   /* DIRECT */
+	while (*p) {
+		end = p + strcspn(p, "|;");
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		n = (size_t)(end - p);
+		while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+			n--;
+		if (n) {
+			if (!proxy_one_ok(p, n)) {
+				snprintf(why, cap, "invalid proxy \"%.*s\" in "
+				         "proxy=%s (want http://HOST:PORT, "
+				         "https://, socks5://... or DIRECT, "
+				         "joined by '|' and ';')",
+				         (int)(n > 64 ? 64 : n), p, spec);
+				rc = -EINVAL;
+				goto out;
+			}
+			count++;
+		}
+		p = *end ? end + 1 : end;
+	}
+	if (count == 0) {
+		snprintf(why, cap, "empty proxy list proxy=%s", spec);
+		rc = -EINVAL;
+	}
+out:
+	if (rc == 0 && cap)
+		why[0] = '\0';
+	return rc;
 }
 
 int xfer_list(struct xfer *x, const char *path, xfer_entry_fn fn, void *arg)
@@ -440,7 +625,7 @@ int xfer_list(struct xfer *x, const char *path, xfer_entry_fn fn, void *arg)
 	struct xfer_call c = { .op = XFER_LIST, .path = path, .fn = fn,
 	                       .arg = arg };
 
-	return run_call(x, &c);
+	return run_call(x, &c, NULL, 0);
 }
 
 int xfer_read(struct xfer *x, const char *path, const struct xfer_attr *expect,
@@ -458,7 +643,7 @@ int xfer_read(struct xfer *x, const char *path, const struct xfer_attr *expect,
 		rc = -EINVAL;
 		goto out;
 	}
-	rc = len ? run_call(x, &c) : 0;
+	rc = len ? run_call(x, &c, NULL, 0) : 0;
 out:
 	return rc;
 }

@@ -65,8 +65,11 @@ struct xfer_opts {
 };
 
 /* Called once per directory entry ("." and ".." and the directory itself
- * are never passed).  name is a single decoded path segment, valid only
- * during the call.  Return 0 to go on, non-zero to stop: xfer_list then
+ * are never passed).  name is a single decoded path segment of at most
+ * NAME_MAX (255) bytes, valid only during the call: longer names, which no
+ * POSIX tool could open, are skipped and counted in one log line per
+ * listing, as are WebDAV entries whose href names another server (scheme,
+ * host or port) than the one asked.  Return 0 to go on, non-zero to stop: xfer_list then
  * returns that value. */
 typedef int (*xfer_entry_fn)(void *arg, const char *name,
                              const struct xfer_attr *attr);
@@ -78,11 +81,35 @@ int xfer_open(struct xfer **out, const char *sources,
               const struct xfer_opts *opts)
 	__attribute__((warn_unused_result));
 
+/* Checks a proxy spec as xfer_opts.proxy takes it: each entry DIRECT or
+ * scheme://host[:port] (http, https, socks4, socks4a, socks5, socks5h).
+ * 0 if usable (or empty); else -EINVAL and why (cap bytes) says which
+ * entry is wrong.  xfer_open does the same check and logs why; callers
+ * that validate options early can call it first. */
+int xfer_check_proxy(const char *spec, char *why, size_t cap);
+
 /* Closes connections and frees x.  No call on x may be running. */
 void xfer_close(struct xfer *x);
 
 /* Attributes of one path. */
 int xfer_stat(struct xfer *x, const char *path, struct xfer_attr *attr)
+	__attribute__((warn_unused_result));
+
+/* xfer_stat for the first contact with the sources (the mount-time check).
+ * Each source is asked once, without retries, and each request ends within
+ * its connect timeout plus 10 s (XFER_PROBE_GRACE_MS), so a host that
+ * accepts connections and never answers costs about connect_timeout + 10 s
+ * per source rather than every retry's stall timeout.  Same error codes as
+ * xfer_stat.  On failure, why (cap bytes, may be NULL; "" on success) gets
+ * one line for a person saying what each source answered, joined by "; ",
+ * e.g. "cannot resolve HOST", "connection refused by HOST:PORT", "no answer
+ * from HOST:PORT after N s", "the server at HOST:PORT does not speak WebDAV:
+ * PROPFIND got 405 ...", "TLS handshake with HOST:PORT failed: ... is it
+ * plain http?".  The words are for that message only: the errno mapping of
+ * reads and listings is unchanged.  The probe's state is per thread, so
+ * probes may run on several threads at once. */
+int xfer_probe(struct xfer *x, const char *path, struct xfer_attr *attr,
+               char *why, size_t cap)
 	__attribute__((warn_unused_result));
 
 /* Lists a directory.  The whole reply is fetched and parsed before the

@@ -102,6 +102,21 @@ int xfer_write_one(const struct xfer_backend_ops *ops, void *rstate,
                    void *wstate, const char *url,
                    const struct xfer_wcall *c, int *changed);
 
+/* The mount-time probe (xfer_probe) and its words for a person.  A probe
+ * runs on one thread from start to end, so its state is kept per thread:
+ * while xfer_probing() is true on a thread, backends ask each source once
+ * (no retries) and bound every request to their connect timeout plus
+ * XFER_PROBE_GRACE_MS, and they describe each failure with xfer_note()
+ * ("connection refused by h:p", "PROPFIND got 405 ...").  Outside a probe
+ * xfer_note does nothing, so the read path pays nothing for it. */
+#define XFER_PROBE_GRACE_MS 10000
+#define XFER_NOTE_MAX 512
+int xfer_probing(void);
+/* Replaces this thread's note for the source being asked. */
+void xfer_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "host:port" (default port by scheme) of url into out; "" if none. */
+void xfer_url_hostport(const char *url, char *out, size_t cap);
+
 /* Backends, each in its own file (http.c, gridftp.c). */
 extern const struct xfer_backend_ops xfer_http_ops;
 extern const struct xfer_backend_ops xfer_gridftp_ops;
@@ -178,6 +193,13 @@ int xfer_propfind_finish(struct xfer_propfind *p,
                          struct xfer_propfind_result *res)
 	__attribute__((warn_unused_result));
 void xfer_propfind_free(struct xfer_propfind *p);
+
+/* The href checks of the parser, exposed for unit tests: whether href
+ * (as found in a <response>) names a resource on the server that req_url
+ * (the request's URL, or a bare path: then any authority is accepted)
+ * points at: same scheme, host and port.  Absolute-path and relative hrefs
+ * always do.  1: same server, 0: another one. */
+int xfer_href_same_origin(const char *req_url, const char *href);
 
 /* Parses an RFC 1123 date ("Sun, 06 Nov 1994 08:49:37 GMT") into seconds
  * since the epoch, UTC.  Returns 0 on success, -EINVAL if malformed. */

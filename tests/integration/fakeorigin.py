@@ -27,6 +27,11 @@ FakeOrigin.write_status (set it, e.g. 507 for a full origin, 413), after
 the request body was read; 405 while it is None.  Nothing is stored.
 
 Every request is recorded in .requests as (method, path, range, status).
+
+FakeOrigin(files, extra_responses=[...]) adds raw <D:response> elements
+(strings; "{origin}" is replaced by the origin's URL) to the Depth: 1
+PROPFIND reply of "/", for entries nginx cannot produce: hrefs naming
+other servers, names longer than NAME_MAX, ...
 """
 import email.utils
 import http.server
@@ -113,7 +118,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(404)
             return
-        body = owner.multistatus(entries).encode()
+        extra = owner.extra_responses if path in ("/", "") and \
+            self.headers.get("Depth", "infinity") != "0" else ()
+        body = owner.multistatus(entries, extra).encode()
         self._send(207, body, [("Content-Type",
                                 'application/xml; charset="utf-8"')])
 
@@ -169,9 +176,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class FakeOrigin:
     """FakeOrigin({"name": FakeFile(...)}) as a context manager; .url."""
 
-    def __init__(self, files):
+    def __init__(self, files, extra_responses=()):
         self.files = dict(files)
         self.write_status = None
+        self.extra_responses = list(extra_responses)
         self.requests = []
         self._lock = threading.Lock()
         self._httpd = None
@@ -206,7 +214,7 @@ class FakeOrigin:
             return [r for r in self.requests
                     if r[0] == method and r[1] == "/" + name]
 
-    def multistatus(self, entries):
+    def multistatus(self, entries, extra=()):
         out = ['<?xml version="1.0" encoding="utf-8"?>',
                '<D:multistatus xmlns:D="DAV:">']
         for href, f in entries:
@@ -228,6 +236,7 @@ class FakeOrigin:
                        f"<D:propstat><D:prop>{props}</D:prop>"
                        "<D:status>HTTP/1.1 200 OK</D:status>"
                        "</D:propstat></D:response>")
+        out += [x.replace("{origin}", self.url) for x in extra]
         out.append("</D:multistatus>")
         return "\n".join(out)
 

@@ -277,7 +277,7 @@ static void test_apache(void)
 	struct run r;
 
 	/* Request without the trailing '/', hrefs with it and full URLs. */
-	r = parse("http://127.0.0.1/dav/my%20dir", 1, apache_dir,
+	r = parse("http://EXAMPLE.org:80/dav/my%20dir", 1, apache_dir,
 	          sizeof(apache_dir) - 1, 0, 0);
 	CHECK_OK(r.rc);
 	CHECK(r.res.have_self && S_ISDIR(r.res.self.mode));
@@ -497,6 +497,137 @@ static void test_bad_entries(void)
 	xfer_listing_free(&r.res.children);
 }
 
+static void test_same_origin(void)
+{
+	static const struct {
+		const char *req, *href;
+		int same;
+	} cases[] = {
+		{ "http://h.example:8080/d/", "/d/x", 1 },
+		{ "http://h.example:8080/d/", "x", 1 },
+		{ "http://h.example:8080/d/", "sub/x", 1 },
+		{ "http://h.example:8080/d/", "http://h.example:8080/d/x", 1 },
+		{ "http://h.example:8080/d/", "HTTP://H.EXAMPLE:8080/d/x", 1 },
+		{ "http://h.example/d/", "http://h.example:80/d/x", 1 },
+		{ "https://h.example/d/", "https://h.example:443/d/x", 1 },
+		{ "http://u:pw@h.example/d/", "http://h.example/d/x", 1 },
+		{ "http://[::1]:81/d/", "http://[::1]:81/d/x", 1 },
+		{ "http://h.example:8080/d/", "//h.example:8080/d/x", 1 },
+		{ "/d/", "http://anything.example/d/x", 1 },
+		{ "http://h.example:8080/d/", "http://other.example/d/x", 0 },
+		{ "http://h.example:8080/d/", "http://h.example/d/x", 0 },
+		{ "http://h.example:8080/d/", "http://h.example:8081/d/x", 0 },
+		{ "http://h.example/d/", "https://h.example/d/x", 0 },
+		{ "https://h.example/d/", "http://h.example:443/d/x", 0 },
+		{ "http://h.example/d/", "ftp://h.example/d/x", 0 },
+		{ "http://h.example/d/", "//other.example/d/x", 0 },
+		{ "http://h.example/d/", "mailto:x@h.example", 0 },
+		{ "http://h.example/d/", "http://h.example.evil/d/x", 0 },
+		{ "http://h.example/d/", "http://h.example@evil/d/x", 0 },
+		{ "http://[::1]:81/d/", "http://[::1]:82/d/x", 0 },
+		{ "http://h.example/d/", "http:///d/x", 0 },
+		{ "http://h.example/d/", "http://h.example:80"
+		  "0000000000000000000000000000000000000000000000000000000000"
+		  "0000000000000000000000000000000000000000000000000000000000"
+		  "0000000000000000000000000000000000000000000000000000000000"
+		  "0000000000000000000000000000000000000000000000000000000000"
+		  "0000000000000000000000000000000000000000000000000000000000"
+		  "/d/x", 0 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (xfer_href_same_origin(cases[i].req, cases[i].href) !=
+		    cases[i].same) {
+			fprintf(stderr, "same origin(%s, %s) != %d\n",
+			        cases[i].req, cases[i].href, cases[i].same);
+			CHECK(0);
+		}
+}
+
+static void test_names_and_hrefs(void)
+{
+	char doc[16384], name[1100];
+	const struct xfer_listing_entry *e;
+	struct run r;
+	size_t n;
+	int i;
+
+#define RESP(href) "<D:response><D:href>" href "</D:href><D:propstat>" \
+	"<D:prop><D:getcontentlength>1</D:getcontentlength></D:prop>" \
+	"<D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+	n = (size_t)snprintf(doc, sizeof(doc), "%s",
+		"<?xml version=\"1.0\"?><D:multistatus xmlns:D=\"DAV:\">"
+		"<D:response><D:href>/d/</D:href><D:propstat><D:prop>"
+		"<D:resourcetype><D:collection/></D:resourcetype></D:prop>"
+		"<D:status>HTTP/1.1 200 OK</D:status></D:propstat>"
+		"</D:response>"
+		RESP("http://h.example:8080/d/full")
+		RESP("rel")
+		RESP("http://other.example/d/evil")
+		RESP("http://h.example:9999/d/port")
+		RESP("https://h.example:8080/d/scheme")
+		RESP("//other.example/d/netpath")
+		RESP("/d/%C3%A9%C3%A9"));
+	/* 255 bytes (kept), 256 and 1024 (skipped); one escaped. */
+	for (i = 0; i < 3; i++) {
+		size_t len = i == 0 ? 255 : i == 1 ? 256 : 1024;
+
+		memset(name, i == 0 ? 'k' : 'l', len);
+		name[len] = '\0';
+		n += (size_t)snprintf(doc + n, sizeof(doc) - n, "<D:response>"
+		        "<D:href>/d/%s%s</D:href><D:propstat><D:prop>"
+		        "<D:getcontentlength>1</D:getcontentlength></D:prop>"
+		        "<D:status>HTTP/1.1 200 OK</D:status></D:propstat>"
+		        "</D:response>", i == 2 ? "%41" : "",
+		        i == 2 ? name + 1 : name);
+	}
+	n += (size_t)snprintf(doc + n, sizeof(doc) - n, "</D:multistatus>");
+#undef RESP
+	r = parse("http://h.example:8080/d/", 1, doc, n, 0, 0);
+	CHECK_OK(r.rc);
+	CHECK(r.res.have_self);
+	CHECK(r.res.children.count == 4);
+	CHECK(find(&r, "full") && find(&r, "rel") &&
+	      find(&r, "\xc3\xa9\xc3\xa9"));
+	memset(name, 'k', 255);
+	name[255] = '\0';
+	e = find(&r, name);
+	CHECK(e != NULL);
+	for (i = 0; i < (int)r.res.children.count; i++)
+		CHECK(strlen(r.res.children.entries[i].name) <= 255);
+	CHECK(!find(&r, "evil") && !find(&r, "port") && !find(&r, "scheme") &&
+	      !find(&r, "netpath"));
+	xfer_listing_free(&r.res.children);
+
+	/* Relative hrefs resolve under the request's collection, also for a
+	 * request without the trailing '/' (the base is then the parent). */
+	CHECK_ERR(rc_of("http://h.example/d/f", 0, DOC(
+		"<D:multistatus xmlns:D=\"DAV:\"><D:response><D:href>f"
+		"</D:href><D:propstat><D:prop><D:getcontentlength>3"
+		"</D:getcontentlength></D:prop><D:status>HTTP/1.1 200 OK"
+		"</D:status></D:propstat></D:response></D:multistatus>"), 0),
+		0);
+	/* A reply that names only other servers is wrong, not empty; a
+	 * stat whose only answer is another server's has no answer. */
+	CHECK_ERR(rc_of("http://h.example/d/", 1, DOC(
+		"<D:multistatus xmlns:D=\"DAV:\"><D:response><D:href>"
+		"http://evil.example/d/</D:href><D:propstat><D:prop>"
+		"<D:resourcetype><D:collection/></D:resourcetype></D:prop>"
+		"<D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+		"<D:response><D:href>http://evil.example/d/x</D:href>"
+		"<D:propstat><D:prop><D:getcontentlength>1"
+		"</D:getcontentlength></D:prop><D:status>HTTP/1.1 200 OK"
+		"</D:status></D:propstat></D:response></D:multistatus>"), 0),
+		-EIO);
+	CHECK_ERR(rc_of("http://h.example/f", 0, DOC(
+		"<D:multistatus xmlns:D=\"DAV:\"><D:response><D:href>"
+		"http://evil.example/f</D:href><D:propstat><D:prop>"
+		"<D:getcontentlength>1</D:getcontentlength></D:prop>"
+		"<D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
+		"</D:multistatus>"), 0), -EIO);
+}
+
 /* 50,000 entries fed as generated, as from the network. */
 static void test_large(void)
 {
@@ -549,5 +680,7 @@ int main(void)
 	RUN(test_hostile);
 	RUN(test_bad_entries);
 	RUN(test_large);
+	RUN(test_same_origin);
+	RUN(test_names_and_hrefs);
 	CHECK_EXIT();
 }
