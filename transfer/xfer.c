@@ -31,6 +31,8 @@
 #define XFER_MAX_PATH      4096   /* a path inside the tree, raw bytes */
 #define XFER_BACKOFF_MIN_MS  5000
 #define XFER_BACKOFF_MAX_MS 60000
+#define XFER_DEFAULT_CONNECT_MS 5000
+#define XFER_DEFAULT_MIN_RATE   (64u << 10)
 
 struct xfer_source {
 	const struct xfer_backend_ops *ops;
@@ -245,6 +247,25 @@ void xfer_close(struct xfer *x)
 	pthread_mutex_destroy(&x->lock);
 	free(x->proxy_copy);
 	free(x);
+}
+
+long xfer_opts_deadline_ms(const struct xfer_opts *opts, uint64_t bytes)
+{
+	long connect = opts && opts->connect_timeout_ms > 0
+	               ? opts->connect_timeout_ms : XFER_DEFAULT_CONNECT_MS;
+	uint64_t rate = opts && opts->min_rate ? opts->min_rate
+	                                       : XFER_DEFAULT_MIN_RATE;
+	uint64_t ms = bytes / rate * 1000 + bytes % rate * 1000 / rate;
+
+	/* Far beyond any real transfer; keeps the sum in a long. */
+	if (ms > (uint64_t)1 << 30)
+		ms = (uint64_t)1 << 30;
+	return 2 * connect + (long)ms;
+}
+
+long xfer_deadline_ms(const struct xfer *x, uint64_t bytes)
+{
+	return xfer_opts_deadline_ms(&x->opts, bytes);
 }
 
 /* Fills order[] with the indexes of the sources to try, best first. */

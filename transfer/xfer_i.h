@@ -32,6 +32,10 @@ struct xfer_backend_ops {
 	            void *buf);
 };
 
+/* xfer_deadline_ms for a backend, which sees only the options (defaults
+ * applied here as in the backends). */
+long xfer_opts_deadline_ms(const struct xfer_opts *opts, uint64_t bytes);
+
 /* Backends, each in its own file (http.c, gridftp.c). */
 extern const struct xfer_backend_ops xfer_http_ops;
 extern const struct xfer_backend_ops xfer_gridftp_ops;
