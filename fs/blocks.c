@@ -21,7 +21,8 @@
  * bytes would take at min_rate (at least 1 s); after that, or if that fetch
  * failed, the reader fetches what it still lacks itself, in one request,
  * and read-ahead of that file pauses for RA_PAUSE_MS, so that it does not
- * compete with readers for a slow origin.  A read of up to 1 MiB thus waits
+ * compete with readers for a slow origin; meanwhile readers of the file do
+ * not wait for fetches already under way at all.  A read of up to 1 MiB thus waits
  * at most about two request deadlines plus that patience.
  *
  * Data from the sources is never checksummed here: it is verified against
@@ -490,8 +491,8 @@ static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
 	atomic_store(&f->ra_paused_until, mono_ms() + RA_PAUSE_MS);
 	dms_log(LOG_INFO, "%s: blocks %llu-%llu still on their way after the "
 	        "reader's patience; fetching them for the reader, read-ahead "
-	        "paused", f->path, (unsigned long long)first,
-	        (unsigned long long)last);
+	        "paused for %d s", f->path, (unsigned long long)first,
+	        (unsigned long long)last, RA_PAUSE_MS / 1000);
 	r = run_new(total);
 	rc = r ? xfer_read(f->xfer, f->inner, &f->attr, first * bs, total,
 	                   r->data)
@@ -568,10 +569,13 @@ int fs_blocks_pin(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
 		if (rc)
 			goto fail;
 	}
-	/* As long as the reader's own bytes would take at min_rate. */
+	/* As long as the reader's own bytes would take at min_rate; not at
+	 * all while this file's fetches are known to fall behind readers. */
 	patience = xfer_deadline_ms(f->xfer, len) - xfer_deadline_ms(f->xfer, 0);
 	if (patience < PATIENCE_MIN_MS)
 		patience = PATIENCE_MIN_MS;
+	if (ra_paused(f))
+		patience = 0;
 	for (i = 0; i < n; i++) {
 		struct blk *b = NULL;
 
