@@ -98,7 +98,6 @@ def test_reader_does_not_wait_for_read_ahead(origins, mounter):
         r = read_in_child(m.path("big.bin"), 4 * BLOCK + 100, 4096,
                           timeout=45)
         assert r["errno"] == 0, f"read failed: {errno.errorcode[r['errno']]}"
-        print("ELAPSED", r["elapsed"], bound)
         assert r["elapsed"] < bound, \
             f"4 KiB read took {r['elapsed']:.1f}s, bound {bound:.0f}s"
         with open(m.path("big.bin"), "rb") as f:
@@ -129,7 +128,6 @@ def test_read_past_deadline_is_eio(origins, mounter, behaviour):
         r = read_in_child(m.path("slow.bin"), 0, 4096, timeout=60)
         assert r["errno"] == errno.EIO, \
             f"want EIO, got {errno.errorcode.get(r['errno'], r['errno'])}"
-        print("ELAPSED", r["elapsed"], bound)
         assert r["elapsed"] < bound, \
             f"EIO after {r['elapsed']:.1f}s, bound {bound:.0f}s"
         assert_daemon_alive(m)
@@ -177,12 +175,11 @@ def test_trickling_mirror_fails_over(origins, mounter):
     slow = origins({"f.bin": (size, "trickle:2048")})
     good = origins({"f.bin": (size, "ok")})
     m = mounter(f"{slow.url};{good.url}",
-                expected_errors=[rf"{slow.url}/f\.bin.*deadline"], **OPTS)
+                expected_errors=[rf"{slow.url}/f\.bin"], **OPTS)
     bound = SLACK * (deadline_s(KERNEL_REQ) + 2)
     try:
         r = read_in_child(m.path("f.bin"), timeout=60)
         assert r["errno"] == 0
-        print("ELAPSED", r["elapsed"], bound)
         assert r["elapsed"] < bound, \
             f"read took {r['elapsed']:.1f}s, bound {bound:.0f}s"
         with open(m.path("f.bin"), "rb") as f:
