@@ -556,7 +556,7 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 				op->late = true;
 				op->fail = -ETIMEDOUT;
 				dms_log(LOG_ERR, "gridftp: %s: %s after %.1f s "
-				        "(deadline %.1f s: 2 x connect_timeout + "
+				        "(deadline %.1f s: connect_timeout + "
 				        "%s at min_rate), %zu bytes received, "
 				        "aborting", url, op->paced ?
 				        "slower than min_rate" : "deadline passed",

@@ -518,7 +518,7 @@ static void log_late(struct http_req *r, uint64_t received)
 	const struct xfer_opts *o = r->h->opts;
 
 	dms_log(LOG_ERR, "transfer: %s %s%s%s: %s after %.1f s (deadline "
-	        "%.1f s: 2 x connect_timeout + %s at min_rate %zu B/s), %llu "
+	        "%.1f s: connect_timeout + %s at min_rate %zu B/s), %llu "
 	        "bytes received -> %s", r->what, r->url,
 	        r->kind == HTTP_GET ? " bytes " : "",
 	        r->kind == HTTP_GET ? r->range : "",

@@ -260,7 +260,7 @@ long xfer_opts_deadline_ms(const struct xfer_opts *opts, uint64_t bytes)
 	/* Far beyond any real transfer; keeps the sum in a long. */
 	if (ms > (uint64_t)1 << 30)
 		ms = (uint64_t)1 << 30;
-	return 2 * connect + (long)ms;
+	return connect + (long)ms;
 }
 
 long xfer_deadline_ms(const struct xfer *x, uint64_t bytes)

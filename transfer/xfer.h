@@ -84,11 +84,11 @@ int xfer_open(struct xfer **out, const char *sources,
 void xfer_close(struct xfer *x);
 
 /* The overall deadline, in ms, of one request for bytes bytes to one
- * source, retries included: 2 x connect_timeout (to connect and get a first
+ * source, retries included: connect_timeout (to connect and get a first
  * reply) + bytes / min_rate.  A read past it fails over to the next source
  * (-EHOSTDOWN from that source).  Listings and stats, whose size is not
  * known up front, must keep that pace as their bytes arrive (fail once
- * 2 x connect_timeout + received / min_rate has passed) and end within
+ * connect_timeout + received / min_rate has passed) and end within
  * xfer_deadline_ms(x, max_listing_bytes).  Can't fail. */
 long xfer_deadline_ms(const struct xfer *x, uint64_t bytes);
 

@@ -49,25 +49,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.owner._record(self.command, self.path,
                                   self.headers.get("Range"), status)
 
-    def _send(self, status, body=b"", headers=()):
+    def _start_reply(self, status, length, headers):
         self._record(status)
         self.send_response(status)
         for k, v in headers:
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         self.end_headers()
+
+    def _send(self, status, body=b"", headers=()):
+        self._start_reply(status, len(body), headers)
         if self.command != "HEAD":
             self.wfile.write(body)
 
     def _send_slow(self, status, body, headers, behaviour):
         """Full headers, then body at the behaviour's pace ("trickle:N"
         bytes/s in 10 slices a second, or "stall": nothing)."""
-        self._record(status)
-        self.send_response(status)
-        for k, v in headers:
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
+        self._start_reply(status, len(body), headers)
         self.close_connection = True
         released = self.server.owner._released
         rate = 0 if behaviour == "stall" else int(behaviour.split(":")[1])

@@ -2,7 +2,7 @@
 not hold a reader longer than the deadlines the README promises.
 
 Every request to an origin has an overall deadline of
-2 x connect_timeout + bytes / min_rate; a listing must keep that pace as it
+connect_timeout + bytes / min_rate; a listing must keep that pace as it
 arrives.  A reader waits for fetches already under way (read-ahead) only as
 long as its own bytes would take at min_rate, then fetches them itself.
 
@@ -14,6 +14,8 @@ machine, and every read runs in a child process with a hard timeout.
 """
 import errno
 import os
+import shutil
+import signal
 import subprocess
 import time
 
@@ -21,12 +23,13 @@ import pytest
 
 import origintree
 from fakeorigin import FakeFile, FakeOrigin
+from gridftp_origin import SERVER, GridFTP, make_root
 from mount import pid_alive, read_in_child
 from origintree import BLOCK, KIB
 
 CONNECT_S = 1
 MIN_RATE = 64 * KIB             # the default
-BASE_S = 2 * CONNECT_S          # 2 x connect_timeout
+BASE_S = CONNECT_S              # connect_timeout
 KERNEL_REQ = 128 * KIB          # FUSE read size for a small buffered read
 SLACK = 3
 OPTS = {"connect_timeout": CONNECT_S, "stall_timeout": 30}
@@ -197,3 +200,43 @@ def test_min_rate_option_checked(mounter, origins):
     m = mounter(fo.url, start=False, min_rate="12")
     r = subprocess.run(m.argv(), capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "min_rate" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(not os.access(SERVER, os.X_OK),
+                    reason="globus-gridftp-server is not installed")
+def test_gridftp_silent_server_deadline(mounter, tmp_path):
+    """GridFTP has no per-operation timeout of its own: the backend's
+    watchdog aborts a RETR past its deadline even when the stall limit
+    (stall_timeout=30) would wait much longer.  SIGSTOP keeps every
+    connection open with nothing answering."""
+    root = make_root()
+    size = 3 * BLOCK + 5
+    try:
+        for name in ("a.bin", "b.bin"):
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(data_for(name, size))
+            os.chmod(os.path.join(root, name), 0o644)
+        with GridFTP(root) as g:
+            m = mounter(g.url, expected_errors=[r"a\.bin"], **OPTS)
+            assert sorted(os.listdir(m.path())) == ["a.bin", "b.bin"]
+            os.stat(m.path("a.bin"))
+            g.signal_all(signal.SIGSTOP)
+            # Two requests (readahead, then the kernel's one page), each
+            # its deadline plus the abort grace (10 s).
+            bound = SLACK * (deadline_s(KERNEL_REQ) + deadline_s(BLOCK)
+                             + 2 * 10) / 2
+            try:
+                r = read_in_child(m.path("a.bin"), 0, 4096, timeout=80)
+            finally:
+                g.signal_all(signal.SIGCONT)
+            assert r["errno"] == errno.EIO, \
+                f"want EIO, got {errno.errorcode.get(r['errno'])}"
+            assert r["elapsed"] < bound, \
+                f"EIO after {r['elapsed']:.1f}s, bound {bound:.0f}s"
+            assert_daemon_alive(m)
+            assert_log_says_why(m, "a.bin")
+            r = read_in_child(m.path("b.bin"), timeout=60)
+            assert r["errno"] == 0 and r["size"] == size
+            m.umount()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
