@@ -320,15 +320,32 @@ static int load_cached(struct fs_blocks *bl, struct fs_file *f, struct blk *b)
 	return -ENOENT;
 }
 
+/* How many of the blocks from idx on (of f) lie wholly in the first done
+ * bytes: those a request cut off by its deadline did bring. */
+static uint64_t blocks_in(struct fs_blocks *bl, struct fs_file *f,
+                          uint64_t idx, size_t done)
+{
+	uint64_t k = 0;
+	size_t len;
+
+	while ((len = fs_block_len(idx + k, f->attr.size, bl->block_size)) &&
+	       len <= done) {
+		done -= len;
+		k++;
+	}
+	return k;
+}
+
 /* Fetches the n claimed, contiguous blocks v[] with one request, publishes
  * them, stores them in the cache once readers have them, and releases
- * them. */
+ * them.  A request cut off by its deadline still publishes the blocks it
+ * brought whole (a trickling origin's bytes are not thrown away). */
 static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
                      unsigned n)
 {
-	size_t total = 0, off = 0;
+	size_t total = 0, off = 0, done = 0;
 	struct run *r;
-	unsigned i;
+	unsigned i, k;
 	int rc;
 
 	if (n == 0)
@@ -336,12 +353,16 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 	for (i = 0; i < n; i++)
 		total += v[i]->len;
 	r = run_new(total);
-	rc = r ? xfer_read(f->xfer, f->inner, &f->attr,
-	                   v[0]->idx * bl->block_size, total, r->data)
+	rc = r ? xfer_read_some(f->xfer, f->inner, &f->attr,
+	                        v[0]->idx * bl->block_size, total, r->data,
+	                        &done)
 	       : -ENOMEM;
-	if (rc == 0) {
-		r->refs = (int)n;
-		for (i = 0; i < n; i++) {
+	k = rc == 0 ? n : (unsigned)blocks_in(bl, f, v[0]->idx, done);
+	if (k > n)
+		k = n;
+	if (k) {
+		r->refs = (int)k;
+		for (i = 0; i < k; i++) {
 			v[i]->run = r;
 			v[i]->data = r->data + off;
 			off += v[i]->len;
@@ -350,9 +371,9 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 		free(r);
 	}
 	for (i = 0; i < n; i++)
-		finish(bl, v[i], rc);
+		finish(bl, v[i], i < k ? 0 : rc);
 	for (i = 0; i < n; i++) {
-		if (rc == 0)
+		if (i < k)
 			cache_block_put(bl->cache, &f->fid, v[i]->idx, v[i]->data,
 			                v[i]->len);
 		release(bl, v[i]);
@@ -479,8 +500,8 @@ static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
                      struct fs_pin *pin, uint64_t base, uint64_t first,
                      uint64_t last)
 {
-	uint64_t bs = bl->block_size, i;
-	size_t total = 0;
+	uint64_t bs = bl->block_size, i, end;
+	size_t total = 0, done = 0;
 	struct run *r;
 	int rc;
 
@@ -494,10 +515,12 @@ static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
 	        "paused for %d s", f->path, (unsigned long long)first,
 	        (unsigned long long)last, RA_PAUSE_MS / 1000);
 	r = run_new(total);
-	rc = r ? xfer_read(f->xfer, f->inner, &f->attr, first * bs, total,
-	                   r->data)
+	rc = r ? xfer_read_some(f->xfer, f->inner, &f->attr, first * bs, total,
+	                        r->data, &done)
 	       : -ENOMEM;
-	for (i = first; rc == 0 && i <= last; i++) {
+	/* Cut off: the whole blocks it brought still go to the table. */
+	end = rc == 0 ? last + 1 : first + blocks_in(bl, f, first, done);
+	for (i = first; r && i < end && i <= last; i++) {
 		struct blk *b;
 
 		if (pin->held[i - base])
@@ -506,7 +529,7 @@ static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
 		if (!b) {
 			b = calloc(1, sizeof(*b));
 			if (!b) {
-				rc = -ENOMEM;
+				rc = rc ? rc : -ENOMEM;
 				break;
 			}
 			b->fid = f->fid;

@@ -1094,7 +1094,7 @@ out:
 
 static int gftp_read(void *state, const char *path,
                      const struct xfer_attr *expect, uint64_t offset,
-                     size_t len, void *buf)
+                     size_t len, void *buf, size_t *done)
 {
 	struct gftp *g = state;
 	struct xfer_attr now;
@@ -1102,6 +1102,8 @@ static int gftp_read(void *state, const char *path,
 	char *url = NULL;
 	int rc = 0;
 
+	/* MODE E places blocks out of order: no prefix is known. */
+	*done = 0;
 	if (len == 0)
 		goto out;
 	if (offset + len < offset ||

@@ -1058,13 +1058,14 @@ static int http_list(void *state, const char *path, xfer_entry_fn fn,
 
 static int http_read(void *state, const char *path,
                      const struct xfer_attr *expect, uint64_t offset,
-                     size_t len, void *buf)
+                     size_t len, void *buf, size_t *done)
 {
 	struct http *h = state;
 	struct http_req r;
 	char *url = NULL;
 	int rc = 0;
 
+	*done = 0;
 	if (len == 0)
 		goto out;
 	memset(&r, 0, sizeof(r));
@@ -1086,6 +1087,9 @@ static int http_read(void *state, const char *path,
 	}
 	r.url = url;
 	rc = run(&r);
+	/* The body is taken in order after its headers were checked: what
+	 * the last try got before its deadline is the source's. */
+	*done = rc == -EHOSTDOWN && r.late ? r.got : 0;
 	free(url);
 out:
 	return rc;

@@ -354,6 +354,7 @@ struct xfer_call {
 	uint64_t offset;
 	size_t len;
 	void *buf;
+	size_t done;                         /* read: see xfer_read_some */
 	/* list: set once the user's callback ran, so a failure after that is
 	 * never retried on another source (no duplicate entries). */
 	bool emitted;
@@ -383,8 +384,11 @@ static int call_one(struct xfer_source *s, struct xfer_call *c)
 	case XFER_LIST:
 		return s->ops->list(s->state, c->path, call_entry, c);
 	case XFER_READ:
+		/* Only the last source's prefix counts: a later one may have
+		 * written over an earlier one's. */
+		c->done = 0;
 		return s->ops->read(s->state, c->path, c->expect, c->offset,
-		                    c->len, c->buf);
+		                    c->len, c->buf, &c->done);
 	}
 	return -EINVAL;
 }
@@ -453,6 +457,15 @@ int xfer_list(struct xfer *x, const char *path, xfer_entry_fn fn, void *arg)
 int xfer_read(struct xfer *x, const char *path, const struct xfer_attr *expect,
               uint64_t offset, size_t len, void *buf)
 {
+	size_t done;
+
+	return xfer_read_some(x, path, expect, offset, len, buf, &done);
+}
+
+int xfer_read_some(struct xfer *x, const char *path,
+                   const struct xfer_attr *expect, uint64_t offset,
+                   size_t len, void *buf, size_t *done)
+{
 	struct xfer_call c = { .op = XFER_READ, .path = path, .expect = expect,
 	                       .offset = offset, .len = len, .buf = buf };
 	int rc;
@@ -467,6 +480,7 @@ int xfer_read(struct xfer *x, const char *path, const struct xfer_attr *expect,
 	}
 	rc = len ? run_call(x, &c) : 0;
 out:
+	*done = rc == 0 ? len : c.done;
 	return rc;
 }
 

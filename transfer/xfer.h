@@ -109,6 +109,14 @@ int xfer_read(struct xfer *x, const char *path, const struct xfer_attr *expect,
               uint64_t offset, size_t len, void *buf)
 	__attribute__((warn_unused_result));
 
+/* xfer_read, and on failure *done (never NULL) tells how many bytes at
+ * the start of buf are nevertheless the source's bytes for that range
+ * (a request cut off by its deadline); 0 when none are known to be. */
+int xfer_read_some(struct xfer *x, const char *path,
+                   const struct xfer_attr *expect, uint64_t offset,
+                   size_t len, void *buf, size_t *done)
+	__attribute__((warn_unused_result));
+
 /* Percent-encodes one path segment per RFC 3986 (unreserved characters
  * kept).  Returns the length written (without NUL), or -ENAMETOOLONG if it
  * does not fit in cap bytes. */

@@ -27,9 +27,11 @@ struct xfer_backend_ops {
 	void (*close)(void *state);
 	int (*stat)(void *state, const char *path, struct xfer_attr *attr);
 	int (*list)(void *state, const char *path, xfer_entry_fn fn, void *arg);
+	/* On failure *done: bytes at the start of buf that are the source's
+	 * nevertheless (0 if unknown); see xfer_read_some. */
 	int (*read)(void *state, const char *path,
 	            const struct xfer_attr *expect, uint64_t offset, size_t len,
-	            void *buf);
+	            void *buf, size_t *done);
 };
 
 /* xfer_deadline_ms for a backend, which sees only the options (defaults
