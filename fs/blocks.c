@@ -22,8 +22,8 @@
  * failed, the reader fetches what it still lacks itself, in one request,
  * and read-ahead of that file pauses for RA_PAUSE_MS, so that it does not
  * compete with readers for a slow origin; meanwhile readers of the file do
- * not wait for fetches already under way at all.  A read of up to 1 MiB thus waits
- * at most about two request deadlines plus that patience.
+ * not wait for fetches already under way at all.  One FUSE read thus waits
+ * at most about two of its own request deadlines plus that patience.
  *
  * Data from the sources is never checksummed here: it is verified against
  * the request by transfer/ and checksummed by cache/ when stored. */
