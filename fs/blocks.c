@@ -14,6 +14,17 @@
  * sequential readers, several at a time, which keeps a long network path
  * full.
  *
+ * A reader waits only for the blocks it asked for.  Its own misses are its
+ * own requests, each bounded by the transfer deadline (xfer_deadline_ms).
+ * A block already on its way in someone else's fetch (a read-ahead run, or
+ * another reader's request) is waited for only as long as the reader's own
+ * bytes would take at min_rate (at least 1 s); after that, or if that fetch
+ * failed, the reader fetches what it still lacks itself, in one request,
+ * and read-ahead of that file pauses for RA_PAUSE_MS, so that it does not
+ * compete with readers for a slow origin; meanwhile readers of the file do
+ * not wait for fetches already under way at all.  One FUSE read thus waits
+ * at most about two of its own request deadlines plus that patience.
+ *
  * Data from the sources is never checksummed here: it is verified against
  * the request by transfer/ and checksummed by cache/ when stored. */
 #include <errno.h>
@@ -27,6 +38,8 @@
 #define PREFETCH_QUEUE_MAX 256u          /* jobs */
 #define FETCH_RUN_BYTES (2u << 20)       /* largest single request */
 #define LOADED_CONDS 64u
+#define PATIENCE_MIN_MS 1000
+#define RA_PAUSE_MS 30000
 
 enum blk_state { BLK_LOADING, BLK_READY, BLK_FAILED };
 
@@ -89,6 +102,7 @@ struct fs_file *fs_file_new(const char *path, const struct fs_route *r,
 	if (!f)
 		return NULL;
 	atomic_init(&f->refs, 1);
+	atomic_init(&f->ra_paused_until, 0);
 	f->attr = *attr;
 	f->xfer = r->xfer;
 	memcpy(f->path, path, len);
@@ -118,6 +132,19 @@ void fs_file_put(struct fs_file *f)
 {
 	if (f && atomic_fetch_sub(&f->refs, 1) == 1)
 		free(f);
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool ra_paused(struct fs_file *f)
+{
+	return atomic_load(&f->ra_paused_until) > mono_ms();
 }
 
 static size_t slot(const struct cache_fid *fid, uint64_t idx)
@@ -293,15 +320,32 @@ static int load_cached(struct fs_blocks *bl, struct fs_file *f, struct blk *b)
 	return -ENOENT;
 }
 
+/* How many of the blocks from idx on (of f) lie wholly in the first done
+ * bytes: those a request cut off by its deadline did bring. */
+static uint64_t blocks_in(struct fs_blocks *bl, struct fs_file *f,
+                          uint64_t idx, size_t done)
+{
+	uint64_t k = 0;
+	size_t len;
+
+	while ((len = fs_block_len(idx + k, f->attr.size, bl->block_size)) &&
+	       len <= done) {
+		done -= len;
+		k++;
+	}
+	return k;
+}
+
 /* Fetches the n claimed, contiguous blocks v[] with one request, publishes
  * them, stores them in the cache once readers have them, and releases
- * them. */
+ * them.  A request cut off by its deadline still publishes the blocks it
+ * brought whole (a trickling origin's bytes are not thrown away). */
 static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
                      unsigned n)
 {
-	size_t total = 0, off = 0;
+	size_t total = 0, off = 0, done = 0;
 	struct run *r;
-	unsigned i;
+	unsigned i, k;
 	int rc;
 
 	if (n == 0)
@@ -309,12 +353,16 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 	for (i = 0; i < n; i++)
 		total += v[i]->len;
 	r = run_new(total);
-	rc = r ? xfer_read(f->xfer, f->inner, &f->attr,
-	                   v[0]->idx * bl->block_size, total, r->data)
+	rc = r ? xfer_read_some(f->xfer, f->inner, &f->attr,
+	                        v[0]->idx * bl->block_size, total, r->data,
+	                        &done)
 	       : -ENOMEM;
-	if (rc == 0) {
-		r->refs = (int)n;
-		for (i = 0; i < n; i++) {
+	k = rc == 0 ? n : (unsigned)blocks_in(bl, f, v[0]->idx, done);
+	if (k > n)
+		k = n;
+	if (k) {
+		r->refs = (int)k;
+		for (i = 0; i < k; i++) {
 			v[i]->run = r;
 			v[i]->data = r->data + off;
 			off += v[i]->len;
@@ -323,9 +371,9 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 		free(r);
 	}
 	for (i = 0; i < n; i++)
-		finish(bl, v[i], rc);
+		finish(bl, v[i], i < k ? 0 : rc);
 	for (i = 0; i < n; i++) {
-		if (rc == 0)
+		if (i < k)
 			cache_block_put(bl->cache, &f->fid, v[i]->idx, v[i]->data,
 			                v[i]->len);
 		release(bl, v[i]);
@@ -335,13 +383,15 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 
 /* Makes blocks [first, first + count) of f present: those neither in
  * memory nor being loaded come from the cache, or from the sources in runs
- * of contiguous misses.  Errors are left for readers to meet. */
-static void load_range(struct fs_blocks *bl, struct fs_file *f,
-                       uint64_t first, uint64_t count)
+ * of contiguous misses.  Returns the first fetch error (read-ahead leaves
+ * errors for readers to meet). */
+static int load_range(struct fs_blocks *bl, struct fs_file *f,
+                      uint64_t first, uint64_t count)
 {
 	uint64_t end = fs_block_count(f->attr.size, bl->block_size), idx;
 	struct blk *pend[FETCH_RUN_BYTES / 4096];
 	unsigned n = 0;
+	int rc = 0, frc;
 
 	if (first + count < end)
 		end = first + count;
@@ -358,17 +408,25 @@ static void load_range(struct fs_blocks *bl, struct fs_file *f,
 				continue;
 		}
 		/* A block known or cached ends the run: fetch what came before. */
-		fetch_run(bl, f, pend, n);
+		frc = fetch_run(bl, f, pend, n);
+		if (frc && !rc)
+			rc = frc;
 		n = 0;
 	}
-	fetch_run(bl, f, pend, n);
+	frc = fetch_run(bl, f, pend, n);
+	return rc ? rc : frc;
 }
 
-/* Returns the READY block idx of f with a reference held, loading it (or
- * waiting for the thread loading it) as needed. */
+/* Returns the READY block idx of f with a reference held, loading it when
+ * nobody is.  A fetch under way elsewhere is waited for until *until (set
+ * at the first such wait, patience_ms from then; monotonic).  -EAGAIN:
+ * that fetch is still going then, or it failed for want of a good answer:
+ * the caller fetches the block itself. */
 static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
+                   struct timespec *until, long patience_ms,
                    struct blk **out)
 {
+	pthread_cond_t *cond = &bl->loaded[slot(&f->fid, idx) % LOADED_CONDS];
 	struct blk *b;
 	int rc;
 
@@ -400,9 +458,23 @@ static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
 			return rc;
 		}
 		b->refs++;
-		while (b->state == BLK_LOADING)
-			pthread_cond_wait(&bl->loaded[slot(&f->fid, idx) % LOADED_CONDS],
-			                  &bl->lock);
+		while (b->state == BLK_LOADING) {
+			if (until->tv_sec == 0 && until->tv_nsec == 0) {
+				clock_gettime(CLOCK_MONOTONIC, until);
+				until->tv_sec += patience_ms / 1000;
+				until->tv_nsec += patience_ms % 1000 * 1000000L;
+				if (until->tv_nsec >= 1000000000L) {
+					until->tv_sec++;
+					until->tv_nsec -= 1000000000L;
+				}
+			}
+			if (pthread_cond_timedwait(cond, &bl->lock, until) ==
+			    ETIMEDOUT && b->state == BLK_LOADING) {
+				pthread_mutex_unlock(&bl->lock);
+				release(bl, b);
+				return -EAGAIN;
+			}
+		}
 		if (b->state == BLK_READY) {
 			lru_unlink(b);
 			lru_push_front(bl, b);
@@ -413,8 +485,78 @@ static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
 		rc = b->err;
 		pthread_mutex_unlock(&bl->lock);
 		release(bl, b);
-		return rc;
+		/* A read-ahead run fails as a whole, e.g. past its deadline,
+		 * where the reader's few blocks may still come in time. */
+		return rc == -EHOSTDOWN || rc == -EIO ? -EAGAIN : rc;
 	}
+}
+
+/* Fetches blocks [first, last] of f with one request of the reader's own
+ * and puts them in the pin's empty slots (pin->held[i - base]).  A block
+ * nobody holds in the table any more is entered there (and cached); one
+ * still on its way elsewhere stays private to this reader.  Blocks of the
+ * span already pinned are fetched again: cheaper than another request. */
+static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
+                     struct fs_pin *pin, uint64_t base, uint64_t first,
+                     uint64_t last)
+{
+	uint64_t bs = bl->block_size, i, end;
+	size_t total = 0, done = 0;
+	struct run *r;
+	int rc;
+
+	for (i = first; i <= last; i++)
+		total += fs_block_len(i, f->attr.size, bs);
+	/* Read-ahead that cannot keep ahead of readers only takes the slow
+	 * origin's bandwidth from them. */
+	atomic_store(&f->ra_paused_until, mono_ms() + RA_PAUSE_MS);
+	dms_log(LOG_INFO, "%s: blocks %llu-%llu still on their way after the "
+	        "reader's patience; fetching them for the reader, read-ahead "
+	        "paused for %d s", f->path, (unsigned long long)first,
+	        (unsigned long long)last, RA_PAUSE_MS / 1000);
+	r = run_new(total);
+	rc = r ? xfer_read_some(f->xfer, f->inner, &f->attr, first * bs, total,
+	                        r->data, &done)
+	       : -ENOMEM;
+	/* Cut off: the whole blocks it brought still go to the table. */
+	end = rc == 0 ? last + 1 : first + blocks_in(bl, f, first, done);
+	for (i = first; r && i < end && i <= last; i++) {
+		struct blk *b;
+
+		if (pin->held[i - base])
+			continue;
+		b = claim(bl, f, i);
+		if (!b) {
+			b = calloc(1, sizeof(*b));
+			if (!b) {
+				rc = rc ? rc : -ENOMEM;
+				break;
+			}
+			b->fid = f->fid;
+			b->idx = i;
+			b->len = fs_block_len(i, f->attr.size, bs);
+			b->state = BLK_READY;
+			b->refs = 1;
+		}
+		pthread_mutex_lock(&bl->lock);
+		r->refs++;
+		pthread_mutex_unlock(&bl->lock);
+		b->run = r;
+		b->data = r->data + (i - first) * bs;
+		if (b->hashed) {
+			/* The claim's reference becomes the reader's. */
+			finish(bl, b, 0);
+			cache_block_put(bl->cache, &f->fid, i, b->data, b->len);
+		}
+		pin->held[i - base] = b;
+	}
+	if (r) {
+		pthread_mutex_lock(&bl->lock);
+		if (--r->refs == 0)
+			free(r);
+		pthread_mutex_unlock(&bl->lock);
+	}
+	return rc;
 }
 
 int fs_blocks_pin(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
@@ -422,8 +564,11 @@ int fs_blocks_pin(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
 {
 	uint64_t idx = fs_block_index(off, bl->block_size);
 	uint64_t last = fs_block_index(off + len - 1, bl->block_size);
-	unsigned n = (unsigned)(last - idx + 1);
+	unsigned n = (unsigned)(last - idx + 1), i;
+	uint64_t need_first = UINT64_MAX, need_last = 0;
+	struct timespec until = { 0, 0 };
 	size_t done = 0;
+	long patience;
 	int rc = 0;
 
 	pin->n = 0;
@@ -437,24 +582,50 @@ int fs_blocks_pin(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
 			goto fail;
 		}
 	}
+	memset(pin->iov, 0, n * sizeof(*pin->iov));
+	memset(pin->held, 0, n * sizeof(*pin->held));
+	pin->n = n;
 	/* A read over several blocks fetches its misses as runs, not one
 	 * request per block. */
-	if (n > 1)
-		load_range(bl, f, idx, n);
-	while (done < len) {
-		size_t in = (size_t)(off + done - idx * bl->block_size);
-		struct blk *b = NULL;
-
-		rc = acquire(bl, f, idx, &b);
+	if (n > 1) {
+		rc = load_range(bl, f, idx, n);
 		if (rc)
 			goto fail;
-		pin->held[pin->n] = b;
-		pin->iov[pin->n].iov_base = b->data + in;
-		pin->iov[pin->n].iov_len = b->len - in < len - done ? b->len - in
-		                                                    : len - done;
-		done += pin->iov[pin->n].iov_len;
-		pin->n++;
-		idx++;
+	}
+	/* As long as the reader's own bytes would take at min_rate; not at
+	 * all while this file's fetches are known to fall behind readers. */
+	patience = xfer_deadline_ms(f->xfer, len) - xfer_deadline_ms(f->xfer, 0);
+	if (patience < PATIENCE_MIN_MS)
+		patience = PATIENCE_MIN_MS;
+	if (ra_paused(f))
+		patience = 0;
+	for (i = 0; i < n; i++) {
+		struct blk *b = NULL;
+
+		rc = acquire(bl, f, idx + i, &until, patience, &b);
+		if (rc == -EAGAIN) {
+			if (need_first == UINT64_MAX)
+				need_first = idx + i;
+			need_last = idx + i;
+			continue;
+		}
+		if (rc)
+			goto fail;
+		pin->held[i] = b;
+	}
+	if (need_first != UINT64_MAX) {
+		rc = fetch_own(bl, f, pin, idx, need_first, need_last);
+		if (rc)
+			goto fail;
+	}
+	for (i = 0; i < n; i++) {
+		struct blk *b = pin->held[i];
+		size_t in = (size_t)(off + done - (idx + i) * bl->block_size);
+
+		pin->iov[i].iov_base = b->data + in;
+		pin->iov[i].iov_len = b->len - in < len - done ? b->len - in
+		                                               : len - done;
+		done += pin->iov[i].iov_len;
 	}
 	return 0;
 fail:
@@ -468,10 +639,11 @@ void fs_blocks_unpin(struct fs_blocks *bl, struct fs_pin *pin)
 
 	for (i = 0; i < pin->n; i++) {
 		struct blk *b = pin->held[i];
-		const char *end = (const char *)pin->iov[i].iov_base +
-		                  pin->iov[i].iov_len;
+		const char *start = pin->iov[i].iov_base;
 
-		if (end == b->data + b->len)
+		if (!b)
+			continue;   /* a pin that failed part way */
+		if (start && start + pin->iov[i].iov_len == b->data + b->len)
 			release_consumed(bl, b);
 		else
 			release(bl, b);
@@ -502,7 +674,8 @@ static void *prefetch_main(void *arg)
 			bl->tail = NULL;
 		bl->queued--;
 		pthread_mutex_unlock(&bl->lock);
-		load_range(bl, job->file, job->first, job->count);
+		if (!ra_paused(job->file))
+			(void)load_range(bl, job->file, job->first, job->count);
 		fs_file_put(job->file);
 		free(job);
 		pthread_mutex_lock(&bl->lock);
@@ -518,6 +691,8 @@ void fs_blocks_prefetch(struct fs_blocks *bl, struct fs_file *f,
 
 	if (first + count < end)
 		end = first + count;
+	if (ra_paused(f))
+		return;
 	pthread_mutex_lock(&bl->lock);
 	/* One job per run, so that runs are fetched side by side. */
 	while (first < end && bl->queued < PREFETCH_QUEUE_MAX && !bl->stopping) {
@@ -545,6 +720,7 @@ int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
                    uint64_t block_size, uint64_t mem_bytes, unsigned fetchers)
 {
 	struct fs_blocks *bl = calloc(1, sizeof(*bl));
+	pthread_condattr_t ca;
 	unsigned i;
 
 	if (!bl)
@@ -561,8 +737,12 @@ int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
 	            : (unsigned)(FETCH_RUN_BYTES / block_size);
 	bl->lru.lru_next = bl->lru.lru_prev = &bl->lru;
 	pthread_mutex_init(&bl->lock, NULL);
+	/* Readers wait for others' fetches with a monotonic deadline. */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	for (i = 0; i < LOADED_CONDS; i++)
-		pthread_cond_init(&bl->loaded[i], NULL);
+		pthread_cond_init(&bl->loaded[i], &ca);
+	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&bl->work, NULL);
 	for (i = 0; i < fetchers; i++) {
 		if (pthread_create(&bl->threads[i], NULL, prefetch_main, bl) != 0)

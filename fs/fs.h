@@ -33,6 +33,7 @@ struct fs_config {
 	unsigned gridftp_streams;
 	unsigned connect_timeout; /* seconds */
 	unsigned stall_timeout;   /* seconds */
+	uint64_t min_rate;        /* bytes/s a request must average */
 	uint64_t max_listing;   /* bytes */
 	int foreground;
 	int debug;

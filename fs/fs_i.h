@@ -41,6 +41,9 @@ static inline uint64_t fs_block_count(uint64_t size, uint64_t block_size)
  * Immutable after creation; shared by open handles and read-ahead jobs. */
 struct fs_file {
 	atomic_int refs;
+	/* Monotonic ms until which no read-ahead is done for this file: its
+	 * fetches fell behind a reader (blocks.c). */
+	atomic_llong ra_paused_until;
 	struct xfer_attr attr;
 	struct cache_fid fid;      /* from the mount path: one per export */
 	struct xfer *xfer;         /* the export's sources; outlive the file */
@@ -131,6 +134,7 @@ struct fs_raw_opts {
 	char *config, *acl, *cache_dir, *cache_size, *block_size, *mem_cache;
 	char *meta_ttl, *readahead, *threads, *fetchers, *proxy;
 	char *gridftp_streams, *connect_timeout, *stall_timeout, *max_listing;
+	char *min_rate;
 };
 extern const struct fuse_opt fs_opt_table[];
 /* Reads the INI file into raw (fields -o already set are kept) and the

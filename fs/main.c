@@ -59,6 +59,7 @@ static void usage(const char *prog)
 	       "    -o gridftp_streams=N   parallel GridFTP data streams\n"
 	       "    -o connect_timeout=S   per connection attempt (5)\n"
 	       "    -o stall_timeout=S     abort transfers stalled this long (15)\n"
+	       "    -o min_rate=SIZE       bytes/s every request must average (64K)\n"
 	       "    -o max_listing=SIZE    cap on one listing reply (128M)\n"
 	       "\n"
 	       "FUSE options:\n", prog, prog);

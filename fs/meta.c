@@ -564,7 +564,9 @@ install:
 unlock:
 	pthread_mutex_unlock(&m->lock);
 	fs_dir_put(have);
-	return rc;
+	/* No answer in time is EIO for the caller, as for reads (README);
+	 * -EHOSTDOWN only chose stale-if-error above. */
+	return rc == -EHOSTDOWN ? -EIO : rc;
 }
 
 void fs_meta_expire(struct fs_meta *m, const char *path)

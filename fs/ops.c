@@ -924,6 +924,7 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	struct xfer_opts xopts = {
 		.connect_timeout_ms = (long)cfg->connect_timeout * 1000,
 		.stall_timeout_s = (long)cfg->stall_timeout,
+		.min_rate = (size_t)cfg->min_rate,
 		.max_listing_bytes = (size_t)cfg->max_listing,
 		.proxy = cfg->proxy,
 		.gridftp_streams = (int)cfg->gridftp_streams,

@@ -9,6 +9,10 @@
  * data, update counters under the monitor's mutex and re-register buffers.
  * The calling thread waits with a deadline (stall watchdog) and aborts the
  * operation when it passes, so a silent server cannot hang a FUSE thread.
+ * The same watchdog enforces each request's overall deadline, retries
+ * included (xfer_deadline_ms): a RETR of N bytes must end by then, an MLSD
+ * must keep the pace as it arrives; past it the operation is aborted and
+ * the request fails with -EHOSTDOWN without a retry, so xfer.c moves on.
  *
  * gsiftp:// authenticates with the user's X.509 proxy; the library finds it
  * as the Globus tools do (X509_USER_PROXY, X509_CERT_DIR, defaults).
@@ -101,6 +105,10 @@ struct gftp_op {
 	int fail;                  /* -EIO / -EFBIG found by a data callback */
 	bool reg_failed;           /* re-registering a buffer was refused */
 	struct timespec progress;  /* deadline base, moved by each callback */
+	struct timespec start;     /* when the request (first try) began */
+	struct timespec deadline;  /* of the whole request */
+	bool paced;                /* MLSD: keep the pace as bytes arrive */
+	bool late;                 /* aborted by deadline or pace */
 	/* GFTP_LIST: the reply, grown up to lmax bytes. */
 	char *lbuf;
 	size_t llen, lcap, lmax;
@@ -332,6 +340,12 @@ static bool ts_passed(const struct timespec *now, const struct timespec *t)
 	       (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
 }
 
+static long ts_ms_between(const struct timespec *a, const struct timespec *b)
+{
+	return (long)(b->tv_sec - a->tv_sec) * 1000 +
+	       (b->tv_nsec - a->tv_nsec) / 1000000;
+}
+
 static struct gftp_op *gftp_op_new(enum gftp_kind kind,
                                    globus_ftp_client_handle_t *h)
 {
@@ -518,7 +532,7 @@ static void gftp_register(struct gftp_op *op, globus_byte_t *buf, size_t n)
  */
 static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 {
-	struct timespec now, deadline, limit, start;
+	struct timespec now, deadline, limit, start, pace;
 	bool aborted = false, starved, probing = xfer_probing(), over;
 	int rc = 0;
 
@@ -533,11 +547,37 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 		if (!aborted) {
 			deadline = op->progress;
 			ts_add_ms(&deadline, g->stall_s * 1000);
+			if (ts_passed(&deadline, &op->deadline))
+				deadline = op->deadline;
+			if (op->paced) {
+				pace = op->start;
+				ts_add_ms(&pace, xfer_opts_deadline_ms(g->opts,
+				                                       op->llen));
+				if (ts_passed(&deadline, &pace))
+					deadline = pace;
+			}
 			starved = op->reg_failed && op->outstanding == 0 &&
 			          !op->eof && !op->done;
 			over = probing && ts_passed(&now, &limit);
 			if (probing && !ts_passed(&limit, &deadline))
 				deadline = limit;
+			if (op->fail == 0 && !starved && !op->done && !over &&
+			    ts_passed(&now, &deadline) &&
+			    (ts_passed(&now, &op->deadline) ||
+			     (op->paced && ts_passed(&now, &pace)))) {
+				op->late = true;
+				op->fail = -ETIMEDOUT;
+				dms_log(LOG_ERR, "gridftp: %s: %s after %.1f s "
+				        "(deadline %.1f s: connect_timeout + "
+				        "%s at min_rate), %zu bytes received, "
+				        "aborting", url, op->paced ?
+				        "slower than min_rate" : "deadline passed",
+				        ts_ms_between(&op->start, &now) / 1000.0,
+				        ts_ms_between(&op->start, &op->deadline) /
+				        1000.0, op->paced ? "max_listing"
+				                          : "the bytes asked",
+				        op->paced ? op->llen : op->got);
+			}
 			if (op->fail != 0 || starved || over ||
 			    ts_passed(&now, &deadline)) {
 				if (op->fail == 0) {
@@ -662,7 +702,9 @@ static int gftp_result(struct gftp_op *op, const char *url, const char *what)
 {
 	int rc = 0;
 
-	if (op->fail == -ETIMEDOUT)
+	if (op->late)
+		rc = -EHOSTDOWN; /* logged by gftp_wait; no time to retry */
+	else if (op->fail == -ETIMEDOUT)
 		rc = GFTP_TRANSIENT;
 	else if (op->fail != 0) {
 		rc = op->fail;
@@ -677,16 +719,19 @@ static int gftp_result(struct gftp_op *op, const char *url, const char *what)
 	return rc;
 }
 
-static struct gftp_slot *gftp_slot_get(struct gftp *g)
+static struct gftp_slot *gftp_slot_get(struct gftp *g, long wait_ms)
 {
 	struct gftp_slot *s = NULL;
 	struct timespec deadline;
 	size_t i;
 
 	/* Every operation is bounded, so a slot frees up within about one
-	 * stall period; waiting longer means the source is unusable. */
+	 * stall period; waiting longer means the source is unusable.  Nor
+	 * may the wait outlast the request's own deadline. */
+	if (wait_ms > g->connect_ms + g->stall_s * 1000)
+		wait_ms = g->connect_ms + g->stall_s * 1000;
 	clock_gettime(CLOCK_REALTIME, &deadline);
-	ts_add_ms(&deadline, g->connect_ms + g->stall_s * 1000);
+	ts_add_ms(&deadline, wait_ms > 0 ? wait_ms : 0);
 	pthread_mutex_lock(&g->lock);
 	for (;;) {
 		for (i = 0; i < GFTP_POOL; i++) {
@@ -746,6 +791,8 @@ static void gftp_slot_abandon(struct gftp *g, struct gftp_slot *s,
 static int gftp_attempt(struct gftp *g, struct gftp_slot *s,
                         enum gftp_kind kind, const char *url,
                         uint64_t off, size_t len, void *dst,
+                        const struct timespec *start,
+                        const struct timespec *deadline,
                         struct gftp_op **opp)
 {
 	globus_ftp_client_operationattr_t oattr;
@@ -763,6 +810,9 @@ static int gftp_attempt(struct gftp *g, struct gftp_slot *s,
 		rc = -ENOMEM;
 		goto out;
 	}
+	op->start = *start;
+	op->deadline = *deadline;
+	op->paced = kind == GFTP_LIST;
 	ts_now(&op->progress);
 	/* The first reply may need a new control connection (and a GSI
 	 * handshake); that gets the connect timeout on top. */
@@ -839,7 +889,7 @@ static int gftp_attempt(struct gftp *g, struct gftp_slot *s,
 out:
 	if (have_attr)
 		globus_ftp_client_operationattr_destroy(&oattr);
-	if (rc == GFTP_TRANSIENT && s->handle != NULL)
+	if ((rc == GFTP_TRANSIENT || rc == -EHOSTDOWN) && s->handle != NULL)
 		/* Do not reuse a control connection that just failed. */
 		globus_ftp_client_handle_flush_url_state(s->handle, url);
 	if (rc == 0)
@@ -856,24 +906,38 @@ static int gftp_run(struct gftp *g, enum gftp_kind kind, const char *url,
                     uint64_t off, size_t len, void *dst, struct gftp_op **opp)
 {
 	struct gftp_slot *s;
-	struct timespec pause;
+	struct timespec pause, start, deadline, now;
 	long ms = 200;
 	int attempt, rc = GFTP_TRANSIENT;
 	/* A probe asks once: it must say what is wrong, quickly. */
 	int retries = xfer_probing() ? 0 : g->retries;
 
+	ts_now(&start);
+	deadline = start;
+	/* MLST has no data callbacks: the stall watchdog bounds it. */
+	ts_add_ms(&deadline, xfer_opts_deadline_ms(g->opts, kind == GFTP_READ
+	                                           ? len : g->max_listing));
 	for (attempt = 0;; attempt++) {
-		s = gftp_slot_get(g);
+		ts_now(&now);
+		s = gftp_slot_get(g, ts_ms_between(&now, &deadline));
 		if (s == NULL) {
 			dms_log(LOG_WARNING, "gridftp: %s: every connection "
 			        "stayed busy", url);
 			rc = -EHOSTDOWN;
 			goto out;
 		}
-		rc = gftp_attempt(g, s, kind, url, off, len, dst, opp);
+		rc = gftp_attempt(g, s, kind, url, off, len, dst, &start,
+		                  &deadline, opp);
 		gftp_slot_put(g, s);
 		if (rc != GFTP_TRANSIENT || attempt >= retries)
 			break;
+		ts_now(&now);
+		if (ts_ms_between(&now, &deadline) <= ms) {
+			dms_log(LOG_ERR, "gridftp: %s: no time left before the "
+			        "deadline to retry", url);
+			rc = -EHOSTDOWN;
+			goto out;
+		}
 		pause.tv_sec = ms / 1000;
 		pause.tv_nsec = (ms % 1000) * 1000000L;
 		nanosleep(&pause, NULL);
@@ -1137,7 +1201,7 @@ out:
 
 static int gftp_read(void *state, const char *path,
                      const struct xfer_attr *expect, uint64_t offset,
-                     size_t len, void *buf)
+                     size_t len, void *buf, size_t *done)
 {
 	struct gftp *g = state;
 	struct xfer_attr now;
@@ -1145,6 +1209,8 @@ static int gftp_read(void *state, const char *path,
 	char *url = NULL;
 	int rc = 0;
 
+	/* MODE E places blocks out of order: no prefix is known. */
+	*done = 0;
 	if (len == 0)
 		goto out;
 	if (offset + len < offset ||

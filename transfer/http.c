@@ -21,6 +21,14 @@
  * the request goes through the next one before the attempt counts as a
  * failure of the source.  Environment proxy variables are ignored.
  *
+ * Deadlines: besides the stall limit (LOW_SPEED), each request has an
+ * overall deadline from its start, retries and proxies included
+ * (xfer_deadline_ms): a GET of N bytes must end by then (CURLOPT_TIMEOUT_MS
+ * of the time left on each try); a PROPFIND, whose size is unknown, must
+ * keep the pace (a progress callback) and end within the deadline of a
+ * max_listing reply.  Past it the request is not retried: -EHOSTDOWN, so
+ * xfer.c asks the next source.
+ *
  * HTTPS: peer and host verification stay on.  DMSFS_CA_FILE, if set when
  * the source is opened, names a CA bundle to use instead of the system's.
  */
@@ -63,6 +71,7 @@ struct http_proxy {
 
 struct http {
 	char *root;                /* source URL, no trailing '/' */
+	const struct xfer_opts *opts; /* outlive the state; for deadlines */
 	char *ca_file;             /* DMSFS_CA_FILE at open, or NULL */
 	long connect_ms, stall_s;
 	int retries;
@@ -94,6 +103,10 @@ struct http_req {
 	const struct http_proxy *via; /* proxy of the current try, or NULL */
 	char errbuf[CURL_ERROR_SIZE];
 	struct curl_slist *headers;
+	int64_t start_ms;          /* monotonic, when the first try began */
+	int64_t deadline_ms;       /* monotonic: no try goes past it */
+	bool paced;                /* must also keep the pace (PROPFIND) */
+	bool late;                 /* stopped by its deadline or pace */
 
 	/* per try */
 	long status;
@@ -502,6 +515,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 			r->err = rc;
 		else
 			taken = n;
+		r->got += taken;   /* for the pace check and logs only */
 		goto out;
 	}
 	if (n > r->len - r->got) {
@@ -519,6 +533,45 @@ out:
 }
 
 /* ---- one try, one attempt ----------------------------------------------- */
+
+/* Whether r has passed its deadline, or (paced) fell behind min_rate with
+ * received bytes so far.  Marks it late. */
+static bool req_late(struct http_req *r, uint64_t received)
+{
+	int64_t now = now_ms();
+
+	if (now >= r->deadline_ms ||
+	    (r->paced && now - r->start_ms >
+	                 xfer_opts_deadline_ms(r->h->opts, received)))
+		r->late = true;
+	return r->late;
+}
+
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+                       curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct http_req *r = arg;
+
+	/* Non-zero aborts the transfer (CURLE_ABORTED_BY_CALLBACK). */
+	return req_late(r, dlnow > 0 ? (uint64_t)dlnow : 0);
+}
+
+static void log_late(struct http_req *r, uint64_t received)
+{
+	const struct xfer_opts *o = r->h->opts;
+
+	dms_log(LOG_ERR, "transfer: %s %s%s%s: %s after %.1f s (deadline "
+	        "%.1f s: connect_timeout + %s at min_rate %zu B/s), %llu "
+	        "bytes received -> %s", r->what, r->url,
+	        r->kind == HTTP_GET ? " bytes " : "",
+	        r->kind == HTTP_GET ? r->range : "",
+	        r->paced ? "slower than min_rate" : "deadline passed",
+	        (double)(now_ms() - r->start_ms) / 1000.0,
+	        (double)(r->deadline_ms - r->start_ms) / 1000.0,
+	        r->paced ? "max_listing" : "the bytes asked",
+	        o->min_rate ? o->min_rate : (size_t)64 << 10,
+	        (unsigned long long)received, strerror(EHOSTDOWN));
+}
 
 #define SET(opt, val) \
 	do { if (curl_easy_setopt(c, opt, val) != CURLE_OK) bad = true; } \
@@ -544,10 +597,14 @@ static int req_setup(struct http_req *r)
 	SET(CURLOPT_CONNECTTIMEOUT_MS, h->connect_ms);
 	SET(CURLOPT_LOW_SPEED_LIMIT, 1024L);
 	SET(CURLOPT_LOW_SPEED_TIME, h->stall_s);
-	/* First contact: a host that accepts and never answers is reported
-	 * within this bound, not after every retry's stall timeout. */
-	if (xfer_probing())
-		SET(CURLOPT_TIMEOUT_MS, h->connect_ms + XFER_PROBE_GRACE_MS);
+	/* Never 0 (no limit): a try started just before the deadline. */
+	SET(CURLOPT_TIMEOUT_MS, r->deadline_ms - now_ms() > 1
+	                        ? (long)(r->deadline_ms - now_ms()) : 1L);
+	if (r->paced) {
+		SET(CURLOPT_XFERINFOFUNCTION, on_progress);
+		SET(CURLOPT_XFERINFODATA, r);
+		SET(CURLOPT_NOPROGRESS, 0L);
+	}
 	SET(CURLOPT_TCP_KEEPALIVE, 1L);
 	SET(CURLOPT_WRITEFUNCTION, on_body);
 	SET(CURLOPT_WRITEDATA, r);
@@ -607,6 +664,10 @@ static bool proxy_at_fault(struct http_req *r, CURLcode cc, char *why,
 
 	if (!r->via || !r->via->url)
 		goto out;   /* DIRECT: any failure is the origin's */
+	/* A request out of time is slow end to end; blaming the proxy would
+	 * take it out and try the next one with no time left. */
+	if (req_late(r, r->got))
+		goto out;
 	if (cc == CURLE_COULDNT_RESOLVE_PROXY || cc == CURLE_COULDNT_CONNECT ||
 	    cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_PROXY) {
 		snprintf(why, cap, "curl error %d: %s%s%s", (int)cc,
@@ -720,6 +781,11 @@ static int judge(struct http_req *r, CURLcode cc, bool *transient,
 
 	*transient = false;
 	*short_body = false;
+	if (cc != CURLE_OK && cc != CURLE_OUT_OF_MEMORY &&
+	    req_late(r, r->got)) {
+		rc = -EHOSTDOWN;   /* the caller logs it, once */
+		goto out;
+	}
 	if (r->err) {
 		rc = r->err;   /* decided and logged by a callback */
 		goto out;
@@ -949,6 +1015,16 @@ static int run(struct http_req *r)
 	CURLcode cc = CURLE_OK;
 	int rc, i;
 
+	r->start_ms = now_ms();
+	r->deadline_ms = r->start_ms + xfer_opts_deadline_ms(
+		h->opts, r->kind == HTTP_GET ? r->len : h->max_listing);
+	/* First contact: a host that accepts and never answers is reported
+	 * within this bound, not after every retry's stall timeout. */
+	if (xfer_probing() &&
+	    r->deadline_ms > r->start_ms + h->connect_ms + XFER_PROBE_GRACE_MS)
+		r->deadline_ms = r->start_ms + h->connect_ms +
+		                 XFER_PROBE_GRACE_MS;
+	r->paced = r->kind == HTTP_PROPFIND;
 	r->c = pool_get(h);
 	if (!r->c) {
 		rc = -ENOMEM;
@@ -959,8 +1035,21 @@ static int run(struct http_req *r)
 		if (rc < 0)
 			break;   /* setup failed: nothing was sent */
 		rc = judge(r, cc, &transient, &short_body);
+		if (r->late) {
+			log_late(r, r->got);
+			rc = -EHOSTDOWN;
+			break;
+		}
 		if (!transient)
 			break;
+		if (now_ms() + delay >= r->deadline_ms) {
+			/* No time left for another try. */
+			r->late = true;
+			log_fail(LOG_ERR, r, cc, -EHOSTDOWN, " (no time left "
+			         "before the deadline to retry)");
+			rc = -EHOSTDOWN;
+			break;
+		}
 		if (i >= retries) {
 			/* A short body is a wrong answer; the rest means
 			 * nobody answered. */
@@ -1037,6 +1126,7 @@ static int http_open(void **state, const char *url,
 	h->max_listing = opts->max_listing_bytes ? opts->max_listing_bytes
 	                                         : (size_t)128 << 20;
 	h->verbose = opts->verbose != 0;
+	h->opts = opts;
 	h->root = strdup(url);
 	if (!h->root) {
 		rc = -ENOMEM;
@@ -1147,13 +1237,14 @@ static int http_list(void *state, const char *path, xfer_entry_fn fn,
 
 static int http_read(void *state, const char *path,
                      const struct xfer_attr *expect, uint64_t offset,
-                     size_t len, void *buf)
+                     size_t len, void *buf, size_t *done)
 {
 	struct http *h = state;
 	struct http_req r;
 	char *url = NULL;
 	int rc = 0;
 
+	*done = 0;
 	if (len == 0)
 		goto out;
 	memset(&r, 0, sizeof(r));
@@ -1175,6 +1266,9 @@ static int http_read(void *state, const char *path,
 	}
 	r.url = url;
 	rc = run(&r);
+	/* The body is taken in order after its headers were checked: what
+	 * the last try got before its deadline is the source's. */
+	*done = rc == -EHOSTDOWN && r.late ? r.got : 0;
 	free(url);
 out:
 	return rc;

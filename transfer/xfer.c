@@ -32,6 +32,8 @@
 #define XFER_MAX_PATH      4096   /* a path inside the tree, raw bytes */
 #define XFER_BACKOFF_MIN_MS  5000
 #define XFER_BACKOFF_MAX_MS 60000
+#define XFER_DEFAULT_CONNECT_MS 5000
+#define XFER_DEFAULT_MIN_RATE   (64u << 10)
 
 struct xfer_source {
 	const struct xfer_backend_ops *ops;
@@ -276,6 +278,25 @@ void xfer_close(struct xfer *x)
 	free(x);
 }
 
+long xfer_opts_deadline_ms(const struct xfer_opts *opts, uint64_t bytes)
+{
+	long connect = opts && opts->connect_timeout_ms > 0
+	               ? opts->connect_timeout_ms : XFER_DEFAULT_CONNECT_MS;
+	uint64_t rate = opts && opts->min_rate ? opts->min_rate
+	                                       : XFER_DEFAULT_MIN_RATE;
+	uint64_t ms = bytes / rate * 1000 + bytes % rate * 1000 / rate;
+
+	/* Far beyond any real transfer; keeps the sum in a long. */
+	if (ms > (uint64_t)1 << 30)
+		ms = (uint64_t)1 << 30;
+	return connect + (long)ms;
+}
+
+long xfer_deadline_ms(const struct xfer *x, uint64_t bytes)
+{
+	return xfer_opts_deadline_ms(&x->opts, bytes);
+}
+
 /* Fills order[] with the indexes of the sources to try, best first. */
 static size_t source_order(struct xfer *x, size_t *order)
 {
@@ -362,6 +383,7 @@ struct xfer_call {
 	uint64_t offset;
 	size_t len;
 	void *buf;
+	size_t done;                         /* read: see xfer_read_some */
 	/* list: set once the user's callback ran, so a failure after that is
 	 * never retried on another source (no duplicate entries). */
 	bool emitted;
@@ -391,8 +413,11 @@ static int call_one(struct xfer_source *s, struct xfer_call *c)
 	case XFER_LIST:
 		return s->ops->list(s->state, c->path, call_entry, c);
 	case XFER_READ:
+		/* Only the last source's prefix counts: a later one may have
+		 * written over an earlier one's. */
+		c->done = 0;
 		return s->ops->read(s->state, c->path, c->expect, c->offset,
-		                    c->len, c->buf);
+		                    c->len, c->buf, &c->done);
 	}
 	return -EINVAL;
 }
@@ -631,6 +656,15 @@ int xfer_list(struct xfer *x, const char *path, xfer_entry_fn fn, void *arg)
 int xfer_read(struct xfer *x, const char *path, const struct xfer_attr *expect,
               uint64_t offset, size_t len, void *buf)
 {
+	size_t done;
+
+	return xfer_read_some(x, path, expect, offset, len, buf, &done);
+}
+
+int xfer_read_some(struct xfer *x, const char *path,
+                   const struct xfer_attr *expect, uint64_t offset,
+                   size_t len, void *buf, size_t *done)
+{
 	struct xfer_call c = { .op = XFER_READ, .path = path, .expect = expect,
 	                       .offset = offset, .len = len, .buf = buf };
 	int rc;
@@ -645,6 +679,7 @@ int xfer_read(struct xfer *x, const char *path, const struct xfer_attr *expect,
 	}
 	rc = len ? run_call(x, &c, NULL, 0) : 0;
 out:
+	*done = rc == 0 ? len : c.done;
 	return rc;
 }
 

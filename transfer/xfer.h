@@ -16,8 +16,9 @@
  * and contain no "." or ".." segments.  The backends encode them per segment.
  *
  * Thread safety: every function may be called from many threads at once on
- * one struct xfer.  Every call returns within a bounded time (connect and
- * stall timeouts, bounded retries).
+ * one struct xfer.  Every call returns within a bounded time: each request
+ * to one source, retries included, has an overall deadline (see
+ * xfer_deadline_ms), so a call takes at most (number of sources) x that.
  *
  * Errors (0 or -errno, always logged with URL, status and reason):
  *   -ENOENT     the source says the path does not exist (404, FTP 550)
@@ -28,7 +29,8 @@
  *               revalidate its metadata
  *   -EFBIG      a listing larger than max_listing_bytes
  *   -EHOSTDOWN  no source could give an answer (connect failure, timeout,
- *               stall, 5xx after retries): the caller may serve stale data
+ *               stall, deadline passed, 5xx after retries): the caller may
+ *               serve stale data
  *   -EIO        a source answered wrongly (Range ignored, wrong
  *               Content-Range, short or long body, malformed XML, name with
  *               '/' or NUL) and no other source answered correctly
@@ -54,6 +56,8 @@ struct xfer_opts {
 	long connect_timeout_ms;  /* per connection attempt; 0: 5000 */
 	long stall_timeout_s;     /* abort a transfer slower than 1 KiB/s for
 	                             this long; 0: 15 */
+	size_t min_rate;          /* bytes/s a request must average: see
+	                             xfer_deadline_ms; 0: 64 KiB/s */
 	int retries;              /* extra attempts per source on transient
 	                             failures, with back-off; <0: 0, 0: 2 */
 	size_t max_listing_bytes; /* cap on one listing reply; 0: 128 MiB */
@@ -91,6 +95,15 @@ int xfer_check_proxy(const char *spec, char *why, size_t cap);
 /* Closes connections and frees x.  No call on x may be running. */
 void xfer_close(struct xfer *x);
 
+/* The overall deadline, in ms, of one request for bytes bytes to one
+ * source, retries included: connect_timeout (to connect and get a first
+ * reply) + bytes / min_rate.  A read past it fails over to the next source
+ * (-EHOSTDOWN from that source).  Listings and stats, whose size is not
+ * known up front, must keep that pace as their bytes arrive (fail once
+ * connect_timeout + received / min_rate has passed) and end within
+ * xfer_deadline_ms(x, max_listing_bytes).  Can't fail. */
+long xfer_deadline_ms(const struct xfer *x, uint64_t bytes);
+
 /* Attributes of one path. */
 int xfer_stat(struct xfer *x, const char *path, struct xfer_attr *attr)
 	__attribute__((warn_unused_result));
@@ -127,6 +140,14 @@ int xfer_list(struct xfer *x, const char *path, xfer_entry_fn fn, void *arg)
  * transfer.  A mismatch is -ESTALE. */
 int xfer_read(struct xfer *x, const char *path, const struct xfer_attr *expect,
               uint64_t offset, size_t len, void *buf)
+	__attribute__((warn_unused_result));
+
+/* xfer_read, and on failure *done (never NULL) tells how many bytes at
+ * the start of buf are nevertheless the source's bytes for that range
+ * (a request cut off by its deadline); 0 when none are known to be. */
+int xfer_read_some(struct xfer *x, const char *path,
+                   const struct xfer_attr *expect, uint64_t offset,
+                   size_t len, void *buf, size_t *done)
 	__attribute__((warn_unused_result));
 
 /* Percent-encodes one path segment per RFC 3986 (unreserved characters

@@ -30,9 +30,11 @@ struct xfer_backend_ops {
 	void (*close)(void *state);
 	int (*stat)(void *state, const char *path, struct xfer_attr *attr);
 	int (*list)(void *state, const char *path, xfer_entry_fn fn, void *arg);
+	/* On failure *done: bytes at the start of buf that are the source's
+	 * nevertheless (0 if unknown); see xfer_read_some. */
 	int (*read)(void *state, const char *path,
 	            const struct xfer_attr *expect, uint64_t offset, size_t len,
-	            void *buf);
+	            void *buf, size_t *done);
 	/* Write primitives; NULL if the protocol cannot write. */
 	const struct xfer_write_ops *write;
 };
@@ -116,6 +118,10 @@ int xfer_probing(void);
 void xfer_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "host:port" (default port by scheme) of url into out; "" if none. */
 void xfer_url_hostport(const char *url, char *out, size_t cap);
+
+/* xfer_deadline_ms for a backend, which sees only the options (defaults
+ * applied here as in the backends). */
+long xfer_opts_deadline_ms(const struct xfer_opts *opts, uint64_t bytes);
 
 /* Backends, each in its own file (http.c, gridftp.c). */
 extern const struct xfer_backend_ops xfer_http_ops;

@@ -8,6 +8,16 @@ says otherwise:
   "ignore_range"  200 with the whole body, whatever the Range header says
   "truncate"      206 with the right headers but half the body, then close
   "status:NNN"    that HTTP status for every GET (404, 403, 503, ...)
+  "trickle:N"     correct 206 headers, then the body at N bytes/s
+  "trickle:N:M"   the same for ranges of at least M bytes; shorter ones
+                  are answered at once (a slow path for large requests)
+  "stall"         correct 206 headers, then no body byte at all
+
+FakeOrigin(files, listing=...) makes the PROPFIND Depth: 1 listing of "/"
+trickle or stall the same way (Depth: 0 stays quick, so mounts work).
+Trickling and stalled replies end (connection closed) when the origin is
+stopped or .release_slow() is called, so a daemon never waits on them
+during its unmount.
 
 Validators and versions (keyword arguments of FakeFile, any behaviour):
 
@@ -79,15 +89,40 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.server.owner._record(self.command, self.path,
                                   self.headers.get("Range"), status)
 
-    def _send(self, status, body=b"", headers=()):
+    def _start_reply(self, status, length, headers):
         self._record(status)
         self.send_response(status)
         for k, v in headers:
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(length))
         self.end_headers()
+
+    def _send(self, status, body=b"", headers=()):
+        self._start_reply(status, len(body), headers)
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _send_slow(self, status, body, headers, behaviour):
+        """Full headers, then body at the behaviour's pace ("trickle:N"
+        bytes/s in 10 slices a second, or "stall": nothing)."""
+        self._start_reply(status, len(body), headers)
+        self.close_connection = True
+        released = self.server.owner._released
+        rate = 0 if behaviour == "stall" else int(behaviour.split(":")[1])
+        slice_ = max(1, rate // 10)
+        pos = 0
+        try:
+            self.wfile.flush()
+            while pos < len(body) and not released.is_set():
+                if rate == 0:
+                    released.wait(0.5)
+                    continue
+                self.wfile.write(body[pos:pos + slice_])
+                self.wfile.flush()
+                pos += slice_
+                released.wait(0.1)
+        except OSError:
+            pass  # the client gave up (deadline): that is the point
 
     def _drain(self):
         n = int(self.headers.get("Content-Length") or 0)
@@ -121,8 +156,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         extra = owner.extra_responses if path in ("/", "") and \
             self.headers.get("Depth", "infinity") != "0" else ()
         body = owner.multistatus(entries, extra).encode()
-        self._send(207, body, [("Content-Type",
-                                'application/xml; charset="utf-8"')])
+        ctype = [("Content-Type", 'application/xml; charset="utf-8"')]
+        if len(entries) > 1 and owner.listing != "ok":
+            self._send_slow(207, body, ctype, owner.listing)
+            return
+        self._send(207, body, ctype)
 
     def do_HEAD(self):
         self.do_GET()
@@ -159,6 +197,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         part = f.data[start:end + 1]
         headers = common + [("Content-Range",
                              f"bytes {start}-{end}/{len(f.data)}")]
+        if f.behaviour.startswith("trickle:") or f.behaviour == "stall":
+            fields = f.behaviour.split(":")
+            if len(fields) < 3 or len(part) >= int(fields[2]):
+                self._send_slow(206, part, headers, f.behaviour)
+                return
         if f.behaviour == "truncate":
             self._record(206)
             self.send_response(206)
@@ -176,10 +219,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class FakeOrigin:
     """FakeOrigin({"name": FakeFile(...)}) as a context manager; .url."""
 
-    def __init__(self, files, extra_responses=()):
+    def __init__(self, files, extra_responses=(), listing="ok"):
         self.files = dict(files)
         self.write_status = None
         self.extra_responses = list(extra_responses)
+        self.listing = listing
+        self._released = threading.Event()
         self.requests = []
         self._lock = threading.Lock()
         self._httpd = None
@@ -258,7 +303,12 @@ class FakeOrigin:
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
+    def release_slow(self):
+        """Ends every trickling or stalled reply now and from now on."""
+        self._released.set()
+
     def stop(self):
+        self.release_slow()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()

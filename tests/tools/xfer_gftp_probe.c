@@ -70,7 +70,7 @@ static void *readall_worker(void *arg)
 	struct readall *r = arg;
 	char *buf = malloc(r->chunk);
 	uint64_t off;
-	size_t len;
+	size_t len, done;
 	int rc = buf ? 0 : -ENOMEM;
 
 	while (rc == 0) {
@@ -85,7 +85,7 @@ static void *readall_worker(void *arg)
 		len = r->attr->size - off < r->chunk ? r->attr->size - off
 		                                     : r->chunk;
 		rc = xfer_gridftp_ops.read(r->state, r->path, r->attr, off, len,
-		                           buf);
+		                           buf, &done);
 		if (rc == 0 && pwrite(STDOUT_FILENO, buf, len, (off_t)off) !=
 		                       (ssize_t)len)
 			rc = -errno;
@@ -137,6 +137,7 @@ int main(int argc, char **argv)
 	void *state = NULL;
 	uint64_t a, b, repeat = 1, pause_ms = 0, i;
 	char *buf = NULL;
+	size_t done;
 	const char *cmd;
 	int c, rc = -EINVAL;
 
@@ -186,7 +187,7 @@ int main(int argc, char **argv)
 			if (i > 0)
 				pause_for(pause_ms);
 			rc = xfer_gridftp_ops.read(state, argv[optind + 2], &attr,
-			                           a, (size_t)b, buf);
+			                           a, (size_t)b, buf, &done);
 		}
 		if (rc == 0 && fwrite(buf, 1, b, stdout) != b)
 			rc = -EIO;
