@@ -915,6 +915,8 @@ static void http_note(struct http_req *r, CURLcode cc)
 	secs = (long)((total + 500000) / 1000000);
 	if (cc == CURLE_WRITE_ERROR && r->checked && !r->is_data)
 		cc = CURLE_OK;   /* an error page cut short: judge the status */
+	if (cc == CURLE_ABORTED_BY_CALLBACK && r->late)
+		cc = CURLE_OPERATION_TIMEDOUT;   /* a listing's pace check */
 	switch (cc) {
 	case CURLE_OK:
 		break;
@@ -1024,7 +1026,9 @@ static int run(struct http_req *r)
 	    r->deadline_ms > r->start_ms + h->connect_ms + XFER_PROBE_GRACE_MS)
 		r->deadline_ms = r->start_ms + h->connect_ms +
 		                 XFER_PROBE_GRACE_MS;
-	r->paced = r->kind == HTTP_PROPFIND;
+	/* A probe has its own overall bound, and must be able to say "no
+	 * answer after N s" rather than "too slow". */
+	r->paced = r->kind == HTTP_PROPFIND && !xfer_probing();
 	r->c = pool_get(h);
 	if (!r->c) {
 		rc = -ENOMEM;
