@@ -117,10 +117,16 @@ void cache_get_stats(struct cache *c, struct cache_stats *st);
  * Durability: data written with cache_jnl_pwrite is in the kernel's page
  * cache when the call returns (it survives kill -9 of the daemon); operation
  * records are written to the log before cache_jnl_append returns (same).
- * cache_jnl_sync makes everything written before it durable against a power
- * cut: it fdatasyncs every staged file written since the last sync, fsyncs
- * data/ when names were added, appends a sync barrier and fdatasyncs the log,
- * in that order, so a durable record never refers to data that is not.
+ * cache_jnl_sync makes every appended operation durable against a power cut,
+ * with the data of the staged files they name: it fdatasyncs those files
+ * (written since the last sync), fsyncs data/ when names were added, appends
+ * a sync barrier and fdatasyncs the log, in that order, so a durable record
+ * never refers to data that is not.  Staged files no operation names yet
+ * (still being written) are not flushed by it; cache_jnl_sync_file adds one.
+ * So for fsync(2) of a file: append its WRITE operation, then
+ * cache_jnl_sync_file.  A staged file named by a synced operation should not
+ * be written again (write a new version): after a power cut its bytes could
+ * mix old and new data under a record that promised the old.
  * After a system crash (open.boot names another boot), operations after the
  * last barrier were never promised and may refer to data that did not reach
  * the disk: they are set aside (logged, their staged files moved to lost/),
@@ -139,8 +145,10 @@ void cache_get_stats(struct cache *c, struct cache_stats *st);
  * Thread safety: every function may be called from many threads at once,
  * except cache_jnl_open/cache_jnl_close.  Calls on one staged file may run
  * concurrently; overlapping writes and truncates then land as the kernel
- * orders them (the caller serialises per file if it cares).  Internal lock:
- * one mutex, never held across a callback or a data file read/write.
+ * orders them (the caller serialises per file if it cares).  Internal locks:
+ * a sync lock (syncs and compaction run one at a time, taken first) and the
+ * state lock; neither is held across a callback, and the state lock is not
+ * held across staged file I/O or fdatasync, so writes go on during a sync.
  *
  * Errors are 0 or -errno; the cause is logged.
  */
@@ -254,8 +262,8 @@ int cache_jnl_file_size(struct cache_jnl *j, uint64_t file_id,
 int cache_jnl_file_open(struct cache_jnl *j, uint64_t file_id)
 	__attribute__((warn_unused_result));
 
-/* fdatasync of this file's data, then of everything cache_jnl_sync covers
- * (the records that refer to it must be durable too).  For fsync(2). */
+/* cache_jnl_sync, and this file's data too even if no operation names it
+ * yet.  -ENOENT for an unknown id. */
 int cache_jnl_sync_file(struct cache_jnl *j, uint64_t file_id)
 	__attribute__((warn_unused_result));
 

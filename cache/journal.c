@@ -92,6 +92,8 @@ struct cache_jnl {
 	int datafd;              /* data/ */
 	int logfd;               /* ops */
 	uint64_t max_bytes;
+	pthread_mutex_t sync_lock;  /* serialises syncs and compaction;
+	                             * taken before lock */
 	pthread_mutex_t lock;
 	/* guarded by lock: */
 	uint64_t log_end;        /* offset of the next record */
@@ -368,9 +370,13 @@ out:
 	return rc;
 }
 
-static void jnl_file_unpin(struct cache_jnl *j, struct jnl_file *f)
+static void jnl_file_unpin(struct cache_jnl *j, struct jnl_file *f,
+                           bool wrote)
 {
 	pthread_mutex_lock(&j->lock);
+	/* Also after the write: a sync that began meanwhile cleared it. */
+	if (wrote)
+		f->dirty = true;
 	f->busy--;
 	jnl_file_maybe_free(j, f);
 	pthread_mutex_unlock(&j->lock);
@@ -702,46 +708,83 @@ static void jnl_op_unref(struct cache_jnl *j, struct jnl_op *o)
 
 /* ---- sync -------------------------------------------------------------- */
 
-/* Makes all data and records durable (lock held).  Order: staged files,
- * data/, barrier record, log. */
-static int jnl_sync_locked(struct cache_jnl *j)
+/* Makes durable every dirty staged file named by a pending operation (and
+ * the file `also`, if not 0), then new names in data/, then the log, after
+ * appending a barrier to it: everything before the barrier is then on disk.
+ * Files still being written that no operation names yet are left alone, so
+ * one fsync does not flush someone else's half-written file.  The
+ * fdatasyncs run without j->lock (writers go on); j->sync_lock serialises
+ * syncs, so a barrier never claims a file that another sync has only
+ * started to flush.  Called with sync_lock held and lock not held. */
+static int jnl_sync_inner(struct cache_jnl *j, uint64_t also)
 {
+	struct jnl_file **v = NULL;
+	size_t n = 0, cap = 0;
+	bool dir, log = false;
 	int rc = 0;
 
-	for (size_t i = 0; i < j->tabn; i++)
-		for (struct jnl_file *f = j->tab[i]; f; f = f->next) {
-			if (!f->dirty || f->fd < 0)
+	pthread_mutex_lock(&j->lock);
+	for (size_t i = 0; i < j->tabn && rc == 0; i++)
+		for (struct jnl_file *f = j->tab[i]; f && rc == 0; f = f->next) {
+			if (!f->dirty || f->fd < 0 ||
+			    (f->oprefs == 0 && f->id != also))
 				continue;
-			if (fdatasync(f->fd) != 0) {
-				rc = -errno;
-				dms_log(LOG_ERR, "journal: fdatasync staged file "
-				        "%016" PRIx64 ": %s", f->id, strerror(errno));
-				goto out;
+			if (n == cap) {
+				size_t nc = cap ? cap * 2 : 16;
+				struct jnl_file **nv = realloc(v, nc * sizeof(*v));
+
+				if (!nv) {
+					rc = -ENOMEM;
+					break;
+				}
+				v = nv;
+				cap = nc;
 			}
-			f->dirty = false;
+			f->busy++;
+			f->dirty = false;  /* a write from now on sets it again */
+			v[n++] = f;
 		}
-	if (j->dir_dirty) {
-		if (fsync(j->datafd) != 0) {
+	dir = j->dir_dirty;
+	j->dir_dirty = false;
+	pthread_mutex_unlock(&j->lock);
+	for (size_t i = 0; i < n && rc == 0; i++)
+		if (fdatasync(v[i]->fd) != 0) {
 			rc = -errno;
-			dms_log(LOG_ERR, "journal: fsync %s/data: %s", j->dir,
-			        strerror(errno));
-			goto out;
+			dms_log(LOG_ERR, "journal: fdatasync staged file %016"
+			        PRIx64 ": %s", v[i]->id, strerror(errno));
 		}
-		j->dir_dirty = false;
+	if (rc == 0 && dir && fsync(j->datafd) != 0) {
+		rc = -errno;
+		dms_log(LOG_ERR, "journal: fsync %s/data: %s", j->dir,
+		        strerror(errno));
 	}
-	if (!j->log_dirty)
-		goto out;
-	rc = jnl_log_simple(j, REC_BARRIER, 0, NULL);
-	if (rc != 0)
-		goto out;
-	if (fdatasync(j->logfd) != 0) {
+	pthread_mutex_lock(&j->lock);
+	for (size_t i = 0; i < n; i++) {
+		if (rc != 0)
+			v[i]->dirty = true;
+		v[i]->busy--;
+		jnl_file_maybe_free(j, v[i]);
+	}
+	if (rc != 0) {
+		j->dir_dirty = j->dir_dirty || dir;
+	} else if (j->log_dirty) {
+		rc = jnl_log_simple(j, REC_BARRIER, 0, NULL);
+		if (rc == 0) {
+			j->log_dirty = false;
+			log = true;
+		}
+	}
+	pthread_mutex_unlock(&j->lock);
+	/* logfd changes only in compaction, which holds sync_lock. */
+	if (log && fdatasync(j->logfd) != 0) {
 		rc = -errno;
 		dms_log(LOG_ERR, "journal: fdatasync %s/ops: %s", j->dir,
 		        strerror(errno));
-		goto out;
+		pthread_mutex_lock(&j->lock);
+		j->log_dirty = true;
+		pthread_mutex_unlock(&j->lock);
 	}
-	j->log_dirty = false;
-out:
+	free(v);
 	return rc;
 }
 
@@ -749,32 +792,25 @@ int cache_jnl_sync(struct cache_jnl *j)
 {
 	int rc;
 
-	pthread_mutex_lock(&j->lock);
-	rc = jnl_sync_locked(j);
-	pthread_mutex_unlock(&j->lock);
+	pthread_mutex_lock(&j->sync_lock);
+	rc = jnl_sync_inner(j, 0);
+	pthread_mutex_unlock(&j->sync_lock);
 	return rc;
 }
 
 int cache_jnl_sync_file(struct cache_jnl *j, uint64_t file_id)
 {
-	struct jnl_file *f = NULL;
-	int rc;
+	int rc = 0;
 
-	rc = jnl_file_pin(j, file_id, &f);
+	pthread_mutex_lock(&j->lock);
+	if (!jnl_file_find(j, file_id))
+		rc = -ENOENT;
+	pthread_mutex_unlock(&j->lock);
 	if (rc != 0)
 		return rc;
-	/* The long part outside the lock; the rest is then mostly cheap. */
-	if (fdatasync(f->fd) != 0) {
-		rc = -errno;
-		dms_log(LOG_ERR, "journal: fdatasync staged file %016" PRIx64
-		        ": %s", file_id, strerror(errno));
-	}
-	pthread_mutex_lock(&j->lock);
-	if (rc == 0)
-		rc = jnl_sync_locked(j);
-	f->busy--;
-	jnl_file_maybe_free(j, f);
-	pthread_mutex_unlock(&j->lock);
+	pthread_mutex_lock(&j->sync_lock);
+	rc = jnl_sync_inner(j, file_id);
+	pthread_mutex_unlock(&j->sync_lock);
 	return rc;
 }
 
@@ -903,7 +939,7 @@ int cache_jnl_pwrite(struct cache_jnl *j, uint64_t file_id, const void *buf,
 		jnl_resize(j, f);
 	}
 out:
-	jnl_file_unpin(j, f);
+	jnl_file_unpin(j, f, true);
 	return rc;
 }
 
@@ -937,7 +973,7 @@ ssize_t cache_jnl_pread(struct cache_jnl *j, uint64_t file_id, void *buf,
 	}
 	if (rc == 0)
 		rc = (ssize_t)done;
-	jnl_file_unpin(j, f);
+	jnl_file_unpin(j, f, false);
 	return rc;
 }
 
@@ -965,7 +1001,7 @@ int cache_jnl_truncate(struct cache_jnl *j, uint64_t file_id, uint64_t size)
 	}
 	jnl_resize(j, f);  /* a shrink gives bytes back */
 out:
-	jnl_file_unpin(j, f);
+	jnl_file_unpin(j, f, true);
 	return rc;
 }
 
@@ -1012,7 +1048,8 @@ static bool jnl_str_ok(const char *s, size_t max, bool required)
 	return (!required || s[0]) && strnlen(s, max + 1) <= max;
 }
 
-static void jnl_maybe_compact(struct cache_jnl *j);
+static bool jnl_compact_due(const struct cache_jnl *j);
+static int jnl_compact(struct cache_jnl *j, bool force);
 
 int cache_jnl_append(struct cache_jnl *j, const struct cache_jnl_op *op,
                      bool sync, uint64_t *seq)
@@ -1078,12 +1115,12 @@ int cache_jnl_append(struct cache_jnl *j, const struct cache_jnl_op *op,
 	if (seq)
 		*seq = o->seq;
 	o = NULL;
-	if (sync)
-		rc = jnl_sync_locked(j);
 out:
 	pthread_mutex_unlock(&j->lock);
 	free(o);
 	free(rec);
+	if (rc == 0 && sync)
+		rc = cache_jnl_sync(j);
 	return rc;
 }
 
@@ -1187,6 +1224,7 @@ out:
 int cache_jnl_done(struct cache_jnl *j, uint64_t seq)
 {
 	struct jnl_op *o;
+	bool compact = false;
 	ssize_t i;
 	int rc;
 
@@ -1204,9 +1242,11 @@ int cache_jnl_done(struct cache_jnl *j, uint64_t seq)
 	j->live_bytes -= o->rec_len;
 	jnl_op_unref(j, o);
 	free(o);
-	jnl_maybe_compact(j);
+	compact = jnl_compact_due(j);
 out:
 	pthread_mutex_unlock(&j->lock);
+	if (compact)
+		(void)jnl_compact(j, false);
 	return rc;
 }
 
@@ -1222,23 +1262,33 @@ void cache_jnl_stats(struct cache_jnl *j, struct cache_jnl_stats *st)
 	pthread_mutex_unlock(&j->lock);
 }
 
-/* ---- compaction (lock held) --------------------------------------------- */
+/* ---- compaction (no lock held) ------------------------------------------ */
 
 /* Writes a fresh log of the live operations to ops.new and puts it in
  * place.  Everything is synced first: the new log ends in a barrier that
  * must not promise data that is not on disk. */
-static int jnl_compact(struct cache_jnl *j)
+static int jnl_compact(struct cache_jnl *j, bool force)
 {
 	unsigned char *rec = NULL;
 	uint64_t end = 0;
+	bool locked = false;
 	int fd = -1, rc;
 
-	rc = jnl_sync_locked(j);
+	pthread_mutex_lock(&j->sync_lock);
+	rc = jnl_sync_inner(j, 0);
 	if (rc != 0)
-		return rc;
+		goto out;
 	rec = malloc(JNL_REC_MAX);
-	if (!rec)
-		return -ENOMEM;
+	if (!rec) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	pthread_mutex_lock(&j->lock);
+	locked = true;
+	/* Appended since the sync: the new log's barrier would claim them;
+	 * leave compaction to a later call. */
+	if (j->log_dirty || (!force && !jnl_compact_due(j)))
+		goto out;
 	unlinkat(j->dfd, "ops.new", 0);
 	fd = jnl_open_reg(j->dfd, "ops.new", O_RDWR | O_CREAT | O_EXCL, 0600);
 	if (fd < 0) {
@@ -1255,6 +1305,7 @@ static int jnl_compact(struct cache_jnl *j)
 		errno = 0;
 		if (pwrite(fd, rec, len, (off_t)end) != (ssize_t)len)
 			rc = errno ? -errno : -EIO;
+		o->rec_len = len;  /* status folded in: may differ */
 		end += len;
 	}
 	if (rc == 0) {
@@ -1282,6 +1333,7 @@ static int jnl_compact(struct cache_jnl *j)
 	fd = -1;
 	j->next_seq++;
 	j->log_end = end;
+	j->prealloc_end = 0;
 	j->log_dirty = false;
 	j->live_bytes = 0;
 	{
@@ -1295,6 +1347,9 @@ static int jnl_compact(struct cache_jnl *j)
 		j->nops = w;
 	}
 out:
+	if (locked)
+		pthread_mutex_unlock(&j->lock);
+	pthread_mutex_unlock(&j->sync_lock);
 	if (rc != 0)
 		dms_log(LOG_WARNING, "journal: compacting %s/ops: %s (the log "
 		        "keeps growing)", j->dir, strerror(-rc));
@@ -1304,10 +1359,9 @@ out:
 	return rc;
 }
 
-static void jnl_maybe_compact(struct cache_jnl *j)
+static bool jnl_compact_due(const struct cache_jnl *j)
 {
-	if (j->log_end >= JNL_COMPACT_MIN && j->live_bytes < j->log_end / 4)
-		(void)jnl_compact(j);
+	return j->log_end >= JNL_COMPACT_MIN && j->live_bytes < j->log_end / 4;
 }
 
 /* ---- open and replay ---------------------------------------------------- */
@@ -1766,6 +1820,7 @@ static void jnl_free(struct cache_jnl *j)
 	if (j->dfd >= 0)
 		close(j->dfd);
 	pthread_mutex_destroy(&j->lock);
+	pthread_mutex_destroy(&j->sync_lock);
 	free(j->dir);
 	free(j);
 }
@@ -1793,6 +1848,7 @@ int cache_jnl_open(struct cache_jnl **out, const struct cache_jnl_opts *o)
 		return -ENOMEM;
 	j->dfd = j->datafd = j->logfd = -1;
 	pthread_mutex_init(&j->lock, NULL);
+	pthread_mutex_init(&j->sync_lock, NULL);
 	j->dir = strdup(o->dir);
 	j->tabn = 1024;
 	j->tab = calloc(j->tabn, sizeof(*j->tab));
@@ -1829,16 +1885,14 @@ int cache_jnl_open(struct cache_jnl **out, const struct cache_jnl_opts *o)
 	jnl_bind(j, crashed, barrier_seq);
 	/* From here on the state matches the log; make it so on disk too
 	 * before anything new is written, then say we are open. */
-	rc = jnl_sync_locked(j);
+	rc = cache_jnl_sync(j);
 	if (rc == 0)
 		rc = jnl_mark(j, true);
 	if (rc != 0)
 		goto fail;
 	/* Records set aside leave the log, so they are reported once. */
-	if (j->setaside > 0 || torn)
-		(void)jnl_compact(j);
-	else
-		jnl_maybe_compact(j);
+	if (j->setaside > 0 || torn || jnl_compact_due(j))
+		(void)jnl_compact(j, true);
 	dms_log(LOG_INFO, "journal: %s: %zu pending operations, %" PRIu64
 	        " staged files, %" PRIu64 " of %" PRIu64 " bytes", j->dir,
 	        j->liveops, j->nfiles, j->bytes, j->max_bytes);
@@ -1855,9 +1909,7 @@ void cache_jnl_close(struct cache_jnl *j)
 
 	if (!j)
 		return;
-	pthread_mutex_lock(&j->lock);
-	rc = jnl_sync_locked(j);
-	pthread_mutex_unlock(&j->lock);
+	rc = cache_jnl_sync(j);
 	if (rc == 0)
 		rc = jnl_mark(j, false);
 	if (rc != 0)

@@ -12,6 +12,8 @@
 #include "tests/unit/cache_testlib.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -885,6 +887,101 @@ static void test_big(void)
 	free(g);
 }
 
+/* ---- many threads at once ---- */
+
+#define THR_WRITERS 4
+#define THR_OPS     6000
+
+static struct cache_jnl *thr_j;
+static _Atomic int thr_writers_left;
+static _Atomic int thr_bad;
+
+static void *thr_writer(void *arg)
+{
+	uint64_t s = seed0 + (uint64_t)(uintptr_t)arg * 7919;
+	char name[64];
+
+	for (int i = 0; i < THR_OPS; i++) {
+		uint64_t dseed = splitmix(&s), id = 0;
+		size_t len = (size_t)(dseed % 3000);
+		unsigned char b[3000];
+		struct cache_jnl_op op = { .kind = CACHE_JNL_WRITE,
+		                           .size = len, .uid = 1000 };
+
+		fill(b, len, dseed);
+		if (cache_jnl_file_new(thr_j, &id) != 0 ||
+		    (len && cache_jnl_pwrite(thr_j, id, b, len, 0) != 0)) {
+			thr_bad++;
+			break;
+		}
+		snprintf(name, sizeof(name), "/w/%" PRIu64, dseed);
+		op.path = name;
+		op.file_id = id;
+		if (cache_jnl_append(thr_j, &op, i % 500 == 0, NULL) != 0 ||
+		    cache_jnl_file_release(thr_j, id) != 0)
+			thr_bad++;
+	}
+	thr_writers_left--;
+	return NULL;
+}
+
+static int thr_consume(void *arg, uint64_t seq, const struct cache_jnl_op *op)
+{
+	int *n = arg;
+
+	if (!file_is(thr_j, op->file_id, op->size,
+	             strtoull(op->path + 3, NULL, 10)))
+		thr_bad++;
+	if (seq % 3 == 0 && cache_jnl_update(thr_j, seq, "busy") != 0)
+		thr_bad++;
+	if (cache_jnl_done(thr_j, seq) != 0)
+		thr_bad++;
+	(*n)++;
+	return 0;
+}
+
+static void *thr_consumer(void *arg)
+{
+	int *n = arg;
+
+	while (thr_writers_left > 0)
+		if (cache_jnl_foreach(thr_j, thr_consume, n) != 0)
+			thr_bad++;
+	if (cache_jnl_foreach(thr_j, thr_consume, n) != 0)
+		thr_bad++;
+	return NULL;
+}
+
+static void test_threads(void)
+{
+	char base[256], dir[300];
+	pthread_t w[THR_WRITERS], c;
+	struct cache_jnl_stats st;
+	int consumed = 0;
+
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
+	thr_j = jopen(dir, 1ull << 30);
+	thr_writers_left = THR_WRITERS;
+	for (int i = 0; i < THR_WRITERS; i++)
+		CHECK(pthread_create(&w[i], NULL, thr_writer,
+		                     (void *)(uintptr_t)i) == 0);
+	CHECK(pthread_create(&c, NULL, thr_consumer, &consumed) == 0);
+	for (int i = 0; i < THR_WRITERS; i++)
+		pthread_join(w[i], NULL);
+	pthread_join(c, NULL);
+	CHECK(thr_bad == 0);
+	CHECK(consumed == THR_WRITERS * THR_OPS);
+	cache_jnl_stats(thr_j, &st);
+	CHECK(st.ops == 0 && st.files == 0 && st.bytes == 0);
+	CHECK(st.log_bytes < (4u << 20));  /* compacted on the way */
+	cache_jnl_close(thr_j);
+	thr_j = jopen(dir, 1ull << 30);
+	cache_jnl_stats(thr_j, &st);
+	CHECK(st.ops == 0 && st.files == 0);
+	cache_jnl_close(thr_j);
+	rm_rf(base);
+}
+
 int main(void)
 {
 	seed0 = getenv("JNL_SEED") ? strtoull(getenv("JNL_SEED"), NULL, 0) :
@@ -893,6 +990,7 @@ int main(void)
 	RUN(test_round_trip);
 	RUN(test_reopen_order);
 	RUN(test_compaction);
+	RUN(test_threads);
 	RUN(test_kill9);
 	RUN(test_system_crash);
 	RUN(test_corrupt);
