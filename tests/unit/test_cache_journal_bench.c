@@ -104,6 +104,10 @@ static void bench_pwrite(const char *base, size_t chunk, uint64_t total,
 			tj[r] = pwrite_once(base, b, chunk, total, true, sync);
 		}
 	}
+	if (getenv("JNL_BENCH_VERBOSE"))
+		for (int r = 0; r < 3; r++)
+			printf("    round %d: journal %.3f s, plain %.3f s\n", r,
+			       tj[r], tp[r]);
 	qsort(tj, 3, sizeof(double), cmp_d);
 	qsort(tp, 3, sizeof(double), cmp_d);
 	printf("  pwrite %" PRIu64 " MiB in %zu KiB pieces%s: journal %.0f "
