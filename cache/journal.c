@@ -1729,9 +1729,11 @@ static void jnl_file_lose(struct cache_jnl *j, struct jnl_file *f)
 
 /* After the log is read: binds ops to files, sets aside what cannot be
  * replayed, deletes orphans. */
-static void jnl_bind(struct cache_jnl *j, bool crashed, uint64_t barrier_seq)
+static int jnl_bind(struct cache_jnl *j, bool crashed, uint64_t barrier_seq)
 {
-	for (size_t i = 0; i < j->nops; i++) {
+	int rc = 0;
+
+	for (size_t i = 0; i < j->nops && rc == 0; i++) {
 		struct jnl_op *o = j->ops[i].op;
 		struct jnl_file *f;
 		const char *why = NULL;
@@ -1770,12 +1772,16 @@ static void jnl_bind(struct cache_jnl *j, bool crashed, uint64_t barrier_seq)
 				free(rec);
 			}
 		}
-		/* A DONE record for it in the log is harmless at replay. */
+		/* Recorded as done, so that no later open replays it, even if
+		 * the log cannot be compacted now. */
+		rc = jnl_log_simple(j, REC_DONE, o->seq, NULL);
 		j->ops[i].op = NULL;
 		j->liveops--;
 		j->live_bytes -= o->rec_len;
 		free(o);
 	}
+	if (rc != 0)
+		return rc;  /* not all files bound: none may be collected */
 	for (size_t b = 0; b < j->tabn; b++) {
 		struct jnl_file *f = j->tab[b], *nx;
 
@@ -1795,6 +1801,7 @@ static void jnl_bind(struct cache_jnl *j, bool crashed, uint64_t barrier_seq)
 			}
 		}
 	}
+	return rc;
 }
 
 static void jnl_free(struct cache_jnl *j)
@@ -1884,7 +1891,9 @@ int cache_jnl_open(struct cache_jnl **out, const struct cache_jnl_opts *o)
 	rc = jnl_scan_data(j);
 	if (rc != 0)
 		goto fail;
-	jnl_bind(j, crashed, barrier_seq);
+	rc = jnl_bind(j, crashed, barrier_seq);
+	if (rc != 0)
+		goto fail;
 	/* From here on the state matches the log; make it so on disk too
 	 * before anything new is written, then say we are open. */
 	rc = cache_jnl_sync(j);
