@@ -153,6 +153,30 @@ static int64_t jnl_now(void)
 	return (int64_t)time(NULL);
 }
 
+/* Writes all of len bytes at off (retrying short writes).  0 or -errno;
+ * *done says how much was written either way. */
+static int jnl_pwrite_all(int fd, const void *buf, size_t len, uint64_t off,
+                          size_t *done)
+{
+	const unsigned char *p = buf;
+	int rc = 0;
+
+	*done = 0;
+	while (*done < len) {
+		ssize_t w = pwrite(fd, p + *done, len - *done,
+		                   (off_t)(off + *done));
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			rc = w < 0 ? -errno : -EIO;
+			break;
+		}
+		*done += (size_t)w;
+	}
+	return rc;
+}
+
 static void jnl_idname(uint64_t id, char *buf, size_t n)
 {
 	snprintf(buf, n, "%016" PRIx64, id);
@@ -464,37 +488,39 @@ struct jnl_rd {
 	bool bad;
 };
 
+/* The next n bytes, or NULL (and r marked bad) if there are fewer. */
+static const unsigned char *jnl_rtake(struct jnl_rd *r, size_t n)
+{
+	if (r->bad || r->n - r->off < n) {
+		r->bad = true;
+		return NULL;
+	}
+	r->off += n;
+	return r->p + r->off - n;
+}
+
 static uint32_t jnl_r32(struct jnl_rd *r)
 {
-	if (r->bad || r->n - r->off < 4) {
-		r->bad = true;
-		return 0;
-	}
-	r->off += 4;
-	return jnl_get32(r->p + r->off - 4);
+	const unsigned char *p = jnl_rtake(r, 4);
+
+	return p ? jnl_get32(p) : 0;
 }
 
 static uint64_t jnl_r64(struct jnl_rd *r)
 {
-	if (r->bad || r->n - r->off < 8) {
-		r->bad = true;
-		return 0;
-	}
-	r->off += 8;
-	return jnl_get64(r->p + r->off - 8);
+	const unsigned char *p = jnl_rtake(r, 8);
+
+	return p ? jnl_get64(p) : 0;
 }
 
 static const unsigned char *jnl_rstr(struct jnl_rd *r, size_t max, size_t *len)
 {
 	size_t l = jnl_r32(r);
 
-	if (r->bad || l > max || r->n - r->off < l) {
+	if (l > max)
 		r->bad = true;
-		return NULL;
-	}
-	r->off += l;
 	*len = l;
-	return r->p + r->off - l;
+	return jnl_rtake(r, l);
 }
 
 static bool jnl_kind_ok(uint32_t k)
@@ -534,6 +560,25 @@ static struct jnl_op *jnl_op_new(uint64_t seq, const struct cache_jnl_op *op,
 	return o;
 }
 
+/* A copy of o (same seq and rec_len) whose error text is err[0..elen) or,
+ * with err NULL, o's own.  NULL on ENOMEM. */
+static struct jnl_op *jnl_op_copy(const struct jnl_op *o, const char *err,
+                                  size_t elen)
+{
+	const char *s[4] = { o->op.path, o->op.path2, o->op.base_etag,
+	                     err ? err : o->op.last_error };
+	size_t l[4];
+	struct jnl_op *n;
+
+	for (int k = 0; k < 3; k++)
+		l[k] = s[k] ? strlen(s[k]) : 0;
+	l[3] = err ? elen : strlen(s[3]);
+	n = jnl_op_new(o->seq, &o->op, s, l);
+	if (n)
+		n->rec_len = o->rec_len;
+	return n;
+}
+
 static struct jnl_op *jnl_dec_op(const unsigned char *p, size_t len,
                                  uint64_t seq)
 {
@@ -571,24 +616,12 @@ static struct jnl_op *jnl_dec_op(const unsigned char *p, size_t len,
 /* Appends one record at the log's end (lock held). */
 static int jnl_log_write(struct cache_jnl *j, const void *rec, size_t len)
 {
-	const unsigned char *p = rec;
 	size_t done = 0;
 	int rc = 0;
 
 	if (j->log_broken)
 		return -EIO;
-	while (done < len) {
-		ssize_t w = pwrite(j->logfd, p + done, len - done,
-		                   (off_t)(j->log_end + done));
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			rc = w < 0 ? -errno : -EIO;
-			break;
-		}
-		done += (size_t)w;
-	}
+	rc = jnl_pwrite_all(j->logfd, rec, len, j->log_end, &done);
 	if (rc != 0) {
 		dms_log(LOG_ERR, "journal: append to %s/ops: %s", j->dir,
 		        strerror(-rc));
@@ -679,6 +712,18 @@ static int jnl_slot_add(struct cache_jnl *j, struct jnl_op *o)
 	j->nops++;
 	j->liveops++;
 	return 0;
+}
+
+/* Removes and frees the op in slot i (its file reference already dropped
+ * or never taken). */
+static void jnl_slot_clear(struct cache_jnl *j, size_t i)
+{
+	struct jnl_op *o = j->ops[i].op;
+
+	j->ops[i].op = NULL;
+	j->liveops--;
+	j->live_bytes -= o->rec_len;
+	free(o);
 }
 
 /* Binds an op to its staged file; false if the file is unknown. */
@@ -905,7 +950,6 @@ static void jnl_resize(struct cache_jnl *j, struct jnl_file *f)
 int cache_jnl_pwrite(struct cache_jnl *j, uint64_t file_id, const void *buf,
                      size_t len, uint64_t off)
 {
-	const unsigned char *p = buf;
 	struct jnl_file *f = NULL;
 	size_t done = 0;
 	int rc;
@@ -922,18 +966,7 @@ int cache_jnl_pwrite(struct cache_jnl *j, uint64_t file_id, const void *buf,
 	pthread_mutex_unlock(&j->lock);
 	if (rc != 0)
 		goto out;
-	while (done < len) {
-		ssize_t w = pwrite(f->fd, p + done, len - done,
-		                   (off_t)(off + done));
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			rc = w < 0 ? -errno : -EIO;
-			break;
-		}
-		done += (size_t)w;
-	}
+	rc = jnl_pwrite_all(f->fd, buf, len, off, &done);
 	if (rc != 0) {
 		dms_log(LOG_ERR, "journal: write staged file %016" PRIx64
 		        " at %" PRIu64 ": %s", file_id, off + done,
@@ -1136,8 +1169,6 @@ int cache_jnl_foreach(struct cache_jnl *j,
 
 	for (;;) {
 		struct jnl_op *copy = NULL;
-		const char *s[4];
-		size_t l[4];
 		ssize_t i;
 
 		pthread_mutex_lock(&j->lock);
@@ -1145,15 +1176,7 @@ int cache_jnl_foreach(struct cache_jnl *j,
 			if (j->ops[i].op)
 				break;
 		if ((size_t)i < j->nops) {
-			struct jnl_op *o = j->ops[i].op;
-
-			s[0] = o->op.path;
-			s[1] = o->op.path2;
-			s[2] = o->op.base_etag;
-			s[3] = o->op.last_error;
-			for (int k = 0; k < 4; k++)
-				l[k] = s[k] ? strlen(s[k]) : 0;
-			copy = jnl_op_new(o->seq, &o->op, s, l);
+			copy = jnl_op_copy(j->ops[i].op, NULL, 0);
 			if (!copy)
 				rc = -ENOMEM;
 		}
@@ -1184,8 +1207,6 @@ static struct jnl_op *jnl_op_get(struct cache_jnl *j, uint64_t seq,
 int cache_jnl_update(struct cache_jnl *j, uint64_t seq, const char *error)
 {
 	struct jnl_op *o, *n;
-	const char *s[4];
-	size_t l[4];
 	ssize_t i;
 	int rc;
 
@@ -1195,20 +1216,13 @@ int cache_jnl_update(struct cache_jnl *j, uint64_t seq, const char *error)
 		rc = -ENOENT;
 		goto out;
 	}
-	s[0] = o->op.path;
-	s[1] = o->op.path2;
-	s[2] = o->op.base_etag;
-	s[3] = error ? error : "";
-	for (int k = 0; k < 4; k++)
-		l[k] = s[k] ? strlen(s[k]) : 0;
-	if (l[3] > CACHE_JNL_TEXT_MAX)
-		l[3] = CACHE_JNL_TEXT_MAX;
-	n = jnl_op_new(seq, &o->op, s, l);
+	if (!error)
+		error = "";
+	n = jnl_op_copy(o, error, strnlen(error, CACHE_JNL_TEXT_MAX));
 	if (!n) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	n->rec_len = o->rec_len;
 	n->op.retries = o->op.retries + 1;
 	n->op.last_try = jnl_now();
 	rc = jnl_log_simple(j, REC_UPDATE, seq, n);
@@ -1239,11 +1253,8 @@ int cache_jnl_done(struct cache_jnl *j, uint64_t seq)
 	rc = jnl_log_simple(j, REC_DONE, seq, NULL);
 	if (rc != 0)
 		goto out;
-	j->ops[i].op = NULL;
-	j->liveops--;
-	j->live_bytes -= o->rec_len;
 	jnl_op_unref(j, o);
-	free(o);
+	jnl_slot_clear(j, (size_t)i);
 	compact = jnl_compact_due(j);
 out:
 	pthread_mutex_unlock(&j->lock);
@@ -1273,6 +1284,7 @@ static int jnl_compact(struct cache_jnl *j, bool force)
 {
 	unsigned char *rec = NULL;
 	uint64_t end = 0;
+	size_t done;
 	bool locked = false;
 	int fd = -1, rc;
 
@@ -1304,9 +1316,7 @@ static int jnl_compact(struct cache_jnl *j, bool force)
 		if (!o)
 			continue;
 		len = jnl_enc_op(rec, o->seq, &o->op);
-		errno = 0;
-		if (pwrite(fd, rec, len, (off_t)end) != (ssize_t)len)
-			rc = errno ? -errno : -EIO;
+		rc = jnl_pwrite_all(fd, rec, len, end, &done);
 		o->rec_len = len;  /* status folded in: may differ */
 		end += len;
 	}
@@ -1314,9 +1324,7 @@ static int jnl_compact(struct cache_jnl *j, bool force)
 		struct jnl_buf b = { rec, JNL_HDR };
 		size_t len = jnl_seal(&b, j->next_seq, REC_BARRIER);
 
-		errno = 0;
-		if (pwrite(fd, rec, len, (off_t)end) != (ssize_t)len)
-			rc = errno ? -errno : -EIO;
+		rc = jnl_pwrite_all(fd, rec, len, end, &done);
 		end += len;
 	}
 	if (rc == 0 && fdatasync(fd) != 0)
@@ -1526,19 +1534,13 @@ static void jnl_replay_rec(struct cache_jnl *j, const unsigned char *p,
 		if (!o)
 			return;  /* its op was set aside or compacted away */
 		if (kind == REC_DONE) {
-			j->ops[i].op = NULL;
-			j->liveops--;
-			j->live_bytes -= o->rec_len;
-			free(o);
+			jnl_slot_clear(j, (size_t)i);
 		} else {
 			uint32_t retries = jnl_r32(&r);
 			int64_t last = (int64_t)jnl_r64(&r);
 			size_t el = 0;
 			const char *e = (const char *)jnl_rstr(&r,
 			                    CACHE_JNL_TEXT_MAX, &el);
-			const char *s[4] = { o->op.path, o->op.path2,
-			                     o->op.base_etag, e };
-			size_t l[4];
 			struct jnl_op *n;
 
 			if (r.bad) {
@@ -1546,13 +1548,9 @@ static void jnl_replay_rec(struct cache_jnl *j, const unsigned char *p,
 				                    "does not decode");
 				return;
 			}
-			for (int k = 0; k < 3; k++)
-				l[k] = s[k] ? strlen(s[k]) : 0;
-			l[3] = el;
-			n = jnl_op_new(target, &o->op, s, l);
+			n = jnl_op_copy(o, e ? e : "", el);
 			if (!n)
 				return;
-			n->rec_len = o->rec_len;
 			n->op.retries = retries;
 			n->op.last_try = last;
 			j->ops[i].op = n;
@@ -1775,10 +1773,7 @@ static int jnl_bind(struct cache_jnl *j, bool crashed, uint64_t barrier_seq)
 		/* Recorded as done, so that no later open replays it, even if
 		 * the log cannot be compacted now. */
 		rc = jnl_log_simple(j, REC_DONE, o->seq, NULL);
-		j->ops[i].op = NULL;
-		j->liveops--;
-		j->live_bytes -= o->rec_len;
-		free(o);
+		jnl_slot_clear(j, i);
 	}
 	if (rc != 0)
 		return rc;  /* not all files bound: none may be collected */
