@@ -107,7 +107,7 @@ void cache_get_stats(struct cache *c, struct cache_stats *st);
  *   data/<16 hex digits>  one sparse staged file per pending file version
  *   ops                   the operation log: checksummed records, appended
  *   ops.bad               bytes of records that failed their check
- *   lost/<id>             staged files of operations set aside
+ *   lost/<id>.<time>      staged files of operations set aside
  *   open.boot             "open <boot id>" while open, "clean" after close
  * No path in it is ever followed: files are opened with O_NOFOLLOW and
  * checked with fstat; a symlink, FIFO or other non-regular file where the

@@ -1709,17 +1709,22 @@ static int jnl_scan_data(struct cache_jnl *j)
 /* Moves a staged file to lost/ (kept for a human; never replayed). */
 static void jnl_file_lose(struct cache_jnl *j, struct jnl_file *f)
 {
-	char name[32];
-	int lfd;
+	char name[32], kept[64];
+	int lfd, rc = -1;
 
 	jnl_idname(f->id, name, sizeof(name));
-	lfd = jnl_open_dir(j->dfd, "lost", "lost");
-	if (lfd < 0 || renameat(j->datafd, name, lfd, name) != 0)
-		dms_log(LOG_WARNING, "journal: cannot move %s/data/%s to lost/",
-		        j->dir, name);
+	/* Ids are reused once a file is gone from data/: the time keeps an
+	 * earlier kept file from being replaced. */
+	snprintf(kept, sizeof(kept), "%s.%" PRId64, name, jnl_now());
+	lfd = jnl_open_dir(j->dfd, "lost", "lost/ in the journal");
+	if (lfd >= 0)
+		rc = renameat2(j->datafd, name, lfd, kept, RENAME_NOREPLACE);
+	if (rc != 0)
+		dms_log(LOG_WARNING, "journal: cannot move %s/data/%s to lost/: "
+		        "%s", j->dir, name, strerror(errno));
 	else
 		dms_log(LOG_WARNING, "journal: staged file kept as %s/lost/%s",
-		        j->dir, name);
+		        j->dir, kept);
 	if (lfd >= 0)
 		close(lfd);
 	j->dir_dirty = true;
