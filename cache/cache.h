@@ -298,7 +298,10 @@ int cache_jnl_update(struct cache_jnl *j, uint64_t seq, const char *error);
 
 /* Removes a completed operation; its staged file is deleted when no other
  * operation refers to it and nobody holds it.  Durable at the next sync
- * (until then a crash may replay it once more).  -ENOENT if unknown. */
+ * (until then a crash may replay it once more).  A full disk does not make
+ * it fail (draining is what frees space): the record is retried at later
+ * calls, and a restart before that sets the operation aside (logged) since
+ * its staged file is gone.  -ENOENT if unknown. */
 int cache_jnl_done(struct cache_jnl *j, uint64_t seq);
 
 struct cache_jnl_stats {

@@ -73,6 +73,7 @@ struct jnl_file {
 	bool held;            /* by the creator, until file_release */
 	bool dirty;           /* written since the last sync */
 	bool lose;            /* replay: named by an op set aside */
+	bool broken;          /* an fdatasync failed: bytes on disk unknown */
 	struct jnl_file *next;  /* hash chain */
 };
 
@@ -108,11 +109,17 @@ struct cache_jnl {
 	unsigned nopen;          /* open staged descriptors */
 	bool dir_dirty;          /* data/ names not yet synced */
 	bool log_dirty;          /* log written since the last sync */
+	bool log_suspect;        /* an fdatasync of the log failed: the log
+	                          * must be rewritten before a sync succeeds */
+	uint64_t synced_seq;     /* seq of the last durable barrier (0: none) */
 	struct jnl_slot *ops;
 	size_t nops, capops, liveops;
 	struct jnl_file **tab;
 	size_t tabn;             /* buckets, power of two */
 	uint64_t setaside;
+	uint64_t *backlog;       /* done ops whose DONE record is not written
+	                          * yet (the disk was full) */
+	size_t nbacklog, capbacklog;
 	bool log_broken;         /* a failed append left an unknown tail */
 };
 
@@ -384,6 +391,10 @@ static int jnl_file_pin(struct cache_jnl *j, uint64_t id, struct jnl_file **out)
 	f = jnl_file_find(j, id);
 	if (!f) {
 		rc = -ENOENT;
+		goto out;
+	}
+	if (f->broken) {
+		rc = -EIO;
 		goto out;
 	}
 	rc = jnl_file_fd(j, f);
@@ -753,6 +764,31 @@ static void jnl_op_unref(struct cache_jnl *j, struct jnl_op *o)
 	}
 }
 
+/* After a failed fdatasync of f (lock held): its bytes on disk are unknown,
+ * so it is never read or uploaded again (-EIO), and the operations that
+ * name it are set aside: an error now, never a wrong byte later. */
+static void jnl_file_break(struct cache_jnl *j, struct jnl_file *f)
+{
+	f->broken = true;
+	f->dirty = false;
+	for (size_t i = 0; i < j->nops; i++) {
+		struct jnl_op *o = j->ops[i].op;
+
+		if (!o || o->op.kind != CACHE_JNL_WRITE || o->op.file_id != f->id)
+			continue;
+		j->setaside++;
+		dms_log(LOG_ERR, "journal: %s: operation %" PRIu64 " (%s, uid "
+		        "%u) set aside: its staged file could not be synced",
+		        j->dir, o->seq, o->op.path, (unsigned)o->op.uid);
+		if (jnl_log_simple(j, REC_DONE, o->seq, NULL) != 0)
+			dms_log(LOG_ERR, "journal: %s: cannot record that; it "
+			        "will be set aside again at the next start",
+			        j->dir);
+		f->oprefs--;
+		jnl_slot_clear(j, i);
+	}
+}
+
 /* ---- sync -------------------------------------------------------------- */
 
 /* Makes durable every dirty staged file named by a pending operation (and
@@ -763,43 +799,74 @@ static void jnl_op_unref(struct cache_jnl *j, struct jnl_op *o)
  * fdatasyncs run without j->lock (writers go on); j->sync_lock serialises
  * syncs, so a barrier never claims a file that another sync has only
  * started to flush.  Called with sync_lock held and lock not held. */
+static int jnl_rewrite_log(struct cache_jnl *j, uint64_t covered);
+static void jnl_backlog_flush(struct cache_jnl *j);
+static void jnl_file_break(struct cache_jnl *j, struct jnl_file *f);
+
 static int jnl_sync_inner(struct cache_jnl *j, uint64_t also)
 {
 	struct jnl_file **v = NULL;
+	int *fds = NULL;
 	size_t n = 0, cap = 0;
-	bool dir, log = false;
+	uint64_t barrier = 0;
+	bool dir, suspect;
 	int rc = 0;
 
 	pthread_mutex_lock(&j->lock);
 	for (size_t i = 0; i < j->tabn && rc == 0; i++)
 		for (struct jnl_file *f = j->tab[i]; f && rc == 0; f = f->next) {
-			if (!f->dirty || f->fd < 0 ||
+			if (!f->dirty || f->broken ||
 			    (f->oprefs == 0 && f->id != also))
 				continue;
 			if (n == cap) {
 				size_t nc = cap ? cap * 2 : 16;
 				struct jnl_file **nv = realloc(v, nc * sizeof(*v));
+				int *nf = nv ? realloc(fds, nc * sizeof(*fds)) : NULL;
 
-				if (!nv) {
+				if (nv)
+					v = nv;
+				if (nf)
+					fds = nf;
+				if (!nv || !nf) {
 					rc = -ENOMEM;
 					break;
 				}
-				v = nv;
 				cap = nc;
 			}
-			f->busy++;
+			f->busy++;  /* keeps f and its fd (if open) alive */
 			f->dirty = false;  /* a write from now on sets it again */
+			fds[n] = f->fd;
 			v[n++] = f;
 		}
 	dir = j->dir_dirty;
 	j->dir_dirty = false;
 	pthread_mutex_unlock(&j->lock);
-	for (size_t i = 0; i < n && rc == 0; i++)
-		if (fdatasync(v[i]->fd) != 0) {
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		char name[32];
+		int fd = fds[i];
+
+		/* Replayed files have no descriptor: a passing one, so that a
+		 * long tail does not pile up open files. */
+		if (fd < 0) {
+			jnl_idname(v[i]->id, name, sizeof(name));
+			fd = jnl_open_reg(j->datafd, name, O_RDONLY, 0);
+			if (fd < 0) {
+				rc = fd;
+				dms_log(LOG_ERR, "journal: staged file %s/data/%s:"
+				        " %s", j->dir, name, strerror(-rc));
+				break;
+			}
+		}
+		if (fdatasync(fd) != 0) {
 			rc = -errno;
 			dms_log(LOG_ERR, "journal: fdatasync staged file %016"
-			        PRIx64 ": %s", v[i]->id, strerror(errno));
+			        PRIx64 ": %s; its pending data may be lost",
+			        v[i]->id, strerror(errno));
+			fds[i] = -2;  /* marks the one that failed */
 		}
+		if (fd != v[i]->fd)
+			close(fd);
+	}
 	if (rc == 0 && dir && fsync(j->datafd) != 0) {
 		rc = -errno;
 		dms_log(LOG_ERR, "journal: fsync %s/data: %s", j->dir,
@@ -807,31 +874,51 @@ static int jnl_sync_inner(struct cache_jnl *j, uint64_t also)
 	}
 	pthread_mutex_lock(&j->lock);
 	for (size_t i = 0; i < n; i++) {
-		if (rc != 0)
+		/* After a failed fdatasync the kernel may have dropped the
+		 * pages: a later fdatasync would succeed without them. */
+		if (fds[i] == -2)
+			jnl_file_break(j, v[i]);
+		else if (rc != 0)
 			v[i]->dirty = true;
+	}
+	for (size_t i = 0; i < n; i++) {
 		v[i]->busy--;
 		jnl_file_maybe_free(j, v[i]);
 	}
+	if (rc == 0)
+		jnl_backlog_flush(j);
 	if (rc != 0) {
 		j->dir_dirty = j->dir_dirty || dir;
 	} else if (j->log_dirty) {
+		barrier = j->next_seq;
 		rc = jnl_log_simple(j, REC_BARRIER, 0, NULL);
-		if (rc == 0) {
+		if (rc == 0)
 			j->log_dirty = false;
-			log = true;
-		}
+		else
+			barrier = 0;
 	}
+	suspect = j->log_suspect;
 	pthread_mutex_unlock(&j->lock);
-	/* logfd changes only in compaction, which holds sync_lock. */
-	if (log && fdatasync(j->logfd) != 0) {
-		rc = -errno;
-		dms_log(LOG_ERR, "journal: fdatasync %s/ops: %s", j->dir,
-		        strerror(errno));
+	/* logfd changes only in jnl_rewrite_log, under sync_lock. */
+	if (barrier && !suspect && fdatasync(j->logfd) != 0) {
+		dms_log(LOG_ERR, "journal: fdatasync %s/ops: %s; rewriting it",
+		        j->dir, strerror(errno));
+		suspect = true;
 		pthread_mutex_lock(&j->lock);
-		j->log_dirty = true;
+		j->log_suspect = true;
+		pthread_mutex_unlock(&j->lock);
+	}
+	if (rc == 0 && suspect) {
+		/* The kernel may have dropped log pages: write the whole state
+		 * into a fresh file instead of trusting a second fdatasync. */
+		rc = jnl_rewrite_log(j, barrier ? barrier : j->synced_seq);
+	} else if (rc == 0 && barrier) {
+		pthread_mutex_lock(&j->lock);
+		j->synced_seq = barrier;
 		pthread_mutex_unlock(&j->lock);
 	}
 	free(v);
+	free(fds);
 	return rc;
 }
 
@@ -849,14 +936,17 @@ int cache_jnl_sync_file(struct cache_jnl *j, uint64_t file_id)
 {
 	int rc = 0;
 
-	pthread_mutex_lock(&j->lock);
-	if (!jnl_file_find(j, file_id))
-		rc = -ENOENT;
-	pthread_mutex_unlock(&j->lock);
-	if (rc != 0)
-		return rc;
+	struct jnl_file *f;
+
 	pthread_mutex_lock(&j->sync_lock);
 	rc = jnl_sync_inner(j, file_id);
+	pthread_mutex_lock(&j->lock);
+	f = jnl_file_find(j, file_id);
+	if (!f)
+		rc = -ENOENT;
+	else if (f->broken)
+		rc = -EIO;
+	pthread_mutex_unlock(&j->lock);
 	pthread_mutex_unlock(&j->sync_lock);
 	return rc;
 }
@@ -1067,6 +1157,10 @@ int cache_jnl_file_open(struct cache_jnl *j, uint64_t file_id)
 		rc = -ENOENT;
 		goto out;
 	}
+	if (f->broken) {
+		rc = -EIO;
+		goto out;
+	}
 	jnl_idname(file_id, name, sizeof(name));
 	rc = jnl_open_reg(j->datafd, name, O_RDONLY, 0);
 out:
@@ -1084,7 +1178,7 @@ static bool jnl_str_ok(const char *s, size_t max, bool required)
 }
 
 static bool jnl_compact_due(const struct cache_jnl *j);
-static int jnl_compact(struct cache_jnl *j, bool force);
+static int jnl_compact(struct cache_jnl *j);
 
 int cache_jnl_append(struct cache_jnl *j, const struct cache_jnl_op *op,
                      bool sync, uint64_t *seq)
@@ -1237,6 +1331,20 @@ out:
 	return rc;
 }
 
+/* Writes the DONE records that could not be written before (lock held);
+ * stops at the first failure. */
+static void jnl_backlog_flush(struct cache_jnl *j)
+{
+	size_t k = 0;
+
+	while (k < j->nbacklog &&
+	       jnl_log_simple(j, REC_DONE, j->backlog[k], NULL) == 0)
+		k++;
+	memmove(j->backlog, j->backlog + k,
+	        (j->nbacklog - k) * sizeof(*j->backlog));
+	j->nbacklog -= k;
+}
+
 int cache_jnl_done(struct cache_jnl *j, uint64_t seq)
 {
 	struct jnl_op *o;
@@ -1250,16 +1358,35 @@ int cache_jnl_done(struct cache_jnl *j, uint64_t seq)
 		rc = -ENOENT;
 		goto out;
 	}
+	jnl_backlog_flush(j);
 	rc = jnl_log_simple(j, REC_DONE, seq, NULL);
-	if (rc != 0)
-		goto out;
+	if (rc != 0) {
+		/* A full disk must not stop the journal from draining: the
+		 * op goes now (its staged file too, which frees space) and
+		 * its record is retried; a restart before that replays it
+		 * once more (set aside: its staged file is gone). */
+		if (j->nbacklog == j->capbacklog) {
+			size_t nc = j->capbacklog ? j->capbacklog * 2 : 64;
+			uint64_t *nb = realloc(j->backlog, nc * sizeof(*nb));
+
+			if (!nb)
+				goto out;
+			j->backlog = nb;
+			j->capbacklog = nc;
+		}
+		j->backlog[j->nbacklog++] = seq;
+		dms_log(LOG_WARNING, "journal: %s: completion of operation %"
+		        PRIu64 " not recorded yet (%s); retried later", j->dir,
+		        seq, strerror(-rc));
+		rc = 0;
+	}
 	jnl_op_unref(j, o);
 	jnl_slot_clear(j, (size_t)i);
 	compact = jnl_compact_due(j);
 out:
 	pthread_mutex_unlock(&j->lock);
 	if (compact)
-		(void)jnl_compact(j, false);
+		(void)jnl_compact(j);
 	return rc;
 }
 
@@ -1277,74 +1404,67 @@ void cache_jnl_stats(struct cache_jnl *j, struct cache_jnl_stats *st)
 
 /* ---- compaction (no lock held) ------------------------------------------ */
 
-/* Writes a fresh log of the live operations to ops.new and puts it in
- * place.  Everything is synced first: the new log ends in a barrier that
- * must not promise data that is not on disk. */
-static int jnl_compact(struct cache_jnl *j, bool force)
+/* Writes a fresh log from the state in memory to ops.new and puts it in
+ * place: the pending operations up to `covered` (the last barrier whose
+ * staged files were synced), that barrier, then the later ones, which stay
+ * unsynced.  Done and update records are folded in.  Called with sync_lock
+ * held (logfd changes here) and lock not held. */
+static int jnl_rewrite_log(struct cache_jnl *j, uint64_t covered)
 {
-	unsigned char *rec = NULL;
+	unsigned char *rec = malloc(JNL_REC_MAX);
 	uint64_t end = 0;
+	bool after = false, barrier = covered == 0;
 	size_t done;
-	bool locked = false;
-	int fd = -1, rc;
+	int fd = -1, rc = 0;
 
-	pthread_mutex_lock(&j->sync_lock);
-	rc = jnl_sync_inner(j, 0);
-	if (rc != 0)
-		goto out;
-	rec = malloc(JNL_REC_MAX);
-	if (!rec) {
-		rc = -ENOMEM;
-		goto out;
-	}
+	if (!rec)
+		return -ENOMEM;
 	pthread_mutex_lock(&j->lock);
-	locked = true;
-	/* Appended since the sync: the new log's barrier would claim them;
-	 * leave compaction to a later call. */
-	if (j->log_dirty || (!force && !jnl_compact_due(j)))
-		goto out;
 	unlinkat(j->dfd, "ops.new", 0);
 	fd = jnl_open_reg(j->dfd, "ops.new", O_RDWR | O_CREAT | O_EXCL, 0600);
 	if (fd < 0) {
 		rc = fd;
 		goto out;
 	}
-	for (size_t i = 0; i < j->nops && rc == 0; i++) {
-		struct jnl_op *o = j->ops[i].op;
+	for (size_t i = 0; i <= j->nops && rc == 0; i++) {
+		struct jnl_op *o = i < j->nops ? j->ops[i].op : NULL;
 		size_t len;
 
-		if (!o)
+		if (!barrier && (i == j->nops || (o && o->seq > covered))) {
+			struct jnl_buf b = { rec, JNL_HDR };
+
+			len = jnl_seal(&b, covered, REC_BARRIER);
+			rc = jnl_pwrite_all(fd, rec, len, end, &done);
+			end += len;
+			barrier = true;
+		}
+		if (!o || rc != 0)
 			continue;
+		after = after || o->seq > covered;
 		len = jnl_enc_op(rec, o->seq, &o->op);
 		rc = jnl_pwrite_all(fd, rec, len, end, &done);
 		o->rec_len = len;  /* status folded in: may differ */
-		end += len;
-	}
-	if (rc == 0) {
-		struct jnl_buf b = { rec, JNL_HDR };
-		size_t len = jnl_seal(&b, j->next_seq, REC_BARRIER);
-
-		rc = jnl_pwrite_all(fd, rec, len, end, &done);
 		end += len;
 	}
 	if (rc == 0 && fdatasync(fd) != 0)
 		rc = -errno;
 	if (rc == 0 && renameat(j->dfd, "ops.new", j->dfd, "ops") != 0)
 		rc = -errno;
+	if (rc == 0 && fsync(j->dfd) != 0)
+		rc = -errno;
 	if (rc != 0) {
 		unlinkat(j->dfd, "ops.new", 0);
 		goto out;
 	}
-	if (fsync(j->dfd) != 0)
-		dms_log(LOG_WARNING, "journal: fsync %s: %s", j->dir,
-		        strerror(errno));
 	close(j->logfd);
 	j->logfd = fd;
 	fd = -1;
-	j->next_seq++;
 	j->log_end = end;
 	j->prealloc_end = 0;
-	j->log_dirty = false;
+	j->log_dirty = after;
+	j->log_suspect = false;
+	j->synced_seq = covered;
+	j->nbacklog = 0;  /* those ops are not in the new log */
 	j->live_bytes = 0;
 	{
 		size_t w = 0;
@@ -1357,15 +1477,26 @@ static int jnl_compact(struct cache_jnl *j, bool force)
 		j->nops = w;
 	}
 out:
-	if (locked)
-		pthread_mutex_unlock(&j->lock);
-	pthread_mutex_unlock(&j->sync_lock);
+	pthread_mutex_unlock(&j->lock);
 	if (rc != 0)
-		dms_log(LOG_WARNING, "journal: compacting %s/ops: %s (the log "
-		        "keeps growing)", j->dir, strerror(-rc));
+		dms_log(LOG_ERR, "journal: rewriting %s/ops: %s", j->dir,
+		        strerror(-rc));
 	if (fd >= 0)
 		close(fd);
 	free(rec);
+	return rc;
+}
+
+/* Syncs, then rewrites the log without its done records. */
+static int jnl_compact(struct cache_jnl *j)
+{
+	int rc;
+
+	pthread_mutex_lock(&j->sync_lock);
+	rc = jnl_sync_inner(j, 0);
+	if (rc == 0)
+		rc = jnl_rewrite_log(j, j->synced_seq);
+	pthread_mutex_unlock(&j->sync_lock);
 	return rc;
 }
 
@@ -1822,6 +1953,7 @@ static void jnl_free(struct cache_jnl *j)
 	for (size_t i = 0; i < j->nops; i++)
 		free(j->ops[i].op);
 	free(j->ops);
+	free(j->backlog);
 	if (j->logfd >= 0)
 		close(j->logfd);
 	if (j->datafd >= 0)
@@ -1894,16 +2026,38 @@ int cache_jnl_open(struct cache_jnl **out, const struct cache_jnl_opts *o)
 	rc = jnl_bind(j, crashed, barrier_seq);
 	if (rc != 0)
 		goto fail;
-	/* From here on the state matches the log; make it so on disk too
-	 * before anything new is written, then say we are open. */
+	j->synced_seq = barrier_seq;
+	/* Operations after the last barrier (the daemon was killed before it
+	 * synced them) are made durable now, with their staged files: a later
+	 * barrier must not claim files nobody flushed. */
+	for (size_t i = 0; i < j->nops; i++) {
+		struct jnl_op *t = j->ops[i].op;
+		struct jnl_file *f;
+
+		if (!t || t->seq < barrier_seq)
+			continue;
+		j->log_dirty = true;
+		f = t->op.kind == CACHE_JNL_WRITE ?
+		    jnl_file_find(j, t->op.file_id) : NULL;
+		if (f)
+			f->dirty = true;
+	}
+	/* Make the state durable before saying we are open.  A full disk
+	 * must not keep the journal from opening (uploads are what frees
+	 * it): the next sync tries again. */
 	rc = cache_jnl_sync(j);
-	if (rc == 0)
-		rc = jnl_mark(j, true);
 	if (rc != 0)
+		dms_log(LOG_WARNING, "journal: %s: cannot sync at start (%s); "
+		        "retried at the next sync", j->dir, strerror(-rc));
+	rc = jnl_mark(j, true);
+	if (rc != 0) {
+		dms_log(LOG_ERR, "journal: cannot write %s/open.boot: %s",
+		        j->dir, strerror(-rc));
 		goto fail;
+	}
 	/* Records set aside leave the log, so they are reported once. */
 	if (j->setaside > 0 || torn || jnl_compact_due(j))
-		(void)jnl_compact(j, true);
+		(void)jnl_compact(j);
 	dms_log(LOG_INFO, "journal: %s: %zu pending operations, %" PRIu64
 	        " staged files, %" PRIu64 " of %" PRIu64 " bytes", j->dir,
 	        j->liveops, j->nfiles, j->bytes, j->max_bytes);

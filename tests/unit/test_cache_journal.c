@@ -771,6 +771,21 @@ static void test_tiny_fs(void)
 		CHECK(s->seq[i] == seqs[i]);
 		CHECK(file_is(j, ids[i], sizeof(b), 3));
 	}
+	/* Uploads free the disk: then everything syncs again. */
+	for (int i = 0; i < s->n; i++)
+		CHECK_OK(cache_jnl_done(j, s->seq[i]));
+	free(s);
+	CHECK_OK(cache_jnl_sync(j));
+	{
+		uint64_t id = new_file(j, 4096, 9);
+
+		append_write(j, "/after", id, 4096, true);
+		CHECK_OK(cache_jnl_file_release(j, id));
+	}
+	cache_jnl_close(j);
+	j = jopen(dir, 1ull << 30);
+	s = seen_of(j);
+	CHECK(s->n == 1 && strcmp(s->path[0], "/after") == 0);
 	free(s);
 	cache_jnl_close(j);
 	printf("  tmpfs 1 MiB: %d staged files of 64 KiB, then ENOSPC\n", n);
