@@ -112,6 +112,8 @@ struct cache_jnl {
 	bool log_suspect;        /* an fdatasync of the log failed: the log
 	                          * must be rewritten before a sync succeeds */
 	uint64_t synced_seq;     /* seq of the last durable barrier (0: none) */
+	uint64_t covered_seq;    /* seq of the last barrier written after its
+	                          * staged files were synced (durable or not) */
 	struct jnl_slot *ops;
 	size_t nops, capops, liveops;
 	struct jnl_file **tab;
@@ -892,10 +894,12 @@ static int jnl_sync_inner(struct cache_jnl *j, uint64_t also)
 	} else if (j->log_dirty) {
 		barrier = j->next_seq;
 		rc = jnl_log_simple(j, REC_BARRIER, 0, NULL);
-		if (rc == 0)
+		if (rc == 0) {
 			j->log_dirty = false;
-		else
+			j->covered_seq = barrier;
+		} else {
 			barrier = 0;
+		}
 	}
 	suspect = j->log_suspect;
 	pthread_mutex_unlock(&j->lock);
@@ -911,7 +915,7 @@ static int jnl_sync_inner(struct cache_jnl *j, uint64_t also)
 	if (rc == 0 && suspect) {
 		/* The kernel may have dropped log pages: write the whole state
 		 * into a fresh file instead of trusting a second fdatasync. */
-		rc = jnl_rewrite_log(j, barrier ? barrier : j->synced_seq);
+		rc = jnl_rewrite_log(j, j->covered_seq);
 	} else if (rc == 0 && barrier) {
 		pthread_mutex_lock(&j->lock);
 		j->synced_seq = barrier;
@@ -2026,7 +2030,7 @@ int cache_jnl_open(struct cache_jnl **out, const struct cache_jnl_opts *o)
 	rc = jnl_bind(j, crashed, barrier_seq);
 	if (rc != 0)
 		goto fail;
-	j->synced_seq = barrier_seq;
+	j->synced_seq = j->covered_seq = barrier_seq;
 	/* Operations after the last barrier (the daemon was killed before it
 	 * synced them) are made durable now, with their staged files: a later
 	 * barrier must not claim files nobody flushed. */
