@@ -1341,6 +1341,8 @@ static void jnl_backlog_flush(struct cache_jnl *j)
 {
 	size_t k = 0;
 
+	if (j->nbacklog == 0)
+		return;
 	while (k < j->nbacklog &&
 	       jnl_log_simple(j, REC_DONE, j->backlog[k], NULL) == 0)
 		k++;
