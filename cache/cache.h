@@ -241,7 +241,8 @@ int cache_jnl_pwrite(struct cache_jnl *j, uint64_t file_id, const void *buf,
 	__attribute__((warn_unused_result));
 
 /* Reads up to len bytes at off: the count read (short only at the end of
- * the file), or -errno.  Holes read as zeros. */
+ * the file), or -errno (-EIO for a file whose sync failed).  Holes read as
+ * zeros. */
 ssize_t cache_jnl_pread(struct cache_jnl *j, uint64_t file_id, void *buf,
                         size_t len, uint64_t off)
 	__attribute__((warn_unused_result));
@@ -278,7 +279,12 @@ int cache_jnl_append(struct cache_jnl *j, const struct cache_jnl_op *op,
                      bool sync, uint64_t *seq)
 	__attribute__((warn_unused_result));
 
-/* Makes everything written and appended before the call durable. */
+/* Makes everything appended before the call durable, with the staged files
+ * those operations name.  -EIO (or the fdatasync's errno) if a staged file
+ * could not be synced: that file is then unusable (-EIO from every call on
+ * it) and its operations are set aside, because the kernel may have dropped
+ * its unwritten pages.  A failed sync of the log is repaired by rewriting
+ * the log; the call fails only if that fails too. */
 int cache_jnl_sync(struct cache_jnl *j)
 	__attribute__((warn_unused_result));
 

@@ -383,6 +383,17 @@ static void jnl_file_maybe_free(struct cache_jnl *j, struct jnl_file *f)
 	free(f);
 }
 
+/* A staged file whose bytes can be used (lock held): -ENOENT if unknown,
+ * -EIO after a failed sync. */
+static int jnl_file_usable(struct cache_jnl *j, uint64_t id,
+                           struct jnl_file **out)
+{
+	*out = jnl_file_find(j, id);
+	if (!*out)
+		return -ENOENT;
+	return (*out)->broken ? -EIO : 0;
+}
+
 /* Looks a file up and pins it for I/O outside the lock. */
 static int jnl_file_pin(struct cache_jnl *j, uint64_t id, struct jnl_file **out)
 {
@@ -390,15 +401,9 @@ static int jnl_file_pin(struct cache_jnl *j, uint64_t id, struct jnl_file **out)
 	int rc;
 
 	pthread_mutex_lock(&j->lock);
-	f = jnl_file_find(j, id);
-	if (!f) {
-		rc = -ENOENT;
+	rc = jnl_file_usable(j, id, &f);
+	if (rc != 0)
 		goto out;
-	}
-	if (f->broken) {
-		rc = -EIO;
-		goto out;
-	}
 	rc = jnl_file_fd(j, f);
 	if (rc == 0) {
 		f->busy++;
@@ -945,11 +950,8 @@ int cache_jnl_sync_file(struct cache_jnl *j, uint64_t file_id)
 	pthread_mutex_lock(&j->sync_lock);
 	rc = jnl_sync_inner(j, file_id);
 	pthread_mutex_lock(&j->lock);
-	f = jnl_file_find(j, file_id);
-	if (!f)
-		rc = -ENOENT;
-	else if (f->broken)
-		rc = -EIO;
+	if (rc == 0 || jnl_file_find(j, file_id) == NULL)
+		rc = jnl_file_usable(j, file_id, &f);
 	pthread_mutex_unlock(&j->lock);
 	pthread_mutex_unlock(&j->sync_lock);
 	return rc;
@@ -1156,15 +1158,9 @@ int cache_jnl_file_open(struct cache_jnl *j, uint64_t file_id)
 	int rc;
 
 	pthread_mutex_lock(&j->lock);
-	f = jnl_file_find(j, file_id);
-	if (!f) {
-		rc = -ENOENT;
+	rc = jnl_file_usable(j, file_id, &f);
+	if (rc != 0)
 		goto out;
-	}
-	if (f->broken) {
-		rc = -EIO;
-		goto out;
-	}
 	jnl_idname(file_id, name, sizeof(name));
 	rc = jnl_open_reg(j->datafd, name, O_RDONLY, 0);
 out:
