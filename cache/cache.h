@@ -210,8 +210,10 @@ struct cache_jnl_op {
  * crash) deleted, operations whose staged file is missing or shorter than
  * recorded set aside; everything set aside is logged.  It reads the log and
  * lists data/, never the staged files' contents.  *out is owned by the
- * caller.  Fails with -errno (-ELOOP/-EINVAL for a foreign file type at a
- * journal path, -EACCES for a directory owned by someone else). */
+ * caller.  One process at a time (an flock on the directory; open it after
+ * fork()).  Fails with -errno (-EBUSY if another process has it open,
+ * -ELOOP/-EINVAL for a foreign file type at a journal path, -EACCES for a
+ * directory owned by someone else). */
 int cache_jnl_open(struct cache_jnl **out, const struct cache_jnl_opts *o)
 	__attribute__((warn_unused_result));
 

@@ -23,16 +23,22 @@
  * the next valid header; a bad or short record at the very end is a torn
  * append (never synced) and is cut off.
  *
- * Compaction: when the log passes JNL_COMPACT_MIN and live records are less
- * than a quarter of it, a full sync is done and the live operations are
- * rewritten (status folded in) to ops.new, synced, renamed over ops, and the
- * directory synced.
+ * Rewrite (compaction, and repair after a failed fdatasync of the log): the
+ * pending operations are written from memory (status folded in) to ops.new:
+ * those up to the last barrier whose staged files were synced, that
+ * barrier, then the later ones; synced, renamed over ops, directory synced.
+ * Compaction runs when the log passes JNL_COMPACT_MIN and live records are
+ * less than a quarter of it, after a full sync.
  *
  * In memory: pending operations in an array sorted by seq (removed slots are
  * NULL, squeezed out when they are the majority), staged files in a hash
  * table by id with their size, an open descriptor, the number of operations
  * referring to them and the caller's hold.  j->lock guards all of it and the
- * log's end offset; data I/O runs outside the lock on a pinned file.
+ * log's end offset; data I/O and fdatasync run outside it on pinned files
+ * (busy > 0: neither freed nor their descriptor closed).  j->sync_lock
+ * serialises syncs and rewrites (taken before j->lock): a barrier must not
+ * claim a file that another sync has only started to flush, and logfd is
+ * replaced only under it.
  */
 #define _GNU_SOURCE
 #include "cache/cache.h"
@@ -47,6 +53,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -2006,6 +2013,14 @@ int cache_jnl_open(struct cache_jnl **out, const struct cache_jnl_opts *o)
 	if (rc < 0)
 		goto fail;
 	j->dfd = rc;
+	/* One process at a time: two appenders would interleave records.
+	 * Released by the kernel when the process dies. */
+	if (flock(j->dfd, LOCK_EX | LOCK_NB) != 0) {
+		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		dms_log(LOG_ERR, "journal: %s is in use by another process: %s",
+		        j->dir, strerror(-rc));
+		goto fail;
+	}
 	rc = jnl_open_dir(j->dfd, "data", "data/ in the journal");
 	if (rc < 0)
 		goto fail;
