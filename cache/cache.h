@@ -272,11 +272,13 @@ int cache_jnl_sync_file(struct cache_jnl *j, uint64_t file_id)
 
 /* ---- ordered operations ---- */
 
-/* Appends an operation and returns its sequence number.  The record is in
- * the log when this returns (survives kill -9); with sync it is also
- * durable (as cache_jnl_sync).  -EINVAL for a malformed op (missing or too
- * long path, WRITE without a known staged file), -ENOSPC/-EIO if the log
- * cannot be written (nothing appended). */
+/* Appends an operation and returns its sequence number (seq may be NULL).
+ * The record is in the log when this returns (survives kill -9); with sync
+ * it is also durable (as cache_jnl_sync).  -EINVAL for a malformed op
+ * (missing or too long path, WRITE without a known staged file),
+ * -ENOSPC/-EIO if the log cannot be written: nothing appended.  With sync,
+ * an error from the sync itself leaves the operation appended (and *seq
+ * set) but not durable. */
 int cache_jnl_append(struct cache_jnl *j, const struct cache_jnl_op *op,
                      bool sync, uint64_t *seq)
 	__attribute__((warn_unused_result));
