@@ -26,8 +26,10 @@
  *
  * Errors are 0 or -errno; LMDB's own message is logged at the boundary.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct cache;
 
@@ -106,7 +108,7 @@ void cache_get_stats(struct cache *c, struct cache_stats *st);
  * Layout under opts->dir (created 0700, files 0600, root-only like the cache):
  *   data/<16 hex digits>  one sparse staged file per pending file version
  *   ops                   the operation log: checksummed records, appended
- *   ops.bad               bytes of records that failed their check
+ *   ops.bad               records that failed their check or were set aside
  *   lost/<id>.<time>      staged files of operations set aside
  *   open.boot             "open <boot id>" while open, "clean" after close
  * No path in it is ever followed: files are opened with O_NOFOLLOW and
@@ -152,9 +154,6 @@ void cache_get_stats(struct cache *c, struct cache_stats *st);
  *
  * Errors are 0 or -errno; the cause is logged.
  */
-#include <stdbool.h>
-#include <sys/types.h>
-
 struct cache_jnl;
 
 struct cache_jnl_opts {
