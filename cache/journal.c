@@ -779,6 +779,8 @@ static void jnl_op_unref(struct cache_jnl *j, struct jnl_op *o)
 	}
 }
 
+static int jnl_record_done(struct cache_jnl *j, uint64_t seq);
+
 /* After a failed fdatasync of f (lock held): its bytes on disk are unknown,
  * so it is never read or uploaded again (-EIO), and the operations that
  * name it are set aside: an error now, never a wrong byte later. */
@@ -795,10 +797,7 @@ static void jnl_file_break(struct cache_jnl *j, struct jnl_file *f)
 		dms_log(LOG_ERR, "journal: %s: operation %" PRIu64 " (%s, uid "
 		        "%u) set aside: its staged file could not be synced",
 		        j->dir, o->seq, o->op.path, (unsigned)o->op.uid);
-		if (jnl_log_simple(j, REC_DONE, o->seq, NULL) != 0)
-			dms_log(LOG_ERR, "journal: %s: cannot record that; it "
-			        "will be set aside again at the next start",
-			        j->dir);
+		(void)jnl_record_done(j, o->seq);
 		f->oprefs--;
 		jnl_slot_clear(j, i);
 	}
@@ -1339,6 +1338,32 @@ out:
 	return rc;
 }
 
+/* Writes a DONE record, or keeps it for later when the log cannot take it
+ * now (lock held).  Fails only for lack of memory. */
+static int jnl_record_done(struct cache_jnl *j, uint64_t seq)
+{
+	int rc;
+
+	jnl_backlog_flush(j);
+	rc = jnl_log_simple(j, REC_DONE, seq, NULL);
+	if (rc == 0)
+		return 0;
+	if (j->nbacklog == j->capbacklog) {
+		size_t nc = j->capbacklog ? j->capbacklog * 2 : 64;
+		uint64_t *nb = realloc(j->backlog, nc * sizeof(*nb));
+
+		if (!nb)
+			return -ENOMEM;
+		j->backlog = nb;
+		j->capbacklog = nc;
+	}
+	j->backlog[j->nbacklog++] = seq;
+	dms_log(LOG_WARNING, "journal: %s: completion of operation %" PRIu64
+	        " not recorded yet (%s); retried later", j->dir, seq,
+	        strerror(-rc));
+	return 0;
+}
+
 /* Writes the DONE records that could not be written before (lock held);
  * stops at the first failure. */
 static void jnl_backlog_flush(struct cache_jnl *j)
@@ -1368,28 +1393,13 @@ int cache_jnl_done(struct cache_jnl *j, uint64_t seq)
 		rc = -ENOENT;
 		goto out;
 	}
-	jnl_backlog_flush(j);
-	rc = jnl_log_simple(j, REC_DONE, seq, NULL);
-	if (rc != 0) {
-		/* A full disk must not stop the journal from draining: the
-		 * op goes now (its staged file too, which frees space) and
-		 * its record is retried; a restart before that replays it
-		 * once more (set aside: its staged file is gone). */
-		if (j->nbacklog == j->capbacklog) {
-			size_t nc = j->capbacklog ? j->capbacklog * 2 : 64;
-			uint64_t *nb = realloc(j->backlog, nc * sizeof(*nb));
-
-			if (!nb)
-				goto out;
-			j->backlog = nb;
-			j->capbacklog = nc;
-		}
-		j->backlog[j->nbacklog++] = seq;
-		dms_log(LOG_WARNING, "journal: %s: completion of operation %"
-		        PRIu64 " not recorded yet (%s); retried later", j->dir,
-		        seq, strerror(-rc));
-		rc = 0;
-	}
+	/* A full disk must not stop the journal from draining: the op goes
+	 * now (its staged file too, which frees space) and its record may
+	 * follow later; a restart before that replays it once more (set
+	 * aside: its staged file is gone). */
+	rc = jnl_record_done(j, seq);
+	if (rc != 0)
+		goto out;
 	jnl_op_unref(j, o);
 	jnl_slot_clear(j, (size_t)i);
 	compact = jnl_compact_due(j);
@@ -1918,7 +1928,7 @@ static int jnl_bind(struct cache_jnl *j, bool crashed, uint64_t barrier_seq)
 		}
 		/* Recorded as done, so that no later open replays it, even if
 		 * the log cannot be compacted now. */
-		rc = jnl_log_simple(j, REC_DONE, o->seq, NULL);
+		rc = jnl_record_done(j, o->seq);
 		jnl_slot_clear(j, i);
 	}
 	if (rc != 0)
