@@ -43,6 +43,7 @@
 #pragma GCC diagnostic pop
 
 #include "common/log.h"
+#include "transfer/gridftp_i.h"
 #include "transfer/xfer_i.h"
 
 /* Handles per source: enough for the FUSE read-ahead plus a few metadata
@@ -319,27 +320,6 @@ out:
 
 /* ---- operations ------------------------------------------------------- */
 
-static void ts_now(struct timespec *t)
-{
-	clock_gettime(CLOCK_MONOTONIC, t);
-}
-
-static void ts_add_ms(struct timespec *t, long ms)
-{
-	t->tv_sec += ms / 1000;
-	t->tv_nsec += (ms % 1000) * 1000000L;
-	if (t->tv_nsec >= 1000000000L) {
-		t->tv_sec++;
-		t->tv_nsec -= 1000000000L;
-	}
-}
-
-static bool ts_passed(const struct timespec *now, const struct timespec *t)
-{
-	return now->tv_sec > t->tv_sec ||
-	       (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
-}
-
 static long ts_ms_between(const struct timespec *a, const struct timespec *b)
 {
 	return (long)(b->tv_sec - a->tv_sec) * 1000 +
@@ -350,16 +330,10 @@ static struct gftp_op *gftp_op_new(enum gftp_kind kind,
                                    globus_ftp_client_handle_t *h)
 {
 	struct gftp_op *op = calloc(1, sizeof(*op));
-	pthread_condattr_t ca;
 
 	if (op == NULL)
 		goto out;
-	pthread_condattr_init(&ca);
-	/* Deadlines must not jump with the wall clock. */
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&op->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&op->mu, NULL);
+	xfer_gftp_monitor_init(&op->mu, &op->cv);
 	op->kind = kind;
 	op->handle = h;
 out:
@@ -417,7 +391,7 @@ static void gftp_data_cb(void *arg, globus_ftp_client_handle_t *h,
 
 	pthread_mutex_lock(&op->mu);
 	gftp_op_error_locked(op, err);
-	ts_now(&op->progress);
+	xfer_gftp_ts_now(&op->progress);
 	if (err != NULL || op->fail != 0 || length == 0)
 		goto done;
 	if (offset < 0) {
@@ -538,33 +512,33 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 
 	/* First contact: one overall bound, not a stall timer that each
 	 * keep-alive byte restarts. */
-	ts_now(&start);
+	xfer_gftp_ts_now(&start);
 	limit = start;
-	ts_add_ms(&limit, g->connect_ms + XFER_PROBE_GRACE_MS);
+	xfer_gftp_ts_add_ms(&limit, g->connect_ms + XFER_PROBE_GRACE_MS);
 	pthread_mutex_lock(&op->mu);
 	while (!op->done || op->outstanding > 0) {
-		ts_now(&now);
+		xfer_gftp_ts_now(&now);
 		if (!aborted) {
 			deadline = op->progress;
-			ts_add_ms(&deadline, g->stall_s * 1000);
-			if (ts_passed(&deadline, &op->deadline))
+			xfer_gftp_ts_add_ms(&deadline, g->stall_s * 1000);
+			if (xfer_gftp_ts_passed(&deadline, &op->deadline))
 				deadline = op->deadline;
 			if (op->paced) {
 				pace = op->start;
-				ts_add_ms(&pace, xfer_opts_deadline_ms(g->opts,
+				xfer_gftp_ts_add_ms(&pace, xfer_opts_deadline_ms(g->opts,
 				                                       op->llen));
-				if (ts_passed(&deadline, &pace))
+				if (xfer_gftp_ts_passed(&deadline, &pace))
 					deadline = pace;
 			}
 			starved = op->reg_failed && op->outstanding == 0 &&
 			          !op->eof && !op->done;
-			over = probing && ts_passed(&now, &limit);
-			if (probing && !ts_passed(&limit, &deadline))
+			over = probing && xfer_gftp_ts_passed(&now, &limit);
+			if (probing && !xfer_gftp_ts_passed(&limit, &deadline))
 				deadline = limit;
 			if (op->fail == 0 && !starved && !op->done && !over &&
-			    ts_passed(&now, &deadline) &&
-			    (ts_passed(&now, &op->deadline) ||
-			     (op->paced && ts_passed(&now, &pace)))) {
+			    xfer_gftp_ts_passed(&now, &deadline) &&
+			    (xfer_gftp_ts_passed(&now, &op->deadline) ||
+			     (op->paced && xfer_gftp_ts_passed(&now, &pace)))) {
 				op->late = true;
 				op->fail = -ETIMEDOUT;
 				dms_log(LOG_ERR, "gridftp: %s: %s after %.1f s "
@@ -579,7 +553,7 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 				        op->paced ? op->llen : op->got);
 			}
 			if (op->fail != 0 || starved || over ||
-			    ts_passed(&now, &deadline)) {
+			    xfer_gftp_ts_passed(&now, &deadline)) {
 				if (op->fail == 0) {
 					char hp[300];
 
@@ -597,13 +571,13 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 				}
 				aborted = true;
 				deadline = now;
-				ts_add_ms(&deadline, GFTP_ABORT_GRACE_S * 1000L);
+				xfer_gftp_ts_add_ms(&deadline, GFTP_ABORT_GRACE_S * 1000L);
 				pthread_mutex_unlock(&op->mu);
 				globus_ftp_client_abort(op->handle);
 				pthread_mutex_lock(&op->mu);
 				continue;
 			}
-		} else if (ts_passed(&now, &deadline)) {
+		} else if (xfer_gftp_ts_passed(&now, &deadline)) {
 			rc = -EDEADLK;
 			break;
 		}
@@ -611,21 +585,6 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 	}
 	pthread_mutex_unlock(&op->mu);
 	return rc;
-}
-
-/* Copies text into out on one line (server replies span several). */
-static void gftp_flatten(const char *in, char *out, size_t cap)
-{
-	size_t n = 0;
-
-	for (; in != NULL && *in != '\0' && n + 1 < cap; in++)
-		out[n++] = (*in == '\r' || *in == '\n') ? ' ' : *in;
-	out[n] = '\0';
-}
-
-static bool gftp_has(const char *text, const char *needle)
-{
-	return strcasestr(text, needle) != NULL;
 }
 
 /* Says for a person (xfer_note, probe only) what the server answered or
@@ -646,15 +605,15 @@ static void gftp_note_error(const char *url, const char *what, int code,
 	else if (code != 0)
 		xfer_note("the FTP server at %s answered %s %s with %d: %.*s%s",
 		          hp, what, url, code, n, text,
-		          gftp_has(text, "not allowed")
+		          xfer_gftp_has(text, "not allowed")
 		          ? " (outside what the server lets this login see?)"
 		          : "");
-	else if (gftp_has(text, "connection refused"))
+	else if (xfer_gftp_has(text, "connection refused"))
 		xfer_note("connection refused by %s (nothing listens there?)",
 		          hp);
-	else if (gftp_has(text, "name or service not known") ||
-	         gftp_has(text, "resolve") ||
-	         gftp_has(text, "temporary failure in name resolution"))
+	else if (xfer_gftp_has(text, "name or service not known") ||
+	         xfer_gftp_has(text, "resolve") ||
+	         xfer_gftp_has(text, "temporary failure in name resolution"))
 		xfer_note("cannot resolve %.*s: %s", (int)strcspn(hp, ":"), hp,
 		          text);
 	else
@@ -675,14 +634,14 @@ static int gftp_map_error(globus_object_t *err, const char *url,
 	char text[1024];
 	int rc, prio = LOG_WARNING;
 
-	gftp_flatten(raw, text, sizeof(text));
-	if (gftp_has(text, "permission denied") || code == 530 ||
-	    gftp_has(text, "authenticat") || gftp_has(text, "credential"))
+	xfer_gftp_flatten(raw, text, sizeof(text));
+	if (xfer_gftp_has(text, "permission denied") || code == 530 ||
+	    xfer_gftp_has(text, "authenticat") || xfer_gftp_has(text, "credential"))
 		rc = -EACCES;
-	else if (code == 550 || gftp_has(text, "no such file") ||
-	         gftp_has(text, "file not found"))
+	else if (code == 550 || xfer_gftp_has(text, "no such file") ||
+	         xfer_gftp_has(text, "file not found"))
 		rc = -ENOENT;
-	else if (gftp_has(text, "not a directory"))
+	else if (xfer_gftp_has(text, "not a directory"))
 		rc = -ENOTDIR;
 	else if (code == 0 || code / 100 == 4)
 		rc = GFTP_TRANSIENT; /* connection failure, 421/426/451... */
@@ -731,7 +690,7 @@ static struct gftp_slot *gftp_slot_get(struct gftp *g, long wait_ms)
 	if (wait_ms > g->connect_ms + g->stall_s * 1000)
 		wait_ms = g->connect_ms + g->stall_s * 1000;
 	clock_gettime(CLOCK_REALTIME, &deadline);
-	ts_add_ms(&deadline, wait_ms > 0 ? wait_ms : 0);
+	xfer_gftp_ts_add_ms(&deadline, wait_ms > 0 ? wait_ms : 0);
 	pthread_mutex_lock(&g->lock);
 	for (;;) {
 		for (i = 0; i < GFTP_POOL; i++) {
@@ -813,10 +772,10 @@ static int gftp_attempt(struct gftp *g, struct gftp_slot *s,
 	op->start = *start;
 	op->deadline = *deadline;
 	op->paced = kind == GFTP_LIST;
-	ts_now(&op->progress);
+	xfer_gftp_ts_now(&op->progress);
 	/* The first reply may need a new control connection (and a GSI
 	 * handshake); that gets the connect timeout on top. */
-	ts_add_ms(&op->progress, g->connect_ms);
+	xfer_gftp_ts_add_ms(&op->progress, g->connect_ms);
 	if (globus_ftp_client_operationattr_init(&oattr) != GLOBUS_SUCCESS) {
 		rc = -ENOMEM;
 		goto out;
@@ -912,13 +871,13 @@ static int gftp_run(struct gftp *g, enum gftp_kind kind, const char *url,
 	/* A probe asks once: it must say what is wrong, quickly. */
 	int retries = xfer_probing() ? 0 : g->retries;
 
-	ts_now(&start);
+	xfer_gftp_ts_now(&start);
 	deadline = start;
 	/* MLST has no data callbacks: the stall watchdog bounds it. */
-	ts_add_ms(&deadline, xfer_opts_deadline_ms(g->opts, kind == GFTP_READ
+	xfer_gftp_ts_add_ms(&deadline, xfer_opts_deadline_ms(g->opts, kind == GFTP_READ
 	                                           ? len : g->max_listing));
 	for (attempt = 0;; attempt++) {
-		ts_now(&now);
+		xfer_gftp_ts_now(&now);
 		s = gftp_slot_get(g, ts_ms_between(&now, &deadline));
 		if (s == NULL) {
 			dms_log(LOG_WARNING, "gridftp: %s: every connection "
@@ -931,7 +890,7 @@ static int gftp_run(struct gftp *g, enum gftp_kind kind, const char *url,
 		gftp_slot_put(g, s);
 		if (rc != GFTP_TRANSIENT || attempt >= retries)
 			break;
-		ts_now(&now);
+		xfer_gftp_ts_now(&now);
 		if (ts_ms_between(&now, &deadline) <= ms) {
 			dms_log(LOG_ERR, "gridftp: %s: no time left before the "
 			        "deadline to retry", url);

@@ -38,6 +38,7 @@
 #pragma GCC diagnostic pop
 
 #include "common/log.h"
+#include "transfer/gridftp_i.h"
 #include "transfer/xfer_i.h"
 
 #define GW_POOL 4
@@ -77,41 +78,15 @@ struct gw_op {
 	globus_byte_t *bufs;            /* GW_NBUF * GW_BUFSIZE, put only */
 };
 
-static void ts_now(struct timespec *t)
-{
-	clock_gettime(CLOCK_MONOTONIC, t);
-}
-
-static void ts_add_ms(struct timespec *t, long ms)
-{
-	t->tv_sec += ms / 1000;
-	t->tv_nsec += (ms % 1000) * 1000000L;
-	if (t->tv_nsec >= 1000000000L) {
-		t->tv_sec++;
-		t->tv_nsec -= 1000000000L;
-	}
-}
-
-static bool ts_passed(const struct timespec *now, const struct timespec *t)
-{
-	return now->tv_sec > t->tv_sec ||
-	       (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
-}
-
 static struct gw_op *op_new(globus_ftp_client_handle_t *h)
 {
 	struct gw_op *op = calloc(1, sizeof(*op));
-	pthread_condattr_t ca;
 
 	if (!op)
 		goto out;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&op->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&op->mu, NULL);
+	xfer_gftp_monitor_init(&op->mu, &op->cv);
 	op->handle = h;
-	ts_now(&op->progress);
+	xfer_gftp_ts_now(&op->progress);
 out:
 	return op;
 }
@@ -162,7 +137,7 @@ static void write_cb(void *arg, globus_ftp_client_handle_t *h,
 		op->busy[i] = false;
 		op->inflight--;
 	}
-	ts_now(&op->progress);
+	xfer_gftp_ts_now(&op->progress);
 	pthread_cond_broadcast(&op->cv);
 	pthread_mutex_unlock(&op->mu);
 }
@@ -177,9 +152,9 @@ static int wait_locked(struct gw *g, struct gw_op *op,
 
 	while (!cond(op)) {
 		deadline = op->progress;
-		ts_add_ms(&deadline, g->stall_s * 1000);
-		ts_now(&now);
-		if (ts_passed(&now, &deadline)) {
+		xfer_gftp_ts_add_ms(&deadline, g->stall_s * 1000);
+		xfer_gftp_ts_now(&now);
+		if (xfer_gftp_ts_passed(&now, &deadline)) {
 			rc = -ETIMEDOUT;
 			break;
 		}
@@ -212,8 +187,8 @@ static int abort_op(struct gw_op *op)
 	int rc = 0;
 
 	globus_ftp_client_abort(op->handle);
-	ts_now(&deadline);
-	ts_add_ms(&deadline, GW_ABORT_GRACE_S * 1000L);
+	xfer_gftp_ts_now(&deadline);
+	xfer_gftp_ts_add_ms(&deadline, GW_ABORT_GRACE_S * 1000L);
 	pthread_mutex_lock(&op->mu);
 	while (!(op->done && op->inflight == 0)) {
 		if (pthread_cond_timedwait(&op->cv, &op->mu, &deadline) ==
@@ -224,20 +199,6 @@ static int abort_op(struct gw_op *op)
 	}
 	pthread_mutex_unlock(&op->mu);
 	return rc;
-}
-
-static void flatten(const char *in, char *out, size_t cap)
-{
-	size_t n = 0;
-
-	for (; in && *in && n + 1 < cap; in++)
-		out[n++] = (*in == '\r' || *in == '\n') ? ' ' : *in;
-	out[n] = '\0';
-}
-
-static bool has(const char *text, const char *needle)
-{
-	return strcasestr(text, needle) != NULL;
 }
 
 /* The Globus server names the system error of a failed command
@@ -274,35 +235,35 @@ static int map_error(globus_object_t *err, const char *url, const char *what,
 	char text[1024];
 	int rc, prio = LOG_WARNING;
 
-	flatten(raw, text, sizeof(text));
+	xfer_gftp_flatten(raw, text, sizeof(text));
 	rc = server_errno(text);
 	if (rc < 0)
 		;
-	else if (code == 552 || code == 452 || has(text, "no space") ||
-	    has(text, "quota"))
+	else if (code == 552 || code == 452 || xfer_gftp_has(text, "no space") ||
+	    xfer_gftp_has(text, "quota"))
 		rc = -ENOSPC;
-	else if (code == 530 || has(text, "permission denied") ||
-	         has(text, "authenticat") || has(text, "credential"))
+	else if (code == 530 || xfer_gftp_has(text, "permission denied") ||
+	         xfer_gftp_has(text, "authenticat") || xfer_gftp_has(text, "credential"))
 		rc = -EACCES;
-	else if (has(text, "not exist"))
+	else if (xfer_gftp_has(text, "not exist"))
 		rc = -ENOENT;
-	else if (has(text, "exists"))
+	else if (xfer_gftp_has(text, "exists"))
 		rc = -EEXIST;
-	else if (has(text, "not empty"))
+	else if (xfer_gftp_has(text, "not empty"))
 		rc = -ENOTEMPTY;
-	else if (has(text, "not a directory"))
+	else if (xfer_gftp_has(text, "not a directory"))
 		rc = -ENOTDIR;
-	else if (has(text, "is a directory"))
+	else if (xfer_gftp_has(text, "is a directory"))
 		rc = -EISDIR;
-	else if (code == 550 || has(text, "no such file") ||
-	         has(text, "not found"))
+	else if (code == 550 || xfer_gftp_has(text, "no such file") ||
+	         xfer_gftp_has(text, "not found"))
 		rc = -ENOENT;
 	else if (code == 0 || code / 100 == 4)
 		rc = GW_TRANSIENT;
 	else
 		rc = -EIO;
-	if (rc == GW_TRANSIENT && (has(text, "unable to connect") ||
-	                           has(text, "connection refused")))
+	if (rc == GW_TRANSIENT && (xfer_gftp_has(text, "unable to connect") ||
+	                           xfer_gftp_has(text, "connection refused")))
 		*unsent = true;
 	if (rc == -ENOENT || rc == -EEXIST)
 		prio = LOG_INFO;
@@ -320,7 +281,7 @@ static globus_ftp_client_handle_t *handle_get(struct gw *g, size_t *slot)
 	size_t i;
 
 	clock_gettime(CLOCK_REALTIME, &deadline);
-	ts_add_ms(&deadline, g->connect_ms + g->stall_s * 1000);
+	xfer_gftp_ts_add_ms(&deadline, g->connect_ms + g->stall_s * 1000);
 	pthread_mutex_lock(&g->lock);
 	for (;;) {
 		for (i = 0; i < GW_POOL; i++)
@@ -485,7 +446,7 @@ static int attempt(struct gw *g, struct gw_call *c)
 	}
 	have_attr = true;
 	/* The first reply may need a new control connection. */
-	ts_add_ms(&op->progress, g->connect_ms);
+	xfer_gftp_ts_add_ms(&op->progress, g->connect_ms);
 	switch (c->kind) {
 	case GW_PUT:
 		op->bufs = malloc((size_t)GW_NBUF * GW_BUFSIZE);
