@@ -533,6 +533,38 @@ static void cache_totals_publish(struct cache *c, const struct cache_totals *t)
 	atomic_store(&c->next_seq, t->next_seq);
 }
 
+/* Begins a writer transaction with the totals loaded into t.  On failure
+ * *txn may be set: the caller aborts it. */
+static int cache_totals_begin(struct cache *c, MDB_txn **txn,
+                              struct cache_totals *t)
+{
+	int rc = mdb_txn_begin(c->env, NULL, 0, txn);
+
+	if (rc == 0)
+		rc = cache_totals_load(c, *txn, t);
+	return rc;
+}
+
+/* Ends a writer transaction: writes t into it (if write), commits, and
+ * once committed makes t the in-memory totals.  *txn is NULL after a
+ * commit, failed or not; if writing t failed it is left for the caller to
+ * abort.  LMDB result codes. */
+static int cache_totals_commit(struct cache *c, MDB_txn **txn,
+                               struct cache_totals *t, bool write)
+{
+	int rc = write ? cache_totals_write(c, *txn, t) : 0;
+
+	if (rc != 0)
+		goto out;
+	rc = mdb_txn_commit(*txn);
+	*txn = NULL;
+	if (rc != 0)
+		goto out;
+	cache_totals_publish(c, t);
+out:
+	return rc;
+}
+
 static void cache_totals_sub(struct cache_totals *t, size_t stored_size)
 {
 	uint64_t n = stored_size >= sizeof(struct cache_bhdr) ?
@@ -740,10 +772,7 @@ static int cache_txn_prepare(struct cache *c, const struct cache_batch *b,
 	uint64_t n_evicted = 0;
 	int rc;
 
-	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
-	if (rc != 0)
-		goto out;
-	rc = cache_totals_load(c, txn, &t);
+	rc = cache_totals_begin(c, &txn, &t);
 	if (rc != 0)
 		goto out;
 	for (const struct cache_item *it = b->items; it; it = it->next) {
@@ -761,14 +790,9 @@ static int cache_txn_prepare(struct cache *c, const struct cache_batch *b,
 	rc = cache_evict(c, txn, &t, target, &n_evicted);
 	if (rc != 0)
 		goto out;
-	rc = cache_totals_write(c, txn, &t);
+	rc = cache_totals_commit(c, &txn, &t, true);
 	if (rc != 0)
 		goto out;
-	rc = mdb_txn_commit(txn);
-	txn = NULL;
-	if (rc != 0)
-		goto out;
-	cache_totals_publish(c, &t);
 	atomic_fetch_add(&c->evicted, n_evicted);
 out:
 	if (txn)
@@ -783,10 +807,7 @@ static int cache_txn_insert(struct cache *c, const struct cache_batch *b)
 	struct cache_totals t;
 	int rc;
 
-	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
-	if (rc != 0)
-		goto out;
-	rc = cache_totals_load(c, txn, &t);
+	rc = cache_totals_begin(c, &txn, &t);
 	if (rc != 0)
 		goto out;
 	for (struct cache_item *it = b->items; it; it = it->next) {
@@ -818,14 +839,7 @@ static int cache_txn_insert(struct cache *c, const struct cache_batch *b)
 		t.bytes += it->len;
 		t.blocks++;
 	}
-	rc = cache_totals_write(c, txn, &t);
-	if (rc != 0)
-		goto out;
-	rc = mdb_txn_commit(txn);
-	txn = NULL;
-	if (rc != 0)
-		goto out;
-	cache_totals_publish(c, &t);
+	rc = cache_totals_commit(c, &txn, &t, true);
 out:
 	if (txn)
 		mdb_txn_abort(txn);
@@ -1063,6 +1077,19 @@ out:
 	return NULL;
 }
 
+/* Appends it to the writer's queue and wakes the writer; c->lock held. */
+static void cache_enqueue_locked(struct cache *c, struct cache_item *it)
+{
+	it->id = ++c->enq_id;
+	if (c->tail)
+		c->tail->next = it;
+	else
+		c->head = it;
+	c->tail = it;
+	if (c->writer_waiting)
+		pthread_cond_signal(&c->wake);
+}
+
 /* ---- public: blocks --------------------------------------------------- */
 
 void cache_block_put(struct cache *c, const struct cache_fid *fid,
@@ -1128,14 +1155,7 @@ void cache_block_put(struct cache *c, const struct cache_fid *fid,
 		memcpy(it->val + sizeof(h), data, len);
 
 	pthread_mutex_lock(&c->lock);
-	it->id = ++c->enq_id;
-	if (c->tail)
-		c->tail->next = it;
-	else
-		c->head = it;
-	c->tail = it;
-	if (c->writer_waiting)
-		pthread_cond_signal(&c->wake);
+	cache_enqueue_locked(c, it);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -1158,14 +1178,7 @@ static void cache_queue_drop(struct cache *c, const unsigned char *key,
 		return;
 	}
 	c->n_drops++;
-	it->id = ++c->enq_id;
-	if (c->tail)
-		c->tail->next = it;
-	else
-		c->head = it;
-	c->tail = it;
-	if (c->writer_waiting)
-		pthread_cond_signal(&c->wake);
+	cache_enqueue_locked(c, it);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -2008,15 +2021,8 @@ static int cache_db_init(struct cache *c)
 			if (rc != 0)
 				goto out;
 		}
-		rc = cache_totals_write(c, txn, &t);
-		if (rc != 0)
-			goto out;
 	}
-	rc = mdb_txn_commit(txn);
-	txn = NULL;
-	if (rc != 0)
-		goto out;
-	cache_totals_publish(c, &t);
+	rc = cache_totals_commit(c, &txn, &t, st == 1 || st == 2);
 out:
 	if (txn)
 		mdb_txn_abort(txn);
