@@ -31,77 +31,77 @@
 #include <string.h>
 #include <time.h>
 
+/* Sends r (what and the write fields set, the rest zeroed) to path (a
+ * collection if dir) with up to two more headers (NULL: none). */
+static int send_req(struct xfer_http *h, struct xfer_http_req *r,
+                    const char *path, bool dir, const char *h1,
+                    const char *h2)
+{
+	const char *extra[2] = { h1, h2 };
+	struct curl_slist *hl;
+	char *url = xfer_url_join(h->root, path, dir);
+	size_t i;
+	int rc;
+
+	r->h = h;
+	r->kind = XFER_HTTP_WRITE;
+	r->url = url;
+	if (!url) {
+		rc = -ENAMETOOLONG;
+		goto out;
+	}
+	for (i = 0; i < 2; i++) {
+		if (!extra[i])
+			continue;
+		hl = curl_slist_append(r->headers, extra[i]);
+		if (!hl) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		r->headers = hl;
+	}
+	rc = xfer_http_run(r);
+out:
+	curl_slist_free_all(r->headers);
+	r->headers = NULL;
+	r->url = NULL;
+	free(url);
+	return rc;
+}
+
 /* One request without a body: method on path (a collection if dir). */
 static int simple(struct xfer_http *h, const char *method, const char *path,
                   bool dir, const char *header, long status_eexist)
 {
 	struct xfer_http_req r;
-	char *url = xfer_url_join(h->root, path, dir);
-	int rc;
 
 	memset(&r, 0, sizeof(r));
-	r.h = h;
-	r.kind = XFER_HTTP_WRITE;
 	r.what = method;
-	r.url = url;
 	r.status_eexist = status_eexist;
-	if (!url) {
-		rc = -ENAMETOOLONG;
-		goto out;
-	}
-	if (header) {
-		r.headers = curl_slist_append(NULL, header);
-		if (!r.headers) {
-			rc = -ENOMEM;
-			goto out;
-		}
-	}
-	rc = xfer_http_run(&r);
-out:
-	curl_slist_free_all(r.headers);
-	free(url);
-	return rc;
+	return send_req(h, &r, path, dir, header, NULL);
 }
 
 static int hw_upload(void *state, const char *path, xfer_source_fn src,
                      void *arg, uint64_t len, int64_t mtime)
 {
-	struct xfer_http *h = state;
 	struct xfer_http_req r;
 	char date[64];
 	struct tm tm;
 	time_t t = (time_t)mtime;
-	int rc;
+	bool dated;
 
 	memset(&r, 0, sizeof(r));
-	r.h = h;
-	r.kind = XFER_HTTP_WRITE;
 	r.what = "PUT";
 	r.upload = true;
 	r.src = src;
 	r.arg = arg;
 	r.ulen = len;
 	r.path = path;
-	r.url = xfer_url_join(h->root, path, 0);
-	if (!r.url) {
-		rc = -ENAMETOOLONG;
-		goto out;
-	}
 	/* nginx stores a PUT's Date as the file's mtime (checked). */
-	if (mtime > 0 && gmtime_r(&t, &tm) &&
-	    strftime(date, sizeof(date), "Date: %a, %d %b %Y %H:%M:%S GMT",
-	             &tm) > 0) {
-		r.headers = curl_slist_append(NULL, date);
-		if (!r.headers) {
-			rc = -ENOMEM;
-			goto out;
-		}
-	}
-	rc = xfer_http_run(&r);
-out:
-	curl_slist_free_all(r.headers);
-	free((char *)r.url);
-	return rc;
+	dated = mtime > 0 && gmtime_r(&t, &tm) &&
+	        strftime(date, sizeof(date), "Date: %a, %d %b %Y %H:%M:%S GMT",
+	                 &tm) > 0;
+	return send_req(state, &r, path, false, dated ? date : NULL, NULL);
 }
 
 static int hw_mkdir(void *state, const char *path)
@@ -126,18 +126,11 @@ static int hw_move(void *state, const char *from, const char *to, int isdir,
                    int overwrite)
 {
 	struct xfer_http *h = state;
-	struct curl_slist *hl = NULL;
 	char *dest = xfer_url_join(h->root, to, isdir), *hdr = NULL;
 	struct xfer_http_req r;
 	int rc;
 
-	memset(&r, 0, sizeof(r));
-	r.h = h;
-	r.kind = XFER_HTTP_WRITE;
-	r.what = "MOVE";
-	r.status_eexist = 412;   /* Overwrite: F onto an existing name */
-	r.url = xfer_url_join(h->root, from, isdir);
-	if (!dest || !r.url) {
+	if (!dest) {
 		rc = -ENAMETOOLONG;
 		goto out;
 	}
@@ -146,20 +139,12 @@ static int hw_move(void *state, const char *from, const char *to, int isdir,
 		rc = -ENOMEM;
 		goto out;
 	}
-	hl = curl_slist_append(NULL, hdr);
-	if (hl)
-		r.headers = hl;
-	if (hl)
-		hl = curl_slist_append(hl, overwrite ? "Overwrite: T"
-		                                     : "Overwrite: F");
-	if (!hl) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	rc = xfer_http_run(&r);
+	memset(&r, 0, sizeof(r));
+	r.what = "MOVE";
+	r.status_eexist = 412;   /* Overwrite: F onto an existing name */
+	rc = send_req(h, &r, from, isdir, hdr,
+	              overwrite ? "Overwrite: T" : "Overwrite: F");
 out:
-	curl_slist_free_all(r.headers);
-	free((char *)r.url);
 	free(hdr);
 	free(dest);
 	return rc;
