@@ -1235,6 +1235,7 @@ out:
 static int gftp_open(void **state, const char *url,
                      const struct xfer_opts *opts)
 {
+	struct xfer_limits lim;
 	struct gftp *g = NULL;
 	globus_url_t parsed;
 	bool have_mod = false, have_url = false;
@@ -1274,13 +1275,11 @@ static int gftp_open(void **state, const char *url,
 	while (i > 0 && g->root[i - 1] == '/')
 		g->root[--i] = '\0';
 	g->opts = opts;
-	g->connect_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
-	                                             : 5000;
-	g->stall_s = opts->stall_timeout_s > 0 ? opts->stall_timeout_s : 15;
-	g->retries = opts->retries < 0 ? 0 : opts->retries == 0 ? 2
-	                                                      : opts->retries;
-	g->max_listing = opts->max_listing_bytes ? opts->max_listing_bytes
-	                                         : 128u << 20;
+	xfer_opts_limits(opts, &lim);
+	g->connect_ms = lim.connect_ms;
+	g->stall_s = lim.stall_s;
+	g->retries = lim.retries;
+	g->max_listing = lim.max_listing;
 	g->streams = opts->gridftp_streams ? opts->gridftp_streams
 	                                   : GFTP_DEFAULT_STREAMS;
 	pthread_mutex_init(&g->lock, NULL);

@@ -703,6 +703,7 @@ static void gw_close(void *state)
 static int gw_open(void **state, void *rstate, const char *url,
                    const struct xfer_opts *opts)
 {
+	struct xfer_limits lim;
 	struct gw *g;
 	size_t n;
 	int rc = 0;
@@ -724,11 +725,10 @@ static int gw_open(void **state, void *rstate, const char *url,
 	while (n > 0 && g->root[n - 1] == '/')
 		g->root[--n] = '\0';
 	g->rstate = rstate;
-	g->connect_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
-	                                             : 5000;
-	g->stall_s = opts->stall_timeout_s > 0 ? opts->stall_timeout_s : 15;
-	g->retries = opts->retries < 0 ? 0 : opts->retries == 0 ? 2
-	                                                      : opts->retries;
+	xfer_opts_limits(opts, &lim);
+	g->connect_ms = lim.connect_ms;
+	g->stall_s = lim.stall_s;
+	g->retries = lim.retries;
 	g->verbose = opts->verbose != 0;
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_cond_init(&g->freed, NULL);

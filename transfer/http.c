@@ -1190,6 +1190,7 @@ static int http_open(void **state, const char *url,
                      const struct xfer_opts *opts)
 {
 	static const struct xfer_opts none;
+	struct xfer_limits lim;
 	struct xfer_http *h;
 	const char *ca;
 	size_t i;
@@ -1208,13 +1209,11 @@ static int http_open(void **state, const char *url,
 		pthread_mutex_init(&h->share_lock[i], NULL);
 	pthread_mutex_init(&h->pool_lock, NULL);
 	pthread_mutex_init(&h->proxy_lock, NULL);
-	h->connect_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
-	                                             : 5000;
-	h->stall_s = opts->stall_timeout_s > 0 ? opts->stall_timeout_s : 15;
-	h->retries = opts->retries < 0 ? 0 : opts->retries == 0 ? 2
-	                                   : opts->retries;
-	h->max_listing = opts->max_listing_bytes ? opts->max_listing_bytes
-	                                         : (size_t)128 << 20;
+	xfer_opts_limits(opts, &lim);
+	h->connect_ms = lim.connect_ms;
+	h->stall_s = lim.stall_s;
+	h->retries = lim.retries;
+	h->max_listing = lim.max_listing;
 	h->verbose = opts->verbose != 0;
 	h->opts = opts;
 	h->root = strdup(url);
