@@ -94,18 +94,13 @@ enum gftp_kind { GFTP_MLST, GFTP_LIST, GFTP_READ };
 /* One operation's monitor.  Heap-allocated so it can be abandoned (leaked)
  * together with its handle if the library never completes an abort. */
 struct gftp_op {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	struct xfer_gftp_mon m;    /* first: callbacks get the op */
 	enum gftp_kind kind;
-	globus_ftp_client_handle_t *handle;
-	/* All below protected by mu. */
-	bool done;                 /* complete callback has run */
-	globus_object_t *err;      /* copy of the first error seen */
+	/* All below protected by m.mu. */
 	int outstanding;           /* buffers registered, not yet returned */
 	bool eof;
 	int fail;                  /* -EIO / -EFBIG found by a data callback */
 	bool reg_failed;           /* re-registering a buffer was refused */
-	struct timespec progress;  /* deadline base, moved by each callback */
 	struct timespec start;     /* when the request (first try) began */
 	struct timespec deadline;  /* of the whole request */
 	bool paced;                /* MLSD: keep the pace as bytes arrive */
@@ -333,9 +328,8 @@ static struct gftp_op *gftp_op_new(enum gftp_kind kind,
 
 	if (op == NULL)
 		goto out;
-	xfer_gftp_monitor_init(&op->mu, &op->cv);
+	xfer_gftp_mon_init(&op->m, h);
 	op->kind = kind;
-	op->handle = h;
 out:
 	return op;
 }
@@ -343,35 +337,13 @@ out:
 static void gftp_op_free(struct gftp_op *op)
 {
 	if (op != NULL) {
-		if (op->err != NULL)
-			globus_object_free(op->err);
+		xfer_gftp_mon_destroy(&op->m);
 		if (op->mbuf != NULL)
 			globus_free(op->mbuf);
 		free(op->lbuf);
 		free(op->lchunk);
-		pthread_mutex_destroy(&op->mu);
-		pthread_cond_destroy(&op->cv);
 		free(op);
 	}
-}
-
-/* Keeps the first error; later ones are usually its consequences. */
-static void gftp_op_error_locked(struct gftp_op *op, globus_object_t *err)
-{
-	if (err != NULL && op->err == NULL)
-		op->err = globus_object_copy(err);
-}
-
-static void gftp_complete_cb(void *arg, globus_ftp_client_handle_t *h,
-                             globus_object_t *err)
-{
-	struct gftp_op *op = arg;
-
-	pthread_mutex_lock(&op->mu);
-	gftp_op_error_locked(op, err);
-	op->done = true;
-	pthread_cond_broadcast(&op->cv);
-	pthread_mutex_unlock(&op->mu);
 }
 
 /*
@@ -389,9 +361,9 @@ static void gftp_data_cb(void *arg, globus_ftp_client_handle_t *h,
 	bool again = false;
 	uint64_t o = (uint64_t)offset;
 
-	pthread_mutex_lock(&op->mu);
-	gftp_op_error_locked(op, err);
-	xfer_gftp_ts_now(&op->progress);
+	pthread_mutex_lock(&op->m.mu);
+	xfer_gftp_mon_error_locked(&op->m, err);
+	xfer_gftp_ts_now(&op->m.progress);
 	if (err != NULL || op->fail != 0 || length == 0)
 		goto done;
 	if (offset < 0) {
@@ -413,9 +385,9 @@ static void gftp_data_cb(void *arg, globus_ftp_client_handle_t *h,
 		op->got += length;
 		/* Distinct offsets never overlap in a correct reply; the
 		 * byte count catches a server that repeats blocks. */
-		pthread_mutex_unlock(&op->mu);
+		pthread_mutex_unlock(&op->m.mu);
 		memcpy(op->dst + (o - op->off), buf, length);
-		pthread_mutex_lock(&op->mu);
+		pthread_mutex_lock(&op->m.mu);
 	} else {
 		/* Stream mode listing: bytes arrive in order. */
 		if (o != op->llen) {
@@ -446,11 +418,11 @@ static void gftp_data_cb(void *arg, globus_ftp_client_handle_t *h,
 done:
 	if (eof)
 		op->eof = true;
-	again = !op->eof && op->fail == 0 && op->err == NULL;
+	again = !op->eof && op->fail == 0 && op->m.err == NULL;
 	if (!again)
 		op->outstanding--;
-	pthread_cond_broadcast(&op->cv);
-	pthread_mutex_unlock(&op->mu);
+	pthread_cond_broadcast(&op->m.cv);
+	pthread_mutex_unlock(&op->m.mu);
 	/* Outside the lock: the library may call back on another thread. */
 	if (again && globus_ftp_client_register_read(
 	                 h, buf, op->kind == GFTP_READ ? GFTP_BUFSIZE
@@ -460,11 +432,11 @@ done:
 		 * another buffer meanwhile (its eof callback still on the
 		 * way).  The byte count judges the result; gftp_wait aborts
 		 * if the library is left without buffers and without eof. */
-		pthread_mutex_lock(&op->mu);
+		pthread_mutex_lock(&op->m.mu);
 		op->outstanding--;
 		op->reg_failed = true;
-		pthread_cond_broadcast(&op->cv);
-		pthread_mutex_unlock(&op->mu);
+		pthread_cond_broadcast(&op->m.cv);
+		pthread_mutex_unlock(&op->m.mu);
 	}
 }
 
@@ -474,10 +446,10 @@ static void gftp_register(struct gftp_op *op, globus_byte_t *buf, size_t n)
 {
 	globus_result_t res;
 
-	pthread_mutex_lock(&op->mu);
+	pthread_mutex_lock(&op->m.mu);
 	op->outstanding++;
-	pthread_mutex_unlock(&op->mu);
-	res = globus_ftp_client_register_read(op->handle, buf, n, gftp_data_cb,
+	pthread_mutex_unlock(&op->m.mu);
+	res = globus_ftp_client_register_read(op->m.handle, buf, n, gftp_data_cb,
 	                                      op);
 	if (res != GLOBUS_SUCCESS) {
 		globus_object_t *err = globus_error_get(res);
@@ -489,10 +461,10 @@ static void gftp_register(struct gftp_op *op, globus_byte_t *buf, size_t n)
 		dms_log(LOG_DEBUG, "gridftp: register_read: %s", text);
 		globus_free(text);
 		globus_object_free(err);
-		pthread_mutex_lock(&op->mu);
+		pthread_mutex_lock(&op->m.mu);
 		op->outstanding--;
 		op->reg_failed = true;
-		pthread_mutex_unlock(&op->mu);
+		pthread_mutex_unlock(&op->m.mu);
 	}
 }
 
@@ -515,27 +487,27 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 	xfer_gftp_ts_now(&start);
 	limit = start;
 	xfer_gftp_ts_add_ms(&limit, g->connect_ms + XFER_PROBE_GRACE_MS);
-	pthread_mutex_lock(&op->mu);
-	while (!op->done || op->outstanding > 0) {
+	pthread_mutex_lock(&op->m.mu);
+	while (!op->m.done || op->outstanding > 0) {
 		xfer_gftp_ts_now(&now);
 		if (!aborted) {
-			deadline = op->progress;
+			deadline = op->m.progress;
 			xfer_gftp_ts_add_ms(&deadline, g->stall_s * 1000);
 			if (xfer_gftp_ts_passed(&deadline, &op->deadline))
 				deadline = op->deadline;
 			if (op->paced) {
 				pace = op->start;
-				xfer_gftp_ts_add_ms(&pace, xfer_opts_deadline_ms(g->opts,
-				                                       op->llen));
+				xfer_gftp_ts_add_ms(&pace, xfer_opts_deadline_ms(
+					g->opts, op->llen));
 				if (xfer_gftp_ts_passed(&deadline, &pace))
 					deadline = pace;
 			}
 			starved = op->reg_failed && op->outstanding == 0 &&
-			          !op->eof && !op->done;
+			          !op->eof && !op->m.done;
 			over = probing && xfer_gftp_ts_passed(&now, &limit);
 			if (probing && !xfer_gftp_ts_passed(&limit, &deadline))
 				deadline = limit;
-			if (op->fail == 0 && !starved && !op->done && !over &&
+			if (op->fail == 0 && !starved && !op->m.done && !over &&
 			    xfer_gftp_ts_passed(&now, &deadline) &&
 			    (xfer_gftp_ts_passed(&now, &op->deadline) ||
 			     (op->paced && xfer_gftp_ts_passed(&now, &pace)))) {
@@ -571,19 +543,20 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 				}
 				aborted = true;
 				deadline = now;
-				xfer_gftp_ts_add_ms(&deadline, GFTP_ABORT_GRACE_S * 1000L);
-				pthread_mutex_unlock(&op->mu);
-				globus_ftp_client_abort(op->handle);
-				pthread_mutex_lock(&op->mu);
+				xfer_gftp_ts_add_ms(&deadline,
+				                    GFTP_ABORT_GRACE_S * 1000L);
+				pthread_mutex_unlock(&op->m.mu);
+				globus_ftp_client_abort(op->m.handle);
+				pthread_mutex_lock(&op->m.mu);
 				continue;
 			}
 		} else if (xfer_gftp_ts_passed(&now, &deadline)) {
 			rc = -EDEADLK;
 			break;
 		}
-		pthread_cond_timedwait(&op->cv, &op->mu, &deadline);
+		pthread_cond_timedwait(&op->m.cv, &op->m.mu, &deadline);
 	}
-	pthread_mutex_unlock(&op->mu);
+	pthread_mutex_unlock(&op->m.mu);
 	return rc;
 }
 
@@ -636,7 +609,8 @@ static int gftp_map_error(globus_object_t *err, const char *url,
 
 	xfer_gftp_flatten(raw, text, sizeof(text));
 	if (xfer_gftp_has(text, "permission denied") || code == 530 ||
-	    xfer_gftp_has(text, "authenticat") || xfer_gftp_has(text, "credential"))
+	    xfer_gftp_has(text, "authenticat") ||
+	    xfer_gftp_has(text, "credential"))
 		rc = -EACCES;
 	else if (code == 550 || xfer_gftp_has(text, "no such file") ||
 	         xfer_gftp_has(text, "file not found"))
@@ -673,8 +647,8 @@ static int gftp_result(struct gftp_op *op, const char *url, const char *what)
 		xfer_note("the FTP server answered %s %s with %s", what, url,
 		          rc == -EFBIG ? "a listing larger than max_listing"
 		                       : "a malformed reply");
-	} else if (op->err != NULL)
-		rc = gftp_map_error(op->err, url, what);
+	} else if (op->m.err != NULL)
+		rc = gftp_map_error(op->m.err, url, what);
 	return rc;
 }
 
@@ -772,10 +746,10 @@ static int gftp_attempt(struct gftp *g, struct gftp_slot *s,
 	op->start = *start;
 	op->deadline = *deadline;
 	op->paced = kind == GFTP_LIST;
-	xfer_gftp_ts_now(&op->progress);
+	xfer_gftp_ts_now(&op->m.progress);
 	/* The first reply may need a new control connection (and a GSI
 	 * handshake); that gets the connect timeout on top. */
-	xfer_gftp_ts_add_ms(&op->progress, g->connect_ms);
+	xfer_gftp_ts_add_ms(&op->m.progress, g->connect_ms);
 	if (globus_ftp_client_operationattr_init(&oattr) != GLOBUS_SUCCESS) {
 		rc = -ENOMEM;
 		goto out;
@@ -784,7 +758,8 @@ static int gftp_attempt(struct gftp *g, struct gftp_slot *s,
 	switch (kind) {
 	case GFTP_MLST:
 		res = globus_ftp_client_mlst(s->handle, url, &oattr, &op->mbuf,
-		                             &op->mlen, gftp_complete_cb, op);
+		                             &op->mlen, xfer_gftp_complete_cb,
+		                             op);
 		break;
 	case GFTP_LIST:
 		op->lmax = g->max_listing;
@@ -794,7 +769,7 @@ static int gftp_attempt(struct gftp *g, struct gftp_slot *s,
 			goto out;
 		}
 		res = globus_ftp_client_machine_list(s->handle, url, &oattr,
-		                                     gftp_complete_cb, op);
+		                                     xfer_gftp_complete_cb, op);
 		break;
 	default:
 		op->dst = dst;
@@ -816,7 +791,7 @@ static int gftp_attempt(struct gftp *g, struct gftp_slot *s,
 		/* End is exclusive. */
 		res = globus_ftp_client_partial_get(
 			s->handle, url, &oattr, NULL, (globus_off_t)off,
-			(globus_off_t)(off + len), gftp_complete_cb, op);
+			(globus_off_t)(off + len), xfer_gftp_complete_cb, op);
 		nbuf = g->streams + 2;
 		break;
 	}
@@ -874,8 +849,8 @@ static int gftp_run(struct gftp *g, enum gftp_kind kind, const char *url,
 	xfer_gftp_ts_now(&start);
 	deadline = start;
 	/* MLST has no data callbacks: the stall watchdog bounds it. */
-	xfer_gftp_ts_add_ms(&deadline, xfer_opts_deadline_ms(g->opts, kind == GFTP_READ
-	                                           ? len : g->max_listing));
+	xfer_gftp_ts_add_ms(&deadline, xfer_opts_deadline_ms(g->opts,
+		kind == GFTP_READ ? len : g->max_listing));
 	for (attempt = 0;; attempt++) {
 		xfer_gftp_ts_now(&now);
 		s = gftp_slot_get(g, ts_ms_between(&now, &deadline));
