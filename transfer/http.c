@@ -217,8 +217,8 @@ static size_t proxy_order(struct xfer_http *h, size_t *order)
 	return n;
 }
 
-static void proxy_mark(struct xfer_http *h, const struct xfer_http_proxy *px, bool ok,
-                       const char *why)
+static void proxy_mark(struct xfer_http *h, const struct xfer_http_proxy *px,
+                       bool ok, const char *why)
 {
 	struct xfer_http_proxy *p = (struct xfer_http_proxy *)px;
 	int64_t was;
@@ -693,7 +693,8 @@ static CURLcode attempt(struct xfer_http_req *r, int *rc)
 	/* Writes go DIRECT (http_write.c says why). */
 	n = r->kind == XFER_HTTP_WRITE ? 1 : proxy_order(h, order);
 	for (k = 0; k < n; k++) {
-		r->via = r->kind == XFER_HTTP_WRITE ? NULL : &h->proxy[order[k]];
+		r->via = r->kind == XFER_HTTP_WRITE ? NULL
+		                                    : &h->proxy[order[k]];
 		*rc = try_reset(r);
 		if (*rc == 0)
 			*rc = req_setup(r);
@@ -828,7 +829,10 @@ static int judge(struct xfer_http_req *r, CURLcode cc, bool *transient,
 			rc = -ENOMEM;
 		} else if (transient_curl(cc)) {
 			*transient = true;
-			*short_body = cc == CURLE_PARTIAL_FILE;
+			/* A read's body cut short is a wrong answer; a
+			 * write's reply is only its status. */
+			*short_body = cc == CURLE_PARTIAL_FILE &&
+			              r->kind != XFER_HTTP_WRITE;
 			rc = *short_body ? -EIO : -EHOSTDOWN;
 		} else {
 			rc = -EIO;
