@@ -428,6 +428,7 @@ void cache_fid_make(struct cache_fid *fid, const char *path, uint64_t size,
 
 /* ---- read transactions ------------------------------------------------ */
 
+/* A read transaction from the pool or a new one: 0, or -errno (logged). */
 static int cache_rtxn_get(struct cache *c, MDB_txn **out)
 {
 	MDB_txn *txn = NULL;
@@ -445,8 +446,11 @@ static int cache_rtxn_get(struct cache *c, MDB_txn **out)
 		txn = NULL;
 	}
 	rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
-	if (rc != 0)
+	if (rc != 0) {
+		dms_log(LOG_ERR, "cache: read transaction: %s", mdb_strerror(rc));
+		rc = cache_errno(rc);
 		txn = NULL;
+	}
 out:
 	*out = txn;
 	return rc;
@@ -1230,11 +1234,8 @@ int cache_block_get(struct cache *c, const struct cache_fid *fid,
 	}
 	cache_make_key(key, fid, index);
 	rc = cache_rtxn_get(c, &txn);
-	if (rc != 0) {
-		dms_log(LOG_ERR, "cache: read transaction: %s", mdb_strerror(rc));
-		rc = cache_errno(rc);
+	if (rc != 0)
 		goto out;
-	}
 	rc = cache_check_rc(c, mdb_get(txn, c->dbi_blocks, &k, &v), "get");
 	if (rc == MDB_NOTFOUND) {
 		rc = -ENOENT;
@@ -1418,11 +1419,8 @@ int cache_meta_get(struct cache *c, const char *key, void **val, size_t *len)
 	k.mv_size = cache_meta_key(key, klen, mk);
 	k.mv_data = mk;
 	rc = cache_rtxn_get(c, &txn);
-	if (rc != 0) {
-		dms_log(LOG_ERR, "cache: read transaction: %s", mdb_strerror(rc));
-		rc = cache_errno(rc);
+	if (rc != 0)
 		goto out;
-	}
 	rc = cache_check_rc(c, mdb_get(txn, c->dbi_meta, &k, &v), "meta get");
 	if (rc != 0) {
 		if (rc != MDB_NOTFOUND)
