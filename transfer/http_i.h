@@ -39,7 +39,8 @@ struct xfer_http {
 	size_t nidle;              /* protected by pool_lock */
 
 	pthread_mutex_t proxy_lock;
-	struct xfer_http_proxy proxy[HTTP_MAX_PROXIES]; /* down_until_ms: lock */
+	/* down_until_ms protected by proxy_lock */
+	struct xfer_http_proxy proxy[HTTP_MAX_PROXIES];
 	size_t nproxy, ngroup;     /* read-only after open */
 	unsigned rr;               /* round-robin counter; proxy_lock */
 };
@@ -55,7 +56,7 @@ struct xfer_http_req {
 	enum xfer_http_kind kind;
 	const char *url;
 	const char *what;          /* method: "GET", "PROPFIND", "PUT"... */
-	const struct xfer_http_proxy *via; /* proxy of the current try, or NULL */
+	const struct xfer_http_proxy *via; /* this try's proxy, or NULL */
 	char errbuf[CURL_ERROR_SIZE];
 	struct curl_slist *headers;
 	int64_t start_ms;          /* monotonic, when the first try began */
