@@ -428,6 +428,7 @@ void cache_fid_make(struct cache_fid *fid, const char *path, uint64_t size,
 
 /* ---- read transactions ------------------------------------------------ */
 
+/* A read transaction from the pool or a new one: 0, or -errno (logged). */
 static int cache_rtxn_get(struct cache *c, MDB_txn **out)
 {
 	MDB_txn *txn = NULL;
@@ -445,8 +446,11 @@ static int cache_rtxn_get(struct cache *c, MDB_txn **out)
 		txn = NULL;
 	}
 	rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
-	if (rc != 0)
+	if (rc != 0) {
+		dms_log(LOG_ERR, "cache: read transaction: %s", mdb_strerror(rc));
+		rc = cache_errno(rc);
 		txn = NULL;
+	}
 out:
 	*out = txn;
 	return rc;
@@ -531,6 +535,38 @@ static void cache_totals_publish(struct cache *c, const struct cache_totals *t)
 	atomic_store(&c->bytes, t->bytes);
 	atomic_store(&c->blocks, t->blocks);
 	atomic_store(&c->next_seq, t->next_seq);
+}
+
+/* Begins a writer transaction with the totals loaded into t.  On failure
+ * *txn may be set: the caller aborts it. */
+static int cache_totals_begin(struct cache *c, MDB_txn **txn,
+                              struct cache_totals *t)
+{
+	int rc = mdb_txn_begin(c->env, NULL, 0, txn);
+
+	if (rc == 0)
+		rc = cache_totals_load(c, *txn, t);
+	return rc;
+}
+
+/* Ends a writer transaction: writes t into it (if write), commits, and
+ * once committed makes t the in-memory totals.  *txn is NULL after a
+ * commit, failed or not; if writing t failed it is left for the caller to
+ * abort.  LMDB result codes. */
+static int cache_totals_commit(struct cache *c, MDB_txn **txn,
+                               struct cache_totals *t, bool write)
+{
+	int rc = write ? cache_totals_write(c, *txn, t) : 0;
+
+	if (rc != 0)
+		goto out;
+	rc = mdb_txn_commit(*txn);
+	*txn = NULL;
+	if (rc != 0)
+		goto out;
+	cache_totals_publish(c, t);
+out:
+	return rc;
 }
 
 static void cache_totals_sub(struct cache_totals *t, size_t stored_size)
@@ -740,10 +776,7 @@ static int cache_txn_prepare(struct cache *c, const struct cache_batch *b,
 	uint64_t n_evicted = 0;
 	int rc;
 
-	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
-	if (rc != 0)
-		goto out;
-	rc = cache_totals_load(c, txn, &t);
+	rc = cache_totals_begin(c, &txn, &t);
 	if (rc != 0)
 		goto out;
 	for (const struct cache_item *it = b->items; it; it = it->next) {
@@ -761,14 +794,9 @@ static int cache_txn_prepare(struct cache *c, const struct cache_batch *b,
 	rc = cache_evict(c, txn, &t, target, &n_evicted);
 	if (rc != 0)
 		goto out;
-	rc = cache_totals_write(c, txn, &t);
+	rc = cache_totals_commit(c, &txn, &t, true);
 	if (rc != 0)
 		goto out;
-	rc = mdb_txn_commit(txn);
-	txn = NULL;
-	if (rc != 0)
-		goto out;
-	cache_totals_publish(c, &t);
 	atomic_fetch_add(&c->evicted, n_evicted);
 out:
 	if (txn)
@@ -783,10 +811,7 @@ static int cache_txn_insert(struct cache *c, const struct cache_batch *b)
 	struct cache_totals t;
 	int rc;
 
-	rc = mdb_txn_begin(c->env, NULL, 0, &txn);
-	if (rc != 0)
-		goto out;
-	rc = cache_totals_load(c, txn, &t);
+	rc = cache_totals_begin(c, &txn, &t);
 	if (rc != 0)
 		goto out;
 	for (struct cache_item *it = b->items; it; it = it->next) {
@@ -818,14 +843,7 @@ static int cache_txn_insert(struct cache *c, const struct cache_batch *b)
 		t.bytes += it->len;
 		t.blocks++;
 	}
-	rc = cache_totals_write(c, txn, &t);
-	if (rc != 0)
-		goto out;
-	rc = mdb_txn_commit(txn);
-	txn = NULL;
-	if (rc != 0)
-		goto out;
-	cache_totals_publish(c, &t);
+	rc = cache_totals_commit(c, &txn, &t, true);
 out:
 	if (txn)
 		mdb_txn_abort(txn);
@@ -1063,6 +1081,19 @@ out:
 	return NULL;
 }
 
+/* Appends it to the writer's queue and wakes the writer; c->lock held. */
+static void cache_enqueue_locked(struct cache *c, struct cache_item *it)
+{
+	it->id = ++c->enq_id;
+	if (c->tail)
+		c->tail->next = it;
+	else
+		c->head = it;
+	c->tail = it;
+	if (c->writer_waiting)
+		pthread_cond_signal(&c->wake);
+}
+
 /* ---- public: blocks --------------------------------------------------- */
 
 void cache_block_put(struct cache *c, const struct cache_fid *fid,
@@ -1128,14 +1159,7 @@ void cache_block_put(struct cache *c, const struct cache_fid *fid,
 		memcpy(it->val + sizeof(h), data, len);
 
 	pthread_mutex_lock(&c->lock);
-	it->id = ++c->enq_id;
-	if (c->tail)
-		c->tail->next = it;
-	else
-		c->head = it;
-	c->tail = it;
-	if (c->writer_waiting)
-		pthread_cond_signal(&c->wake);
+	cache_enqueue_locked(c, it);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -1158,14 +1182,7 @@ static void cache_queue_drop(struct cache *c, const unsigned char *key,
 		return;
 	}
 	c->n_drops++;
-	it->id = ++c->enq_id;
-	if (c->tail)
-		c->tail->next = it;
-	else
-		c->head = it;
-	c->tail = it;
-	if (c->writer_waiting)
-		pthread_cond_signal(&c->wake);
+	cache_enqueue_locked(c, it);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -1217,11 +1234,8 @@ int cache_block_get(struct cache *c, const struct cache_fid *fid,
 	}
 	cache_make_key(key, fid, index);
 	rc = cache_rtxn_get(c, &txn);
-	if (rc != 0) {
-		dms_log(LOG_ERR, "cache: read transaction: %s", mdb_strerror(rc));
-		rc = cache_errno(rc);
+	if (rc != 0)
 		goto out;
-	}
 	rc = cache_check_rc(c, mdb_get(txn, c->dbi_blocks, &k, &v), "get");
 	if (rc == MDB_NOTFOUND) {
 		rc = -ENOENT;
@@ -1405,11 +1419,8 @@ int cache_meta_get(struct cache *c, const char *key, void **val, size_t *len)
 	k.mv_size = cache_meta_key(key, klen, mk);
 	k.mv_data = mk;
 	rc = cache_rtxn_get(c, &txn);
-	if (rc != 0) {
-		dms_log(LOG_ERR, "cache: read transaction: %s", mdb_strerror(rc));
-		rc = cache_errno(rc);
+	if (rc != 0)
 		goto out;
-	}
 	rc = cache_check_rc(c, mdb_get(txn, c->dbi_meta, &k, &v), "meta get");
 	if (rc != 0) {
 		if (rc != MDB_NOTFOUND)
@@ -2008,15 +2019,8 @@ static int cache_db_init(struct cache *c)
 			if (rc != 0)
 				goto out;
 		}
-		rc = cache_totals_write(c, txn, &t);
-		if (rc != 0)
-			goto out;
 	}
-	rc = mdb_txn_commit(txn);
-	txn = NULL;
-	if (rc != 0)
-		goto out;
-	cache_totals_publish(c, &t);
+	rc = cache_totals_commit(c, &txn, &t, st == 1 || st == 2);
 out:
 	if (txn)
 		mdb_txn_abort(txn);

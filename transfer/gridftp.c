@@ -43,6 +43,7 @@
 #pragma GCC diagnostic pop
 
 #include "common/log.h"
+#include "transfer/gridftp_i.h"
 #include "transfer/xfer_i.h"
 
 /* Handles per source: enough for the FUSE read-ahead plus a few metadata
@@ -93,18 +94,13 @@ enum gftp_kind { GFTP_MLST, GFTP_LIST, GFTP_READ };
 /* One operation's monitor.  Heap-allocated so it can be abandoned (leaked)
  * together with its handle if the library never completes an abort. */
 struct gftp_op {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
+	struct xfer_gftp_mon m;    /* first: callbacks get the op */
 	enum gftp_kind kind;
-	globus_ftp_client_handle_t *handle;
-	/* All below protected by mu. */
-	bool done;                 /* complete callback has run */
-	globus_object_t *err;      /* copy of the first error seen */
+	/* All below protected by m.mu. */
 	int outstanding;           /* buffers registered, not yet returned */
 	bool eof;
 	int fail;                  /* -EIO / -EFBIG found by a data callback */
 	bool reg_failed;           /* re-registering a buffer was refused */
-	struct timespec progress;  /* deadline base, moved by each callback */
 	struct timespec start;     /* when the request (first try) began */
 	struct timespec deadline;  /* of the whole request */
 	bool paced;                /* MLSD: keep the pace as bytes arrive */
@@ -319,27 +315,6 @@ out:
 
 /* ---- operations ------------------------------------------------------- */
 
-static void ts_now(struct timespec *t)
-{
-	clock_gettime(CLOCK_MONOTONIC, t);
-}
-
-static void ts_add_ms(struct timespec *t, long ms)
-{
-	t->tv_sec += ms / 1000;
-	t->tv_nsec += (ms % 1000) * 1000000L;
-	if (t->tv_nsec >= 1000000000L) {
-		t->tv_sec++;
-		t->tv_nsec -= 1000000000L;
-	}
-}
-
-static bool ts_passed(const struct timespec *now, const struct timespec *t)
-{
-	return now->tv_sec > t->tv_sec ||
-	       (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
-}
-
 static long ts_ms_between(const struct timespec *a, const struct timespec *b)
 {
 	return (long)(b->tv_sec - a->tv_sec) * 1000 +
@@ -350,18 +325,11 @@ static struct gftp_op *gftp_op_new(enum gftp_kind kind,
                                    globus_ftp_client_handle_t *h)
 {
 	struct gftp_op *op = calloc(1, sizeof(*op));
-	pthread_condattr_t ca;
 
 	if (op == NULL)
 		goto out;
-	pthread_condattr_init(&ca);
-	/* Deadlines must not jump with the wall clock. */
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&op->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&op->mu, NULL);
+	xfer_gftp_mon_init(&op->m, h);
 	op->kind = kind;
-	op->handle = h;
 out:
 	return op;
 }
@@ -369,35 +337,13 @@ out:
 static void gftp_op_free(struct gftp_op *op)
 {
 	if (op != NULL) {
-		if (op->err != NULL)
-			globus_object_free(op->err);
+		xfer_gftp_mon_destroy(&op->m);
 		if (op->mbuf != NULL)
 			globus_free(op->mbuf);
 		free(op->lbuf);
 		free(op->lchunk);
-		pthread_mutex_destroy(&op->mu);
-		pthread_cond_destroy(&op->cv);
 		free(op);
 	}
-}
-
-/* Keeps the first error; later ones are usually its consequences. */
-static void gftp_op_error_locked(struct gftp_op *op, globus_object_t *err)
-{
-	if (err != NULL && op->err == NULL)
-		op->err = globus_object_copy(err);
-}
-
-static void gftp_complete_cb(void *arg, globus_ftp_client_handle_t *h,
-                             globus_object_t *err)
-{
-	struct gftp_op *op = arg;
-
-	pthread_mutex_lock(&op->mu);
-	gftp_op_error_locked(op, err);
-	op->done = true;
-	pthread_cond_broadcast(&op->cv);
-	pthread_mutex_unlock(&op->mu);
 }
 
 /*
@@ -415,9 +361,9 @@ static void gftp_data_cb(void *arg, globus_ftp_client_handle_t *h,
 	bool again = false;
 	uint64_t o = (uint64_t)offset;
 
-	pthread_mutex_lock(&op->mu);
-	gftp_op_error_locked(op, err);
-	ts_now(&op->progress);
+	pthread_mutex_lock(&op->m.mu);
+	xfer_gftp_mon_error_locked(&op->m, err);
+	xfer_gftp_ts_now(&op->m.progress);
 	if (err != NULL || op->fail != 0 || length == 0)
 		goto done;
 	if (offset < 0) {
@@ -439,9 +385,9 @@ static void gftp_data_cb(void *arg, globus_ftp_client_handle_t *h,
 		op->got += length;
 		/* Distinct offsets never overlap in a correct reply; the
 		 * byte count catches a server that repeats blocks. */
-		pthread_mutex_unlock(&op->mu);
+		pthread_mutex_unlock(&op->m.mu);
 		memcpy(op->dst + (o - op->off), buf, length);
-		pthread_mutex_lock(&op->mu);
+		pthread_mutex_lock(&op->m.mu);
 	} else {
 		/* Stream mode listing: bytes arrive in order. */
 		if (o != op->llen) {
@@ -472,11 +418,11 @@ static void gftp_data_cb(void *arg, globus_ftp_client_handle_t *h,
 done:
 	if (eof)
 		op->eof = true;
-	again = !op->eof && op->fail == 0 && op->err == NULL;
+	again = !op->eof && op->fail == 0 && op->m.err == NULL;
 	if (!again)
 		op->outstanding--;
-	pthread_cond_broadcast(&op->cv);
-	pthread_mutex_unlock(&op->mu);
+	pthread_cond_broadcast(&op->m.cv);
+	pthread_mutex_unlock(&op->m.mu);
 	/* Outside the lock: the library may call back on another thread. */
 	if (again && globus_ftp_client_register_read(
 	                 h, buf, op->kind == GFTP_READ ? GFTP_BUFSIZE
@@ -486,11 +432,11 @@ done:
 		 * another buffer meanwhile (its eof callback still on the
 		 * way).  The byte count judges the result; gftp_wait aborts
 		 * if the library is left without buffers and without eof. */
-		pthread_mutex_lock(&op->mu);
+		pthread_mutex_lock(&op->m.mu);
 		op->outstanding--;
 		op->reg_failed = true;
-		pthread_cond_broadcast(&op->cv);
-		pthread_mutex_unlock(&op->mu);
+		pthread_cond_broadcast(&op->m.cv);
+		pthread_mutex_unlock(&op->m.mu);
 	}
 }
 
@@ -500,10 +446,10 @@ static void gftp_register(struct gftp_op *op, globus_byte_t *buf, size_t n)
 {
 	globus_result_t res;
 
-	pthread_mutex_lock(&op->mu);
+	pthread_mutex_lock(&op->m.mu);
 	op->outstanding++;
-	pthread_mutex_unlock(&op->mu);
-	res = globus_ftp_client_register_read(op->handle, buf, n, gftp_data_cb,
+	pthread_mutex_unlock(&op->m.mu);
+	res = globus_ftp_client_register_read(op->m.handle, buf, n, gftp_data_cb,
 	                                      op);
 	if (res != GLOBUS_SUCCESS) {
 		globus_object_t *err = globus_error_get(res);
@@ -515,10 +461,10 @@ static void gftp_register(struct gftp_op *op, globus_byte_t *buf, size_t n)
 		dms_log(LOG_DEBUG, "gridftp: register_read: %s", text);
 		globus_free(text);
 		globus_object_free(err);
-		pthread_mutex_lock(&op->mu);
+		pthread_mutex_lock(&op->m.mu);
 		op->outstanding--;
 		op->reg_failed = true;
-		pthread_mutex_unlock(&op->mu);
+		pthread_mutex_unlock(&op->m.mu);
 	}
 }
 
@@ -538,33 +484,33 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 
 	/* First contact: one overall bound, not a stall timer that each
 	 * keep-alive byte restarts. */
-	ts_now(&start);
+	xfer_gftp_ts_now(&start);
 	limit = start;
-	ts_add_ms(&limit, g->connect_ms + XFER_PROBE_GRACE_MS);
-	pthread_mutex_lock(&op->mu);
-	while (!op->done || op->outstanding > 0) {
-		ts_now(&now);
+	xfer_gftp_ts_add_ms(&limit, g->connect_ms + XFER_PROBE_GRACE_MS);
+	pthread_mutex_lock(&op->m.mu);
+	while (!op->m.done || op->outstanding > 0) {
+		xfer_gftp_ts_now(&now);
 		if (!aborted) {
-			deadline = op->progress;
-			ts_add_ms(&deadline, g->stall_s * 1000);
-			if (ts_passed(&deadline, &op->deadline))
+			deadline = op->m.progress;
+			xfer_gftp_ts_add_ms(&deadline, g->stall_s * 1000);
+			if (xfer_gftp_ts_passed(&deadline, &op->deadline))
 				deadline = op->deadline;
 			if (op->paced) {
 				pace = op->start;
-				ts_add_ms(&pace, xfer_opts_deadline_ms(g->opts,
-				                                       op->llen));
-				if (ts_passed(&deadline, &pace))
+				xfer_gftp_ts_add_ms(&pace, xfer_opts_deadline_ms(
+					g->opts, op->llen));
+				if (xfer_gftp_ts_passed(&deadline, &pace))
 					deadline = pace;
 			}
 			starved = op->reg_failed && op->outstanding == 0 &&
-			          !op->eof && !op->done;
-			over = probing && ts_passed(&now, &limit);
-			if (probing && !ts_passed(&limit, &deadline))
+			          !op->eof && !op->m.done;
+			over = probing && xfer_gftp_ts_passed(&now, &limit);
+			if (probing && !xfer_gftp_ts_passed(&limit, &deadline))
 				deadline = limit;
-			if (op->fail == 0 && !starved && !op->done && !over &&
-			    ts_passed(&now, &deadline) &&
-			    (ts_passed(&now, &op->deadline) ||
-			     (op->paced && ts_passed(&now, &pace)))) {
+			if (op->fail == 0 && !starved && !op->m.done && !over &&
+			    xfer_gftp_ts_passed(&now, &deadline) &&
+			    (xfer_gftp_ts_passed(&now, &op->deadline) ||
+			     (op->paced && xfer_gftp_ts_passed(&now, &pace)))) {
 				op->late = true;
 				op->fail = -ETIMEDOUT;
 				dms_log(LOG_ERR, "gridftp: %s: %s after %.1f s "
@@ -579,7 +525,7 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 				        op->paced ? op->llen : op->got);
 			}
 			if (op->fail != 0 || starved || over ||
-			    ts_passed(&now, &deadline)) {
+			    xfer_gftp_ts_passed(&now, &deadline)) {
 				if (op->fail == 0) {
 					char hp[300];
 
@@ -597,35 +543,21 @@ static int gftp_wait(struct gftp *g, struct gftp_op *op, const char *url)
 				}
 				aborted = true;
 				deadline = now;
-				ts_add_ms(&deadline, GFTP_ABORT_GRACE_S * 1000L);
-				pthread_mutex_unlock(&op->mu);
-				globus_ftp_client_abort(op->handle);
-				pthread_mutex_lock(&op->mu);
+				xfer_gftp_ts_add_ms(&deadline,
+				                    GFTP_ABORT_GRACE_S * 1000L);
+				pthread_mutex_unlock(&op->m.mu);
+				globus_ftp_client_abort(op->m.handle);
+				pthread_mutex_lock(&op->m.mu);
 				continue;
 			}
-		} else if (ts_passed(&now, &deadline)) {
+		} else if (xfer_gftp_ts_passed(&now, &deadline)) {
 			rc = -EDEADLK;
 			break;
 		}
-		pthread_cond_timedwait(&op->cv, &op->mu, &deadline);
+		pthread_cond_timedwait(&op->m.cv, &op->m.mu, &deadline);
 	}
-	pthread_mutex_unlock(&op->mu);
+	pthread_mutex_unlock(&op->m.mu);
 	return rc;
-}
-
-/* Copies text into out on one line (server replies span several). */
-static void gftp_flatten(const char *in, char *out, size_t cap)
-{
-	size_t n = 0;
-
-	for (; in != NULL && *in != '\0' && n + 1 < cap; in++)
-		out[n++] = (*in == '\r' || *in == '\n') ? ' ' : *in;
-	out[n] = '\0';
-}
-
-static bool gftp_has(const char *text, const char *needle)
-{
-	return strcasestr(text, needle) != NULL;
 }
 
 /* Says for a person (xfer_note, probe only) what the server answered or
@@ -646,15 +578,15 @@ static void gftp_note_error(const char *url, const char *what, int code,
 	else if (code != 0)
 		xfer_note("the FTP server at %s answered %s %s with %d: %.*s%s",
 		          hp, what, url, code, n, text,
-		          gftp_has(text, "not allowed")
+		          xfer_gftp_has(text, "not allowed")
 		          ? " (outside what the server lets this login see?)"
 		          : "");
-	else if (gftp_has(text, "connection refused"))
+	else if (xfer_gftp_has(text, "connection refused"))
 		xfer_note("connection refused by %s (nothing listens there?)",
 		          hp);
-	else if (gftp_has(text, "name or service not known") ||
-	         gftp_has(text, "resolve") ||
-	         gftp_has(text, "temporary failure in name resolution"))
+	else if (xfer_gftp_has(text, "name or service not known") ||
+	         xfer_gftp_has(text, "resolve") ||
+	         xfer_gftp_has(text, "temporary failure in name resolution"))
 		xfer_note("cannot resolve %.*s: %s", (int)strcspn(hp, ":"), hp,
 		          text);
 	else
@@ -675,14 +607,15 @@ static int gftp_map_error(globus_object_t *err, const char *url,
 	char text[1024];
 	int rc, prio = LOG_WARNING;
 
-	gftp_flatten(raw, text, sizeof(text));
-	if (gftp_has(text, "permission denied") || code == 530 ||
-	    gftp_has(text, "authenticat") || gftp_has(text, "credential"))
+	xfer_gftp_flatten(raw, text, sizeof(text));
+	if (xfer_gftp_has(text, "permission denied") || code == 530 ||
+	    xfer_gftp_has(text, "authenticat") ||
+	    xfer_gftp_has(text, "credential"))
 		rc = -EACCES;
-	else if (code == 550 || gftp_has(text, "no such file") ||
-	         gftp_has(text, "file not found"))
+	else if (code == 550 || xfer_gftp_has(text, "no such file") ||
+	         xfer_gftp_has(text, "file not found"))
 		rc = -ENOENT;
-	else if (gftp_has(text, "not a directory"))
+	else if (xfer_gftp_has(text, "not a directory"))
 		rc = -ENOTDIR;
 	else if (code == 0 || code / 100 == 4)
 		rc = GFTP_TRANSIENT; /* connection failure, 421/426/451... */
@@ -714,8 +647,8 @@ static int gftp_result(struct gftp_op *op, const char *url, const char *what)
 		xfer_note("the FTP server answered %s %s with %s", what, url,
 		          rc == -EFBIG ? "a listing larger than max_listing"
 		                       : "a malformed reply");
-	} else if (op->err != NULL)
-		rc = gftp_map_error(op->err, url, what);
+	} else if (op->m.err != NULL)
+		rc = gftp_map_error(op->m.err, url, what);
 	return rc;
 }
 
@@ -731,7 +664,7 @@ static struct gftp_slot *gftp_slot_get(struct gftp *g, long wait_ms)
 	if (wait_ms > g->connect_ms + g->stall_s * 1000)
 		wait_ms = g->connect_ms + g->stall_s * 1000;
 	clock_gettime(CLOCK_REALTIME, &deadline);
-	ts_add_ms(&deadline, wait_ms > 0 ? wait_ms : 0);
+	xfer_gftp_ts_add_ms(&deadline, wait_ms > 0 ? wait_ms : 0);
 	pthread_mutex_lock(&g->lock);
 	for (;;) {
 		for (i = 0; i < GFTP_POOL; i++) {
@@ -813,10 +746,10 @@ static int gftp_attempt(struct gftp *g, struct gftp_slot *s,
 	op->start = *start;
 	op->deadline = *deadline;
 	op->paced = kind == GFTP_LIST;
-	ts_now(&op->progress);
+	xfer_gftp_ts_now(&op->m.progress);
 	/* The first reply may need a new control connection (and a GSI
 	 * handshake); that gets the connect timeout on top. */
-	ts_add_ms(&op->progress, g->connect_ms);
+	xfer_gftp_ts_add_ms(&op->m.progress, g->connect_ms);
 	if (globus_ftp_client_operationattr_init(&oattr) != GLOBUS_SUCCESS) {
 		rc = -ENOMEM;
 		goto out;
@@ -825,7 +758,8 @@ static int gftp_attempt(struct gftp *g, struct gftp_slot *s,
 	switch (kind) {
 	case GFTP_MLST:
 		res = globus_ftp_client_mlst(s->handle, url, &oattr, &op->mbuf,
-		                             &op->mlen, gftp_complete_cb, op);
+		                             &op->mlen, xfer_gftp_complete_cb,
+		                             op);
 		break;
 	case GFTP_LIST:
 		op->lmax = g->max_listing;
@@ -835,7 +769,7 @@ static int gftp_attempt(struct gftp *g, struct gftp_slot *s,
 			goto out;
 		}
 		res = globus_ftp_client_machine_list(s->handle, url, &oattr,
-		                                     gftp_complete_cb, op);
+		                                     xfer_gftp_complete_cb, op);
 		break;
 	default:
 		op->dst = dst;
@@ -857,7 +791,7 @@ static int gftp_attempt(struct gftp *g, struct gftp_slot *s,
 		/* End is exclusive. */
 		res = globus_ftp_client_partial_get(
 			s->handle, url, &oattr, NULL, (globus_off_t)off,
-			(globus_off_t)(off + len), gftp_complete_cb, op);
+			(globus_off_t)(off + len), xfer_gftp_complete_cb, op);
 		nbuf = g->streams + 2;
 		break;
 	}
@@ -912,13 +846,13 @@ static int gftp_run(struct gftp *g, enum gftp_kind kind, const char *url,
 	/* A probe asks once: it must say what is wrong, quickly. */
 	int retries = xfer_probing() ? 0 : g->retries;
 
-	ts_now(&start);
+	xfer_gftp_ts_now(&start);
 	deadline = start;
 	/* MLST has no data callbacks: the stall watchdog bounds it. */
-	ts_add_ms(&deadline, xfer_opts_deadline_ms(g->opts, kind == GFTP_READ
-	                                           ? len : g->max_listing));
+	xfer_gftp_ts_add_ms(&deadline, xfer_opts_deadline_ms(g->opts,
+		kind == GFTP_READ ? len : g->max_listing));
 	for (attempt = 0;; attempt++) {
-		ts_now(&now);
+		xfer_gftp_ts_now(&now);
 		s = gftp_slot_get(g, ts_ms_between(&now, &deadline));
 		if (s == NULL) {
 			dms_log(LOG_WARNING, "gridftp: %s: every connection "
@@ -931,7 +865,7 @@ static int gftp_run(struct gftp *g, enum gftp_kind kind, const char *url,
 		gftp_slot_put(g, s);
 		if (rc != GFTP_TRANSIENT || attempt >= retries)
 			break;
-		ts_now(&now);
+		xfer_gftp_ts_now(&now);
 		if (ts_ms_between(&now, &deadline) <= ms) {
 			dms_log(LOG_ERR, "gridftp: %s: no time left before the "
 			        "deadline to retry", url);
@@ -1276,6 +1210,7 @@ out:
 static int gftp_open(void **state, const char *url,
                      const struct xfer_opts *opts)
 {
+	struct xfer_limits lim;
 	struct gftp *g = NULL;
 	globus_url_t parsed;
 	bool have_mod = false, have_url = false;
@@ -1315,13 +1250,11 @@ static int gftp_open(void **state, const char *url,
 	while (i > 0 && g->root[i - 1] == '/')
 		g->root[--i] = '\0';
 	g->opts = opts;
-	g->connect_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
-	                                             : 5000;
-	g->stall_s = opts->stall_timeout_s > 0 ? opts->stall_timeout_s : 15;
-	g->retries = opts->retries < 0 ? 0 : opts->retries == 0 ? 2
-	                                                      : opts->retries;
-	g->max_listing = opts->max_listing_bytes ? opts->max_listing_bytes
-	                                         : 128u << 20;
+	xfer_opts_limits(opts, &lim);
+	g->connect_ms = lim.connect_ms;
+	g->stall_s = lim.stall_s;
+	g->retries = lim.retries;
+	g->max_listing = lim.max_listing;
 	g->streams = opts->gridftp_streams ? opts->gridftp_streams
 	                                   : GFTP_DEFAULT_STREAMS;
 	pthread_mutex_init(&g->lock, NULL);

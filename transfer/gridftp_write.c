@@ -38,6 +38,7 @@
 #pragma GCC diagnostic pop
 
 #include "common/log.h"
+#include "transfer/gridftp_i.h"
 #include "transfer/xfer_i.h"
 
 #define GW_POOL 4
@@ -65,53 +66,20 @@ struct gw {
 /* One operation's monitor; heap-allocated so that it (and its buffers)
  * can be abandoned with a handle whose abort never completed. */
 struct gw_op {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	globus_ftp_client_handle_t *handle;
-	/* below: mu */
-	bool done;
-	globus_object_t *err;
+	struct xfer_gftp_mon m;         /* first: callbacks get the op */
+	/* below: m.mu */
 	bool busy[GW_NBUF];             /* buffer registered, not returned */
 	int inflight;
-	struct timespec progress;       /* moved by every callback */
 	globus_byte_t *bufs;            /* GW_NBUF * GW_BUFSIZE, put only */
 };
-
-static void ts_now(struct timespec *t)
-{
-	clock_gettime(CLOCK_MONOTONIC, t);
-}
-
-static void ts_add_ms(struct timespec *t, long ms)
-{
-	t->tv_sec += ms / 1000;
-	t->tv_nsec += (ms % 1000) * 1000000L;
-	if (t->tv_nsec >= 1000000000L) {
-		t->tv_sec++;
-		t->tv_nsec -= 1000000000L;
-	}
-}
-
-static bool ts_passed(const struct timespec *now, const struct timespec *t)
-{
-	return now->tv_sec > t->tv_sec ||
-	       (now->tv_sec == t->tv_sec && now->tv_nsec >= t->tv_nsec);
-}
 
 static struct gw_op *op_new(globus_ftp_client_handle_t *h)
 {
 	struct gw_op *op = calloc(1, sizeof(*op));
-	pthread_condattr_t ca;
 
 	if (!op)
 		goto out;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&op->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	pthread_mutex_init(&op->mu, NULL);
-	op->handle = h;
-	ts_now(&op->progress);
+	xfer_gftp_mon_init(&op->m, h);
 out:
 	return op;
 }
@@ -120,26 +88,9 @@ static void op_free(struct gw_op *op)
 {
 	if (!op)
 		return;
-	if (op->err)
-		globus_object_free(op->err);
+	xfer_gftp_mon_destroy(&op->m);
 	free(op->bufs);
-	pthread_mutex_destroy(&op->mu);
-	pthread_cond_destroy(&op->cv);
 	free(op);
-}
-
-static void complete_cb(void *arg, globus_ftp_client_handle_t *h,
-                        globus_object_t *err)
-{
-	struct gw_op *op = arg;
-
-	(void)h;
-	pthread_mutex_lock(&op->mu);
-	if (err && !op->err)
-		op->err = globus_object_copy(err);
-	op->done = true;
-	pthread_cond_broadcast(&op->cv);
-	pthread_mutex_unlock(&op->mu);
 }
 
 static void write_cb(void *arg, globus_ftp_client_handle_t *h,
@@ -154,20 +105,19 @@ static void write_cb(void *arg, globus_ftp_client_handle_t *h,
 	(void)length;
 	(void)offset;
 	(void)eof;
-	pthread_mutex_lock(&op->mu);
-	if (err && !op->err)
-		op->err = globus_object_copy(err);
+	pthread_mutex_lock(&op->m.mu);
+	xfer_gftp_mon_error_locked(&op->m, err);
 	i = (size_t)(buf - op->bufs) / GW_BUFSIZE;
 	if (i < GW_NBUF && op->busy[i]) {
 		op->busy[i] = false;
 		op->inflight--;
 	}
-	ts_now(&op->progress);
-	pthread_cond_broadcast(&op->cv);
-	pthread_mutex_unlock(&op->mu);
+	xfer_gftp_ts_now(&op->m.progress);
+	pthread_cond_broadcast(&op->m.cv);
+	pthread_mutex_unlock(&op->m.mu);
 }
 
-/* Waits (op->mu held) until cond() holds, the operation completed, or the
+/* Waits (op->m.mu held) until cond() holds, the operation completed, or the
  * stall deadline passes.  Returns 0 or -ETIMEDOUT. */
 static int wait_locked(struct gw *g, struct gw_op *op,
                        bool (*cond)(struct gw_op *))
@@ -176,31 +126,31 @@ static int wait_locked(struct gw *g, struct gw_op *op,
 	int rc = 0;
 
 	while (!cond(op)) {
-		deadline = op->progress;
-		ts_add_ms(&deadline, g->stall_s * 1000);
-		ts_now(&now);
-		if (ts_passed(&now, &deadline)) {
+		deadline = op->m.progress;
+		xfer_gftp_ts_add_ms(&deadline, g->stall_s * 1000);
+		xfer_gftp_ts_now(&now);
+		if (xfer_gftp_ts_passed(&now, &deadline)) {
 			rc = -ETIMEDOUT;
 			break;
 		}
-		pthread_cond_timedwait(&op->cv, &op->mu, &deadline);
+		pthread_cond_timedwait(&op->m.cv, &op->m.mu, &deadline);
 	}
 	return rc;
 }
 
 static bool is_done(struct gw_op *op)
 {
-	return op->done && op->inflight == 0;
+	return op->m.done && op->inflight == 0;
 }
 
 static bool buf_free(struct gw_op *op)
 {
-	return op->inflight < GW_NBUF || op->err != NULL || op->done;
+	return op->inflight < GW_NBUF || op->m.err != NULL || op->m.done;
 }
 
 static bool all_back(struct gw_op *op)
 {
-	return op->inflight == 0 || op->err != NULL || op->done;
+	return op->inflight == 0 || op->m.err != NULL || op->m.done;
 }
 
 /* Aborts op and waits for the library to finish with it.  -EDEADLK if it
@@ -211,33 +161,19 @@ static int abort_op(struct gw_op *op)
 	struct timespec deadline;
 	int rc = 0;
 
-	globus_ftp_client_abort(op->handle);
-	ts_now(&deadline);
-	ts_add_ms(&deadline, GW_ABORT_GRACE_S * 1000L);
-	pthread_mutex_lock(&op->mu);
-	while (!(op->done && op->inflight == 0)) {
-		if (pthread_cond_timedwait(&op->cv, &op->mu, &deadline) ==
+	globus_ftp_client_abort(op->m.handle);
+	xfer_gftp_ts_now(&deadline);
+	xfer_gftp_ts_add_ms(&deadline, GW_ABORT_GRACE_S * 1000L);
+	pthread_mutex_lock(&op->m.mu);
+	while (!(op->m.done && op->inflight == 0)) {
+		if (pthread_cond_timedwait(&op->m.cv, &op->m.mu, &deadline) ==
 		    ETIMEDOUT) {
 			rc = -EDEADLK;
 			break;
 		}
 	}
-	pthread_mutex_unlock(&op->mu);
+	pthread_mutex_unlock(&op->m.mu);
 	return rc;
-}
-
-static void flatten(const char *in, char *out, size_t cap)
-{
-	size_t n = 0;
-
-	for (; in && *in && n + 1 < cap; in++)
-		out[n++] = (*in == '\r' || *in == '\n') ? ' ' : *in;
-	out[n] = '\0';
-}
-
-static bool has(const char *text, const char *needle)
-{
-	return strcasestr(text, needle) != NULL;
 }
 
 /* The Globus server names the system error of a failed command
@@ -274,35 +210,36 @@ static int map_error(globus_object_t *err, const char *url, const char *what,
 	char text[1024];
 	int rc, prio = LOG_WARNING;
 
-	flatten(raw, text, sizeof(text));
+	xfer_gftp_flatten(raw, text, sizeof(text));
 	rc = server_errno(text);
 	if (rc < 0)
 		;
-	else if (code == 552 || code == 452 || has(text, "no space") ||
-	    has(text, "quota"))
+	else if (code == 552 || code == 452 ||
+	         xfer_gftp_has(text, "no space") || xfer_gftp_has(text, "quota"))
 		rc = -ENOSPC;
-	else if (code == 530 || has(text, "permission denied") ||
-	         has(text, "authenticat") || has(text, "credential"))
+	else if (code == 530 || xfer_gftp_has(text, "permission denied") ||
+	         xfer_gftp_has(text, "authenticat") ||
+	         xfer_gftp_has(text, "credential"))
 		rc = -EACCES;
-	else if (has(text, "not exist"))
+	else if (xfer_gftp_has(text, "not exist"))
 		rc = -ENOENT;
-	else if (has(text, "exists"))
+	else if (xfer_gftp_has(text, "exists"))
 		rc = -EEXIST;
-	else if (has(text, "not empty"))
+	else if (xfer_gftp_has(text, "not empty"))
 		rc = -ENOTEMPTY;
-	else if (has(text, "not a directory"))
+	else if (xfer_gftp_has(text, "not a directory"))
 		rc = -ENOTDIR;
-	else if (has(text, "is a directory"))
+	else if (xfer_gftp_has(text, "is a directory"))
 		rc = -EISDIR;
-	else if (code == 550 || has(text, "no such file") ||
-	         has(text, "not found"))
+	else if (code == 550 || xfer_gftp_has(text, "no such file") ||
+	         xfer_gftp_has(text, "not found"))
 		rc = -ENOENT;
 	else if (code == 0 || code / 100 == 4)
 		rc = GW_TRANSIENT;
 	else
 		rc = -EIO;
-	if (rc == GW_TRANSIENT && (has(text, "unable to connect") ||
-	                           has(text, "connection refused")))
+	if (rc == GW_TRANSIENT && (xfer_gftp_has(text, "unable to connect") ||
+	                           xfer_gftp_has(text, "connection refused")))
 		*unsent = true;
 	if (rc == -ENOENT || rc == -EEXIST)
 		prio = LOG_INFO;
@@ -320,7 +257,7 @@ static globus_ftp_client_handle_t *handle_get(struct gw *g, size_t *slot)
 	size_t i;
 
 	clock_gettime(CLOCK_REALTIME, &deadline);
-	ts_add_ms(&deadline, g->connect_ms + g->stall_s * 1000);
+	xfer_gftp_ts_add_ms(&deadline, g->connect_ms + g->stall_s * 1000);
 	pthread_mutex_lock(&g->lock);
 	for (;;) {
 		for (i = 0; i < GW_POOL; i++)
@@ -384,13 +321,13 @@ static int put_feed(struct gw *g, struct gw_op *op, struct gw_call *c)
 	int rc = 0;
 
 	while (off < c->len) {
-		pthread_mutex_lock(&op->mu);
+		pthread_mutex_lock(&op->m.mu);
 		rc = wait_locked(g, op, buf_free);
 		for (i = 0; i < GW_NBUF && op->busy[i]; i++)
 			;
-		if (rc == 0 && (op->err || op->done))
+		if (rc == 0 && (op->m.err || op->m.done))
 			rc = -EIO;   /* failed: the complete callback says why */
-		pthread_mutex_unlock(&op->mu);
+		pthread_mutex_unlock(&op->m.mu);
 		if (rc < 0)
 			goto out;
 		n = 0;
@@ -413,45 +350,45 @@ static int put_feed(struct gw *g, struct gw_op *op, struct gw_call *c)
 			}
 			n += (size_t)got;
 		}
-		pthread_mutex_lock(&op->mu);
+		pthread_mutex_lock(&op->m.mu);
 		op->busy[i] = true;
 		op->inflight++;
-		pthread_mutex_unlock(&op->mu);
+		pthread_mutex_unlock(&op->m.mu);
 		res = globus_ftp_client_register_write(
-			op->handle, op->bufs + i * GW_BUFSIZE, n,
+			op->m.handle, op->bufs + i * GW_BUFSIZE, n,
 			(globus_off_t)off, GLOBUS_FALSE, write_cb, op);
 		if (res != GLOBUS_SUCCESS) {
 			globus_object_free(globus_error_get(res));
-			pthread_mutex_lock(&op->mu);
+			pthread_mutex_lock(&op->m.mu);
 			op->busy[i] = false;
 			op->inflight--;
-			pthread_mutex_unlock(&op->mu);
+			pthread_mutex_unlock(&op->m.mu);
 			rc = -EIO;
 			goto out;
 		}
 		off += n;
 	}
 	/* Every data write back before the eof write (see the top). */
-	pthread_mutex_lock(&op->mu);
+	pthread_mutex_lock(&op->m.mu);
 	rc = wait_locked(g, op, all_back);
-	if (rc == 0 && op->err)
+	if (rc == 0 && op->m.err)
 		rc = -EIO;
 	if (rc == 0) {
 		op->busy[0] = true;
 		op->inflight++;
 	}
-	pthread_mutex_unlock(&op->mu);
+	pthread_mutex_unlock(&op->m.mu);
 	if (rc < 0)
 		goto out;
-	res = globus_ftp_client_register_write(op->handle, op->bufs, 0,
+	res = globus_ftp_client_register_write(op->m.handle, op->bufs, 0,
 	                                       (globus_off_t)c->len,
 	                                       GLOBUS_TRUE, write_cb, op);
 	if (res != GLOBUS_SUCCESS) {
 		globus_object_free(globus_error_get(res));
-		pthread_mutex_lock(&op->mu);
+		pthread_mutex_lock(&op->m.mu);
 		op->busy[0] = false;
 		op->inflight--;
-		pthread_mutex_unlock(&op->mu);
+		pthread_mutex_unlock(&op->m.mu);
 		rc = -EIO;
 	}
 out:
@@ -485,7 +422,7 @@ static int attempt(struct gw *g, struct gw_call *c)
 	}
 	have_attr = true;
 	/* The first reply may need a new control connection. */
-	ts_add_ms(&op->progress, g->connect_ms);
+	xfer_gftp_ts_add_ms(&op->m.progress, g->connect_ms);
 	switch (c->kind) {
 	case GW_PUT:
 		op->bufs = malloc((size_t)GW_NBUF * GW_BUFSIZE);
@@ -494,27 +431,27 @@ static int attempt(struct gw *g, struct gw_call *c)
 			goto out_handle;
 		}
 		res = globus_ftp_client_put(h, c->url, &oattr, NULL,
-		                            complete_cb, op);
+		                            xfer_gftp_complete_cb, op);
 		break;
 	case GW_MKDIR:
-		res = globus_ftp_client_mkdir(h, c->url, &oattr, complete_cb,
-		                              op);
+		res = globus_ftp_client_mkdir(h, c->url, &oattr,
+		                              xfer_gftp_complete_cb, op);
 		break;
 	case GW_RMDIR:
-		res = globus_ftp_client_rmdir(h, c->url, &oattr, complete_cb,
-		                              op);
+		res = globus_ftp_client_rmdir(h, c->url, &oattr,
+		                              xfer_gftp_complete_cb, op);
 		break;
 	case GW_DELETE:
-		res = globus_ftp_client_delete(h, c->url, &oattr, complete_cb,
-		                               op);
+		res = globus_ftp_client_delete(h, c->url, &oattr,
+		                               xfer_gftp_complete_cb, op);
 		break;
 	case GW_MOVE:
 		res = globus_ftp_client_move(h, c->url, c->url2, &oattr,
-		                             complete_cb, op);
+		                             xfer_gftp_complete_cb, op);
 		break;
 	default:
 		res = globus_ftp_client_utime(h, c->url, &c->tm, &oattr,
-		                              complete_cb, op);
+		                              xfer_gftp_complete_cb, op);
 		break;
 	}
 	if (res != GLOBUS_SUCCESS) {
@@ -529,9 +466,9 @@ static int attempt(struct gw *g, struct gw_call *c)
 	if (c->kind == GW_PUT)
 		rc = put_feed(g, op, c);
 	if (rc == 0) {
-		pthread_mutex_lock(&op->mu);
+		pthread_mutex_lock(&op->m.mu);
 		rc = wait_locked(g, op, is_done);
-		pthread_mutex_unlock(&op->mu);
+		pthread_mutex_unlock(&op->m.mu);
 	}
 	if (rc < 0) {
 		if (rc == -ETIMEDOUT)
@@ -551,10 +488,10 @@ static int attempt(struct gw *g, struct gw_call *c)
 			goto out_handle;
 		}
 	}
-	if (op->err) {
+	if (op->m.err) {
 		bool unsent = false;
 
-		rc = map_error(op->err, c->url, c->what, &unsent);
+		rc = map_error(op->m.err, c->url, c->what, &unsent);
 		if (!unsent)
 			c->unsent = false;
 	} else if (rc == -ETIMEDOUT || rc == -EIO) {
@@ -742,6 +679,7 @@ static void gw_close(void *state)
 static int gw_open(void **state, void *rstate, const char *url,
                    const struct xfer_opts *opts)
 {
+	struct xfer_limits lim;
 	struct gw *g;
 	size_t n;
 	int rc = 0;
@@ -763,11 +701,10 @@ static int gw_open(void **state, void *rstate, const char *url,
 	while (n > 0 && g->root[n - 1] == '/')
 		g->root[--n] = '\0';
 	g->rstate = rstate;
-	g->connect_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
-	                                             : 5000;
-	g->stall_s = opts->stall_timeout_s > 0 ? opts->stall_timeout_s : 15;
-	g->retries = opts->retries < 0 ? 0 : opts->retries == 0 ? 2
-	                                                      : opts->retries;
+	xfer_opts_limits(opts, &lim);
+	g->connect_ms = lim.connect_ms;
+	g->stall_s = lim.stall_s;
+	g->retries = lim.retries;
 	g->verbose = opts->verbose != 0;
 	pthread_mutex_init(&g->lock, NULL);
 	pthread_cond_init(&g->freed, NULL);

@@ -32,7 +32,7 @@
  * HTTPS: peer and host verification stay on.  DMSFS_CA_FILE, if set when
  * the source is opened, names a CA bundle to use instead of the system's.
  */
-#include "transfer/xfer_i.h"
+#include "transfer/http_i.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -43,14 +43,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "common/log.h"
 
-#define HTTP_IDLE_MAX        32
-#define HTTP_MAX_PROXIES     32
 #define HTTP_PROXY_COOL_MS   30000
 #define HTTP_ERRBODY_MAX     65536      /* error page bytes read, then abort */
+#define HTTP_UPLOAD_BUF      (256 * 1024)
 #define HTTP_HEADER_MAX      256        /* Content-Range, ETag we look at */
 #define HTTP_BACKOFF_MS      100        /* first retry delay; x4 each time */
 #define HTTP_BACKOFF_MAX_MS  2000
@@ -62,71 +62,6 @@ static const char propfind_body[] =
 	"<D:resourcetype/><D:getcontentlength/><D:getlastmodified/>"
 	"<D:getetag/>"
 	"</D:prop></D:propfind>\n";
-
-struct http_proxy {
-	char *url;                 /* NULL: DIRECT */
-	size_t group;
-	int64_t down_until_ms;     /* 0 when up; protected by proxy_lock */
-};
-
-struct http {
-	char *root;                /* source URL, no trailing '/' */
-	const struct xfer_opts *opts; /* outlive the state; for deadlines */
-	char *ca_file;             /* DMSFS_CA_FILE at open, or NULL */
-	long connect_ms, stall_s;
-	int retries;
-	size_t max_listing;
-	bool verbose;
-
-	CURLSH *share;
-	pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
-
-	pthread_mutex_t pool_lock;
-	CURL *idle[HTTP_IDLE_MAX]; /* protected by pool_lock */
-	size_t nidle;              /* protected by pool_lock */
-
-	pthread_mutex_t proxy_lock;
-	struct http_proxy proxy[HTTP_MAX_PROXIES]; /* down_until_ms: lock */
-	size_t nproxy, ngroup;     /* read-only after open */
-	unsigned rr;               /* round-robin counter; proxy_lock */
-};
-
-enum http_kind { HTTP_GET, HTTP_PROPFIND };
-
-/* One request: what was asked, and what the current try saw. */
-struct http_req {
-	struct http *h;
-	CURL *c;
-	enum http_kind kind;
-	const char *url;
-	const char *what;          /* "GET", "PROPFIND" for logs */
-	const struct http_proxy *via; /* proxy of the current try, or NULL */
-	char errbuf[CURL_ERROR_SIZE];
-	struct curl_slist *headers;
-	int64_t start_ms;          /* monotonic, when the first try began */
-	int64_t deadline_ms;       /* monotonic: no try goes past it */
-	bool paced;                /* must also keep the pace (PROPFIND) */
-	bool late;                 /* stopped by its deadline or pace */
-
-	/* per try */
-	long status;
-	int err;                   /* verdict from a callback, 0 if none */
-	bool checked;              /* status/headers looked at */
-	bool is_data;              /* body is the answer (206/200, 207) */
-	size_t discard;            /* bytes of an error page skipped */
-
-	/* GET */
-	const struct xfer_attr *expect;
-	uint64_t offset;
-	size_t len, got;
-	char *buf;
-	char range[48];
-
-	/* PROPFIND */
-	int depth;
-	struct xfer_propfind *pf;
-	struct xfer_propfind_result res; /* valid when run() returned 0 */
-};
 
 static int64_t now_ms(void)
 {
@@ -141,7 +76,7 @@ static int64_t now_ms(void)
 static void share_lock(CURL *c, curl_lock_data d, curl_lock_access a,
                        void *u)
 {
-	struct http *h = u;
+	struct xfer_http *h = u;
 
 	if ((unsigned)d < CURL_LOCK_DATA_LAST)
 		pthread_mutex_lock(&h->share_lock[d]);
@@ -149,13 +84,13 @@ static void share_lock(CURL *c, curl_lock_data d, curl_lock_access a,
 
 static void share_unlock(CURL *c, curl_lock_data d, void *u)
 {
-	struct http *h = u;
+	struct xfer_http *h = u;
 
 	if ((unsigned)d < CURL_LOCK_DATA_LAST)
 		pthread_mutex_unlock(&h->share_lock[d]);
 }
 
-static CURL *pool_get(struct http *h)
+static CURL *pool_get(struct xfer_http *h)
 {
 	CURL *c = NULL;
 
@@ -168,7 +103,7 @@ static CURL *pool_get(struct http *h)
 	return c;
 }
 
-static void pool_put(struct http *h, CURL *c)
+static void pool_put(struct xfer_http *h, CURL *c)
 {
 	pthread_mutex_lock(&h->pool_lock);
 	if (h->nidle < HTTP_IDLE_MAX) {
@@ -182,7 +117,7 @@ static void pool_put(struct http *h, CURL *c)
 
 /* ---- proxies ------------------------------------------------------------ */
 
-static int proxies_parse(struct http *h, const char *spec)
+static int proxies_parse(struct xfer_http *h, const char *spec)
 {
 	const char *p = spec, *end;
 	size_t n;
@@ -203,7 +138,7 @@ static int proxies_parse(struct http *h, const char *spec)
 		while (n && p[n - 1] == ' ')
 			n--;
 		if (n) {
-			struct http_proxy *px;
+			struct xfer_http_proxy *px;
 
 			if (h->nproxy == HTTP_MAX_PROXIES) {
 				dms_log(LOG_ERR, "transfer: more than %d proxies",
@@ -242,7 +177,7 @@ out:
 /* Order of proxies for one attempt: usable ones group by group, each
  * group rotated by a shared counter (load balancing); then the cooled-down
  * ones, soonest back first, tried anyway rather than failing at once. */
-static size_t proxy_order(struct http *h, size_t *order)
+static size_t proxy_order(struct xfer_http *h, size_t *order)
 {
 	size_t n = 0, g, i, j, cnt, first, start;
 	int64_t now = now_ms();
@@ -282,10 +217,10 @@ static size_t proxy_order(struct http *h, size_t *order)
 	return n;
 }
 
-static void proxy_mark(struct http *h, const struct http_proxy *px, bool ok,
-                       const char *why)
+static void proxy_mark(struct xfer_http *h, const struct xfer_http_proxy *px,
+                       bool ok, const char *why)
 {
-	struct http_proxy *p = (struct http_proxy *)px;
+	struct xfer_http_proxy *p = (struct xfer_http_proxy *)px;
 	int64_t was;
 
 	pthread_mutex_lock(&h->proxy_lock);
@@ -343,7 +278,7 @@ static const char *etag_core(const char *e)
 
 /* ETag of the reply against the one the caller knows: -ESTALE if both
  * exist and differ. */
-static int check_etag(struct http_req *r)
+static int check_etag(struct xfer_http_req *r)
 {
 	char etag[HTTP_HEADER_MAX];
 	int rc = 0;
@@ -367,7 +302,7 @@ out:
  * one-second resolution, so it is compared in whole seconds; a replacement
  * within the same second and of the same size is not seen here (README).
  * A Last-Modified that does not parse is no validator, as in listings. */
-static int check_validators(struct http_req *r)
+static int check_validators(struct xfer_http_req *r)
 {
 	char lm[HTTP_HEADER_MAX];
 	int64_t t;
@@ -417,7 +352,7 @@ out:
 /* Decides, before the first body byte is taken, whether the body of a GET
  * is the data asked for.  1: not a data reply (judged by its status after
  * the transfer); 0: take it; -errno: abort the transfer with that. */
-static int get_check(struct http_req *r)
+static int get_check(struct xfer_http_req *r)
 {
 	char hv[HTTP_HEADER_MAX];
 	uint64_t a, b, total;
@@ -483,14 +418,14 @@ out:
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 {
-	struct http_req *r = arg;
+	struct xfer_http_req *r = arg;
 	size_t n = size * nmemb, taken = 0;   /* < n aborts the transfer */
 	int rc;
 
 	if (!r->checked) {
 		r->checked = true;
 		curl_easy_getinfo(r->c, CURLINFO_RESPONSE_CODE, &r->status);
-		if (r->kind == HTTP_GET) {
+		if (r->kind == XFER_HTTP_GET) {
 			rc = get_check(r);
 			if (rc < 0) {
 				r->err = rc;
@@ -498,7 +433,9 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 			}
 			r->is_data = rc == 0;
 		} else {
-			r->is_data = r->status == 207;
+			/* A write's reply is a short status page at most. */
+			r->is_data = r->kind == XFER_HTTP_PROPFIND &&
+			             r->status == 207;
 		}
 	}
 	if (!r->is_data) {
@@ -509,7 +446,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 			taken = n;
 		goto out;
 	}
-	if (r->kind == HTTP_PROPFIND) {
+	if (r->kind == XFER_HTTP_PROPFIND) {
 		rc = xfer_propfind_feed(r->pf, data, n);
 		if (rc < 0)
 			r->err = rc;
@@ -532,11 +469,44 @@ out:
 	return taken;
 }
 
+static size_t on_read(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct xfer_http_req *r = arg;
+	size_t cap = size * nitems;
+	uint64_t left = r->ulen - r->upos;
+	ssize_t got;
+
+	if (left == 0)
+		return 0;
+	if (cap > left)
+		cap = (size_t)left;
+	got = r->src(r->arg, buf, cap, r->upos);
+	if (got < 0 || got == 0 || (size_t)got > cap) {
+		r->err = got < 0 ? (int)got : -EIO;
+		dms_log(LOG_ERR, "transfer: PUT %s: reading the upload at %"
+		        PRIu64 " of %" PRIu64 ": %s", r->url, r->upos, r->ulen,
+		        got < 0 ? strerror((int)-got) : "source ended early");
+		return CURL_READFUNC_ABORT;
+	}
+	r->upos += (uint64_t)got;
+	return (size_t)got;
+}
+
+static int on_seek(void *arg, curl_off_t off, int origin)
+{
+	struct xfer_http_req *r = arg;
+
+	if (origin != SEEK_SET || off < 0 || (uint64_t)off > r->ulen)
+		return CURL_SEEKFUNC_FAIL;
+	r->upos = (uint64_t)off;
+	return CURL_SEEKFUNC_OK;
+}
+
 /* ---- one try, one attempt ----------------------------------------------- */
 
 /* Whether r has passed its deadline, or (paced) fell behind min_rate with
  * received bytes so far.  Marks it late. */
-static bool req_late(struct http_req *r, uint64_t received)
+static bool req_late(struct xfer_http_req *r, uint64_t received)
 {
 	int64_t now = now_ms();
 
@@ -550,25 +520,27 @@ static bool req_late(struct http_req *r, uint64_t received)
 static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
                        curl_off_t ultotal, curl_off_t ulnow)
 {
-	struct http_req *r = arg;
+	struct xfer_http_req *r = arg;
 
 	/* Non-zero aborts the transfer (CURLE_ABORTED_BY_CALLBACK). */
 	return req_late(r, dlnow > 0 ? (uint64_t)dlnow : 0);
 }
 
-static void log_late(struct http_req *r, uint64_t received)
+static void log_late(struct xfer_http_req *r, uint64_t received)
 {
 	const struct xfer_opts *o = r->h->opts;
 
 	dms_log(LOG_ERR, "transfer: %s %s%s%s: %s after %.1f s (deadline "
 	        "%.1f s: connect_timeout + %s at min_rate %zu B/s), %llu "
 	        "bytes received -> %s", r->what, r->url,
-	        r->kind == HTTP_GET ? " bytes " : "",
-	        r->kind == HTTP_GET ? r->range : "",
+	        r->kind == XFER_HTTP_GET ? " bytes " : "",
+	        r->kind == XFER_HTTP_GET ? r->range : "",
 	        r->paced ? "slower than min_rate" : "deadline passed",
 	        (double)(now_ms() - r->start_ms) / 1000.0,
 	        (double)(r->deadline_ms - r->start_ms) / 1000.0,
-	        r->paced ? "max_listing" : "the bytes asked",
+	        r->paced ? "max_listing" : r->kind == XFER_HTTP_GET
+	        ? "the bytes asked" : r->upload ? "the bytes sent"
+	        : "stall_timeout",
 	        o->min_rate ? o->min_rate : (size_t)64 << 10,
 	        (unsigned long long)received, strerror(EHOSTDOWN));
 }
@@ -577,9 +549,9 @@ static void log_late(struct http_req *r, uint64_t received)
 	do { if (curl_easy_setopt(c, opt, val) != CURLE_OK) bad = true; } \
 	while (0)
 
-static int req_setup(struct http_req *r)
+static int req_setup(struct xfer_http_req *r)
 {
-	struct http *h = r->h;
+	struct xfer_http *h = r->h;
 	CURL *c = r->c;
 	bool bad = false;
 	int rc = 0;
@@ -614,8 +586,21 @@ static int req_setup(struct http_req *r)
 	SET(CURLOPT_NOPROXY, "");
 	if (h->ca_file)
 		SET(CURLOPT_CAINFO, h->ca_file);
-	if (r->kind == HTTP_GET) {
+	if (r->kind == XFER_HTTP_GET) {
 		SET(CURLOPT_RANGE, r->range);
+	} else if (r->kind == XFER_HTTP_WRITE) {
+		SET(CURLOPT_HTTPHEADER, r->headers);
+		if (r->upload) {
+			SET(CURLOPT_UPLOAD, 1L);
+			SET(CURLOPT_READFUNCTION, on_read);
+			SET(CURLOPT_READDATA, r);
+			SET(CURLOPT_SEEKFUNCTION, on_seek);
+			SET(CURLOPT_SEEKDATA, r);
+			SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->ulen);
+			SET(CURLOPT_UPLOAD_BUFFERSIZE, (long)HTTP_UPLOAD_BUF);
+		} else {
+			SET(CURLOPT_CUSTOMREQUEST, r->what);
+		}
 	} else {
 		SET(CURLOPT_CUSTOMREQUEST, "PROPFIND");
 		SET(CURLOPT_HTTPHEADER, r->headers);
@@ -635,7 +620,7 @@ static int req_setup(struct http_req *r)
 
 #undef SET
 
-static int try_reset(struct http_req *r)
+static int try_reset(struct xfer_http_req *r)
 {
 	int rc = 0;
 
@@ -645,7 +630,8 @@ static int try_reset(struct http_req *r)
 	r->is_data = false;
 	r->discard = 0;
 	r->got = 0;
-	if (r->kind == HTTP_PROPFIND) {
+	r->upos = 0;
+	if (r->kind == XFER_HTTP_PROPFIND) {
 		xfer_propfind_free(r->pf);
 		r->pf = NULL;
 		rc = xfer_propfind_new(&r->pf, r->url, r->depth,
@@ -655,7 +641,7 @@ static int try_reset(struct http_req *r)
 }
 
 /* Whether a try failed because of its proxy rather than the origin. */
-static bool proxy_at_fault(struct http_req *r, CURLcode cc, char *why,
+static bool proxy_at_fault(struct xfer_http_req *r, CURLcode cc, char *why,
                            size_t cap)
 {
 	long cstatus = 0;
@@ -697,16 +683,18 @@ out:
 }
 
 /* One attempt: through the proxies in turn until one is not at fault. */
-static CURLcode attempt(struct http_req *r, int *rc)
+static CURLcode attempt(struct xfer_http_req *r, int *rc)
 {
-	struct http *h = r->h;
+	struct xfer_http *h = r->h;
 	size_t order[HTTP_MAX_PROXIES], n, k;
 	CURLcode cc = CURLE_COULDNT_CONNECT;
 	char why[CURL_ERROR_SIZE + 128];
 
-	n = proxy_order(h, order);
+	/* Writes go DIRECT (http_write.c says why). */
+	n = r->kind == XFER_HTTP_WRITE ? 1 : proxy_order(h, order);
 	for (k = 0; k < n; k++) {
-		r->via = &h->proxy[order[k]];
+		r->via = r->kind == XFER_HTTP_WRITE ? NULL
+		                                    : &h->proxy[order[k]];
 		*rc = try_reset(r);
 		if (*rc == 0)
 			*rc = req_setup(r);
@@ -714,16 +702,19 @@ static CURLcode attempt(struct http_req *r, int *rc)
 			break;
 		if (h->verbose)
 			dms_log(LOG_DEBUG, "transfer: %s %s%s%s%s%s", r->what,
-			        r->url, r->kind == HTTP_GET ? " bytes " : "",
-			        r->kind == HTTP_GET ? r->range : "",
-			        r->via->url ? " via " : "",
-			        r->via->url ? r->via->url : "");
+			        r->url, r->kind == XFER_HTTP_GET ? " bytes " : "",
+			        r->kind == XFER_HTTP_GET ? r->range : "",
+			        r->via && r->via->url ? " via " : "",
+			        r->via && r->via->url ? r->via->url : "");
 		cc = curl_easy_perform(r->c);
+		if (cc != CURLE_COULDNT_CONNECT &&
+		    cc != CURLE_COULDNT_RESOLVE_HOST)
+			r->sent = true;
 		if (!r->status)
 			curl_easy_getinfo(r->c, CURLINFO_RESPONSE_CODE,
 			                  &r->status);
 		if (!proxy_at_fault(r, cc, why, sizeof(why))) {
-			if (r->via->url)
+			if (r->via && r->via->url)
 				proxy_mark(h, r->via, true, NULL);
 			break;
 		}
@@ -754,7 +745,7 @@ static bool transient_curl(CURLcode cc)
 	}
 }
 
-static void log_fail(int prio, struct http_req *r, CURLcode cc, int rc,
+static void log_fail(int prio, struct xfer_http_req *r, CURLcode cc, int rc,
                      const char *note)
 {
 	char curl[CURL_ERROR_SIZE + 128] = "";
@@ -765,15 +756,56 @@ static void log_fail(int prio, struct http_req *r, CURLcode cc, int rc,
 		         r->errbuf[0] ? " (" : "", r->errbuf,
 		         r->errbuf[0] ? ")" : "");
 	dms_log(prio, "transfer: %s %s%s%s%s%s: HTTP %ld%s -> %s%s", r->what,
-	        r->url, r->kind == HTTP_GET ? " bytes " : "",
-	        r->kind == HTTP_GET ? r->range : "",
+	        r->url, r->kind == XFER_HTTP_GET ? " bytes " : "",
+	        r->kind == XFER_HTTP_GET ? r->range : "",
 	        r->via && r->via->url ? " via " : "",
 	        r->via && r->via->url ? r->via->url : "", r->status, curl,
 	        strerror(-rc), note);
 }
 
+/* The statuses a write answer means otherwise than a read's: true when
+ * *rc holds the verdict (logged). */
+static bool write_status(struct xfer_http_req *r, CURLcode cc, int *rc)
+{
+	bool done = true;
+
+	*rc = 0;
+	if (r->status >= 200 && r->status <= 299)
+		goto out;
+	if (r->status_eexist && r->status == r->status_eexist) {
+		*rc = -EEXIST;
+		log_fail(LOG_INFO, r, cc, *rc, "");
+		goto out;
+	}
+	switch (r->status) {
+	case 409:   /* a missing parent */
+		*rc = -ENOENT;
+		log_fail(LOG_INFO, r, cc, *rc, "");
+		break;
+	case 423:
+		*rc = -EACCES;
+		log_fail(LOG_WARNING, r, cc, *rc, "");
+		break;
+	case 413:
+	case 507:
+		*rc = -ENOSPC;
+		log_fail(LOG_WARNING, r, cc, *rc, " (origin full or over "
+		         "quota)");
+		break;
+	case 416:
+		*rc = -EIO;
+		log_fail(LOG_ERR, r, cc, *rc, " (unexpected status)");
+		break;
+	default:
+		done = false;
+		break;
+	}
+out:
+	return done;
+}
+
 /* The verdict on a finished try.  *transient: worth another attempt. */
-static int judge(struct http_req *r, CURLcode cc, bool *transient,
+static int judge(struct xfer_http_req *r, CURLcode cc, bool *transient,
                  bool *short_body)
 {
 	char loc[HTTP_HEADER_MAX];
@@ -797,7 +829,10 @@ static int judge(struct http_req *r, CURLcode cc, bool *transient,
 			rc = -ENOMEM;
 		} else if (transient_curl(cc)) {
 			*transient = true;
-			*short_body = cc == CURLE_PARTIAL_FILE;
+			/* A read's body cut short is a wrong answer; a
+			 * write's reply is only its status. */
+			*short_body = cc == CURLE_PARTIAL_FILE &&
+			              r->kind != XFER_HTTP_WRITE;
 			rc = *short_body ? -EIO : -EHOSTDOWN;
 		} else {
 			rc = -EIO;
@@ -806,7 +841,7 @@ static int judge(struct http_req *r, CURLcode cc, bool *transient,
 			log_fail(LOG_ERR, r, cc, rc, "");
 		goto out;
 	}
-	if (r->kind == HTTP_GET && (r->status == 206 || r->status == 200)) {
+	if (r->kind == XFER_HTTP_GET && (r->status == 206 || r->status == 200)) {
 		if (!r->checked) {   /* empty body: nothing checked yet */
 			r->checked = true;
 			rc = get_check(r);
@@ -823,10 +858,12 @@ static int judge(struct http_req *r, CURLcode cc, bool *transient,
 		}
 		goto out;
 	}
-	if (r->kind == HTTP_PROPFIND && r->status == 207) {
+	if (r->kind == XFER_HTTP_PROPFIND && r->status == 207) {
 		rc = xfer_propfind_finish(r->pf, &r->res);
 		goto out;
 	}
+	if (r->kind == XFER_HTTP_WRITE && write_status(r, cc, &rc))
+		goto out;
 	switch (r->status) {
 	case 404:
 	case 410:
@@ -897,7 +934,7 @@ static const char *status_text(long status)
  * the server answered, or what kept it from answering, and what to do.
  * Failures decided while parsing a reply were noted where they were
  * found. */
-static void http_note(struct http_req *r, CURLcode cc)
+static void http_note(struct xfer_http_req *r, CURLcode cc)
 {
 	char hp[300], via[300] = "", loc[HTTP_HEADER_MAX];
 	curl_off_t total = 0, conn = 0;
@@ -1006,10 +1043,53 @@ static void sleep_ms(long ms)
 		;
 }
 
-/* Runs r with retries on transient failures.  Returns 0 or -errno. */
-static int run(struct http_req *r)
+static int http_stat(void *state, const char *path, struct xfer_attr *attr);
+
+/* nginx answers a PUT into a missing folder (create_full_put_path off)
+ * with a bare 500, which would be retried as a server fault; one PROPFIND
+ * of the parent tells the two apart.  0 if the parent is a folder. */
+static int parent_check(struct xfer_http_req *r)
 {
-	struct http *h = r->h;
+	struct xfer_attr a;
+	char *parent = strdup(r->path), *slash;
+	int rc;
+
+	if (!parent) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	slash = strrchr(parent, '/');
+	slash[slash == parent ? 1 : 0] = '\0';
+	rc = http_stat(r->h, parent, &a);
+	if (rc == 0 && !S_ISDIR(a.mode))
+		rc = -ENOTDIR;
+	if (rc == -ENOENT || rc == -ENOTDIR)
+		log_fail(LOG_INFO, r, CURLE_OK, rc, " (parent folder)");
+out:
+	free(parent);
+	return rc;
+}
+
+/* The overall time for r, all tries included. */
+static long req_budget_ms(const struct xfer_http_req *r)
+{
+	const struct xfer_http *h = r->h;
+	long ms;
+
+	if (r->kind == XFER_HTTP_GET)
+		ms = xfer_opts_deadline_ms(h->opts, r->len);
+	else if (r->kind == XFER_HTTP_PROPFIND)
+		ms = xfer_opts_deadline_ms(h->opts, h->max_listing);
+	else if (r->upload)
+		ms = xfer_opts_deadline_ms(h->opts, r->ulen);
+	else   /* no body: the server's answer may take a stall timeout */
+		ms = xfer_opts_deadline_ms(h->opts, 0) + h->stall_s * 1000;
+	return ms;
+}
+
+int xfer_http_run(struct xfer_http_req *r)
+{
+	struct xfer_http *h = r->h;
 	bool transient, short_body;
 	long delay = HTTP_BACKOFF_MS;
 	/* A probe asks once: it must say what is wrong, quickly. */
@@ -1018,8 +1098,7 @@ static int run(struct http_req *r)
 	int rc, i;
 
 	r->start_ms = now_ms();
-	r->deadline_ms = r->start_ms + xfer_opts_deadline_ms(
-		h->opts, r->kind == HTTP_GET ? r->len : h->max_listing);
+	r->deadline_ms = r->start_ms + req_budget_ms(r);
 	/* First contact: a host that accepts and never answers is reported
 	 * within this bound, not after every retry's stall timeout. */
 	if (xfer_probing() &&
@@ -1028,7 +1107,7 @@ static int run(struct http_req *r)
 		                 XFER_PROBE_GRACE_MS;
 	/* A probe has its own overall bound, and must be able to say "no
 	 * answer after N s" rather than "too slow". */
-	r->paced = r->kind == HTTP_PROPFIND && !xfer_probing();
+	r->paced = r->kind == XFER_HTTP_PROPFIND && !xfer_probing();
 	r->c = pool_get(h);
 	if (!r->c) {
 		rc = -ENOMEM;
@@ -1046,6 +1125,14 @@ static int run(struct http_req *r)
 		}
 		if (!transient)
 			break;
+		if (r->upload && i == 0 && r->status == 500) {
+			int prc = parent_check(r);
+
+			if (prc == -ENOENT || prc == -ENOTDIR) {
+				rc = prc;
+				break;
+			}
+		}
 		if (now_ms() + delay >= r->deadline_ms) {
 			/* No time left for another try. */
 			r->late = true;
@@ -1069,6 +1156,9 @@ static int run(struct http_req *r)
 	}
 	if (rc < 0 && xfer_probing())
 		http_note(r, cc);
+	/* Nothing was changed: the write may move to the next source. */
+	if (rc == -EHOSTDOWN && r->kind == XFER_HTTP_WRITE && !r->sent)
+		rc = -ENOTCONN;
 	pool_put(h, r->c);
 	r->c = NULL;
 out:
@@ -1079,7 +1169,7 @@ out:
 
 static void http_close(void *state)
 {
-	struct http *h = state;
+	struct xfer_http *h = state;
 	size_t i;
 
 	if (!h)
@@ -1104,7 +1194,8 @@ static int http_open(void **state, const char *url,
                      const struct xfer_opts *opts)
 {
 	static const struct xfer_opts none;
-	struct http *h;
+	struct xfer_limits lim;
+	struct xfer_http *h;
 	const char *ca;
 	size_t i;
 	int rc = 0;
@@ -1122,13 +1213,11 @@ static int http_open(void **state, const char *url,
 		pthread_mutex_init(&h->share_lock[i], NULL);
 	pthread_mutex_init(&h->pool_lock, NULL);
 	pthread_mutex_init(&h->proxy_lock, NULL);
-	h->connect_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
-	                                             : 5000;
-	h->stall_s = opts->stall_timeout_s > 0 ? opts->stall_timeout_s : 15;
-	h->retries = opts->retries < 0 ? 0 : opts->retries == 0 ? 2
-	                                   : opts->retries;
-	h->max_listing = opts->max_listing_bytes ? opts->max_listing_bytes
-	                                         : (size_t)128 << 20;
+	xfer_opts_limits(opts, &lim);
+	h->connect_ms = lim.connect_ms;
+	h->stall_s = lim.stall_s;
+	h->retries = lim.retries;
+	h->max_listing = lim.max_listing;
 	h->verbose = opts->verbose != 0;
 	h->opts = opts;
 	h->root = strdup(url);
@@ -1170,8 +1259,8 @@ out:
 
 /* PROPFIND of path at depth; on success r->res holds the result (the
  * caller frees r->res.children). */
-static int propfind(struct http *h, const char *path, int depth,
-                    struct http_req *r)
+static int propfind(struct xfer_http *h, const char *path, int depth,
+                    struct xfer_http_req *r)
 {
 	struct curl_slist *hl;
 	char *url;
@@ -1179,7 +1268,7 @@ static int propfind(struct http *h, const char *path, int depth,
 
 	memset(r, 0, sizeof(*r));
 	r->h = h;
-	r->kind = HTTP_PROPFIND;
+	r->kind = XFER_HTTP_PROPFIND;
 	r->what = "PROPFIND";
 	r->depth = depth;
 	/* A collection is asked for as ".../", as WebDAV clients do. */
@@ -1202,7 +1291,7 @@ static int propfind(struct http *h, const char *path, int depth,
 		rc = -ENOMEM;
 		goto out_url;
 	}
-	rc = run(r);
+	rc = xfer_http_run(r);
 out_url:
 	curl_slist_free_all(r->headers);
 	r->headers = NULL;
@@ -1216,7 +1305,7 @@ out:
 
 static int http_stat(void *state, const char *path, struct xfer_attr *attr)
 {
-	struct http_req r;
+	struct xfer_http_req r;
 	int rc;
 
 	rc = propfind(state, path, 0, &r);
@@ -1229,7 +1318,7 @@ static int http_stat(void *state, const char *path, struct xfer_attr *attr)
 static int http_list(void *state, const char *path, xfer_entry_fn fn,
                      void *arg)
 {
-	struct http_req r;
+	struct xfer_http_req r;
 	int rc;
 
 	rc = propfind(state, path, 1, &r);
@@ -1243,8 +1332,8 @@ static int http_read(void *state, const char *path,
                      const struct xfer_attr *expect, uint64_t offset,
                      size_t len, void *buf, size_t *done)
 {
-	struct http *h = state;
-	struct http_req r;
+	struct xfer_http *h = state;
+	struct xfer_http_req r;
 	char *url = NULL;
 	int rc = 0;
 
@@ -1253,7 +1342,7 @@ static int http_read(void *state, const char *path,
 		goto out;
 	memset(&r, 0, sizeof(r));
 	r.h = h;
-	r.kind = HTTP_GET;
+	r.kind = XFER_HTTP_GET;
 	r.what = "GET";
 	r.expect = expect;
 	r.offset = offset;
@@ -1269,7 +1358,7 @@ static int http_read(void *state, const char *path,
 		goto out;
 	}
 	r.url = url;
-	rc = run(&r);
+	rc = xfer_http_run(&r);
 	/* The body is taken in order after its headers were checked: what
 	 * the last try got before its deadline is the source's. */
 	*done = rc == -EHOSTDOWN && r.late ? r.got : 0;

@@ -278,6 +278,17 @@ void xfer_close(struct xfer *x)
 	free(x);
 }
 
+void xfer_opts_limits(const struct xfer_opts *opts, struct xfer_limits *l)
+{
+	l->connect_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms
+	                                             : XFER_DEFAULT_CONNECT_MS;
+	l->stall_s = opts->stall_timeout_s > 0 ? opts->stall_timeout_s : 15;
+	l->retries = opts->retries < 0 ? 0 : opts->retries == 0 ? 2
+	                                   : opts->retries;
+	l->max_listing = opts->max_listing_bytes ? opts->max_listing_bytes
+	                                         : (size_t)128 << 20;
+}
+
 long xfer_opts_deadline_ms(const struct xfer_opts *opts, uint64_t bytes)
 {
 	long connect = opts && opts->connect_timeout_ms > 0
@@ -441,20 +452,35 @@ static void probe_collect(const struct xfer_source *s, int rc, char *why,
 		snprintf(why + n, cap - n, "%s: %s", s->url, strerror(-rc));
 }
 
+/* A path a caller may pass: absolute and within XFER_MAX_PATH. */
+static bool path_ok(const char *path)
+{
+	return path && path[0] == '/' &&
+	       strnlen(path, XFER_MAX_PATH + 1) <= XFER_MAX_PATH;
+}
+
+/* 0 if path (and to, if two) may be passed, else -EINVAL (logged). */
+static int paths_check(const char *path, bool two, const char *to)
+{
+	int rc = 0;
+
+	if (!path_ok(path) || (two && !path_ok(to))) {
+		dms_log(LOG_ERR, "transfer: invalid path \"%.64s\"",
+		        path ? path : "(null)");
+		rc = -EINVAL;
+	}
+	return rc;
+}
+
 static int run_call(struct xfer *x, struct xfer_call *c, char *why,
                     size_t cap)
 {
 	size_t order[XFER_MAX_SOURCES], n, k;
-	int rc = -EHOSTDOWN;
 	bool saw_eio = false;
+	int rc = paths_check(c->path, false, NULL);
 
-	if (!c->path || c->path[0] != '/' ||
-	    strnlen(c->path, XFER_MAX_PATH + 1) > XFER_MAX_PATH) {
-		dms_log(LOG_ERR, "transfer: invalid path \"%.64s\"",
-		        c->path ? c->path : "(null)");
-		rc = -EINVAL;
+	if (rc < 0)
 		goto out;
-	}
 	n = source_order(x, order);
 	for (k = 0; k < n; k++) {
 		size_t i = order[k];
@@ -690,17 +716,11 @@ out:
 int xfer_run_write(struct xfer *x, const struct xfer_wcall *c)
 {
 	size_t order[XFER_MAX_SOURCES], n, k;
-	int rc = -EHOSTDOWN, changed;
+	int rc = paths_check(c->path, c->op == XFER_W_RENAME, c->to), changed;
 
-	if (!c->path || c->path[0] != '/' ||
-	    strnlen(c->path, XFER_MAX_PATH + 1) > XFER_MAX_PATH ||
-	    (c->op == XFER_W_RENAME && (!c->to || c->to[0] != '/' ||
-	     strnlen(c->to, XFER_MAX_PATH + 1) > XFER_MAX_PATH))) {
-		dms_log(LOG_ERR, "transfer: invalid path \"%.64s\"",
-		        c->path ? c->path : "(null)");
-		rc = -EINVAL;
+	if (rc < 0)
 		goto out;
-	}
+	rc = -EHOSTDOWN;   /* no source */
 	n = source_order(x, order);
 	for (k = 0; k < n; k++) {
 		size_t i = order[k];

@@ -119,6 +119,15 @@ void xfer_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "host:port" (default port by scheme) of url into out; "" if none. */
 void xfer_url_hostport(const char *url, char *out, size_t cap);
 
+/* The limits every backend takes from its options, defaults applied
+ * (xfer.h): connect timeout, stall timeout, retries, listing cap. */
+struct xfer_limits {
+	long connect_ms, stall_s;
+	int retries;
+	size_t max_listing;
+};
+void xfer_opts_limits(const struct xfer_opts *opts, struct xfer_limits *l);
+
 /* xfer_deadline_ms for a backend, which sees only the options (defaults
  * applied here as in the backends). */
 long xfer_opts_deadline_ms(const struct xfer_opts *opts, uint64_t bytes);

@@ -9,6 +9,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "cache/cache.h"
+#include "tests/unit/check.h"
+
+/* A cache in dir with cap bytes; exits the test if it cannot be opened. */
+static inline struct cache *open_cache(const char *dir, uint64_t cap)
+{
+	struct cache_opts o = { .dir = dir, .max_bytes = cap };
+	struct cache *c = NULL;
+	int rc = cache_open(&c, &o);
+
+	CHECK_OK(rc);
+	if (rc != 0) {
+		fprintf(stderr, "cannot open cache in %s\n", dir);
+		exit(1);
+	}
+	return c;
+}
+
 static inline int rm_one(const char *path, const struct stat *st, int flag,
                   struct FTW *ftw)
 {

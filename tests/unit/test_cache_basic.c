@@ -22,20 +22,6 @@
 
 /* ---- helpers ---- */
 
-static struct cache *open_cache(const char *dir, uint64_t cap)
-{
-	struct cache_opts o = { .dir = dir, .max_bytes = cap };
-	struct cache *c = NULL;
-	int rc = cache_open(&c, &o);
-
-	CHECK_OK(rc);
-	if (rc != 0) {
-		fprintf(stderr, "cannot open cache in %s\n", dir);
-		exit(1);
-	}
-	return c;
-}
-
 static void fid_of(struct cache_fid *f, int file)
 {
 	char path[64];

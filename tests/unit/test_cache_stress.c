@@ -23,18 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static struct cache *open_cache(const char *dir, uint64_t cap)
-{
-	struct cache_opts o = { .dir = dir, .max_bytes = cap };
-	struct cache *c = NULL;
-	int rc = cache_open(&c, &o);
-
-	CHECK_OK(rc);
-	if (rc != 0)
-		exit(1);
-	return c;
-}
-
 /* ---- concurrency ---- */
 
 #define MT_THREADS 8
