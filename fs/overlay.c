@@ -1086,8 +1086,11 @@ int fs_ov_setattr(struct fs_ov *ov, const char *path, struct fs_ov_file *f,
 	if (mtime != INT64_MIN) {
 		op.flags |= CACHE_JNL_SET_MTIME;
 		op.mtime_sec = mtime;
-		if (f)
+		if (f) {
 			f->mtime = mtime;
+			if (f->writers)
+				f->dirty = true;
+		}
 		if (e && e->kind == OV_DIR)
 			e->mtime = mtime;
 	}

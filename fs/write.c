@@ -290,8 +290,30 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
 		rc = -EPERM;
 		goto out;
 	}
+	/* An mtime goes to the origin with the content (WebDAV can set it
+	 * only on a PUT): an origin file is copied for it like for a write. */
+	if (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME |
+	              FUSE_SET_ATTR_MTIME_NOW)) {
+		struct xfer_attr cur;
+
+		rc = fs_path_attr(fs, path, &cur);
+		if (rc)
+			goto out;
+		if ((cur.mode & S_IFMT) == S_IFDIR &&
+		    (to_set & FUSE_SET_ATTR_SIZE)) {
+			rc = -EISDIR;
+			goto out;
+		}
+		if ((cur.mode & S_IFMT) != S_IFDIR && !(h && h->ovf)) {
+			struct fuse_file_info tfi = { .flags = O_WRONLY };
+
+			rc = fs_write_open(fs, req, path, &c, &tfi, false, 0, &own);
+			if (rc)
+				goto out;
+		}
+	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
-		struct fs_ov_file *f = h && h->ovf ? h->ovf : NULL;
+		struct fs_ov_file *f = h && h->ovf ? h->ovf : own ? own->ovf : NULL;
 
 		if (!f) {
 			struct fuse_file_info tfi = { .flags = O_WRONLY };

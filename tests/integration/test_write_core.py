@@ -90,3 +90,201 @@ def test_create_write_read_back(rw, size):
     with open(p, "rb") as f:
         assert f.read() == want
     assert f"f{size}" in os.listdir(m.mountpoint)
+
+
+def test_excl_append_truncate(rw):
+    root, ng, m = rw
+    p = m.path("a.txt")
+    fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    os.write(fd, b"hello")
+    os.close(fd)
+    with pytest.raises(FileExistsError):
+        os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with pytest.raises(FileExistsError):
+        os.open(m.path("old.txt"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b" world")
+    os.close(fd)
+    assert open(p, "rb").read() == b"hello world"
+    os.truncate(p, 3 * BLOCK + 5)
+    assert open(p, "rb").read() == b"hello world" + bytes(3 * BLOCK + 5 - 11)
+    os.truncate(p, 4)
+    assert open(p, "rb").read() == b"hell"
+    with open(p, "r+b") as f:
+        f.truncate(2)
+        f.seek(0, 2)
+        f.write(b"LO")
+    assert open(p, "rb").read() == b"heLO"
+    wait_for(origin_has(root / "a.txt", b"heLO"), what="upload")
+
+
+def test_modify_origin_file(rw):
+    root, ng, m = rw
+    p = m.path("old.txt")
+    with open(p, "r+b") as f:
+        f.seek(4)
+        f.write(b"CONTENT")
+    assert open(p, "rb").read() == b"old CONTENT\n"
+    wait_for(origin_has(root / "old.txt", b"old CONTENT\n"), what="upload")
+    with open(p, "wb") as f:
+        f.write(b"new")
+    assert open(p, "rb").read() == b"new"
+    wait_for(origin_has(root / "old.txt", b"new"), what="upload")
+
+
+def test_rename_files_and_folders(rw):
+    root, ng, m = rw
+    open(m.path("x"), "wb").write(b"xx")
+    os.rename(m.path("x"), m.path("y"))
+    assert not os.path.exists(m.path("x"))
+    assert open(m.path("y"), "rb").read() == b"xx"
+    os.mkdir(m.path("sub"))
+    os.rename(m.path("y"), m.path("sub", "z"))
+    assert open(m.path("sub", "z"), "rb").read() == b"xx"
+    # an origin folder with content, renamed
+    os.rename(m.path("dir"), m.path("dir2"))
+    assert sorted(os.listdir(m.path("dir2"))) == ["f1"]
+    assert open(m.path("dir2", "f1"), "rb").read() == data(5000, 1)
+    assert not os.path.exists(m.path("dir"))
+    # replace an existing file; RENAME_NOREPLACE; RENAME_EXCHANGE
+    open(m.path("r1"), "wb").write(b"one")
+    os.rename(m.path("r1"), m.path("old.txt"))
+    assert open(m.path("old.txt"), "rb").read() == b"one"
+    open(m.path("r2"), "wb").write(b"two")
+    rc = subprocess.run(["mv", "-n", "--no-copy", m.path("r2"),
+                         m.path("old.txt")], capture_output=True)
+    assert open(m.path("old.txt"), "rb").read() == b"one"
+    wait_for(origin_has(root / "sub" / "z", b"xx"), what="rename upload")
+    wait_for(origin_has(root / "dir2" / "f1", data(5000, 1)),
+             what="folder rename")
+    wait_for(origin_has(root / "old.txt", b"one"), what="replace")
+    assert not (root / "dir").exists()
+    assert not (root / "x").exists() and not (root / "y").exists()
+    assert open(m.path("dir2", "f1"), "rb").read() == data(5000, 1)
+    del rc
+
+
+def test_unlink_open_file_mkdir_rmdir(rw):
+    root, ng, m = rw
+    open(m.path("u"), "wb").write(b"keep me")
+    f = open(m.path("u"), "rb")
+    os.unlink(m.path("u"))
+    assert not os.path.exists(m.path("u"))
+    assert f.read() == b"keep me"
+    f.close()
+    os.mkdir(m.path("d"))
+    open(m.path("d", "in"), "wb").write(b"1")
+    with pytest.raises(OSError) as e:
+        os.rmdir(m.path("d"))
+    assert e.value.errno == errno.ENOTEMPTY
+    with pytest.raises(OSError) as e:
+        os.rmdir(m.path("dir"))        # origin content
+    assert e.value.errno == errno.ENOTEMPTY
+    os.unlink(m.path("d", "in"))
+    os.rmdir(m.path("d"))
+    assert not os.path.exists(m.path("d"))
+    os.unlink(m.path("dir", "f1"))
+    os.rmdir(m.path("dir"))
+    wait_for(lambda: not (root / "dir").exists(), what="rmdir upload")
+    time.sleep(DELAY + 1)
+    assert not (root / "d").exists() and not (root / "u").exists()
+
+
+def test_chmod_exec_and_unsupported(rw):
+    root, ng, m = rw
+    p = m.path("s.sh")
+    open(p, "w").write("#!/bin/sh\necho ran-ok\n")
+    os.chmod(p, 0o755)
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o755
+    assert subprocess.run([p], capture_output=True,
+                          text=True).stdout == "ran-ok\n"
+    wait_for(origin_has(root / "s.sh", b"#!/bin/sh\necho ran-ok\n"))
+    time.sleep(1.5)
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o755
+    assert subprocess.run([p], capture_output=True,
+                          text=True).stdout == "ran-ok\n"
+    for fn, err in ((lambda: os.symlink("x", m.path("ln")), errno.EPERM),
+                    (lambda: os.link(p, m.path("hl")), errno.EPERM),
+                    (lambda: os.mkfifo(m.path("fifo")), errno.EPERM)):
+        with pytest.raises(OSError) as e:
+            fn()
+        assert e.value.errno == err
+    with pytest.raises(OSError) as e:
+        os.setxattr(p, "user.x", b"1")
+    assert e.value.errno in (errno.ENOTSUP, errno.EOPNOTSUPP)
+    os.utime(p, (1000000000, 1000000000))
+    assert os.stat(p).st_mtime == 1000000000
+    st = os.statvfs(m.mountpoint)
+    assert st.f_bavail > 0
+
+
+def test_kill9_after_fsync_then_remount(origin, mounter, tmp_path):
+    root, ng = origin
+    m = mounter(ng.url + "/", rw=True, writeback_delay="3600")
+    want = data(3 * BLOCK + 7, 5)
+    with open(m.path("durable"), "wb") as f:
+        f.write(want)
+        f.flush()
+        os.fsync(f.fileno())
+    os.kill(m.proc.pid, signal.SIGKILL)
+    m.cleanup()
+    assert not (root / "durable").exists()
+    m2 = mounter(ng.url + "/", rw=True, writeback_delay="1",
+                 cache_dir=m.cache_dir)
+    assert open(m2.path("durable"), "rb").read() == want
+    wait_for(origin_has(root / "durable", want), what="upload after remount")
+
+
+def test_origin_down_then_back(origin, mounter, monkeypatch):
+    import origin as originmod
+    root, ng = origin
+    m = mounter(ng.url + "/", rw=True, writeback_delay="0",
+                connect_timeout="1",
+                expected_errors=(r"writeback: .* failed", r"transfer: "))
+    open(m.path("first"), "wb").write(b"1")
+    wait_for(origin_has(root / "first", b"1"))
+    ng.stop()
+    os.mkdir(m.path("nd"))
+    open(m.path("nd", "a"), "wb").write(b"A")
+    os.rename(m.path("nd", "a"), m.path("nd", "b"))
+    open(m.path("nd", "c"), "wb").write(data(2 * BLOCK, 3))
+    assert open(m.path("nd", "b"), "rb").read() == b"A"
+    time.sleep(2)
+    port = ng.port
+    monkeypatch.setattr(originmod, "free_port", lambda: port)
+    ng.start()
+    wait_for(origin_has(root / "nd" / "c", data(2 * BLOCK, 3)), timeout=90,
+             what="upload after the origin came back")
+    assert (root / "nd" / "b").read_bytes() == b"A"
+    assert not (root / "nd" / "a").exists()
+
+
+def test_conflict_keeps_theirs(origin, mounter):
+    root, ng = origin
+    m = mounter(ng.url + "/", rw=True, writeback_delay="2",
+                expected_errors=())
+    with open(m.path("old.txt"), "r+b") as f:
+        f.write(b"OURS")
+    # someone else changes the origin file meanwhile
+    (root / "old.txt").write_bytes(b"theirs, changed\n")
+    os.utime(root / "old.txt", (2000000000, 2000000000))
+
+    def conflict():
+        return [n for n in os.listdir(root)
+                if re.match(r"old\.txt\.conflict-.+-\d{8}T\d{6}$", n)]
+    names = wait_for(conflict, what="conflict file")
+    assert (root / names[0]).read_bytes() == b"OURScontent\n"
+    assert (root / "old.txt").read_bytes() == b"theirs, changed\n"
+    assert "conflict" in m.log()
+
+
+def test_readonly_export_erofs(origin, mounter):
+    root, ng = origin
+    m = mounter(ng.url + "/")
+    for fn in (lambda: open(m.path("new"), "wb"),
+               lambda: os.mkdir(m.path("nd")),
+               lambda: os.unlink(m.path("old.txt")),
+               lambda: os.rename(m.path("old.txt"), m.path("o2"))):
+        with pytest.raises(OSError) as e:
+            fn()
+        assert e.value.errno == errno.EROFS
