@@ -9,6 +9,7 @@ import re
 import signal
 import stat
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -288,3 +289,132 @@ def test_readonly_export_erofs(origin, mounter):
         with pytest.raises(OSError) as e:
             fn()
         assert e.value.errno == errno.EROFS
+
+
+# ------------------------------------------------ per-user homes and rules
+
+def _sh(*args):
+    r = subprocess.run(list(args), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, f"{' '.join(args)} failed: {r.stderr}"
+    return r.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def two_users():
+    prefix = f"dmsw{os.getpid()}"
+    made = []
+    try:
+        for k in "ab":
+            _sh("useradd", "-M", "-s", "/usr/sbin/nologin", prefix + k)
+            made.append(prefix + k)
+        yield [(n, int(_sh("id", "-u", n)), int(_sh("id", "-g", n)))
+               for n in made]
+    finally:
+        for n in made:
+            subprocess.run(["userdel", n], capture_output=True, timeout=60)
+
+
+def as_user(user, script):
+    """Runs a python snippet as user; returns its stdout (errno names)."""
+    name, uid, gid = user
+    r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}",
+                        "--clear-groups", "/usr/bin/python3", "-c", script],
+                       capture_output=True, text=True, timeout=60, cwd="/",
+                       env={"PATH": "/usr/bin:/bin", "HOME": "/"})
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+TRY = """
+import errno, os, sys
+def t(f):
+    try:
+        f()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+"""
+
+
+@pytest.mark.parametrize("with_rules", [True, False])
+def test_homes_rules_owner(tmp_path, two_users, with_rules):
+    (a, ua, ga), (b, ub, gb) = two_users
+    root = tmp_path / "origin"
+    for n in (a, b):
+        (root / "home" / n).mkdir(parents=True)
+        (root / "home" / n / "mine.txt").write_bytes(b"mine " + n.encode())
+    (root / "archive").mkdir()
+    (root / "archive" / "r.txt").write_bytes(b"archived")
+    os.chmod(tmp_path, 0o755)
+    ng = Nginx(str(root)).start()
+    rules = tmp_path / "rules"
+    rules.write_text("u = /home/@=/ a\nu * /archive rl\n")
+    conf = tmp_path / "dmsfs.conf"
+    conf.write_text(f"""[cache]
+dir = {tmp_path}/cache
+block_size = 64K
+writeback_delay = 1
+{"[acl]" if with_rules else ""}
+{f"rules = {rules}" if with_rules else ""}
+
+[export archive]
+path = /archive
+source = {ng.url}/archive/
+
+[export home]
+path = /home
+source = {ng.url}/home/${{user}}/
+per_user = yes
+writable = yes
+""")
+    # the users must reach the mountpoint (pytest's tmp is root-only)
+    mnt = tempfile.mkdtemp(prefix="dmsw-mnt-")
+    os.chmod(mnt, 0o755)
+    m = mountlib.Mount(None, mnt, tmp_path / "dmsfs.log", {})
+    m.argv = lambda: [mountlib.DMSFS, "-f", "-o", f"config={conf}", str(mnt)]
+    try:
+        m.start()
+        if not with_rules:
+            st = os.stat(m.path("home", a, "mine.txt"))
+            assert (st.st_uid, st.st_gid) == (ua, ga)
+            assert os.stat(m.path("home", a)).st_uid == ua
+            # no rules: a mount only its owner (root) uses; root writes
+            open(m.path("home", a, "root.txt"), "wb").write(b"r")
+            os.unlink(m.path("home", a, "root.txt"))
+            with pytest.raises(OSError) as e:
+                open(m.path("archive", "new"), "wb")
+            assert e.value.errno == errno.EROFS
+            return
+        ha, hb = m.path("home", a), m.path("home", b)
+        out = as_user((a, ua, ga), TRY + f"""
+st = os.stat({ha!r} + "/mine.txt")
+r = [str(st.st_uid), str(st.st_gid)]
+r.append(t(lambda: open({ha!r} + "/new.txt", "wb").write(b"from a")))
+r.append(t(lambda: os.mkdir({ha!r} + "/d")))
+r.append(t(lambda: os.rename({ha!r} + "/new.txt", {ha!r} + "/d/n2.txt")))
+r.append(t(lambda: open({hb!r} + "/evil.txt", "wb")))
+r.append(t(lambda: os.unlink({hb!r} + "/mine.txt")))
+r.append(t(lambda: os.rename({hb!r} + "/mine.txt", {hb!r} + "/x")))
+r.append(t(lambda: open({hb!r} + "/mine.txt", "r+b")))
+r.append(t(lambda: os.mkdir({hb!r} + "/d")))
+r.append(t(lambda: open({m.path("archive", "new")!r}, "wb")))
+r.append(t(lambda: os.unlink({m.path("archive", "r.txt")!r})))
+print(" ".join(r))
+""")
+        assert out.split() == [str(ua), str(ga), "ok", "ok", "ok", "EACCES", "EACCES",
+                               "EACCES", "EACCES", "EACCES", "EROFS",
+                               "EROFS"], out
+        # b cannot see a's pending file
+        out = as_user((b, ub, gb), TRY + f"""
+print(t(lambda: open({ha!r} + "/d/n2.txt", "rb").read()))
+""")
+        assert out == "EACCES"
+        wait_for(origin_has(root / "home" / a / "d" / "n2.txt", b"from a"))
+        assert sorted(os.listdir(root / "home" / b)) == ["mine.txt"]
+    finally:
+        if m.running:
+            m.umount()
+        m.cleanup()
+        ng.stop()
+        os.rmdir(mnt)
