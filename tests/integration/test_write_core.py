@@ -418,3 +418,47 @@ print(t(lambda: open({ha!r} + "/d/n2.txt", "rb").read()))
         m.cleanup()
         ng.stop()
         os.rmdir(mnt)
+
+
+# ------------------------------------------------ GridFTP round trip
+
+def test_gridftp_round_trip(mounter):
+    import pwd
+    import shutil
+    from gridftp_origin import SERVER, GridFTP, make_root
+    if not os.access(SERVER, os.X_OK):
+        pytest.skip("globus-gridftp-server is not installed")
+    root = make_root("write-core-")
+    pw = pwd.getpwnam("nobody")
+    os.makedirs(os.path.join(root, "old"))
+    with open(os.path.join(root, "old", "o.txt"), "wb") as f:
+        f.write(b"origin bytes")
+    for d, dirs, files in os.walk(root):
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        for n in files:
+            os.chown(os.path.join(d, n), pw.pw_uid, pw.pw_gid)
+    g = GridFTP(root).start()
+    try:
+        m = mounter(g.url, rw=True, writeback_delay="1")
+        want = data(3 * BLOCK + 7, 9)
+        os.mkdir(m.path("new"))
+        with open(m.path("new", "f.bin"), "wb") as f:
+            f.write(want)
+        with open(m.path("old", "o.txt"), "r+b") as f:
+            f.seek(7)
+            f.write(b"BYTES")
+        os.rename(m.path("old"), m.path("renamed"))
+        assert open(m.path("renamed", "o.txt"), "rb").read() == \
+            b"origin BYTES"
+        wait_for(origin_has(os.path.join(root, "new", "f.bin"), want),
+                 what="gridftp upload")
+        wait_for(origin_has(os.path.join(root, "renamed", "o.txt"),
+                            b"origin BYTES"), what="gridftp rename")
+        assert not os.path.exists(os.path.join(root, "old"))
+        os.unlink(m.path("new", "f.bin"))
+        os.rmdir(m.path("new"))
+        wait_for(lambda: not os.path.exists(os.path.join(root, "new")),
+                 what="gridftp rmdir")
+    finally:
+        g.stop()
+        shutil.rmtree(root, ignore_errors=True)
