@@ -142,8 +142,12 @@ static int apply(struct fs_wb *wb, const struct cache_jnl_op *op)
 	switch (op->kind) {
 	case CACHE_JNL_WRITE:
 		rc = do_write(wb, r.xfer, r.inner, op, &res);
-		if (rc == 0)
+		if (rc == 0) {
+			/* The listing forgets first: a replayed file's
+			 * entry goes at once, and it must then be listed. */
+			relist(wb, op->path, false);
 			fs_ov_uploaded(wb->c.ov, op->path, op->file_id, &res);
+		}
 		break;
 	case CACHE_JNL_MKDIR:
 		rc = xfer_mkdir(r.xfer, r.inner);

@@ -462,3 +462,27 @@ def test_gridftp_round_trip(mounter):
     finally:
         g.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_unmount_uploads_then_keeps_rest(origin, mounter, monkeypatch):
+    import origin as originmod
+    root, ng = origin
+    m = mounter(ng.url + "/", rw=True, writeback_delay="3600")
+    open(m.path("at_unmount"), "wb").write(b"U")
+    m.umount()
+    # writeback_delay is not waited for at unmount
+    assert (root / "at_unmount").read_bytes() == b"U"
+    m2 = mounter(ng.url + "/", rw=True, writeback_delay="3600",
+                 unmount_flush="1", connect_timeout="1",
+                 expected_errors=(r"writeback: .* failed", r"transfer: "))
+    open(m2.path("later"), "wb").write(b"L")
+    port = ng.port
+    ng.stop()
+    m2.umount()
+    assert "1 operations left pending for the next mount" in m2.log()
+    monkeypatch.setattr(originmod, "free_port", lambda: port)
+    ng.start()
+    m3 = mounter(ng.url + "/", rw=True, writeback_delay="0",
+                 cache_dir=m2.cache_dir)
+    assert open(m3.path("later"), "rb").read() == b"L"
+    wait_for(origin_has(root / "later", b"L"), what="upload on next mount")
