@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct cache;
 
@@ -119,7 +120,7 @@ void cache_get_stats(struct cache *c, struct cache_stats *st);
  * Layout under opts->dir (created 0700, files 0600, root-only like the cache):
  *   data/<16 hex digits>  one sparse staged file per pending file version
  *   ops                   the operation log: checksummed records, appended
- *   ops.bad               bytes of records that failed their check
+ *   ops.bad               records that failed their check or were set aside
  *   lost/<id>.<time>      staged files of operations set aside
  *   open.boot             "open <boot id>" while open, "clean" after close
  * No path in it is ever followed: files are opened with O_NOFOLLOW and
@@ -165,9 +166,6 @@ void cache_get_stats(struct cache *c, struct cache_stats *st);
  *
  * Errors are 0 or -errno; the cause is logged.
  */
-#include <stdbool.h>
-#include <sys/types.h>
-
 struct cache_jnl;
 
 struct cache_jnl_opts {
@@ -223,8 +221,10 @@ struct cache_jnl_op {
  * crash) deleted, operations whose staged file is missing or shorter than
  * recorded set aside; everything set aside is logged.  It reads the log and
  * lists data/, never the staged files' contents.  *out is owned by the
- * caller.  Fails with -errno (-ELOOP/-EINVAL for a foreign file type at a
- * journal path, -EACCES for a directory owned by someone else). */
+ * caller.  One process at a time (an flock on the directory; open it after
+ * fork()).  Fails with -errno (-EBUSY if another process has it open,
+ * -ELOOP/-EINVAL for a foreign file type at a journal path, -EACCES for a
+ * directory owned by someone else). */
 int cache_jnl_open(struct cache_jnl **out, const struct cache_jnl_opts *o)
 	__attribute__((warn_unused_result));
 
@@ -254,7 +254,8 @@ int cache_jnl_pwrite(struct cache_jnl *j, uint64_t file_id, const void *buf,
 	__attribute__((warn_unused_result));
 
 /* Reads up to len bytes at off: the count read (short only at the end of
- * the file), or -errno.  Holes read as zeros. */
+ * the file), or -errno (-EIO for a file whose sync failed).  Holes read as
+ * zeros. */
 ssize_t cache_jnl_pread(struct cache_jnl *j, uint64_t file_id, void *buf,
                         size_t len, uint64_t off)
 	__attribute__((warn_unused_result));
@@ -282,16 +283,23 @@ int cache_jnl_sync_file(struct cache_jnl *j, uint64_t file_id)
 
 /* ---- ordered operations ---- */
 
-/* Appends an operation and returns its sequence number.  The record is in
- * the log when this returns (survives kill -9); with sync it is also
- * durable (as cache_jnl_sync).  -EINVAL for a malformed op (missing or too
- * long path, WRITE without a known staged file), -ENOSPC/-EIO if the log
- * cannot be written (nothing appended). */
+/* Appends an operation and returns its sequence number (seq may be NULL).
+ * The record is in the log when this returns (survives kill -9); with sync
+ * it is also durable (as cache_jnl_sync).  -EINVAL for a malformed op
+ * (missing or too long path, WRITE without a known staged file),
+ * -ENOSPC/-EIO if the log cannot be written: nothing appended.  With sync,
+ * an error from the sync itself leaves the operation appended (and *seq
+ * set) but not durable. */
 int cache_jnl_append(struct cache_jnl *j, const struct cache_jnl_op *op,
                      bool sync, uint64_t *seq)
 	__attribute__((warn_unused_result));
 
-/* Makes everything written and appended before the call durable. */
+/* Makes everything appended before the call durable, with the staged files
+ * those operations name.  -EIO (or the fdatasync's errno) if a staged file
+ * could not be synced: that file is then unusable (-EIO from every call on
+ * it) and its operations are set aside, because the kernel may have dropped
+ * its unwritten pages.  A failed sync of the log is repaired by rewriting
+ * the log; the call fails only if that fails too. */
 int cache_jnl_sync(struct cache_jnl *j)
 	__attribute__((warn_unused_result));
 

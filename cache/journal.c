@@ -4,13 +4,14 @@
  * Why a log file and not LMDB for the operations: appends must cost what a
  * local metadata change costs (tar -x, cp -r: one record per file), and a
  * record must survive kill -9 without a sync.  Measured here
- * (tests/unit/test_cache_journal_bench.c, JNL_BENCH=1): a durable LMDB commit
- * ran at 100-810/s, no faster than a synced append here (195-570/s), so each
- * create would wait for the disk; MDB_NOSYNC commits ran at 27k-65k/s, but a
- * power cut can then damage pages of the last synced snapshot (pages it
- * freed are reused by later unsynced commits), which the journal cannot
- * afford.  Unsynced appends to the log ran at 135k-200k/s: one pwrite per
- * record, one fdatasync per sync, and the integrity check is ours.
+ * (tests/unit/test_cache_journal_bench.c, JNL_BENCH=1): power-cut-safe LMDB
+ * commits ran at 100-1,370/s (default or MDB_NOMETASYNC), like a synced
+ * append here (195-840/s), so each create would wait for the disk;
+ * MDB_NOSYNC commits ran at 27k-77k/s, but a power cut can then damage pages
+ * of the last synced snapshot (pages it freed are reused by later unsynced
+ * commits), which the journal cannot afford.  Unsynced appends to the log
+ * ran at 135k-250k/s: one pwrite per record, one fdatasync per sync, and
+ * the integrity check is ours.
  *
  * Log record (little-endian, padded to 8 bytes):
  *   u32 magic "DMJ1" | u32 len (whole record) | u64 seq | u32 kind | u32 0 |
@@ -23,16 +24,22 @@
  * the next valid header; a bad or short record at the very end is a torn
  * append (never synced) and is cut off.
  *
- * Compaction: when the log passes JNL_COMPACT_MIN and live records are less
- * than a quarter of it, a full sync is done and the live operations are
- * rewritten (status folded in) to ops.new, synced, renamed over ops, and the
- * directory synced.
+ * Rewrite (compaction, and repair after a failed fdatasync of the log): the
+ * pending operations are written from memory (status folded in) to ops.new:
+ * those up to the last barrier whose staged files were synced, that
+ * barrier, then the later ones; synced, renamed over ops, directory synced.
+ * Compaction runs when the log passes JNL_COMPACT_MIN and live records are
+ * less than a quarter of it, after a full sync.
  *
  * In memory: pending operations in an array sorted by seq (removed slots are
  * NULL, squeezed out when they are the majority), staged files in a hash
  * table by id with their size, an open descriptor, the number of operations
  * referring to them and the caller's hold.  j->lock guards all of it and the
- * log's end offset; data I/O runs outside the lock on a pinned file.
+ * log's end offset; data I/O and fdatasync run outside it on pinned files
+ * (busy > 0: neither freed nor their descriptor closed).  j->sync_lock
+ * serialises syncs and rewrites (taken before j->lock): a barrier must not
+ * claim a file that another sync has only started to flush, and logfd is
+ * replaced only under it.
  */
 #define _GNU_SOURCE
 #include "cache/cache.h"
@@ -47,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -383,6 +391,17 @@ static void jnl_file_maybe_free(struct cache_jnl *j, struct jnl_file *f)
 	free(f);
 }
 
+/* A staged file whose bytes can be used (lock held): -ENOENT if unknown,
+ * -EIO after a failed sync. */
+static int jnl_file_usable(struct cache_jnl *j, uint64_t id,
+                           struct jnl_file **out)
+{
+	*out = jnl_file_find(j, id);
+	if (!*out)
+		return -ENOENT;
+	return (*out)->broken ? -EIO : 0;
+}
+
 /* Looks a file up and pins it for I/O outside the lock. */
 static int jnl_file_pin(struct cache_jnl *j, uint64_t id, struct jnl_file **out)
 {
@@ -390,15 +409,9 @@ static int jnl_file_pin(struct cache_jnl *j, uint64_t id, struct jnl_file **out)
 	int rc;
 
 	pthread_mutex_lock(&j->lock);
-	f = jnl_file_find(j, id);
-	if (!f) {
-		rc = -ENOENT;
+	rc = jnl_file_usable(j, id, &f);
+	if (rc != 0)
 		goto out;
-	}
-	if (f->broken) {
-		rc = -EIO;
-		goto out;
-	}
 	rc = jnl_file_fd(j, f);
 	if (rc == 0) {
 		f->busy++;
@@ -766,6 +779,8 @@ static void jnl_op_unref(struct cache_jnl *j, struct jnl_op *o)
 	}
 }
 
+static int jnl_record_done(struct cache_jnl *j, uint64_t seq);
+
 /* After a failed fdatasync of f (lock held): its bytes on disk are unknown,
  * so it is never read or uploaded again (-EIO), and the operations that
  * name it are set aside: an error now, never a wrong byte later. */
@@ -782,10 +797,7 @@ static void jnl_file_break(struct cache_jnl *j, struct jnl_file *f)
 		dms_log(LOG_ERR, "journal: %s: operation %" PRIu64 " (%s, uid "
 		        "%u) set aside: its staged file could not be synced",
 		        j->dir, o->seq, o->op.path, (unsigned)o->op.uid);
-		if (jnl_log_simple(j, REC_DONE, o->seq, NULL) != 0)
-			dms_log(LOG_ERR, "journal: %s: cannot record that; it "
-			        "will be set aside again at the next start",
-			        j->dir);
+		(void)jnl_record_done(j, o->seq);
 		f->oprefs--;
 		jnl_slot_clear(j, i);
 	}
@@ -945,11 +957,8 @@ int cache_jnl_sync_file(struct cache_jnl *j, uint64_t file_id)
 	pthread_mutex_lock(&j->sync_lock);
 	rc = jnl_sync_inner(j, file_id);
 	pthread_mutex_lock(&j->lock);
-	f = jnl_file_find(j, file_id);
-	if (!f)
-		rc = -ENOENT;
-	else if (f->broken)
-		rc = -EIO;
+	if (rc == 0 || jnl_file_find(j, file_id) == NULL)
+		rc = jnl_file_usable(j, file_id, &f);
 	pthread_mutex_unlock(&j->lock);
 	pthread_mutex_unlock(&j->sync_lock);
 	return rc;
@@ -1156,15 +1165,9 @@ int cache_jnl_file_open(struct cache_jnl *j, uint64_t file_id)
 	int rc;
 
 	pthread_mutex_lock(&j->lock);
-	f = jnl_file_find(j, file_id);
-	if (!f) {
-		rc = -ENOENT;
+	rc = jnl_file_usable(j, file_id, &f);
+	if (rc != 0)
 		goto out;
-	}
-	if (f->broken) {
-		rc = -EIO;
-		goto out;
-	}
 	jnl_idname(file_id, name, sizeof(name));
 	rc = jnl_open_reg(j->datafd, name, O_RDONLY, 0);
 out:
@@ -1335,6 +1338,32 @@ out:
 	return rc;
 }
 
+/* Writes a DONE record, or keeps it for later when the log cannot take it
+ * now (lock held).  Fails only for lack of memory. */
+static int jnl_record_done(struct cache_jnl *j, uint64_t seq)
+{
+	int rc;
+
+	jnl_backlog_flush(j);
+	rc = jnl_log_simple(j, REC_DONE, seq, NULL);
+	if (rc == 0)
+		return 0;
+	if (j->nbacklog == j->capbacklog) {
+		size_t nc = j->capbacklog ? j->capbacklog * 2 : 64;
+		uint64_t *nb = realloc(j->backlog, nc * sizeof(*nb));
+
+		if (!nb)
+			return -ENOMEM;
+		j->backlog = nb;
+		j->capbacklog = nc;
+	}
+	j->backlog[j->nbacklog++] = seq;
+	dms_log(LOG_WARNING, "journal: %s: completion of operation %" PRIu64
+	        " not recorded yet (%s); retried later", j->dir, seq,
+	        strerror(-rc));
+	return 0;
+}
+
 /* Writes the DONE records that could not be written before (lock held);
  * stops at the first failure. */
 static void jnl_backlog_flush(struct cache_jnl *j)
@@ -1364,28 +1393,13 @@ int cache_jnl_done(struct cache_jnl *j, uint64_t seq)
 		rc = -ENOENT;
 		goto out;
 	}
-	jnl_backlog_flush(j);
-	rc = jnl_log_simple(j, REC_DONE, seq, NULL);
-	if (rc != 0) {
-		/* A full disk must not stop the journal from draining: the
-		 * op goes now (its staged file too, which frees space) and
-		 * its record is retried; a restart before that replays it
-		 * once more (set aside: its staged file is gone). */
-		if (j->nbacklog == j->capbacklog) {
-			size_t nc = j->capbacklog ? j->capbacklog * 2 : 64;
-			uint64_t *nb = realloc(j->backlog, nc * sizeof(*nb));
-
-			if (!nb)
-				goto out;
-			j->backlog = nb;
-			j->capbacklog = nc;
-		}
-		j->backlog[j->nbacklog++] = seq;
-		dms_log(LOG_WARNING, "journal: %s: completion of operation %"
-		        PRIu64 " not recorded yet (%s); retried later", j->dir,
-		        seq, strerror(-rc));
-		rc = 0;
-	}
+	/* A full disk must not stop the journal from draining: the op goes
+	 * now (its staged file too, which frees space) and its record may
+	 * follow later; a restart before that replays it once more (set
+	 * aside: its staged file is gone). */
+	rc = jnl_record_done(j, seq);
+	if (rc != 0)
+		goto out;
 	jnl_op_unref(j, o);
 	jnl_slot_clear(j, (size_t)i);
 	compact = jnl_compact_due(j);
@@ -1914,7 +1928,7 @@ static int jnl_bind(struct cache_jnl *j, bool crashed, uint64_t barrier_seq)
 		}
 		/* Recorded as done, so that no later open replays it, even if
 		 * the log cannot be compacted now. */
-		rc = jnl_log_simple(j, REC_DONE, o->seq, NULL);
+		rc = jnl_record_done(j, o->seq);
 		jnl_slot_clear(j, i);
 	}
 	if (rc != 0)
@@ -2010,6 +2024,14 @@ int cache_jnl_open(struct cache_jnl **out, const struct cache_jnl_opts *o)
 	if (rc < 0)
 		goto fail;
 	j->dfd = rc;
+	/* One process at a time: two appenders would interleave records.
+	 * Released by the kernel when the process dies. */
+	if (flock(j->dfd, LOCK_EX | LOCK_NB) != 0) {
+		rc = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		dms_log(LOG_ERR, "journal: %s is in use by another process: %s",
+		        j->dir, strerror(-rc));
+		goto fail;
+	}
 	rc = jnl_open_dir(j->dfd, "data", "data/ in the journal");
 	if (rc < 0)
 		goto fail;

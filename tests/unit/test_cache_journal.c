@@ -850,6 +850,15 @@ static void test_foreign_types(void)
 	CHECK(stat(q, &sb) == 0 && sb.st_size == 0);
 	cache_jnl_close(j);
 
+	/* A second opener is refused while the first has it. */
+	j = jopen(dir, 1 << 20);
+	{
+		struct cache_jnl *j2 = NULL;
+
+		CHECK_ERR(try_open(dir, &j2), -EBUSY);
+	}
+	cache_jnl_close(j);
+
 	/* Loose modes are tightened; someone else's directory is refused. */
 	CHECK(chmod(dir, 0755) == 0);
 	j = jopen(dir, 1 << 20);
