@@ -329,7 +329,7 @@ out:
 static double kernel_ttl(struct fs *fs, const char *path)
 {
 	/* Writable exports change under the mount's own hands. */
-	if (writable(fs, path))
+	if (!path || writable(fs, path))
 		return 0;
 	return fs_access_uniform(fs->access, path) ? fs->cfg->meta_ttl : 0;
 }
@@ -485,6 +485,24 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino,
 	char *path = NULL;
 	int rc = checked_path(fs, req, ino, 0, &c, &path);
 
+	if (fi && fi->fh && ((struct fs_open *)(uintptr_t)fi->fh)->free ==
+	    file_handle_free && ((struct fs_handle *)(uintptr_t)fi->fh)->ovf) {
+		/* fstat of a pending file: the handle's file, which an
+		 * unlink or rename left without its name. */
+		struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+
+		if (rc == -ENOENT)
+			rc = 0;
+		if (rc == 0) {
+			fs_ov_file_attr(fs->ov, h->ovf, &a);
+			fill_stat(fs, ino, path, &a, &st);
+			fuse_reply_attr(req, &st, 0);
+		} else {
+			fuse_reply_err(req, -rc);
+		}
+		free(path);
+		return;
+	}
 	if (rc == 0)
 		rc = node_attr(fs, ino, NULL, &a);
 	if (rc == 0) {

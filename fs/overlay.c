@@ -744,6 +744,27 @@ int fs_ov_truncate(struct fs_ov *ov, struct fs_ov_file *f, uint64_t size)
 	return rc;
 }
 
+char *fs_ov_file_path(struct fs_ov *ov, struct fs_ov_file *f)
+{
+	char *p;
+
+	pthread_mutex_lock(&ov->lock);
+	p = f->path ? strdup(f->path) : NULL;
+	pthread_mutex_unlock(&ov->lock);
+	return p;
+}
+
+void fs_ov_file_set(struct fs_ov *ov, struct fs_ov_file *f, uint32_t mode,
+                    int64_t mtime)
+{
+	pthread_mutex_lock(&ov->lock);
+	if (mode != UINT32_MAX)
+		f->mode = mode & 07777;
+	if (mtime != INT64_MIN)
+		f->mtime = mtime;
+	pthread_mutex_unlock(&ov->lock);
+}
+
 void fs_ov_file_attr(struct fs_ov *ov, struct fs_ov_file *f,
                      struct xfer_attr *a)
 {

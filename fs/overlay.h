@@ -73,6 +73,11 @@ int fs_ov_pwrite(struct fs_ov *ov, struct fs_ov_file *f, const void *buf,
 ssize_t fs_ov_pread(struct fs_ov *ov, struct fs_ov_file *f, void *buf,
                     size_t len, uint64_t off);
 int fs_ov_truncate(struct fs_ov *ov, struct fs_ov_file *f, uint64_t size);
+/* The file's current path (malloc'd), or NULL once unlinked. */
+char *fs_ov_file_path(struct fs_ov *ov, struct fs_ov_file *f);
+/* Mode/mtime of an unlinked file (nothing to journal). */
+void fs_ov_file_set(struct fs_ov *ov, struct fs_ov_file *f, uint32_t mode,
+                    int64_t mtime);
 void fs_ov_file_attr(struct fs_ov *ov, struct fs_ov_file *f,
                      struct xfer_attr *a);
 /* A writer is done (release): appends the WRITE if anything changed.

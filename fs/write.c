@@ -279,17 +279,45 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
 	char *path = NULL;
 	uint32_t mode = UINT32_MAX;
 	int64_t mtime = INT64_MIN;
-	int rc;
+	int rc = 0;
 
-	rc = fs_checked_path(fs, req, ino, ACL_WRITE, &c, &path);
-	if (rc == 0)
-		rc = fs_writable_route(fs, path, &r);
-	if (rc)
-		goto out;
 	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		rc = -EPERM;
 		goto out;
 	}
+	if (to_set & FUSE_SET_ATTR_MODE)
+		mode = st->st_mode & 07777;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		mtime = (int64_t)time(NULL);
+	else if (to_set & FUSE_SET_ATTR_MTIME)
+		mtime = (int64_t)st->st_mtime;
+	if (h && h->ovf) {
+		/* Through an open handle: the file itself, even once its
+		 * name is gone (unlinked or renamed over). */
+		path = fs_ov_file_path(fs->ov, h->ovf);
+		if (!path) {
+			if (to_set & FUSE_SET_ATTR_SIZE)
+				rc = fs_ov_truncate(fs->ov, h->ovf,
+				                    (uint64_t)st->st_size);
+			if (rc == 0)
+				fs_ov_file_set(fs->ov, h->ovf, mode, mtime);
+			if (rc == 0) {
+				struct fuse_entry_param e;
+
+				fs_ov_file_attr(fs->ov, h->ovf, &a);
+				fs_fill_entry(fs, ino, NULL, &a, &e);
+				out = e.attr;
+			}
+			goto out;
+		}
+		rc = fs_access_caller(fs->access, req, &c);
+	} else {
+		rc = fs_checked_path(fs, req, ino, ACL_WRITE, &c, &path);
+	}
+	if (rc == 0)
+		rc = fs_writable_route(fs, path, &r);
+	if (rc)
+		goto out;
 	/* An mtime goes to the origin with the content (WebDAV can set it
 	 * only on a PUT): an origin file is copied for it like for a write. */
 	if (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME |
@@ -327,12 +355,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
 		if (rc)
 			goto out;
 	}
-	if (to_set & FUSE_SET_ATTR_MODE)
-		mode = st->st_mode & 07777;
-	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
-		mtime = (int64_t)time(NULL);
-	else if (to_set & FUSE_SET_ATTR_MTIME)
-		mtime = (int64_t)st->st_mtime;
 	if (mode != UINT32_MAX || mtime != INT64_MIN) {
 		rc = fs_ov_setattr(fs->ov, path, h && h->ovf ? h->ovf
 		                   : own ? own->ovf : NULL, mode, mtime,
