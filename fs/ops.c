@@ -46,6 +46,8 @@ static void file_handle_free(struct fs_open *o)
 {
 	struct fs_handle *h = (struct fs_handle *)o;
 
+	if (h->reader)
+		fs_ov_reader(h->ov, h->file->path, false);
 	if (h->file)
 		fs_file_put(h->file);
 	if (h->ovf)
@@ -807,6 +809,8 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
 				rc = -ENOMEM;
 				goto out;
 			}
+			fs_ov_reader(fs->ov, in.origin, true);
+			h->reader = true;
 		}
 	} else {
 		h->file = fs_file_new(path, &r, &a, fs->cfg->block_size);
@@ -829,6 +833,8 @@ out:
 	if (rc)
 		fuse_reply_err(req, -rc);
 	if (h) {
+		if (h->reader)
+			fs_ov_reader(fs->ov, h->file->path, false);
 		if (h->file)
 			fs_file_put(h->file);
 		if (h->ovf)

@@ -100,6 +100,12 @@ int fs_ov_rename(struct fs_ov *ov, const char *from, const char *to,
 int fs_ov_setattr(struct fs_ov *ov, const char *path, struct fs_ov_file *f,
                   uint32_t mode, int64_t mtime, uid_t uid, gid_t gid);
 
+/* A handle reading the origin's file at origin opens (add) or closes. */
+void fs_ov_reader(struct fs_ov *ov, const char *origin, bool add);
+/* Whether a handle reads an origin file at or under path: deleting or
+ * moving it at the origin waits until it is closed. */
+bool fs_ov_read_under(struct fs_ov *ov, const char *path);
+
 /* ---- for the writeback thread ---- */
 /* Whether a WRITE of path may go now: no handle is writing it. */
 bool fs_ov_quiet(struct fs_ov *ov, const char *path);

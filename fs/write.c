@@ -444,6 +444,8 @@ static void op_unlink_rmdir(fuse_req_t req, fuse_ino_t parent,
 		memset(&in, 0, sizeof(in));
 		rc = fs_ov_unlink(fs->ov, path, &in, &a, c.ac.uid, c.ac.gid);
 	}
+	if (rc == 0)
+		fs_inodes_gone(fs->inodes, path);
 	fs_dir_put(d);
 	fuse_reply_err(req, -rc);
 	fs_wb_kick(fs->wb);
