@@ -194,7 +194,7 @@ void fs_write_release(struct fs *fs, struct fs_handle *h)
 }
 
 static void reply_entry(fuse_req_t req, struct fs *fs, const char *path,
-                        struct fuse_file_info *fi)
+                        struct fuse_file_info *fi, struct fs_handle *h)
 {
 	struct fuse_entry_param e;
 	struct xfer_attr a;
@@ -208,6 +208,8 @@ static void reply_entry(fuse_req_t req, struct fs *fs, const char *path,
 		return;
 	}
 	fs_fill_entry(fs, ino, path, &a, &e);
+	if (h)
+		h->ino = ino;
 	if (fi) {
 		if (fuse_reply_create(req, &e, fi) != 0)
 			fs_inodes_forget_one(fs, ino);
@@ -235,7 +237,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	fi->keep_cache = 0;
 	fi->direct_io = 1;
 	fs_handle_link(fs, &h->open, fs_file_handle_free);
-	reply_entry(req, fs, path, fi);
+	reply_entry(req, fs, path, fi, h);
 out:
 	free(path);
 }
@@ -399,7 +401,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
-		reply_entry(req, fs, path, NULL);
+		reply_entry(req, fs, path, NULL, NULL);
 	fs_wb_kick(fs->wb);
 	free(path);
 }
