@@ -1004,13 +1004,23 @@ int fs_ov_rename(struct fs_ov *ov, const char *from, const char *to,
 	bool journal = true;
 	int rc = 0;
 
-	(void)to_exists;
 	pthread_mutex_lock(&ov->lock);
 	src = find(ov, from);
 	if (src && src->file && !src->file->at_origin)
 		journal = false;
-	if (journal && ov->jnl)
+	if (journal && ov->jnl) {
 		rc = append(ov, &op, false);
+	} else if (to_exists && ov->jnl) {
+		/* No RENAME goes out (nothing at the origin to move yet), but
+		 * what to names there must go before the WRITE that makes
+		 * it (which expects the name absent). */
+		struct cache_jnl_op del = {
+			.kind = from_dir ? CACHE_JNL_RMDIR : CACHE_JNL_UNLINK,
+			.path = to, .uid = uid, .gid = gid,
+		};
+
+		rc = append(ov, &del, false);
+	}
 	if (rc)
 		goto out;
 	origin_of(ov, from, org, sizeof(org));

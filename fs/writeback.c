@@ -231,7 +231,9 @@ static int step(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 	     ((!flushing && now - op->added < (int64_t)wb->c.delay) ||
 	      !fs_ov_quiet(wb->c.ov, op->path))) ||
 	    (op->kind != CACHE_JNL_MKDIR && op->kind != CACHE_JNL_SETATTR &&
-	     !flushing && fs_ov_read_under(wb->c.ov, op->path))) {
+	     !flushing && (fs_ov_read_under(wb->c.ov, op->path) ||
+	                   (op->path2 &&
+	                    fs_ov_read_under(wb->c.ov, op->path2))))) {
 		wb->blocked = true;
 		return 1;
 	}
