@@ -14,6 +14,8 @@
 #include "fs/overlay.h"
 
 #define COPY_CHUNK (1u << 20)
+/* RENAME flag: a folder was renamed (replay must know without the origin). */
+#define OV_RENAME_DIR 0x100u
 
 enum ov_kind { OV_FILE, OV_DIR, OV_GONE };
 
@@ -267,8 +269,9 @@ static int replay_op(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 			break;
 		if (in.file)
 			fs_ov_file_put(ov, in.file);
-		return fs_ov_rename(ov, op->path, op->path2, in.is_dir, false,
-		                    op->uid, op->gid) == 0 ? 0 : 0;
+		return fs_ov_rename(ov, op->path, op->path2,
+		                    in.is_dir || (op->flags & OV_RENAME_DIR),
+		                    false, op->uid, op->gid) == 0 ? 0 : 0;
 	}
 	case CACHE_JNL_SETATTR:
 		if (op->flags & CACHE_JNL_SET_MODE) {
@@ -1004,6 +1007,8 @@ int fs_ov_rename(struct fs_ov *ov, const char *from, const char *to,
 	bool journal = true;
 	int rc = 0;
 
+	if (from_dir)
+		op.flags |= OV_RENAME_DIR;
 	pthread_mutex_lock(&ov->lock);
 	src = find(ov, from);
 	if (src && src->file && !src->file->at_origin)
