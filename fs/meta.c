@@ -69,6 +69,9 @@ const struct fs_dirent *fs_dir_find(const struct fs_dir *d, const char *name)
 {
 	struct fs_dirent key = { .name = name };
 
+	/* An empty listing may have no array at all. */
+	if (d->count == 0)
+		return NULL;
 	return bsearch(&key, d->ents, d->count, sizeof(key), dirent_cmp);
 }
 
