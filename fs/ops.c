@@ -1302,6 +1302,8 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 		rc = fs_wb_start(&fs.wb, &wc);
 		if (rc)
 			goto out;
+		/* dmsctl sync/status; the mount works without it. */
+		fs_ctl_start(&fs.ctl, cfg->mountpoint, fs.jnl, fs.wb);
 	}
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
@@ -1345,6 +1347,7 @@ out:
 	}
 	/* Uploads what it can within unmount_flush; the rest waits in the
 	 * journal for the next mount. */
+	fs_ctl_stop(fs.ctl);
 	fs_wb_stop(fs.wb, cfg->unmount_flush);
 	fs_ov_destroy(fs.ov);
 	cache_jnl_close(fs.jnl);

@@ -5,6 +5,7 @@
 #include "fs/fs_i.h"
 #include "fs/overlay.h"
 #include "fs/writeback.h"
+#include "fs/ctl.h"
 
 struct fs {
 	const struct fs_config *cfg;
@@ -23,6 +24,7 @@ struct fs {
 	struct cache_jnl *jnl;      /* NULL: nothing writable */
 	struct fs_ov *ov;
 	struct fs_wb *wb;
+	struct fs_ctl *ctl;         /* NULL: no control socket */
 };
 
 /* What every open file and directory starts with, so that those still

@@ -25,6 +25,7 @@ struct fs_wb {
 	bool stop;                /* guarded by lock */
 	bool kicked;              /* guarded by lock */
 	int64_t flush_until;      /* guarded by lock; 0: not flushing */
+	int64_t hurry_until;      /* guarded by lock: dmsctl sync */
 	/* thread-only state */
 	unsigned backoff;         /* seconds; 0 when the last try worked */
 	int64_t retry_at;
@@ -216,19 +217,21 @@ static const char *kind_name(enum cache_jnl_kind k)
 static int step(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 {
 	struct fs_wb *wb = arg;
-	bool flushing;
+	bool flushing, hurry;
 	int64_t now = now_s();
 	int rc;
 
 	pthread_mutex_lock(&wb->lock);
 	flushing = wb->flush_until != 0;
+	hurry = now < wb->hurry_until;
 	if (wb->stop && (!flushing || now >= wb->flush_until)) {
 		pthread_mutex_unlock(&wb->lock);
 		return 1;
 	}
 	pthread_mutex_unlock(&wb->lock);
 	if ((op->kind == CACHE_JNL_WRITE &&
-	     ((!flushing && now - op->added < (int64_t)wb->c.delay) ||
+	     ((!flushing && !hurry &&
+	       now - op->added < (int64_t)wb->c.delay) ||
 	      !fs_ov_quiet(wb->c.ov, op->path))) ||
 	    (op->kind != CACHE_JNL_MKDIR && op->kind != CACHE_JNL_SETATTR &&
 	     !flushing && (fs_ov_read_under(wb->c.ov, op->path) ||
@@ -321,6 +324,18 @@ int fs_wb_start(struct fs_wb **out, const struct fs_wb_conf *c)
 	}
 	*out = wb;
 	return 0;
+}
+
+void fs_wb_hurry(struct fs_wb *wb)
+{
+	if (!wb)
+		return;
+	pthread_mutex_lock(&wb->lock);
+	wb->hurry_until = now_s() + 5;
+	wb->retry_at = 0;
+	wb->kicked = true;
+	pthread_cond_signal(&wb->cond);
+	pthread_mutex_unlock(&wb->lock);
 }
 
 void fs_wb_kick(struct fs_wb *wb)

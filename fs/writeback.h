@@ -24,6 +24,9 @@ int fs_wb_start(struct fs_wb **out, const struct fs_wb_conf *c);
 /* Stops the thread after uploading what it can within flush seconds
  * (ignoring delay); logs what is left pending. */
 void fs_wb_stop(struct fs_wb *wb, unsigned flush);
+/* dmsctl sync: for the next few seconds uploads do not wait for
+ * writeback_delay. */
+void fs_wb_hurry(struct fs_wb *wb);
 /* Wakes the thread (new operation appended). */
 void fs_wb_kick(struct fs_wb *wb);
 

@@ -496,3 +496,29 @@ def test_unmount_uploads_then_keeps_rest(origin, mounter, monkeypatch):
                  cache_dir=m2.cache_dir)
     assert open(m3.path("later"), "rb").read() == b"L"
     wait_for(origin_has(root / "later", b"L"), what="upload on next mount")
+
+
+def test_dmsctl_sync_and_status(origin, mounter):
+    root, ng = origin
+    dmsctl = os.path.join(mountlib.ROOT, "build", "dmsctl")
+    m = mounter(ng.url + "/", rw=True, writeback_delay="3600")
+    os.mkdir(m.path("s"))
+    want = data(3 * BLOCK + 7, 2)
+    open(m.path("s", "f"), "wb").write(want)
+    st = subprocess.run([dmsctl, "status", m.mountpoint], capture_output=True,
+                        text=True, timeout=60)
+    assert st.returncode == 0 and "upload /s/f" in st.stdout, st
+    r = subprocess.run([dmsctl, "sync", "-t", "120", m.path("s")],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert (root / "s" / "f").read_bytes() == want
+    # origin gone: sync gives up with what is left and why
+    m2 = mounter(ng.url + "/", rw=True, writeback_delay="3600",
+                 connect_timeout="1", unmount_flush="0",
+                 expected_errors=(r"writeback: .* failed", r"transfer: "))
+    open(m2.path("late"), "wb").write(b"x")
+    ng.stop()
+    r = subprocess.run([dmsctl, "sync", "-t", "3", m2.mountpoint],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "1 operations (1 bytes) still pending" in r.stderr, r.stderr
