@@ -357,13 +357,13 @@ static void info_from(struct fs_ov *ov, struct ov_ent *e, struct fs_ov_info *in)
 	in->mode = e->mode;
 	if (e->kind == OV_DIR) {
 		in->is_dir = true;
-		if (e->origin) {
+		/* A folder's attributes are its type and an mtime: ours, so
+		 * that one the origin does not list is still shown. */
+		if (e->origin)
 			snprintf(in->origin, sizeof(in->origin), "%s", e->origin);
-		} else {
-			in->have_attr = true;
-			in->attr.mode = S_IFDIR;
-			in->attr.mtime = e->mtime;
-		}
+		in->have_attr = true;
+		in->attr.mode = S_IFDIR;
+		in->attr.mtime = e->mtime;
 	} else if (e->file) {
 		e->file->refs++;
 		in->file = e->file;
@@ -1086,6 +1086,7 @@ int fs_ov_rename(struct fs_ov *ov, const char *from, const char *to,
 		}
 	} else {
 		dst->kind = from_dir ? OV_DIR : OV_FILE;
+		dst->mtime = now_s();
 		dst->origin = org[0] ? strdup(org) : NULL;
 		if (!dst->origin && org[0]) {
 			rc = -ENOMEM;
@@ -1213,7 +1214,8 @@ bool fs_ov_quiet(struct fs_ov *ov, const char *path)
 	return q;
 }
 
-void fs_ov_applied(struct fs_ov *ov, const struct cache_jnl_op *op)
+void fs_ov_applied(struct fs_ov *ov, const struct cache_jnl_op *op,
+                   bool (*shown)(void *arg, const char *path), void *arg)
 {
 	struct ov_ent *e, **p;
 	size_t flen;
@@ -1244,15 +1246,24 @@ void fs_ov_applied(struct fs_ov *ov, const struct cache_jnl_op *op)
 			if (op->kind != CACHE_JNL_MKDIR && e->kind == OV_GONE &&
 			    !strcmp(e->path, op->path))
 				drop = true;
-			/* A folder that is the origin's at its own path. */
+			/* A folder that is the origin's at its own path,
+			 * once the origin lists it. */
 			if (e->kind == OV_DIR && !e->file &&
 			    ((e->origin && !strcmp(e->origin, e->path)) ||
 			     (op->kind == CACHE_JNL_MKDIR &&
-			      !strcmp(e->path, op->path))))
+			      !strcmp(e->path, op->path))) &&
+			    (!shown || shown(arg, e->path)))
 				drop = true;
 			if (e->kind == OV_FILE && !e->file && !e->mode &&
-			    e->origin && !strcmp(e->origin, e->path))
+			    e->origin && !strcmp(e->origin, e->path) &&
+			    (!shown || shown(arg, e->path)))
 				drop = true;
+			if (!drop && op->kind == CACHE_JNL_MKDIR &&
+			    e->kind == OV_DIR && !e->origin &&
+			    !strcmp(e->path, op->path))
+				/* Kept (not listed), but it is at the origin:
+				 * its listing is the origin's from now on. */
+				e->origin = strdup(e->path);
 			if (drop) {
 				*p = e->next;
 				ov->count--;

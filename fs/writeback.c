@@ -85,6 +85,23 @@ out:
 	free(parent);
 }
 
+/* Whether the origin's (cached, just refreshed) listing shows path. */
+static bool shown(void *arg, const char *path)
+{
+	struct fs_wb *wb = arg;
+	char *parent = fs_path_parent(path);
+	struct fs_dir *d = NULL;
+	bool yes = false;
+
+	if (!wb->c.meta)
+		yes = true;
+	else if (parent && fs_meta_dir(wb->c.meta, parent, &d) == 0)
+		yes = fs_dir_find(d, fs_path_base(path)) != NULL;
+	fs_dir_put(d);
+	free(parent);
+	return yes;
+}
+
 static int do_write(struct fs_wb *wb, struct xfer *x, const char *inner,
                     const struct cache_jnl_op *op, struct xfer_attr *res)
 {
@@ -194,7 +211,7 @@ static int apply(struct fs_wb *wb, const struct cache_jnl_op *op)
 	if (rc >= 0) {
 		if (op->kind != CACHE_JNL_WRITE)
 			relist(wb, op->path, true, false);
-		fs_ov_applied(wb->c.ov, op);
+		fs_ov_applied(wb->c.ov, op, shown, wb);
 		if (op->kind == CACHE_JNL_WRITE && rc == 0)
 			relist(wb, op->path, false, true);
 	}

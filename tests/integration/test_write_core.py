@@ -522,3 +522,18 @@ def test_dmsctl_sync_and_status(origin, mounter):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "1 operations (1 bytes) still pending" in r.stderr, r.stderr
+
+
+def test_dot_folders_the_origin_does_not_list(rw):
+    """nginx does not list names starting with '.': a folder made here
+    must not vanish once it is at the origin."""
+    root, ng, m = rw
+    os.makedirs(m.path("p", "..dd", "e"))
+    open(m.path("p", "..dd", "e", "f"), "wb").write(b"f")
+    open(m.path("p", ".hidden"), "wb").write(b"h")
+    wait_for(origin_has(root / "p" / "..dd" / "e" / "f", b"f"))
+    wait_for(origin_has(root / "p" / ".hidden", b"h"))
+    time.sleep(1.5)
+    assert sorted(os.listdir(m.path("p"))) == ["..dd", ".hidden"]
+    assert os.listdir(m.path("p", "..dd", "e")) == ["f"]
+    assert open(m.path("p", "..dd", "e", "f"), "rb").read() == b"f"
