@@ -1,12 +1,19 @@
 /* dmsctl: admin tool.
  *   dmsctl acl lint FILE
  *   dmsctl acl check [-r FILE] USER PATH
+ *   dmsctl sync [-t SECONDS] PATH, dmsctl status PATH: the control socket
+ *   of a mount with writable exports (fs/ctl_proto.h)
  * Exit status: 0 ok, 1 rules file errors / check failed, 2 usage. */
 #include "acl/acl.h"
 #include "common/log.h"
 
+#include "fs/ctl_proto.h"
+
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +28,11 @@ static void usage(void)
 	fprintf(stderr,
 	        "usage: dmsctl acl lint FILE\n"
 	        "       dmsctl acl check [-r FILE] USER PATH\n"
+	        "       dmsctl sync [-t SECONDS] PATH\n"
+	        "       dmsctl status PATH\n"
+	        "  sync   wait until nothing is pending under PATH (in a dmsfs\n"
+	        "         mount) at the origin; -t: give up after SECONDS (exit 1)\n"
+	        "  status list the pending operations of the mount holding PATH\n"
 	        "  lint   validate a rules file (XRootD authdb subset) and that\n"
 	        "         no one but root (or you) can change it, as dmsfs does\n"
 	        "  check  print USER's rights on PATH (letters of lrwidn, or "
@@ -221,10 +233,148 @@ out:
 	return rc;
 }
 
+/* The mountpoint holding path (realpath'd into mnt) and path inside the
+ * mount (rel): the topmost folder with path's device. */
+static int find_mount(const char *path, char *mnt, size_t cap, char *rel,
+                      size_t rcap)
+{
+	char real[PATH_MAX], up[PATH_MAX];
+	struct stat st, pst;
+	char *slash;
+	size_t n;
+
+	if (!realpath(path, real) || stat(real, &st) != 0) {
+		fprintf(stderr, "dmsctl: %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	snprintf(up, sizeof(up), "%s", real);
+	for (;;) {
+		char parent[PATH_MAX];
+
+		slash = strrchr(up, '/');
+		if (!slash || !up[1]) {
+			fprintf(stderr, "dmsctl: %s is not in a mount\n", path);
+			return -1;
+		}
+		snprintf(parent, sizeof(parent), "%.*s",
+		         slash == up ? 1 : (int)(slash - up), up);
+		if (stat(parent, &pst) != 0 || pst.st_dev != st.st_dev)
+			break;      /* up is the mountpoint */
+		snprintf(up, sizeof(up), "%s", parent);
+	}
+	n = strlen(up);
+	snprintf(mnt, cap, "%s", up);
+	snprintf(rel, rcap, "%s", real[n] ? real + n : "/");
+	return 0;
+}
+
+/* Sends one request to the mount's control socket; the answer goes to
+ * out (NUL-terminated).  -1 with a message if the mount cannot be asked. */
+static int ask(const char *mnt, const char *req, char *out, size_t cap)
+{
+	struct sockaddr_un a;
+	socklen_t len;
+	size_t got = 0;
+	ssize_t r;
+	int fd, rc = -1;
+
+	if (dms_ctl_addr(mnt, &a, &len) != 0)
+		return -1;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, len) != 0) {
+		fprintf(stderr, "dmsctl: %s: no dmsfs mount with writable exports "
+		        "answers there (%s)\n", mnt, strerror(errno));
+		goto out;
+	}
+	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+		goto out;
+	while (got + 1 < cap && (r = read(fd, out + got, cap - 1 - got)) > 0)
+		got += (size_t)r;
+	out[got] = '\0';
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+static int cmd_sync(int argc, char **argv)
+{
+	char mnt[PATH_MAX], rel[PATH_MAX], req[PATH_MAX + 16], ans[512];
+	unsigned long long n = 0, bytes = 0, last_n = ~0ull;
+	long timeout = 0;
+	time_t start = time(NULL), printed = 0;
+	int i = 1;
+
+	if (argc >= 3 && !strcmp(argv[1], "-t")) {
+		timeout = atol(argv[2]);
+		i = 3;
+	}
+	if (argc != i + 1) {
+		usage();
+		return 2;
+	}
+	if (find_mount(argv[i], mnt, sizeof(mnt), rel, sizeof(rel)) != 0)
+		return 1;
+	snprintf(req, sizeof(req), "sync %s\n", rel);
+	for (;;) {
+		char err[400] = "-";
+
+		if (ask(mnt, req, ans, sizeof(ans)) != 0)
+			return 1;
+		if (sscanf(ans, "%llu %llu %399[^\n]", &n, &bytes, err) < 2) {
+			fprintf(stderr, "dmsctl: unexpected answer: %s\n", ans);
+			return 1;
+		}
+		if (n == 0) {
+			printf("dmsctl: everything under %s is at the origin\n",
+			       argv[i]);
+			return 0;
+		}
+		if (n != last_n || time(NULL) - printed >= 5) {
+			fprintf(stderr, "dmsctl: %llu operations (%llu bytes) "
+			        "pending under %s%s%s\n", n, bytes, argv[i],
+			        strcmp(err, "-") ? "; last error: " : "",
+			        strcmp(err, "-") ? err : "");
+			printed = time(NULL);
+			last_n = n;
+		}
+		if (timeout > 0 && time(NULL) - start >= timeout) {
+			fprintf(stderr, "dmsctl: gave up after %ld s: %llu "
+			        "operations (%llu bytes) still pending%s%s\n",
+			        timeout, n, bytes,
+			        strcmp(err, "-") ? "; last error: " : "",
+			        strcmp(err, "-") ? err : "");
+			return 1;
+		}
+		usleep(200 * 1000);
+	}
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	char mnt[PATH_MAX], rel[PATH_MAX];
+	static char ans[1 << 20];
+
+	if (argc != 2) {
+		usage();
+		return 2;
+	}
+	if (find_mount(argv[1], mnt, sizeof(mnt), rel, sizeof(rel)) != 0 ||
+	    ask(mnt, "status\n", ans, sizeof(ans)) != 0)
+		return 1;
+	printf("SEQ AGE_S RETRIES OPERATION PATH\tLAST_ERROR\n%s", ans);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int rc = 2;
 
+	if (argc >= 2 && !strcmp(argv[1], "sync"))
+		return cmd_sync(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "status"))
+		return cmd_status(argc - 1, argv + 1);
 	if (argc < 3 || strcmp(argv[1], "acl")) {
 		usage();
 		goto out;

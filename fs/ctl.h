@@ -1,0 +1,14 @@
+#ifndef DMS_FS_CTL_H
+#define DMS_FS_CTL_H
+/* The control socket's daemon side (protocol: fs/ctl_proto.h). */
+#include "fs/writeback.h"
+
+struct fs_ctl;
+
+/* Listens on the mount's abstract socket; a failure is logged and
+ * returned (the mount goes on without it). */
+int fs_ctl_start(struct fs_ctl **out, const char *mountpoint,
+                 struct cache_jnl *jnl, struct fs_wb *wb);
+void fs_ctl_stop(struct fs_ctl *c);
+
+#endif

@@ -1,0 +1,145 @@
+/* fs/overlay.c without a mount: the pending namespace over a real write
+ * journal in a temporary folder, its journal ops, and its replay. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs/overlay.h"
+#include "tests/unit/check.h"
+
+static char dir[] = "/tmp/dmsfs-ovtest-XXXXXX";
+
+static struct cache_jnl *jopen(void)
+{
+	char p[256];
+	struct cache_jnl_opts o = { .dir = p, .max_bytes = 1u << 30 };
+	struct cache_jnl *j = NULL;
+
+	snprintf(p, sizeof(p), "%s/journal", dir);
+	CHECK_OK(cache_jnl_open(&j, &o));
+	return j;
+}
+
+static int count_op(void *arg, uint64_t seq, const struct cache_jnl_op *op)
+{
+	int *kinds = arg;
+
+	(void)seq;
+	kinds[op->kind]++;
+	return 0;
+}
+
+static void test_namespace_and_replay(void)
+{
+	struct cache_jnl *j = jopen();
+	struct fs_ov *ov = NULL;
+	struct fs_ov_file *f = NULL;
+	struct fs_ov_info in;
+	struct fs_dir *d = NULL;
+	char buf[16];
+	int kinds[8] = { 0 };
+
+	CHECK_OK(fs_ov_init(&ov, j));
+	/* A new folder and a new file in it: shown at once. */
+	CHECK_OK(fs_ov_mkdir(ov, "/d", 0755, 0, 0));
+	CHECK_OK(fs_ov_open_write(ov, "/d/f", true, true, false, 0644, 0, 0,
+	                          NULL, NULL, NULL, &f));
+	CHECK_OK(fs_ov_pwrite(ov, f, "hello", 5, 3));
+	CHECK(fs_ov_pread(ov, f, buf, sizeof(buf), 0) == 8);
+	CHECK(memcmp(buf, "\0\0\0hello", 8) == 0);
+	CHECK_ERR(fs_ov_open_write(ov, "/d/f", true, true, false, 0644, 0, 0,
+	                           NULL, NULL, NULL, &(struct fs_ov_file *){ 0 }),
+	          -EEXIST);
+	CHECK_OK(fs_ov_stat(ov, "/d/f", &in));
+	CHECK(in.file && in.attr.size == 8);
+	fs_ov_file_put(ov, in.file);
+	/* Inside a new folder nothing comes from the origin. */
+	CHECK_ERR(fs_ov_stat(ov, "/d/other", &in), -ENOENT);
+	/* A path the overlay does not know is the origin's. */
+	CHECK_OK(fs_ov_stat(ov, "/x/y", &in));
+	CHECK_STR(in.origin, "/x/y");
+	CHECK_OK(fs_ov_close_write(ov, f, false));
+	fs_ov_file_put(ov, f);
+	/* A folder renamed: its children follow, the old name is gone, and
+	 * an origin folder renamed keeps pointing at its origin path. */
+	CHECK_OK(fs_ov_rename(ov, "/d", "/e", true, false, 0, 0));
+	CHECK_ERR(fs_ov_stat(ov, "/d/f", &in), -ENOENT);
+	CHECK_OK(fs_ov_stat(ov, "/e/f", &in));
+	CHECK(in.file != NULL);
+	if (in.file)
+		fs_ov_file_put(ov, in.file);
+	CHECK_OK(fs_ov_rename(ov, "/orig", "/moved", true, false, 0, 0));
+	CHECK_OK(fs_ov_stat(ov, "/moved/deep/x", &in));
+	CHECK_STR(in.origin, "/orig/deep/x");
+	CHECK_ERR(fs_ov_stat(ov, "/orig/deep/x", &in), -ENOENT);
+	CHECK_OK(fs_ov_merge(ov, "/", NULL, 0, &d));
+	CHECK(d && d->count == 2);
+	if (d && d->count == 2) {
+		CHECK_STR(d->ents[0].name, "e");
+		CHECK_STR(d->ents[1].name, "moved");
+	}
+	fs_dir_put(d);
+	d = NULL;
+	/* rmdir of a folder with pending children: ENOTEMPTY. */
+	CHECK_ERR(fs_ov_rmdir(ov, "/e", NULL, 0, 0), -ENOTEMPTY);
+	/* Journal: MKDIR, WRITE, RENAME, RENAME in order. */
+	CHECK_OK(cache_jnl_foreach(j, count_op, kinds));
+	CHECK(kinds[CACHE_JNL_MKDIR] == 1 && kinds[CACHE_JNL_WRITE] == 1 &&
+	      kinds[CACHE_JNL_RENAME] == 2);
+	fs_ov_destroy(ov);
+	cache_jnl_close(j);
+
+	/* Replay after a restart: the same namespace. */
+	j = jopen();
+	CHECK_OK(fs_ov_init(&ov, j));
+	CHECK_OK(fs_ov_stat(ov, "/e/f", &in));
+	CHECK(in.file && in.attr.size == 8);
+	if (in.file) {
+		CHECK(fs_ov_pread(ov, in.file, buf, sizeof(buf), 0) == 8);
+		CHECK(memcmp(buf, "\0\0\0hello", 8) == 0);
+		fs_ov_file_put(ov, in.file);
+	}
+	CHECK_ERR(fs_ov_stat(ov, "/d", &in), -ENOENT);
+	CHECK_OK(fs_ov_stat(ov, "/moved/a", &in));
+	CHECK_STR(in.origin, "/orig/a");
+	fs_ov_destroy(ov);
+	cache_jnl_close(j);
+}
+
+static void test_unlink_open_file(void)
+{
+	struct cache_jnl *j = jopen();
+	struct fs_ov *ov = NULL;
+	struct fs_ov_file *f = NULL;
+	struct fs_ov_info in;
+	char buf[8];
+
+	CHECK_OK(fs_ov_init(&ov, j));
+	CHECK_OK(fs_ov_open_write(ov, "/u", true, false, false, 0600, 0, 0,
+	                          NULL, NULL, NULL, &f));
+	CHECK_OK(fs_ov_pwrite(ov, f, "abc", 3, 0));
+	memset(&in, 0, sizeof(in));
+	CHECK_OK(fs_ov_unlink(ov, "/u", &in, NULL, 0, 0));
+	CHECK_ERR(fs_ov_stat(ov, "/u", &in), -ENOENT);
+	CHECK(fs_ov_pread(ov, f, buf, sizeof(buf), 0) == 3);
+	CHECK_OK(fs_ov_close_write(ov, f, false));
+	fs_ov_file_put(ov, f);
+	fs_ov_destroy(ov);
+	cache_jnl_close(j);
+}
+
+int main(void)
+{
+	char cmd[300];
+
+	if (!mkdtemp(dir))
+		return 1;
+	RUN(test_namespace_and_replay);
+	RUN(test_unlink_open_file);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		return 1;
+	CHECK_EXIT();
+}
