@@ -45,6 +45,10 @@ def file_sha(path):
     return h.hexdigest()
 
 
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
 def snapshot(root):
     """Every entry under root (root itself left out), by relative path."""
     out = {}
