@@ -83,7 +83,9 @@ def _start_origin(proto):
     root = make_root("dmsfs-home-")
     os.makedirs(os.path.join(root, "home"))
     if proto == "webdav":
-        server = Nginx(root).start()
+        # No create_full_put_path: an upload that overtook the mkdir of
+        # its folder is refused (409) instead of hidden.
+        server = Nginx(root, full_put_path=False).start()
     else:
         # Anonymous sessions run as nobody: the tree must be theirs.
         nobody = pwd.getpwnam("nobody")
@@ -541,10 +543,10 @@ def _kill_nginx(ng):
 def _restart_nginx(ng):
     """nginx again on the same port and config."""
     conf = os.path.join(ng.dir, "nginx.conf")
-    import subprocess as sp
-    ng.proc = sp.Popen([NGINX, "-p", ng.dir, "-c", conf, "-e", ng.error_log],
-                       stdin=sp.DEVNULL, stdout=sp.DEVNULL, stderr=sp.PIPE,
-                       start_new_session=True)
+    ng.proc = subprocess.Popen(
+        [NGINX, "-p", ng.dir, "-c", conf, "-e", ng.error_log],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, start_new_session=True)
     assert wait_listening(ng.proc, ng.port, 15), "nginx did not restart"
 
 
@@ -575,6 +577,9 @@ def test_origin_down_during_writes(dav, wmount):
                       "e/two": ("f", 14, wt.sha(b"two, rewritten")),
                       "e/sub/three": ("f", len(three), wt.sha(three))},
                      3 * UPLOAD_TIMEOUT, wm.log)
+    # In order: no upload went out before the mkdir or rename it needs.
+    bad = [l for l in dav.server.requests() if " 409 " in l]
+    assert not bad, "requests out of order:\n" + "\n".join(bad[:10])
 
 
 @needs_dmsfs

@@ -304,7 +304,7 @@ def diff_env(tmp_path):
     home.mkdir(parents=True)
     ref = tmp_path / "ref"
     ref.mkdir()
-    ng = None if wt.LOCAL else Nginx(str(root)).start()
+    ng = None if wt.LOCAL else Nginx(str(root), full_put_path=False).start()
     wm = wt.WriteMount(None if ng is None else ng.url + "/home/", home,
                        tmp_path)
     try:
