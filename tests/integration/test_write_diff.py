@@ -20,13 +20,16 @@ Needs root, FUSE, nginx and build/dmsfs (not with DMSFS_WRITE_LOCAL).
 """
 import errno
 import os
+import pwd
 import random
+import shutil
 import stat
 
 import pytest
 
 import mount as mountlib
 import writetree as wt
+from gridftp_origin import GridFTP, make_root
 from origin import Nginx
 
 OPS = int(os.environ.get("DMSFS_SOAK_OPS") or
@@ -111,7 +114,7 @@ class Diff:
     # -- failure reporting ------------------------------------------------
     def fail(self, what):
         lines = [f"differential test failed (DMSFS_SEED={self.seed} "
-                 f"DMSFS_DIFF_OPS={OPS} reproduces it): {what}",
+                 f"reproduces it, with the same op count): {what}",
                  "last operations (op, mount result, reference result):"]
         lines += [f"  {h}" for h in self.history[-15:]]
         if not self.wm.local:
@@ -297,33 +300,47 @@ def seed():
     return int(s) if s else random.SystemRandom().randrange(1 << 32)
 
 
-@pytest.fixture
-def diff_env(tmp_path):
-    root = tmp_path / "origin"
-    home = root / "home"
-    home.mkdir(parents=True)
+@pytest.fixture(params=["webdav", "gridftp"])
+def diff_env(request, tmp_path):
+    """(WriteMount, reference folder, op count) over a fresh origin."""
+    proto = request.param
+    root = make_root("dmsfs-diff-")
+    home = os.path.join(root, "home")
+    os.makedirs(home)
     ref = tmp_path / "ref"
     ref.mkdir()
-    ng = None if wt.LOCAL else Nginx(str(root), full_put_path=False).start()
-    wm = wt.WriteMount(None if ng is None else ng.url + "/home/", home,
-                       tmp_path)
+    server = None
     try:
-        wm.start()
-        yield wm, str(ref)
-    finally:
+        if wt.LOCAL:
+            url = None
+        elif proto == "webdav":
+            server = Nginx(root, full_put_path=False).start()
+            url = server.url + "/home/"
+        else:
+            nobody = pwd.getpwnam("nobody")
+            for d in (root, home):
+                os.chown(d, nobody.pw_uid, nobody.pw_gid)
+            server = GridFTP(root).start()
+            url = server.url + "/home/"
+        wm = wt.WriteMount(url, home, tmp_path)
         try:
-            wm.cleanup()
+            wm.start()
+            # GridFTP round trips are slower: a third of the operations.
+            yield wm, str(ref), OPS if proto == "webdav" else OPS // 3
         finally:
-            if ng is not None:
-                ng.stop()
+            wm.cleanup()
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.slow
 def test_random_ops_match_a_local_folder(diff_env, seed):
-    wm, ref = diff_env
+    wm, ref, nops = diff_env
     d = Diff(seed, wm, ref)
-    print(f"DMSFS_SEED={seed} ops={OPS}")
-    d.run(OPS)
+    print(f"DMSFS_SEED={seed} ops={nops}")
+    d.run(nops)
     print("op counts (! = failed):", dict(sorted(d.counts.items())))
     print("final tree:", len(wt.snapshot(ref)), "entries")
     # The last unmount must leave nothing pending and nothing half-made.
