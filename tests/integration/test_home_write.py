@@ -479,7 +479,8 @@ def test_cp_r_and_tar_x_then_diff(origin, wmount, tmp_path):
         r = subprocess.run(["diff", "-r", src, wm.path(d)],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, \
-            f"in the mount, {d}:\n{r.stdout[:2000]}{r.stderr[:2000]}"
+            f"in the mount, {d}:\n{r.stdout[:2000]}{r.stderr[:2000]}" \
+            f"\ndaemon log (tail):\n{wm.log()[-3000:]}"
     tree = wt.snapshot(src)
     want = {"copy": ("d",), "untar": ("d",)}
     for d in ("copy", "untar"):

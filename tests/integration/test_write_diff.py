@@ -96,7 +96,10 @@ class Side:
 
     def close_all(self):
         for fd, _ in self.fds.values():
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # reported by the operation that failed first
         self.fds.clear()
 
 
@@ -115,12 +118,26 @@ class Diff:
     def fail(self, what):
         lines = [f"differential test failed (DMSFS_SEED={self.seed} "
                  f"reproduces it, with the same op count): {what}",
+                 f"all operations in {self.dump_history()}",
                  "last operations (op, mount result, reference result):"]
         lines += [f"  {h}" for h in self.history[-15:]]
         if not self.wm.local:
+            log = self.wm.log().splitlines()
+            notable = [l for l in log if not l.startswith("dmsfs: info:")]
+            lines.append("daemon log (warnings and errors, last 15):")
+            lines += notable[-15:]
             lines.append("daemon log (tail):")
-            lines += self.wm.log().splitlines()[-20:]
+            lines += log[-10:]
+        # Open files would keep the mount busy at teardown.
+        self.close_all()
         raise AssertionError("\n".join(lines))
+
+    def dump_history(self):
+        path = os.path.join(self.wm.workdir, "diff-history.txt")
+        with open(path, "w") as f:
+            for i, h in enumerate(self.history, 1):
+                f.write(f"{i} {h}\n")
+        return path
 
     # -- operations -------------------------------------------------------
     def both(self, name, fn, check=True):
