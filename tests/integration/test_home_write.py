@@ -13,6 +13,7 @@ outages, conflicts, quota replies, and the access rules for real users.
 Needs root, FUSE, nginx, globus-gridftp-server, useradd/setpriv and
 build/dmsfs.
 """
+import contextlib
 import ctypes
 import errno
 import json
@@ -291,26 +292,26 @@ def test_truncate_down_and_up(origin, wmount):
 def test_rename_chain_and_folder_rename_with_open_files(origin, wmount):
     origin.put("d1/inner.txt", b"inner at the origin\n")
     wm = wmount(origin)
-    fa = open(wm.path("a.txt"), "w+b")
-    fa.write(b"first ")
-    fa.flush()
-    os.rename(wm.path("a.txt"), wm.path("b.txt"))
-    os.rename(wm.path("b.txt"), wm.path("c.txt"))
-    fa.write(b"second")
-    fa.flush()
-    fi = open(wm.path("d1/inner.txt"), "r+b")
-    os.mkdir(wm.path("d2"))
-    os.rename(wm.path("d1"), wm.path("d2/moved"))
-    os.rename(wm.path("c.txt"), wm.path("d2/moved/c.txt"))
-    fi.seek(0, 2)
-    fi.write(b"appended after the folder moved\n")
-    fi.flush()
-    assert sorted(os.listdir(wm.path())) == ["d2"]
-    assert sorted(os.listdir(wm.path("d2/moved"))) == ["c.txt", "inner.txt"]
-    fa.seek(0)
-    assert fa.read() == b"first second"
-    fa.close()
-    fi.close()
+    with contextlib.ExitStack() as files:
+        fa = files.enter_context(open(wm.path("a.txt"), "w+b"))
+        fa.write(b"first ")
+        fa.flush()
+        os.rename(wm.path("a.txt"), wm.path("b.txt"))
+        os.rename(wm.path("b.txt"), wm.path("c.txt"))
+        fa.write(b"second")
+        fa.flush()
+        fi = files.enter_context(open(wm.path("d1/inner.txt"), "r+b"))
+        os.mkdir(wm.path("d2"))
+        os.rename(wm.path("d1"), wm.path("d2/moved"))
+        os.rename(wm.path("c.txt"), wm.path("d2/moved/c.txt"))
+        fi.seek(0, 2)
+        fi.write(b"appended after the folder moved\n")
+        fi.flush()
+        assert sorted(os.listdir(wm.path())) == ["d2"]
+        assert sorted(os.listdir(wm.path("d2/moved"))) == ["c.txt",
+                                                           "inner.txt"]
+        fa.seek(0)
+        assert fa.read() == b"first second"
     inner = b"inner at the origin\nappended after the folder moved\n"
     assert read_file(wm.path("d2/moved/inner.txt")) == inner
     assert read_file(wm.path("d2/moved/c.txt")) == b"first second"
@@ -322,6 +323,34 @@ def test_rename_chain_and_folder_rename_with_open_files(origin, wmount):
                                              wt.sha(inner)),
                       "d2/moved/c.txt": ("f", 12, wt.sha(b"first second"))},
                      UPLOAD_TIMEOUT, wm.log)
+
+
+def test_entries_stay_visible_while_uploads_complete(origin, wmount):
+    """New folders, files and renames never vanish from the mount, not
+    even for a moment while their uploads complete behind it."""
+    wm = wmount(origin, writeback_delay=0)
+    want = {}
+    for i in range(20):
+        d = f"dir{i}"
+        os.mkdir(wm.path(d))
+        os.mkdir(wm.path(d, "sub"))
+        write_file(wm.path(d, "sub", "f"), b"%d" % i)
+        if i % 2:
+            os.rename(wm.path(d), wm.path(f"moved{i}"))
+            d = f"moved{i}"
+        want.update({d: ("d",), f"{d}/sub": ("d",),
+                     f"{d}/sub/f": ("f", len(b"%d" % i), wt.sha(b"%d" % i))})
+    deadline = time.monotonic() + UPLOAD_TIMEOUT
+    rounds = 0
+    while True:
+        rounds += 1
+        missing = [rel for rel in want if not os.path.exists(wm.path(rel))]
+        assert not missing, f"round {rounds}: vanished from the mount: " \
+            f"{missing[:10]}\n{wm.log()[-2000:]}"
+        if wt.snapshot(origin.home) == want or time.monotonic() > deadline:
+            break
+    assert wt.snapshot(wm.path()) == want
+    wt.wait_uploaded(origin.home, want, UPLOAD_TIMEOUT, wm.log)
 
 
 def test_unlink_open_file(origin, wmount):
