@@ -178,6 +178,16 @@ def pattern(size, seed=0):
     return random.Random(seed).randbytes(size)
 
 
+def dmsfs_writes_supported():
+    """True if build/dmsfs knows the write-back options (issue 8): looked
+    up in the binary, so nothing is mounted to find out."""
+    try:
+        with open(mountlib.DMSFS, "rb") as f:
+            return b"writeback_delay=" in f.read()
+    except OSError:
+        return False
+
+
 # ---------------------------------------------------------------- dmsctl
 
 def dmsctl_sync_supported():
