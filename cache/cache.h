@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct cache;
 
@@ -109,5 +110,231 @@ void cache_flush(struct cache *c);
 
 /* A snapshot of the counters.  Cannot fail. */
 void cache_get_stats(struct cache *c, struct cache_stats *st);
+
+/* ==== Write journal (cache/journal.c) =====================================
+ *
+ * The durable local store of pending writes, kept apart from the evictable
+ * block cache: nothing in it is ever evicted; it leaves only through
+ * cache_jnl_done (the upload reached the origin) or cache_jnl_file_release.
+ *
+ * Layout under opts->dir (created 0700, files 0600, root-only like the cache):
+ *   data/<16 hex digits>  one sparse staged file per pending file version
+ *   ops                   the operation log: checksummed records, appended
+ *   ops.bad               records that failed their check or were set aside
+ *   lost/<id>.<time>      staged files of operations set aside
+ *   open.boot             "open <boot id>" while open, "clean" after close
+ * No path in it is ever followed: files are opened with O_NOFOLLOW and
+ * checked with fstat; a symlink, FIFO or other non-regular file where the
+ * journal expects its own refuses the open (-ELOOP / -EINVAL, logged) or, in
+ * data/, is removed without being followed.
+ *
+ * Durability: data written with cache_jnl_pwrite is in the kernel's page
+ * cache when the call returns (it survives kill -9 of the daemon); operation
+ * records are written to the log before cache_jnl_append returns (same).
+ * cache_jnl_sync makes every appended operation durable against a power cut,
+ * with the data of the staged files they name: it fdatasyncs those files
+ * (written since the last sync), fsyncs data/ when names were added, appends
+ * a sync barrier and fdatasyncs the log, in that order, so a durable record
+ * never refers to data that is not.  Staged files no operation names yet
+ * (still being written) are not flushed by it; cache_jnl_sync_file adds one.
+ * So for fsync(2) of a file: append its WRITE operation, then
+ * cache_jnl_sync_file.  A staged file named by a synced operation should not
+ * be written again (write a new version): after a power cut its bytes could
+ * mix old and new data under a record that promised the old.
+ * After a system crash (open.boot names another boot), operations after the
+ * last barrier were never promised and may refer to data that did not reach
+ * the disk: they are set aside (logged, their staged files moved to lost/),
+ * never replayed.  A record whose checksum fails is set aside (ops.bad) and
+ * logged; a torn record at the end of the log (a write cut short) is dropped.
+ *
+ * Sequence numbers increase strictly over the life of the journal, across
+ * reopens; operations replay in that order.
+ *
+ * Capacity: max_bytes bounds the sum of the staged files' sizes (logical
+ * size: a sparse hole counts, because it will be uploaded).  A write or
+ * truncate that would pass it fails with -ENOSPC and changes nothing; what
+ * is stored stays intact.  Operation records are not counted (they are
+ * small; the log is compacted when most of it is done records).
+ *
+ * Thread safety: every function may be called from many threads at once,
+ * except cache_jnl_open/cache_jnl_close.  Calls on one staged file may run
+ * concurrently; overlapping writes and truncates then land as the kernel
+ * orders them (the caller serialises per file if it cares).  Internal locks:
+ * a sync lock (syncs and compaction run one at a time, taken first) and the
+ * state lock; neither is held across a callback, and the state lock is not
+ * held across staged file I/O or fdatasync, so writes go on during a sync.
+ *
+ * Errors are 0 or -errno; the cause is logged.
+ */
+struct cache_jnl;
+
+struct cache_jnl_opts {
+	const char *dir;     /* e.g. <cache_dir>/journal; created 0700 */
+	uint64_t max_bytes;  /* writeback_size: cap on staged bytes (> 0) */
+};
+
+enum cache_jnl_kind {
+	CACHE_JNL_WRITE = 1, /* create/replace path with the staged file */
+	CACHE_JNL_MKDIR,
+	CACHE_JNL_RMDIR,
+	CACHE_JNL_UNLINK,
+	CACHE_JNL_RENAME,    /* path -> path2, flags: RENAME_NOREPLACE ... */
+	CACHE_JNL_SETATTR,   /* flags: CACHE_JNL_SET_* */
+};
+
+#define CACHE_JNL_SET_MODE   1u
+#define CACHE_JNL_SET_MTIME  2u
+
+#define CACHE_JNL_PATH_MAX   4096  /* bytes of path / path2, without NUL */
+#define CACHE_JNL_TEXT_MAX   512   /* bytes of an ETag or error text */
+
+/* One operation.  For cache_jnl_append the strings are the caller's and are
+ * copied.  In a cache_jnl_foreach callback the whole struct and its strings
+ * belong to the journal and are valid only during the callback. */
+struct cache_jnl_op {
+	enum cache_jnl_kind kind;
+	uint32_t flags;
+	const char *path;        /* required */
+	const char *path2;       /* RENAME: the new name; else NULL */
+	uint64_t file_id;        /* WRITE: the staged file; else 0 */
+	uint64_t size;           /* WRITE: bytes of the staged file to upload */
+	uint32_t mode;           /* WRITE, MKDIR, SETATTR (CACHE_JNL_SET_MODE) */
+	uint32_t uid, gid;       /* the owner: whose pending data this is */
+	int64_t mtime_sec;       /* WRITE, SETATTR (CACHE_JNL_SET_MTIME) */
+	uint32_t mtime_nsec;
+	/* The version at the origin this mount read the file at (conflict
+	 * check before replacing it); base_present false: it was absent. */
+	bool base_present;
+	uint64_t base_size;
+	int64_t base_mtime;
+	const char *base_etag;   /* may be NULL or "" */
+	/* Kept by the journal; ignored by cache_jnl_append. */
+	int64_t added;           /* wall clock seconds when appended */
+	uint32_t retries;        /* from cache_jnl_update */
+	int64_t last_try;
+	const char *last_error;  /* "" when none */
+};
+
+/* Opens (creating if needed) the journal in opts->dir and replays the log:
+ * records are verified, pending operations loaded in sequence order, staged
+ * files referenced by no operation (created but not recorded before a
+ * crash) deleted, operations whose staged file is missing or shorter than
+ * recorded set aside; everything set aside is logged.  It reads the log and
+ * lists data/, never the staged files' contents.  *out is owned by the
+ * caller.  One process at a time (an flock on the directory; open it after
+ * fork()).  Fails with -errno (-EBUSY if another process has it open,
+ * -ELOOP/-EINVAL for a foreign file type at a journal path, -EACCES for a
+ * directory owned by someone else). */
+int cache_jnl_open(struct cache_jnl **out, const struct cache_jnl_opts *o)
+	__attribute__((warn_unused_result));
+
+/* Syncs (as cache_jnl_sync), marks the journal closed cleanly and frees it.
+ * Pending operations stay for the next open.  NULL is ignored. */
+void cache_jnl_close(struct cache_jnl *j);
+
+/* ---- staged files ---- */
+
+/* Creates an empty staged file and returns its id (never 0).  The caller
+ * holds it: it is not deleted, even when no operation refers to it, until
+ * cache_jnl_file_release.  Not durable until an operation refers to it and
+ * is synced (an unreferenced file is deleted at the next open). */
+int cache_jnl_file_new(struct cache_jnl *j, uint64_t *file_id)
+	__attribute__((warn_unused_result));
+
+/* Drops the caller's hold; the file is deleted once no pending operation
+ * refers to it.  -ENOENT if the id is unknown or not held. */
+int cache_jnl_file_release(struct cache_jnl *j, uint64_t file_id);
+
+/* Writes len bytes at off.  All or nothing against the cap: -ENOSPC if the
+ * file would grow past what max_bytes leaves; then nothing is written.  A
+ * full disk also gives -ENOSPC (or -EDQUOT), possibly after part of the range
+ * was written.  -ENOENT for an unknown id. */
+int cache_jnl_pwrite(struct cache_jnl *j, uint64_t file_id, const void *buf,
+                     size_t len, uint64_t off)
+	__attribute__((warn_unused_result));
+
+/* Reads up to len bytes at off: the count read (short only at the end of
+ * the file), or -errno (-EIO for a file whose sync failed).  Holes read as
+ * zeros. */
+ssize_t cache_jnl_pread(struct cache_jnl *j, uint64_t file_id, void *buf,
+                        size_t len, uint64_t off)
+	__attribute__((warn_unused_result));
+
+/* Sets the size (grow: a hole; shrink: bytes dropped).  -ENOSPC past the
+ * cap, nothing changed. */
+int cache_jnl_truncate(struct cache_jnl *j, uint64_t file_id, uint64_t size)
+	__attribute__((warn_unused_result));
+
+/* The current size of a staged file.  -ENOENT for an unknown id. */
+int cache_jnl_file_size(struct cache_jnl *j, uint64_t file_id,
+                        uint64_t *size)
+	__attribute__((warn_unused_result));
+
+/* A new read-only descriptor of the staged file (O_CLOEXEC), owned by the
+ * caller, who closes it: for streaming uploads and splice replies.  Returns
+ * the fd or -errno. */
+int cache_jnl_file_open(struct cache_jnl *j, uint64_t file_id)
+	__attribute__((warn_unused_result));
+
+/* cache_jnl_sync, and this file's data too even if no operation names it
+ * yet.  -ENOENT for an unknown id. */
+int cache_jnl_sync_file(struct cache_jnl *j, uint64_t file_id)
+	__attribute__((warn_unused_result));
+
+/* ---- ordered operations ---- */
+
+/* Appends an operation and returns its sequence number (seq may be NULL).
+ * The record is in the log when this returns (survives kill -9); with sync
+ * it is also durable (as cache_jnl_sync).  -EINVAL for a malformed op
+ * (missing or too long path, WRITE without a known staged file),
+ * -ENOSPC/-EIO if the log cannot be written: nothing appended.  With sync,
+ * an error from the sync itself leaves the operation appended (and *seq
+ * set) but not durable. */
+int cache_jnl_append(struct cache_jnl *j, const struct cache_jnl_op *op,
+                     bool sync, uint64_t *seq)
+	__attribute__((warn_unused_result));
+
+/* Makes everything appended before the call durable, with the staged files
+ * those operations name.  -EIO (or the fdatasync's errno) if a staged file
+ * could not be synced: that file is then unusable (-EIO from every call on
+ * it) and its operations are set aside, because the kernel may have dropped
+ * its unwritten pages.  A failed sync of the log is repaired by rewriting
+ * the log; the call fails only if that fails too. */
+int cache_jnl_sync(struct cache_jnl *j)
+	__attribute__((warn_unused_result));
+
+/* Calls fn for each pending operation in sequence order, without the
+ * journal's lock held (fn may call any cache_jnl_* function, including
+ * cache_jnl_done on this op).  Operations appended during the walk are
+ * visited too.  A non-zero return from fn stops the walk and is returned. */
+int cache_jnl_foreach(struct cache_jnl *j,
+                      int (*fn)(void *arg, uint64_t seq,
+                                const struct cache_jnl_op *op),
+                      void *arg);
+
+/* Records an attempt for dmsctl status: retries is incremented, last_try
+ * set to now and the error text (NULL: cleared) kept, truncated to
+ * CACHE_JNL_TEXT_MAX.  Not synced by itself.  -ENOENT for an unknown seq. */
+int cache_jnl_update(struct cache_jnl *j, uint64_t seq, const char *error);
+
+/* Removes a completed operation; its staged file is deleted when no other
+ * operation refers to it and nobody holds it.  Durable at the next sync
+ * (until then a crash may replay it once more).  A full disk does not make
+ * it fail (draining is what frees space): the record is retried at later
+ * calls, and a restart before that sets the operation aside (logged) since
+ * its staged file is gone.  -ENOENT if unknown. */
+int cache_jnl_done(struct cache_jnl *j, uint64_t seq);
+
+struct cache_jnl_stats {
+	uint64_t bytes;      /* staged bytes (what the cap counts) */
+	uint64_t max_bytes;
+	uint64_t ops;        /* pending operations */
+	uint64_t files;      /* staged files */
+	uint64_t log_bytes;  /* size of the operation log */
+	uint64_t setaside;   /* records/operations set aside since open */
+};
+
+/* A snapshot of the counters.  Cannot fail. */
+void cache_jnl_stats(struct cache_jnl *j, struct cache_jnl_stats *st);
 
 #endif

@@ -44,6 +44,10 @@ const struct fuse_opt fs_opt_table[] = {
 	OPT("stall_timeout=%s", stall_timeout),
 	OPT("max_listing=%s", max_listing),
 	OPT("min_rate=%s", min_rate),
+	OPT("writeback_delay=%s", writeback_delay),
+	OPT("writeback_size=%s", writeback_size),
+	OPT("unmount_flush=%s", unmount_flush),
+	{ "rw", offsetof(struct fs_raw_opts, rw), 1 },
 	FUSE_OPT_END
 };
 
@@ -54,7 +58,8 @@ void fs_raw_opts_free(struct fs_raw_opts *raw)
 		&raw->block_size, &raw->mem_cache, &raw->meta_ttl, &raw->readahead,
 		&raw->threads, &raw->fetchers, &raw->proxy, &raw->gridftp_streams,
 		&raw->connect_timeout, &raw->stall_timeout, &raw->max_listing,
-		&raw->min_rate,
+		&raw->min_rate, &raw->writeback_delay, &raw->writeback_size,
+		&raw->unmount_flush,
 	};
 	size_t i;
 
@@ -183,6 +188,12 @@ static int config_line(void *user, const char *section, const char *name,
 			return take_size(st, &raw->mem_cache, name, value);
 		if (!strcmp(name, "readahead"))
 			return take_size(st, &raw->readahead, name, value);
+		if (!strcmp(name, "writeback_delay"))
+			return take(&raw->writeback_delay, value);
+		if (!strcmp(name, "writeback_size"))
+			return take_size(st, &raw->writeback_size, name, value);
+		if (!strcmp(name, "unmount_flush"))
+			return take(&raw->unmount_flush, value);
 	} else if (!strcmp(section, "acl")) {
 		if (!strcmp(name, "rules"))
 			return take(&raw->acl, value);
@@ -216,6 +227,12 @@ static int config_line(void *user, const char *section, const char *name,
 				return 1;
 			snprintf(st->reason, sizeof(st->reason),
 			         "per_user must be yes or no, not '%s'", value);
+			return 0;
+		} else if (!strcmp(name, "writable")) {
+			if (parse_bool(value, &e->writable) == 0)
+				return 1;
+			snprintf(st->reason, sizeof(st->reason),
+			         "writable must be yes or no, not '%s'", value);
 			return 0;
 		}
 		if (field) {
@@ -418,6 +435,22 @@ int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
 	cfg->stall_timeout = 15;
 	cfg->max_listing = 128ull << 20;
 	cfg->min_rate = DEFAULT_MIN_RATE;
+	cfg->writeback_delay = 2;
+	cfg->writeback_size = 10ull << 30;
+	cfg->unmount_flush = 10;
+	cfg->writable = raw->rw != 0;
+	for (v = 0; v < cfg->nexports; v++)
+		if (cfg->exports[v].writable)
+			cfg->writable = true;
+	if (raw->writeback_size)
+		rc |= parse_size_opt("writeback_size", raw->writeback_size,
+		                     1u << 20, 1ull << 50, &cfg->writeback_size);
+	if (raw->writeback_delay)
+		rc |= parse_uint("writeback_delay", raw->writeback_delay, 0,
+		                 86400, &cfg->writeback_delay);
+	if (raw->unmount_flush)
+		rc |= parse_uint("unmount_flush", raw->unmount_flush, 0, 86400,
+		                 &cfg->unmount_flush);
 
 	if (raw->cache_size)
 		rc |= parse_size_opt("cache_size", raw->cache_size, 1ull << 20,

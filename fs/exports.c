@@ -31,6 +31,7 @@ struct fs_export {
 	size_t path_len;
 	char *source;
 	bool per_user;
+	bool writable;
 	struct xfer *xfer;         /* !per_user */
 	struct user_xfer *users;   /* per_user; guarded by fs_exports.lock */
 };
@@ -163,6 +164,7 @@ int fs_exports_open(struct fs_exports **out, const struct fs_export_conf *conf,
 		e->path = strndup(conf[i].path, e->path_len);
 		e->source = strdup(conf[i].source);
 		e->per_user = conf[i].per_user;
+		e->writable = conf[i].writable;
 		ex->n++;
 		if (!e->name || !e->path || !e->source) {
 			rc = -ENOMEM;
@@ -289,6 +291,7 @@ static int user_xfer(struct fs_exports *ex, struct fs_export *e,
 found:
 	r->xfer = u->xfer;
 	r->tree = u->source;
+	r->user = u->name;
 	goto out;
 fail:
 	if (u)
@@ -318,6 +321,7 @@ int fs_exports_route(struct fs_exports *ex, const char *path,
 			r->xfer = e->xfer;
 			r->tree = e->source;
 			r->inner = rest[0] ? rest : "/";
+			r->writable = e->writable;
 			return 0;
 		}
 		if (rest[0] == '\0' || (rest[0] == '/' && rest[1] == '\0')) {
@@ -330,6 +334,7 @@ int fs_exports_route(struct fs_exports *ex, const char *path,
 			return -ENOENT;
 		r->kind = FS_ROUTE_SOURCE;
 		r->inner = slash ? slash : "/";
+		r->writable = e->writable;
 		return user_xfer(ex, e, rest + 1, slash ? (size_t)(slash - rest - 1)
 		                                        : strlen(rest + 1), r);
 	}

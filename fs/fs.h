@@ -35,6 +35,10 @@ struct fs_config {
 	unsigned stall_timeout;   /* seconds */
 	uint64_t min_rate;        /* bytes/s a request must average */
 	uint64_t max_listing;   /* bytes */
+	bool writable;          /* some export is writable (-o rw) */
+	unsigned writeback_delay; /* seconds a closed file waits for upload */
+	uint64_t writeback_size;  /* bytes: cap of the write journal */
+	unsigned unmount_flush;   /* seconds unmount spends uploading */
 	int foreground;
 	int debug;
 	struct fuse_args args;  /* what is left for libfuse */

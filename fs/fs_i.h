@@ -135,6 +135,8 @@ struct fs_raw_opts {
 	char *meta_ttl, *readahead, *threads, *fetchers, *proxy;
 	char *gridftp_streams, *connect_timeout, *stall_timeout, *max_listing;
 	char *min_rate;
+	char *writeback_delay, *writeback_size, *unmount_flush;
+	int rw;
 };
 extern const struct fuse_opt fs_opt_table[];
 /* Reads the INI file into raw (fields -o already set are kept) and the
@@ -152,6 +154,7 @@ struct fs_export_conf {
 	const char *path;      /* where it appears in the mount */
 	const char *source;    /* sources (xfer.h syntax); ${user} if per_user */
 	bool per_user;
+	bool writable;         /* writable = yes */
 };
 
 enum fs_route_kind {
@@ -167,6 +170,8 @@ struct fs_route {
 	                          part of every cache key, so two trees never
 	                          share a cache entry; owned by the exports */
 	const char *inner;     /* SOURCE: points into the routed path, or "/" */
+	bool writable;         /* SOURCE: the export is writable */
+	const char *user;      /* SOURCE of a per-user export: whose; else NULL */
 };
 
 /* Checks exports before use: both keys given, normalized paths that do
@@ -259,6 +264,8 @@ void fs_inodes_update(struct fs_inodes *t, uint64_t ino,
                       const struct xfer_attr *attr, int64_t now);
 /* Makes the next use of ino revalidate its attributes. */
 void fs_inodes_expire(struct fs_inodes *t, uint64_t ino);
+/* After a rename in the mount: see inode.c. */
+void fs_inodes_rename(struct fs_inodes *t, const char *from, const char *to);
 /* A malloc'd array (caller frees) of the inode numbers known now. */
 int fs_inodes_list(struct fs_inodes *t, uint64_t **inos, size_t *n);
 /* Reads and clears the "changed" mark (true: drop the kernel page cache). */

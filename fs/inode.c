@@ -3,6 +3,7 @@
  * Two chained hash tables (by ino, by path) share one lock: lookups are short
  * and the lock is never held across I/O. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -353,4 +354,65 @@ const char *fs_path_base(const char *path)
 	const char *slash = strrchr(path, '/');
 
 	return slash ? slash + 1 : path;
+}
+
+static bool path_under(const char *path, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	return strncmp(path, prefix, n) == 0 && (path[n] == '/' || !path[n]);
+}
+
+/* Gives node n the path prefix to + rest (lock held); false if out of
+ * memory (n is then left as it was). */
+static bool repath(struct fs_inodes *t, struct fs_node *n, const char *to,
+                   const char *rest)
+{
+	size_t lt = strlen(to), lr = strlen(rest);
+	struct fs_node *m = calloc(1, sizeof(*m) + lt + lr + 1);
+
+	if (!m)
+		return false;
+	unlink_node(t, n);
+	m->ino = n->ino;
+	m->nlookup = n->nlookup;
+	m->attr = n->attr;
+	m->validated = n->validated;
+	m->changed = n->changed;
+	memcpy(m->path, to, lt);
+	memcpy(m->path + lt, rest, lr + 1);
+	link_node(t, m);
+	free(n);
+	return true;
+}
+
+/* Nodes at and under from now answer for to; nodes that were at and under
+ * to get a path no lookup finds (the kernel may still hold them). */
+void fs_inodes_rename(struct fs_inodes *t, const char *from, const char *to)
+{
+	struct fs_node *n, *next;
+	size_t i, lf = strlen(from);
+	char gone[64];
+
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < t->nbuckets; i++) {
+		for (n = t->by_ino[i]; n; n = next) {
+			next = n->ino_next;
+			if (n->ino != 1 && path_under(n->path, to)) {
+				snprintf(gone, sizeof(gone), "//gone/%llx",
+				         (unsigned long long)n->ino);
+				repath(t, n, gone, "");
+			}
+		}
+	}
+	for (i = 0; i < t->nbuckets; i++) {
+		for (n = t->by_ino[i]; n; n = next) {
+			next = n->ino_next;
+			/* Re-linked nodes go to the chain's head: skip those
+			 * already moved (their path is under to now). */
+			if (n->ino != 1 && path_under(n->path, from))
+				repath(t, n, to, n->path + lf);
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
 }

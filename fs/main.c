@@ -92,8 +92,10 @@ static int wait_ready(int fd, pid_t child)
 static int add_mount_opts(struct fuse_args *args, const struct fs_config *cfg)
 {
 	const char *opts = cfg->acl_file
-		? "-oro,allow_other,subtype=dmsfs,fsname=dmsfs"
-		: "-oro,default_permissions,subtype=dmsfs,fsname=dmsfs";
+		? (cfg->writable ? "-oallow_other,subtype=dmsfs,fsname=dmsfs"
+		   : "-oro,allow_other,subtype=dmsfs,fsname=dmsfs")
+		: (cfg->writable ? "-odefault_permissions,subtype=dmsfs,fsname=dmsfs"
+		   : "-oro,default_permissions,subtype=dmsfs,fsname=dmsfs");
 
 	return fuse_opt_add_arg(args, opts);
 }

@@ -26,6 +26,8 @@ struct dcache_ent {
 	struct fs_dir *dir;          /* may be NULL while first fetched */
 	int64_t retry_after;         /* wall-clock seconds */
 	bool busy;                   /* a thread is fetching this listing */
+	bool expired;                /* fs_meta_expire since the last fetch
+	                                began: the LMDB copy is not fresh */
 	struct dcache_ent *next;     /* hash chain */
 	struct dcache_ent *lru_prev, *lru_next;
 };
@@ -487,7 +489,7 @@ int fs_meta_dir(struct fs_meta *m, const char *path, struct fs_dir **out)
 	struct fs_dir *have = NULL, *got = NULL;
 	struct dcache_ent *e;
 	int64_t now = wall_now();
-	bool stale = false;
+	bool stale = false, expired;
 	struct fs_route r;
 	int rc;
 
@@ -515,6 +517,8 @@ int fs_meta_dir(struct fs_meta *m, const char *path, struct fs_dir **out)
 		now = wall_now();
 	}
 	e->busy = true;
+	expired = e->expired;
+	e->expired = false;
 	have = e->dir;
 	if (have)
 		atomic_fetch_add(&have->refs, 1);
@@ -522,7 +526,8 @@ int fs_meta_dir(struct fs_meta *m, const char *path, struct fs_dir **out)
 
 	if (!have) {
 		have = load_cached_dir(m, r.tree, path);
-		if (have && now - have->validated < (int64_t)m->ttl) {
+		if (have && now - have->validated < (int64_t)m->ttl &&
+		    !expired) {
 			got = have;
 			have = NULL;
 			goto install;
@@ -554,6 +559,10 @@ install:
 		else
 			fs_dir_put(got);
 		e->retry_after = stale ? now + RETRY_AFTER_S : 0;
+		/* Expired again while fetching: this answer may predate
+		 * the change. */
+		if (e->expired)
+			e->dir->validated = 0;
 		atomic_fetch_add(&e->dir->refs, 1);
 		*out = e->dir;
 	} else if (rc == -ENOENT || rc == -ENOTDIR) {
@@ -574,10 +583,14 @@ void fs_meta_expire(struct fs_meta *m, const char *path)
 	struct dcache_ent *e;
 
 	pthread_mutex_lock(&m->lock);
-	e = dfind(m, path);
-	if (e && e->dir) {
-		e->dir->validated = 0;
+	/* Made if missing: the listing may be in LMDB only, and must not be
+	 * taken from there as fresh (a write just changed the folder). */
+	e = dget(m, path);
+	if (e) {
+		e->expired = true;
 		e->retry_after = 0;
+		if (e->dir)
+			e->dir->validated = 0;
 	}
 	pthread_mutex_unlock(&m->lock);
 }

@@ -15,50 +15,7 @@
 #include <xxhash.h>
 
 #include "common/log.h"
-#include "fs/fs_i.h"
-
-struct fs {
-	const struct fs_config *cfg;
-	struct cache *cache;
-	struct fs_exports *exports;
-	struct fs_access *access;   /* NULL: no access rules */
-	struct fs_meta *meta;
-	struct fs_blocks *blocks;
-	struct fs_inodes *inodes;
-	struct fuse_session *se;
-	int64_t started;            /* mtime of made-up directories */
-	/* Open files, freed at unmount if the kernel's RELEASE did not come
-	 * before the session ended (it is sent asynchronously). */
-	pthread_mutex_t handles_lock;
-	struct fs_open *handles;    /* guarded by handles_lock */
-};
-
-/* What every open file and directory starts with, so that those still
- * open when the session ends can be found and freed. */
-struct fs_open {
-	struct fs_open *prev, *next;    /* fs.handles; guarded by handles_lock */
-	void (*free)(struct fs_open *o);
-};
-
-/* One open file.  Read-ahead state is per handle: a sequential reader gets a
- * window that doubles up to cfg->readahead; a random reader gets none, so it
- * pays only for the blocks it touches. */
-struct fs_handle {
-	struct fs_open open;            /* first */
-	struct fs_file *file;
-	pthread_mutex_t lock;
-	uint64_t next_off;   /* where a sequential reader reads next; guarded by lock */
-	uint64_t ra_next;    /* first block not yet queued for read-ahead; guarded by lock */
-	uint64_t window;     /* read-ahead window in blocks; guarded by lock */
-};
-
-/* One open directory: the listing as it was at opendir, so that offsets
- * stay valid while the directory is read. */
-struct fs_dirh {
-	struct fs_open open;            /* first */
-	struct fs_dir *dir;
-	char path[];
-};
+#include "fs/ops_i.h"
 
 static void handle_link(struct fs *fs, struct fs_open *o,
                         void (*free_fn)(struct fs_open *o))
@@ -89,7 +46,10 @@ static void file_handle_free(struct fs_open *o)
 {
 	struct fs_handle *h = (struct fs_handle *)o;
 
-	fs_file_put(h->file);
+	if (h->file)
+		fs_file_put(h->file);
+	if (h->ovf)
+		fs_ov_file_put(h->ov, h->ovf);
 	pthread_mutex_destroy(&h->lock);
 	free(h);
 }
@@ -102,6 +62,22 @@ static void dir_handle_free(struct fs_open *o)
 	free(h);
 }
 
+void fs_handle_link(struct fs *fs, struct fs_open *o,
+                    void (*free_fn)(struct fs_open *o))
+{
+	handle_link(fs, o, free_fn);
+}
+
+void fs_handle_unlink(struct fs *fs, struct fs_open *o)
+{
+	handle_unlink(fs, o);
+}
+
+void fs_file_handle_free(struct fs_open *o)
+{
+	file_handle_free(o);
+}
+
 static struct fs *req_fs(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
@@ -112,7 +88,32 @@ static int64_t wall_now(void)
 	return (int64_t)time(NULL);
 }
 
-static void fill_stat(const struct fs *fs, uint64_t ino,
+/* Owner and permission bits: a per-user export's files are its user's;
+ * writable exports show the mode bits dmsfs keeps (or 0644/0755). */
+static void owner_mode(struct fs *fs, const char *path,
+                       const struct xfer_attr *a, struct stat *st)
+{
+	struct fs_route r;
+	bool dir = (a->mode & S_IFMT) == S_IFDIR;
+
+	if (!path || fs_exports_route(fs->exports, path, &r) != 0 ||
+	    r.kind != FS_ROUTE_SOURCE)
+		return;
+	if (r.user) {
+		char buf[4096];
+		struct passwd pw, *res = NULL;
+
+		if (getpwnam_r(r.user, &pw, buf, sizeof(buf), &res) == 0 && res) {
+			st->st_uid = pw.pw_uid;
+			st->st_gid = pw.pw_gid;
+		}
+	}
+	if (r.writable)
+		st->st_mode = (st->st_mode & S_IFMT) | ((a->mode & 07777)
+		              ? (a->mode & 07777) : dir ? 0755 : 0644);
+}
+
+static void fill_stat(struct fs *fs, uint64_t ino, const char *path,
                       const struct xfer_attr *a, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -128,6 +129,7 @@ static void fill_stat(const struct fs *fs, uint64_t ino,
 	}
 	st->st_blksize = (blksize_t)fs->cfg->block_size;
 	st->st_mtime = st->st_ctime = st->st_atime = (time_t)a->mtime;
+	owner_mode(fs, path, a, st);
 }
 
 static void virtual_attr(const struct fs *fs, struct xfer_attr *a)
@@ -135,6 +137,95 @@ static void virtual_attr(const struct fs *fs, struct xfer_attr *a)
 	memset(a, 0, sizeof(*a));
 	a->mode = S_IFDIR;
 	a->mtime = fs->started;
+}
+
+static int child_attr(struct fs *fs, const char *dir, const char *name,
+                      const char *path, struct xfer_attr *attr,
+                      int64_t *validated);
+
+/* The origin's attributes of path (a mount path). */
+static int origin_attr(struct fs *fs, const char *path, struct xfer_attr *attr)
+{
+	struct fs_dir *d = NULL;
+	const struct fs_dirent *e;
+	char *parent = fs_path_parent(path);
+	int rc;
+
+	if (!parent)
+		return -ENOMEM;
+	if (strcmp(path, parent) == 0 || fs_exports_route(fs->exports, parent,
+	    &(struct fs_route){ 0 }) != 0) {
+		rc = -ENOENT;
+		goto out;
+	}
+	rc = fs_meta_dir(fs->meta, parent, &d);
+	if (rc)
+		goto out;
+	e = fs_dir_find(d, fs_path_base(path));
+	if (e)
+		*attr = e->attr;
+	else
+		rc = -ENOENT;
+out:
+	fs_dir_put(d);
+	free(parent);
+	return rc;
+}
+
+/* The attributes of path in a writable export: the overlay's, else the
+ * origin's at the path the overlay maps it to. */
+static int overlay_attr(struct fs *fs, const char *path, struct xfer_attr *attr)
+{
+	struct fs_ov_info in;
+	struct fs_route r;
+	int rc = fs_ov_stat(fs->ov, path, &in);
+
+	if (rc)
+		return rc;
+	if (in.file) {
+		fs_ov_file_attr(fs->ov, in.file, attr);
+		fs_ov_file_put(fs->ov, in.file);
+		return 0;
+	}
+	if (in.have_attr) {
+		*attr = in.attr;
+	} else if (fs_exports_route(fs->exports, in.origin, &r) == 0 &&
+	           r.kind == FS_ROUTE_SOURCE && !strcmp(r.inner, "/")) {
+		/* The export's root (a user's home): always there. */
+		memset(attr, 0, sizeof(*attr));
+		attr->mode = S_IFDIR;
+		attr->mtime = fs->started;
+	} else {
+		rc = origin_attr(fs, in.origin, attr);
+		if (rc)
+			return rc;
+	}
+	if (in.mode)
+		attr->mode = (attr->mode & S_IFMT) | (in.mode & 07777);
+	return 0;
+}
+
+int fs_path_attr(struct fs *fs, const char *path, struct xfer_attr *attr)
+{
+	struct fs_route r;
+	char *parent = fs_path_parent(path);
+	int64_t validated;
+	int rc;
+
+	if (!parent)
+		return -ENOMEM;
+	if (!strcmp(path, "/")) {
+		virtual_attr(fs, attr);
+		rc = 0;
+	} else if (fs_exports_route(fs->exports, path, &r) == 0 &&
+	           r.kind == FS_ROUTE_SOURCE && r.writable && fs->ov) {
+		rc = overlay_attr(fs, path, attr);
+	} else {
+		rc = child_attr(fs, parent, fs_path_base(path), path, attr,
+		                &validated);
+	}
+	free(parent);
+	return rc;
 }
 
 /* The attributes of name in directory dir (whose full path is path), from
@@ -154,6 +245,10 @@ static int child_attr(struct fs *fs, const char *dir, const char *name,
 		goto out;
 	switch (r.kind) {
 	case FS_ROUTE_SOURCE:
+		if (r.writable && fs->ov) {
+			rc = overlay_attr(fs, path, attr);
+			goto out;
+		}
 		rc = fs_meta_dir(fs->meta, dir, &d);
 		if (rc)
 			goto out;
@@ -178,6 +273,23 @@ out:
 	return rc;
 }
 
+static bool writable(struct fs *fs, const char *path)
+{
+	struct fs_route r;
+
+	return fs->ov && fs_exports_route(fs->exports, path, &r) == 0 &&
+	       r.kind == FS_ROUTE_SOURCE && r.writable;
+}
+
+int fs_writable_route(struct fs *fs, const char *path, struct fs_route *r)
+{
+	int rc = fs_exports_route(fs->exports, path, r);
+
+	if (rc == 0 && (r->kind != FS_ROUTE_SOURCE || !r->writable || !fs->ov))
+		rc = -EROFS;
+	return rc;
+}
+
 /* Brings the attributes of ino up to date when older than meta_ttl, from its
  * parent's listing.  Copies path (if asked; caller frees) and attr out. */
 static int node_attr(struct fs *fs, uint64_t ino, char **path_out,
@@ -190,7 +302,8 @@ static int node_attr(struct fs *fs, uint64_t ino, char **path_out,
 	rc = fs_inodes_get(fs->inodes, ino, &path, attr, &validated);
 	if (rc)
 		goto out;
-	if (ino == FUSE_ROOT_ID || now - validated < (int64_t)fs->cfg->meta_ttl)
+	if (ino == FUSE_ROOT_ID ||
+	    (now - validated < (int64_t)fs->cfg->meta_ttl && !writable(fs, path)))
 		goto out;
 	parent = fs_path_parent(path);
 	if (!parent) {
@@ -213,8 +326,11 @@ out:
 /* How long the kernel may keep path's entry and attributes.  Its caches
  * are shared by all users, so where access rules make rights depend on who
  * asks, not at all: every lookup and stat then comes here to be checked. */
-static double kernel_ttl(const struct fs *fs, const char *path)
+static double kernel_ttl(struct fs *fs, const char *path)
 {
+	/* Writable exports change under the mount's own hands. */
+	if (writable(fs, path))
+		return 0;
 	return fs_access_uniform(fs->access, path) ? fs->cfg->meta_ttl : 0;
 }
 
@@ -225,7 +341,13 @@ static void fill_entry(struct fs *fs, uint64_t ino, const char *path,
 	e->ino = ino;
 	e->generation = 1;
 	e->attr_timeout = e->entry_timeout = kernel_ttl(fs, path);
-	fill_stat(fs, ino, a, &e->attr);
+	fill_stat(fs, ino, path, a, &e->attr);
+}
+
+void fs_fill_entry(struct fs *fs, uint64_t ino, const char *path,
+                   const struct xfer_attr *a, struct fuse_entry_param *e)
+{
+	fill_entry(fs, ino, path, a, e);
 }
 
 static void fs_op_init(void *userdata, struct fuse_conn_info *conn)
@@ -336,6 +458,23 @@ static int checked_path(struct fs *fs, fuse_req_t req, uint64_t ino,
 	return rc;
 }
 
+int fs_checked_path(struct fs *fs, fuse_req_t req, uint64_t ino,
+                    unsigned want, struct fs_caller *c, char **path)
+{
+	return checked_path(fs, req, ino, want, c, path);
+}
+
+int fs_inodes_lookup_path(struct fs *fs, const char *path,
+                          const struct xfer_attr *a, uint64_t *ino)
+{
+	return fs_inodes_lookup(fs->inodes, path, a, wall_now(), ino);
+}
+
+void fs_inodes_forget_one(struct fs *fs, uint64_t ino)
+{
+	fs_inodes_forget(fs->inodes, ino, 1);
+}
+
 static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino,
                           struct fuse_file_info *fi)
 {
@@ -349,7 +488,7 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino,
 	if (rc == 0)
 		rc = node_attr(fs, ino, NULL, &a);
 	if (rc == 0) {
-		fill_stat(fs, ino, &a, &st);
+		fill_stat(fs, ino, path, &a, &st);
 		fuse_reply_attr(req, &st, kernel_ttl(fs, path));
 	} else {
 		fuse_reply_err(req, -rc);
@@ -370,17 +509,27 @@ static void fs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 	if (rc)
 		goto out;
 	if (mask & W_OK) {
-		rc = -EROFS;
-		goto out;
+		char *p = NULL;
+		struct fs_route r;
+
+		rc = fs_inodes_get(fs->inodes, ino, &p, NULL, NULL);
+		if (rc == 0)
+			rc = fs_writable_route(fs, p, &r);
+		free(p);
+		if (rc)
+			goto out;
+		want |= (a.mode & S_IFMT) == S_IFDIR ? ACL_INSERT : ACL_WRITE;
 	}
-	if ((mask & X_OK) && (a.mode & S_IFMT) != S_IFDIR) {
+	if ((mask & X_OK) && (a.mode & S_IFMT) != S_IFDIR && !(a.mode & 0111)) {
 		rc = -EACCES;
 		goto out;
 	}
 	if (mask & R_OK)
 		want |= ACL_READ;
-	if (mask & X_OK)
+	if ((mask & X_OK) && (a.mode & S_IFMT) == S_IFDIR)
 		want |= ACL_LOOKUP;
+	else if (mask & X_OK)
+		want |= ACL_READ;
 	rc = checked_path(fs, req, ino, want, &c, &path);
 out:
 	free(path);
@@ -404,7 +553,23 @@ static void fs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 	rc = fs_exports_route(fs->exports, path, &r);
 	if (rc)
 		goto out;
-	if (r.kind == FS_ROUTE_SOURCE) {
+	if (r.kind == FS_ROUTE_SOURCE && r.writable && fs->ov) {
+		struct fs_ov_info in;
+		struct fs_dir *o = NULL;
+		int64_t v = wall_now();
+
+		rc = fs_ov_stat(fs->ov, path, &in);
+		if (in.file)
+			fs_ov_file_put(fs->ov, in.file);
+		if (rc == 0 && in.origin[0]) {
+			rc = fs_meta_dir(fs->meta, in.origin, &o);
+			if (rc == -ENOENT && in.pending)
+				rc = 0;
+		}
+		if (rc == 0)
+			rc = fs_ov_merge(fs->ov, path, o, o ? o->validated : v, &d);
+		fs_dir_put(o);
+	} else if (r.kind == FS_ROUTE_SOURCE) {
 		rc = fs_meta_dir(fs->meta, path, &d);
 	} else if (r.kind == FS_ROUTE_VIRTUAL) {
 		rc = fs_dir_virtual(fs->exports, path, NULL, fs->started, &d);
@@ -549,11 +714,35 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
 	char *path = NULL;
 	int rc;
 
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-		rc = -EROFS;
+	bool wr = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+
+	rc = checked_path(fs, req, ino, 0, &c, &path);
+	if (rc)
+		goto out;
+	if (wr) {
+		struct fs_route wr_r;
+
+		rc = fs_writable_route(fs, path, &wr_r);
+		if (rc == 0)
+			rc = fs_access_check(fs->access, &c, path, ACL_WRITE |
+			                     ((fi->flags & O_ACCMODE) != O_WRONLY
+			                      ? ACL_READ : 0));
+		if (rc == 0)
+			rc = fs_write_open(fs, req, path, &c, fi, false, 0, &h);
+		if (rc)
+			goto out;
+		fi->fh = (uintptr_t)h;
+		fi->keep_cache = 0;
+		fi->direct_io = 1;
+		fs_handle_link(fs, &h->open, fs_file_handle_free);
+		if (fuse_reply_open(req, fi) != 0) {
+			fs_handle_unlink(fs, &h->open);
+			fs_file_handle_free(&h->open);
+		}
+		h = NULL;
 		goto out;
 	}
-	rc = checked_path(fs, req, ino, ACL_READ, &c, &path);
+	rc = fs_access_check(fs->access, &c, path, ACL_READ);
 	if (rc)
 		goto out;
 	rc = node_attr(fs, ino, NULL, &a);
@@ -573,14 +762,44 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
 		rc = -ENOMEM;
 		goto out;
 	}
-	h->file = fs_file_new(path, &r, &a, fs->cfg->block_size);
-	if (!h->file) {
-		rc = -ENOMEM;
-		goto out;
+	h->ov = fs->ov;
+	if (r.writable && fs->ov) {
+		/* Pending content, or the origin's file where the overlay
+		 * says it is now.  Never kept in the kernel's pages: another
+		 * user must not see this user's pending bytes from them. */
+		struct fs_ov_info in;
+		struct fs_route orr;
+
+		rc = fs_ov_stat(fs->ov, path, &in);
+		if (rc)
+			goto out;
+		fi->keep_cache = 0;
+		fi->direct_io = 1;
+		if (in.file) {
+			h->ovf = in.file;
+		} else {
+			rc = fs_exports_route(fs->exports, in.origin, &orr);
+			if (rc == 0)
+				rc = origin_attr(fs, in.origin, &a);
+			if (rc)
+				goto out;
+			h->file = fs_file_new(in.origin, &orr, &a,
+			                      fs->cfg->block_size);
+			if (!h->file) {
+				rc = -ENOMEM;
+				goto out;
+			}
+		}
+	} else {
+		h->file = fs_file_new(path, &r, &a, fs->cfg->block_size);
+		if (!h->file) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		fi->keep_cache = !fs_inodes_take_changed(fs->inodes, ino);
 	}
 	pthread_mutex_init(&h->lock, NULL);
 	fi->fh = (uintptr_t)h;
-	fi->keep_cache = !fs_inodes_take_changed(fs->inodes, ino);
 	handle_link(fs, &h->open, file_handle_free);
 	if (fuse_reply_open(req, fi) != 0) {
 		handle_unlink(fs, &h->open);
@@ -592,7 +811,10 @@ out:
 	if (rc)
 		fuse_reply_err(req, -rc);
 	if (h) {
-		fs_file_put(h->file);
+		if (h->file)
+			fs_file_put(h->file);
+		if (h->ovf)
+			fs_ov_file_put(fs->ov, h->ovf);
 		free(h);
 	}
 	free(path);
@@ -643,6 +865,10 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	size_t len = 0;
 	int rc;
 
+	if (h->ovf) {
+		fs_write_read(fs, req, h, size, off);
+		return;
+	}
 	/* Rules may have changed since open; checking costs well under a
 	 * microsecond once the caller's groups are known. */
 	rc = fs_access_caller(fs->access, req, &c);
@@ -699,6 +925,9 @@ static void fs_op_release(fuse_req_t req, fuse_ino_t ino,
 {
 	struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
 
+	if (h->writing)
+		fs_write_release(req_fs(req), h);
+
 	handle_unlink(req_fs(req), &h->open);
 	file_handle_free(&h->open);
 	fuse_reply_err(req, 0);
@@ -712,10 +941,21 @@ static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 	memset(&sv, 0, sizeof(sv));
 	sv.f_bsize = sv.f_frsize = (unsigned long)fs->cfg->block_size;
 	sv.f_namemax = 255;
+	if (fs->jnl) {
+		/* Room for writes: what the journal's cap leaves. */
+		struct cache_jnl_stats js;
+
+		cache_jnl_stats(fs->jnl, &js);
+		sv.f_blocks = js.max_bytes / sv.f_frsize;
+		sv.f_bfree = sv.f_bavail = js.bytes < js.max_bytes
+			? (js.max_bytes - js.bytes) / sv.f_frsize : 0;
+		sv.f_files = 1u << 20;
+		sv.f_ffree = sv.f_favail = 1u << 20;
+	}
 	fuse_reply_statfs(req, &sv);
 }
 
-static const struct fuse_lowlevel_ops fs_ops = {
+const struct fuse_lowlevel_ops fs_ops = {
 	.init = fs_op_init,
 	.lookup = fs_op_lookup,
 	.forget = fs_op_forget,
@@ -869,6 +1109,7 @@ static int open_exports(struct fs *fs, const struct fs_config *cfg,
 {
 	struct fs_export_conf url = {
 		.name = "url", .path = "/", .source = cfg->sources,
+		.writable = cfg->writable,
 	};
 
 	if (cfg->sources)
@@ -931,6 +1172,7 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 		.verbose = cfg->debug,
 	};
 	struct fuse_session *se = NULL;
+	struct fuse_lowlevel_ops ops;
 	struct fuse_loop_config *loop = NULL;
 	struct xfer_attr root;
 	char ok = 0;
@@ -943,7 +1185,10 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	if (!cfg->foreground)
 		dms_log_hold();
 	/* Options first: a typo must not cost a cache directory. */
-	se = fuse_session_new(&cfg->args, &fs_ops, sizeof(fs_ops), &fs);
+	ops = fs_ops;
+	if (cfg->writable)
+		fs_write_ops(&ops);
+	se = fuse_session_new(&cfg->args, &ops, sizeof(ops), &fs);
 	if (!se)
 		goto out;
 	fs.se = se;
@@ -969,6 +1214,24 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	rc = fs_meta_init(&fs.meta, fs.cache, fs.exports, cfg->meta_ttl, 1000000);
 	if (rc)
 		goto out;
+	if (cfg->writable) {
+		char jdir[4096];
+		struct cache_jnl_opts jo = {
+			.dir = jdir, .max_bytes = cfg->writeback_size,
+		};
+
+		snprintf(jdir, sizeof(jdir), "%s/journal", cfg->cache_dir);
+		since = dms_log_nerrors();
+		rc = cache_jnl_open(&fs.jnl, &jo);
+		if (rc) {
+			dms_log_failed(since, "cannot use the write journal %s: %s",
+			               jdir, strerror(-rc));
+			goto out;
+		}
+		rc = fs_ov_init(&fs.ov, fs.jnl);
+		if (rc)
+			goto out;
+	}
 	rc = probe_exports(&fs);
 	if (rc)
 		goto out;
@@ -980,6 +1243,16 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	                    cfg->fetchers);
 	if (rc)
 		goto out;
+	if (fs.jnl) {
+		struct fs_wb_conf wc = {
+			.jnl = fs.jnl, .ov = fs.ov, .exports = fs.exports,
+			.meta = fs.meta, .delay = cfg->writeback_delay,
+		};
+
+		rc = fs_wb_start(&fs.wb, &wc);
+		if (rc)
+			goto out;
+	}
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	rc = fs_session_mount(se, cfg->mountpoint, !cfg->foreground);
@@ -1020,6 +1293,11 @@ out:
 		fs.handles = o->next;
 		o->free(o);
 	}
+	/* Uploads what it can within unmount_flush; the rest waits in the
+	 * journal for the next mount. */
+	fs_wb_stop(fs.wb, cfg->unmount_flush);
+	fs_ov_destroy(fs.ov);
+	cache_jnl_close(fs.jnl);
 	fs_blocks_destroy(fs.blocks);
 	fs_inodes_destroy(fs.inodes);
 	fs_meta_destroy(fs.meta);

@@ -1,0 +1,1228 @@
+/* The pending namespace of writable exports: see overlay.h.
+ *
+ * Entries are kept in one list: pending entries are few (they leave once
+ * uploaded) and prefix operations (rename of a folder) walk them all anyway. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "fs/overlay.h"
+
+#define COPY_CHUNK (1u << 20)
+
+enum ov_kind { OV_FILE, OV_DIR, OV_GONE };
+
+struct fs_ov_file {
+	int refs;                /* guarded by fs_ov.lock */
+	uint64_t file_id;        /* current staged version; guarded by lock */
+	bool held;               /* we hold file_id (cache_jnl_file_new) */
+	bool sealed;             /* file_id named by a journal op */
+	bool dirty;              /* written since the last WRITE op */
+	bool at_origin;          /* the origin has (or earlier ops make) it */
+	bool uploaded;           /* the last WRITE reached the origin */
+	unsigned writers;
+	uint64_t size;
+	int64_t mtime;
+	uint32_t mode;
+	uid_t uid;
+	gid_t gid;
+	bool base_present;       /* the origin version this was read at */
+	struct xfer_attr base;
+	struct xfer_attr result; /* uploaded: what the origin reported */
+	char *path;              /* NULL once unlinked */
+};
+
+struct ov_ent {
+	struct ov_ent *next;
+	enum ov_kind kind;
+	struct fs_ov_file *file; /* FILE with staged content (a ref) */
+	uint32_t mode;           /* kept permission bits; 0: none */
+	int64_t mtime;           /* new directory */
+	char *origin;            /* origin object's path; NULL: none */
+	char *path;
+};
+
+struct fs_ov {
+	pthread_mutex_t lock;
+	struct cache_jnl *jnl;
+	struct ov_ent *ents;     /* guarded by lock */
+	size_t count;            /* guarded by lock */
+};
+
+static bool under(const char *path, const char *prefix)
+{
+	size_t n = strlen(prefix);
+
+	if (n == 1 && prefix[0] == '/')
+		return path[0] == '/';
+	return strncmp(path, prefix, n) == 0 && (path[n] == '/' || !path[n]);
+}
+
+static struct ov_ent *find(struct fs_ov *ov, const char *path)
+{
+	struct ov_ent *e;
+
+	for (e = ov->ents; e; e = e->next)
+		if (!strcmp(e->path, path))
+			return e;
+	return NULL;
+}
+
+static void ent_free(struct fs_ov *ov, struct ov_ent *e);
+
+static void file_put_locked(struct fs_ov *ov, struct fs_ov_file *f)
+{
+	if (!f || --f->refs > 0)
+		return;
+	if (f->held)
+		cache_jnl_file_release(ov->jnl, f->file_id);
+	free(f->path);
+	free(f);
+}
+
+static void ent_free(struct fs_ov *ov, struct ov_ent *e)
+{
+	file_put_locked(ov, e->file);
+	free(e->origin);
+	free(e->path);
+	free(e);
+}
+
+static void ent_remove(struct fs_ov *ov, struct ov_ent *e)
+{
+	struct ov_ent **p;
+
+	for (p = &ov->ents; *p; p = &(*p)->next) {
+		if (*p == e) {
+			*p = e->next;
+			ov->count--;
+			ent_free(ov, e);
+			return;
+		}
+	}
+}
+
+/* The entry of path, made (kind GONE, nothing else) if missing. */
+static struct ov_ent *ent_get(struct fs_ov *ov, const char *path)
+{
+	struct ov_ent *e = find(ov, path);
+
+	if (e)
+		return e;
+	e = calloc(1, sizeof(*e));
+	if (!e || !(e->path = strdup(path))) {
+		free(e);
+		return NULL;
+	}
+	e->kind = OV_GONE;
+	e->next = ov->ents;
+	ov->ents = e;
+	ov->count++;
+	return e;
+}
+
+static void ent_clear(struct fs_ov *ov, struct ov_ent *e)
+{
+	file_put_locked(ov, e->file);
+	e->file = NULL;
+	free(e->origin);
+	e->origin = NULL;
+	e->mode = 0;
+	e->mtime = 0;
+}
+
+static char *join(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	char *p = malloc(la + lb + 1);
+
+	if (p) {
+		memcpy(p, a, la);
+		memcpy(p + la, b, lb + 1);
+	}
+	return p;
+}
+
+/* Where the origin has path now: "" none. */
+static void origin_of(struct fs_ov *ov, const char *path, char *out, size_t cap)
+{
+	struct ov_ent *best = NULL, *e;
+	size_t blen = 0;
+
+	for (e = ov->ents; e; e = e->next) {
+		size_t n = strlen(e->path);
+
+		if (under(path, e->path) && (!best || n > blen)) {
+			best = e;
+			blen = n;
+		}
+	}
+	out[0] = '\0';
+	if (!best) {
+		snprintf(out, cap, "%s", path);
+		return;
+	}
+	if (!best->origin)
+		return;
+	if (best->kind == OV_FILE && path[blen])
+		return;
+	if (best->kind == OV_GONE)
+		return;
+	if (snprintf(out, cap, "%s%s", best->origin, path + blen) >= (int)cap)
+		out[0] = '\0';
+}
+
+static int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static int append(struct fs_ov *ov, const struct cache_jnl_op *op, bool sync)
+{
+	uint64_t seq;
+
+	return cache_jnl_append(ov->jnl, op, sync, &seq);
+}
+
+/* ---- replay ---- */
+
+static int replay_op(void *arg, uint64_t seq, const struct cache_jnl_op *op)
+{
+	struct fs_ov *ov = arg;
+	struct ov_ent *e;
+	char org[4096];
+
+	(void)seq;
+	switch (op->kind) {
+	case CACHE_JNL_WRITE: {
+		struct fs_ov_file *f = calloc(1, sizeof(*f));
+
+		e = ent_get(ov, op->path);
+		if (!f || !e || !(f->path = strdup(op->path))) {
+			free(f);
+			return -ENOMEM;
+		}
+		f->refs = 1;
+		f->file_id = op->file_id;
+		f->sealed = f->at_origin = true;
+		f->size = op->size;
+		f->mtime = op->mtime_sec;
+		f->mode = op->mode & 07777;
+		f->uid = op->uid;
+		f->gid = op->gid;
+		ent_clear(ov, e);
+		e->kind = OV_FILE;
+		e->file = f;
+		e->mode = f->mode;
+		break;
+	}
+	case CACHE_JNL_MKDIR:
+		e = ent_get(ov, op->path);
+		if (!e)
+			return -ENOMEM;
+		ent_clear(ov, e);
+		e->kind = OV_DIR;
+		e->mode = op->mode & 07777;
+		e->mtime = op->added;
+		break;
+	case CACHE_JNL_RMDIR:
+	case CACHE_JNL_UNLINK: {
+		struct ov_ent **p = &ov->ents;
+
+		while (*p) {
+			e = *p;
+			if (under(e->path, op->path) && strcmp(e->path, op->path)) {
+				*p = e->next;
+				ov->count--;
+				ent_free(ov, e);
+			} else {
+				p = &e->next;
+			}
+		}
+		e = ent_get(ov, op->path);
+		if (!e)
+			return -ENOMEM;
+		ent_clear(ov, e);
+		e->kind = OV_GONE;
+		break;
+	}
+	case CACHE_JNL_RENAME: {
+		struct fs_ov_info in;
+
+		if (fs_ov_stat(ov, op->path, &in) != 0)
+			break;
+		if (in.file)
+			fs_ov_file_put(ov, in.file);
+		return fs_ov_rename(ov, op->path, op->path2, in.is_dir, false,
+		                    op->uid, op->gid) == 0 ? 0 : 0;
+	}
+	case CACHE_JNL_SETATTR:
+		if (op->flags & CACHE_JNL_SET_MODE) {
+			e = find(ov, op->path);
+			if (!e) {
+				origin_of(ov, op->path, org, sizeof(org));
+				e = ent_get(ov, op->path);
+				if (!e)
+					return -ENOMEM;
+				e->kind = OV_FILE;
+				e->origin = strdup(org);
+			}
+			e->mode = op->mode & 07777;
+			if (e->file)
+				e->file->mode = e->mode;
+		}
+		break;
+	}
+	return 0;
+}
+
+int fs_ov_init(struct fs_ov **out, struct cache_jnl *j)
+{
+	struct fs_ov *ov = calloc(1, sizeof(*ov));
+	int rc;
+
+	if (!ov)
+		return -ENOMEM;
+	pthread_mutex_init(&ov->lock, NULL);
+	ov->jnl = j;
+	/* Rebuilt without appending: replay_op calls the mutators with the
+	 * journal detached. */
+	ov->jnl = NULL;
+	rc = cache_jnl_foreach(j, replay_op, ov);
+	ov->jnl = j;
+	if (rc) {
+		fs_ov_destroy(ov);
+		return rc;
+	}
+	if (ov->count)
+		dms_log(LOG_INFO, "write journal: %zu pending paths restored",
+		        ov->count);
+	*out = ov;
+	return 0;
+}
+
+void fs_ov_destroy(struct fs_ov *ov)
+{
+	struct ov_ent *e, *next;
+
+	if (!ov)
+		return;
+	for (e = ov->ents; e; e = next) {
+		next = e->next;
+		ent_free(ov, e);
+	}
+	pthread_mutex_destroy(&ov->lock);
+	free(ov);
+}
+
+size_t fs_ov_count(struct fs_ov *ov)
+{
+	size_t n;
+
+	pthread_mutex_lock(&ov->lock);
+	n = ov->count;
+	pthread_mutex_unlock(&ov->lock);
+	return n;
+}
+
+/* ---- queries ---- */
+
+static void info_from(struct fs_ov *ov, struct ov_ent *e, struct fs_ov_info *in)
+{
+	(void)ov;
+	in->pending = true;
+	in->mode = e->mode;
+	if (e->kind == OV_DIR) {
+		in->is_dir = true;
+		if (e->origin) {
+			snprintf(in->origin, sizeof(in->origin), "%s", e->origin);
+		} else {
+			in->have_attr = true;
+			in->attr.mode = S_IFDIR;
+			in->attr.mtime = e->mtime;
+		}
+	} else if (e->file) {
+		e->file->refs++;
+		in->file = e->file;
+		in->have_attr = true;
+		in->attr.mode = S_IFREG;
+		in->attr.size = e->file->size;
+		in->attr.mtime = e->file->mtime;
+		in->mode = e->file->mode;
+	} else if (e->origin) {
+		snprintf(in->origin, sizeof(in->origin), "%s", e->origin);
+	}
+}
+
+int fs_ov_stat(struct fs_ov *ov, const char *path, struct fs_ov_info *in)
+{
+	struct ov_ent *e;
+	int rc = 0;
+
+	memset(in, 0, sizeof(*in));
+	pthread_mutex_lock(&ov->lock);
+	e = find(ov, path);
+	if (e && e->kind == OV_GONE) {
+		rc = -ENOENT;
+	} else if (e) {
+		info_from(ov, e, in);
+	} else {
+		origin_of(ov, path, in->origin, sizeof(in->origin));
+		if (!in->origin[0])
+			rc = -ENOENT;
+	}
+	pthread_mutex_unlock(&ov->lock);
+	return rc;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct fs_dirent *)a)->name,
+	              ((const struct fs_dirent *)b)->name);
+}
+
+int fs_ov_merge(struct fs_ov *ov, const char *path, const struct fs_dir *origin,
+                int64_t validated, struct fs_dir **out)
+{
+	size_t n0 = origin ? origin->count : 0, cap, n = 0, used = 0, i, plen;
+	struct fs_dir *d = calloc(1, sizeof(*d));
+	struct ov_ent *e;
+	size_t names_cap = 0;
+	int rc = -ENOMEM;
+
+	plen = strlen(path);
+	pthread_mutex_lock(&ov->lock);
+	cap = n0 + ov->count;
+	for (i = 0; i < n0; i++)
+		names_cap += strlen(origin->ents[i].name) + 1;
+	for (e = ov->ents; e; e = e->next)
+		names_cap += strlen(e->path) + 1;
+	if (!d)
+		goto out;
+	d->ents = calloc(cap ? cap : 1, sizeof(*d->ents));
+	d->names = malloc(names_cap ? names_cap : 1);
+	if (!d->ents || !d->names)
+		goto out;
+	for (i = 0; i < n0; i++) {
+		const char *nm = origin->ents[i].name;
+		char *child = malloc(plen + strlen(nm) + 2);
+
+		if (!child)
+			goto out;
+		sprintf(child, "%s/%s", plen == 1 ? "" : path, nm);
+		e = find(ov, child);
+		free(child);
+		if (e)
+			continue;   /* the overlay's version below */
+		d->ents[n].attr = origin->ents[i].attr;
+		d->ents[n].name = d->names + used;
+		memcpy(d->names + used, nm, strlen(nm) + 1);
+		used += strlen(nm) + 1;
+		n++;
+	}
+	for (e = ov->ents; e; e = e->next) {
+		const char *nm;
+		struct fs_ov_info in;
+
+		if (e->kind == OV_GONE || !under(e->path, path) ||
+		    !strcmp(e->path, path))
+			continue;
+		nm = e->path + (plen == 1 ? 1 : plen + 1);
+		if (strchr(nm, '/'))
+			continue;
+		memset(&in, 0, sizeof(in));
+		info_from(ov, e, &in);
+		if (in.file)
+			file_put_locked(ov, in.file);
+		if (in.have_attr) {
+			d->ents[n].attr = in.attr;
+		} else {
+			/* The origin's object under another name: its listed
+			 * attributes when this listing has them. */
+			const struct fs_dirent *oe = NULL;
+			size_t k;
+
+			for (k = 0; origin && k < origin->count; k++)
+				if (!strcmp(origin->ents[k].name, nm))
+					oe = &origin->ents[k];
+			if (oe && !in.is_dir)
+				d->ents[n].attr = oe->attr;
+			else
+				d->ents[n].attr.mode = in.is_dir ? S_IFDIR : S_IFREG;
+			if (!oe && !in.is_dir) {
+				/* Renamed from elsewhere: size shown at lookup. */
+				d->ents[n].attr.mode = S_IFREG;
+			}
+		}
+		d->ents[n].attr.mode = (d->ents[n].attr.mode & S_IFMT) |
+		                       (in.mode & 07777);
+		d->ents[n].name = d->names + used;
+		memcpy(d->names + used, nm, strlen(nm) + 1);
+		used += strlen(nm) + 1;
+		n++;
+	}
+	d->count = n;
+	qsort(d->ents, n, sizeof(*d->ents), name_cmp);
+	d->validated = validated;
+	atomic_init(&d->refs, 1);
+	*out = d;
+	d = NULL;
+	rc = 0;
+out:
+	pthread_mutex_unlock(&ov->lock);
+	if (d) {
+		free(d->ents);
+		free(d->names);
+		free(d);
+	}
+	return rc;
+}
+
+/* ---- files ---- */
+
+struct fs_ov_file *fs_ov_file_get(struct fs_ov_file *f)
+{
+	/* Callers hold a ref already (from fs_ov_stat); the count is changed
+	 * under no lock only by the owner of that ref. */
+	__atomic_add_fetch(&f->refs, 1, __ATOMIC_SEQ_CST);
+	return f;
+}
+
+void fs_ov_file_put(struct fs_ov *ov, struct fs_ov_file *f)
+{
+	pthread_mutex_lock(&ov->lock);
+	file_put_locked(ov, f);
+	pthread_mutex_unlock(&ov->lock);
+}
+
+/* Copies f's sealed staged file into a new one it holds (lock held). */
+static int unseal(struct fs_ov *ov, struct fs_ov_file *f)
+{
+	uint64_t id = 0, off = 0;
+	char *buf = NULL;
+	int rc;
+
+	rc = cache_jnl_file_new(ov->jnl, &id);
+	if (rc)
+		return rc;
+	buf = malloc(COPY_CHUNK);
+	if (!buf) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	while (off < f->size) {
+		ssize_t n = cache_jnl_pread(ov->jnl, f->file_id, buf, COPY_CHUNK, off);
+
+		if (n < 0) {
+			rc = (int)n;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		rc = cache_jnl_pwrite(ov->jnl, id, buf, (size_t)n, off);
+		if (rc)
+			goto out;
+		off += (uint64_t)n;
+	}
+	rc = cache_jnl_truncate(ov->jnl, id, f->size);
+out:
+	free(buf);
+	if (rc) {
+		cache_jnl_file_release(ov->jnl, id);
+		return rc;
+	}
+	if (f->held)
+		cache_jnl_file_release(ov->jnl, f->file_id);
+	f->file_id = id;
+	f->held = true;
+	f->sealed = false;
+	return 0;
+}
+
+static struct fs_ov_file *file_new(struct fs_ov *ov, const char *path,
+                                   uint32_t mode, uid_t uid, gid_t gid)
+{
+	struct fs_ov_file *f = calloc(1, sizeof(*f));
+
+	if (!f || !(f->path = strdup(path)) ||
+	    cache_jnl_file_new(ov->jnl, &f->file_id) != 0) {
+		if (f)
+			free(f->path);
+		free(f);
+		return NULL;
+	}
+	f->refs = 1;
+	f->held = true;
+	f->mode = mode & 07777;
+	f->uid = uid;
+	f->gid = gid;
+	f->mtime = now_s();
+	return f;
+}
+
+int fs_ov_open_write(struct fs_ov *ov, const char *path, bool create,
+                     bool excl, bool trunc, uint32_t mode, uid_t uid, gid_t gid,
+                     const struct xfer_attr *base, fs_ov_fill_fn fill,
+                     void *arg, struct fs_ov_file **out)
+{
+	struct fs_ov_info in;
+	struct fs_ov_file *f = NULL;
+	struct ov_ent *e;
+	int rc;
+
+	pthread_mutex_lock(&ov->lock);
+	e = find(ov, path);
+	if (e && e->kind == OV_DIR) {
+		rc = -EISDIR;
+		goto out;
+	}
+	if (e && e->file) {
+		if (excl) {
+			rc = -EEXIST;
+			goto out;
+		}
+		f = e->file;
+		if (f->sealed && !trunc) {
+			rc = unseal(ov, f);
+			if (rc)
+				goto out;
+		} else if (f->sealed) {
+			uint64_t id;
+
+			rc = cache_jnl_file_new(ov->jnl, &id);
+			if (rc)
+				goto out;
+			if (f->held)
+				cache_jnl_file_release(ov->jnl, f->file_id);
+			f->file_id = id;
+			f->held = true;
+			f->sealed = false;
+			f->size = 0;
+		}
+		if (trunc && f->size) {
+			rc = cache_jnl_truncate(ov->jnl, f->file_id, 0);
+			if (rc)
+				goto out;
+			f->size = 0;
+		}
+		if (trunc)
+			f->dirty = true;
+		f->refs++;
+		f->writers++;
+		*out = f;
+		rc = 0;
+		goto out;
+	}
+	/* The origin's file (base given), or a new one. */
+	memset(&in, 0, sizeof(in));
+	if (base && excl) {
+		rc = -EEXIST;
+		goto out;
+	}
+	if (!base && !create) {
+		rc = -ENOENT;
+		goto out;
+	}
+	f = file_new(ov, path, mode, uid, gid);
+	if (!f) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (e && e->mode && base)
+		f->mode = e->mode;
+	if (base) {
+		f->base_present = true;
+		f->base = *base;
+		f->at_origin = !e || !e->origin || !strcmp(e->origin, path);
+		f->mtime = base->mtime;
+		if (!trunc) {
+			/* Copied whole at open: simple and the copy runs at
+			 * block-cache speed (README). */
+			pthread_mutex_unlock(&ov->lock);
+			rc = fill(arg, ov->jnl, f->file_id);
+			pthread_mutex_lock(&ov->lock);
+			if (rc) {
+				file_put_locked(ov, f);
+				goto out;
+			}
+			f->size = base->size;
+		} else {
+			f->dirty = true;
+		}
+	} else {
+		f->dirty = true;
+	}
+	if (e && e->origin && strcmp(e->origin, path) && base && !trunc) {
+		/* A rename not uploaded yet: the origin path is elsewhere; the
+		 * WRITE goes to path after that rename, unchecked. */
+		f->base_present = false;
+	}
+	e = ent_get(ov, path);
+	if (!e) {
+		file_put_locked(ov, f);
+		rc = -ENOMEM;
+		goto out;
+	}
+	ent_clear(ov, e);
+	e->kind = OV_FILE;
+	e->file = f;
+	e->mode = f->mode;
+	f->refs++;
+	f->writers++;
+	*out = f;
+	rc = 0;
+out:
+	pthread_mutex_unlock(&ov->lock);
+	return rc;
+}
+
+int fs_ov_pwrite(struct fs_ov *ov, struct fs_ov_file *f, const void *buf,
+                 size_t len, uint64_t off)
+{
+	uint64_t id;
+	int rc;
+
+	pthread_mutex_lock(&ov->lock);
+	if (f->sealed) {
+		rc = unseal(ov, f);
+		if (rc)
+			goto out;
+	}
+	id = f->file_id;
+	pthread_mutex_unlock(&ov->lock);
+	rc = cache_jnl_pwrite(ov->jnl, id, buf, len, off);
+	pthread_mutex_lock(&ov->lock);
+	if (rc == 0) {
+		if (off + len > f->size)
+			f->size = off + len;
+		f->mtime = now_s();
+		f->dirty = true;
+		f->uploaded = false;
+	}
+out:
+	pthread_mutex_unlock(&ov->lock);
+	return rc;
+}
+
+ssize_t fs_ov_pread(struct fs_ov *ov, struct fs_ov_file *f, void *buf,
+                    size_t len, uint64_t off)
+{
+	uint64_t id, size;
+
+	pthread_mutex_lock(&ov->lock);
+	id = f->file_id;
+	size = f->size;
+	pthread_mutex_unlock(&ov->lock);
+	if (off >= size)
+		return 0;
+	if (len > size - off)
+		len = (size_t)(size - off);
+	return cache_jnl_pread(ov->jnl, id, buf, len, off);
+}
+
+int fs_ov_truncate(struct fs_ov *ov, struct fs_ov_file *f, uint64_t size)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&ov->lock);
+	if (f->sealed)
+		rc = unseal(ov, f);
+	if (rc == 0)
+		rc = cache_jnl_truncate(ov->jnl, f->file_id, size);
+	if (rc == 0) {
+		f->size = size;
+		f->mtime = now_s();
+		f->dirty = true;
+		f->uploaded = false;
+	}
+	pthread_mutex_unlock(&ov->lock);
+	return rc;
+}
+
+void fs_ov_file_attr(struct fs_ov *ov, struct fs_ov_file *f,
+                     struct xfer_attr *a)
+{
+	pthread_mutex_lock(&ov->lock);
+	memset(a, 0, sizeof(*a));
+	a->mode = S_IFREG | f->mode;
+	a->size = f->size;
+	a->mtime = f->mtime;
+	pthread_mutex_unlock(&ov->lock);
+}
+
+/* Appends f's WRITE (lock held). */
+static int write_op(struct fs_ov *ov, struct fs_ov_file *f, bool sync)
+{
+	struct cache_jnl_op op = {
+		.kind = CACHE_JNL_WRITE, .path = f->path, .file_id = f->file_id,
+		.size = f->size, .mode = f->mode, .uid = f->uid, .gid = f->gid,
+		.mtime_sec = f->mtime, .base_present = f->base_present,
+		.base_size = f->base.size, .base_mtime = f->base.mtime,
+		.base_etag = f->base.etag,
+	};
+	int rc;
+
+	if (!f->path || (!f->dirty && !sync))
+		return 0;
+	if (!f->dirty)
+		return cache_jnl_sync_file(ov->jnl, f->file_id);
+	/* Later WRITEs of this file replace our own upload: unchecked. */
+	op.flags = f->at_origin && !f->base_present ? 1u : 0;
+	rc = cache_jnl_append(ov->jnl, &op, false, &(uint64_t){ 0 });
+	if (rc)
+		return rc;
+	f->sealed = true;
+	f->dirty = false;
+	f->at_origin = true;
+	f->base_present = false;
+	if (sync)
+		rc = cache_jnl_sync_file(ov->jnl, f->file_id);
+	return rc;
+}
+
+int fs_ov_close_write(struct fs_ov *ov, struct fs_ov_file *f, bool sync)
+{
+	int rc;
+
+	pthread_mutex_lock(&ov->lock);
+	if (f->writers)
+		f->writers--;
+	rc = f->writers ? 0 : write_op(ov, f, sync);
+	pthread_mutex_unlock(&ov->lock);
+	return rc;
+}
+
+int fs_ov_fsync(struct fs_ov *ov, struct fs_ov_file *f)
+{
+	int rc;
+
+	pthread_mutex_lock(&ov->lock);
+	rc = write_op(ov, f, true);
+	pthread_mutex_unlock(&ov->lock);
+	if (rc == 0)
+		rc = cache_jnl_sync(ov->jnl);
+	return rc;
+}
+
+/* ---- namespace ---- */
+
+int fs_ov_mkdir(struct fs_ov *ov, const char *path, uint32_t mode,
+                uid_t uid, gid_t gid)
+{
+	struct cache_jnl_op op = {
+		.kind = CACHE_JNL_MKDIR, .path = path, .mode = mode & 07777,
+		.uid = uid, .gid = gid,
+	};
+	struct ov_ent *e;
+	int rc = 0;
+
+	pthread_mutex_lock(&ov->lock);
+	if (ov->jnl)
+		rc = append(ov, &op, false);
+	if (rc)
+		goto out;
+	e = ent_get(ov, path);
+	if (!e) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	ent_clear(ov, e);
+	e->kind = OV_DIR;
+	e->mode = mode & 07777;
+	e->mtime = now_s();
+out:
+	pthread_mutex_unlock(&ov->lock);
+	return rc;
+}
+
+/* Children of path the overlay shows (lock held). */
+static size_t pending_children(struct fs_ov *ov, const char *path)
+{
+	size_t plen = strlen(path), n = 0;
+	struct ov_ent *e;
+
+	for (e = ov->ents; e; e = e->next) {
+		if (e->kind != OV_GONE && under(e->path, path) &&
+		    strcmp(e->path, path) &&
+		    !strchr(e->path + (plen == 1 ? 1 : plen + 1), '/'))
+			n++;
+	}
+	return n;
+}
+
+static bool gone(struct fs_ov *ov, const char *dir, const char *name)
+{
+	size_t l = strlen(dir);
+	char *p = malloc(l + strlen(name) + 2);
+	struct ov_ent *e;
+
+	if (!p)
+		return false;
+	sprintf(p, "%s/%s", l == 1 ? "" : dir, name);
+	e = find(ov, p);
+	free(p);
+	return e != NULL;   /* GONE, or shown by the overlay (counted) */
+}
+
+/* Deletes path and everything the overlay has under it (lock held). */
+static int delete_locked(struct fs_ov *ov, const char *path, bool dir,
+                         bool journal, uid_t uid, gid_t gid)
+{
+	struct cache_jnl_op op = {
+		.kind = dir ? CACHE_JNL_RMDIR : CACHE_JNL_UNLINK, .path = path,
+		.uid = uid, .gid = gid,
+	};
+	struct ov_ent **p = &ov->ents, *e;
+	int rc = 0;
+
+	if (journal && ov->jnl)
+		rc = append(ov, &op, false);
+	if (rc)
+		return rc;
+	while (*p) {
+		e = *p;
+		if (under(e->path, path) && strcmp(e->path, path)) {
+			*p = e->next;
+			ov->count--;
+			ent_free(ov, e);
+		} else {
+			p = &e->next;
+		}
+	}
+	e = ent_get(ov, path);
+	if (!e)
+		return -ENOMEM;
+	if (e->file) {
+		free(e->file->path);
+		e->file->path = NULL;
+	}
+	ent_clear(ov, e);
+	e->kind = OV_GONE;
+	return 0;
+}
+
+int fs_ov_rmdir(struct fs_ov *ov, const char *path, const struct fs_dir *origin,
+                uid_t uid, gid_t gid)
+{
+	struct ov_ent *e;
+	bool at_origin;
+	size_t i;
+	int rc;
+
+	pthread_mutex_lock(&ov->lock);
+	if (pending_children(ov, path)) {
+		rc = -ENOTEMPTY;
+		goto out;
+	}
+	for (i = 0; origin && i < origin->count; i++) {
+		if (!gone(ov, path, origin->ents[i].name)) {
+			rc = -ENOTEMPTY;
+			goto out;
+		}
+	}
+	e = find(ov, path);
+	/* A folder made here and not uploaded still needs its RMDIR: the
+	 * MKDIR is in the journal before it. */
+	at_origin = true;
+	rc = delete_locked(ov, path, true, at_origin, uid, gid);
+out:
+	pthread_mutex_unlock(&ov->lock);
+	(void)e;
+	return rc;
+}
+
+int fs_ov_unlink(struct fs_ov *ov, const char *path, const struct fs_ov_info *in,
+                 const struct xfer_attr *origin_attr, uid_t uid, gid_t gid)
+{
+	struct ov_ent *e;
+	bool journal = true;
+	int rc;
+
+	(void)in;
+	(void)origin_attr;
+	pthread_mutex_lock(&ov->lock);
+	e = find(ov, path);
+	/* A file created here that never got a WRITE: nothing at the origin. */
+	if (e && e->file && !e->file->at_origin)
+		journal = false;
+	rc = delete_locked(ov, path, false, journal, uid, gid);
+	pthread_mutex_unlock(&ov->lock);
+	return rc;
+}
+
+int fs_ov_rename(struct fs_ov *ov, const char *from, const char *to,
+                 bool from_dir, bool to_exists, uid_t uid, gid_t gid)
+{
+	struct cache_jnl_op op = {
+		.kind = CACHE_JNL_RENAME, .path = from, .path2 = to,
+		.uid = uid, .gid = gid,
+	};
+	struct ov_ent *e, *src, *dst;
+	char org[4096];
+	size_t flen = strlen(from);
+	bool journal = true;
+	int rc = 0;
+
+	(void)to_exists;
+	pthread_mutex_lock(&ov->lock);
+	src = find(ov, from);
+	if (src && src->file && !src->file->at_origin)
+		journal = false;
+	if (journal && ov->jnl)
+		rc = append(ov, &op, false);
+	if (rc)
+		goto out;
+	origin_of(ov, from, org, sizeof(org));
+	/* Whatever was at to (and under it) goes. */
+	{
+		struct ov_ent **p = &ov->ents;
+
+		while (*p) {
+			e = *p;
+			if (under(e->path, to)) {
+				*p = e->next;
+				ov->count--;
+				if (e->file && e->file->path) {
+					free(e->file->path);
+					e->file->path = NULL;
+				}
+				ent_free(ov, e);
+			} else {
+				p = &e->next;
+			}
+		}
+	}
+	/* Entries under from move to to. */
+	for (e = ov->ents; e; e = e->next) {
+		if (under(e->path, from) && strcmp(e->path, from)) {
+			char *np = join(to, e->path + flen);
+
+			if (!np) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			free(e->path);
+			e->path = np;
+			if (e->file && e->file->path) {
+				free(e->file->path);
+				e->file->path = strdup(np);
+			}
+		}
+	}
+	src = find(ov, from);
+	dst = ent_get(ov, to);
+	if (!dst) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	ent_clear(ov, dst);
+	if (src && src->kind != OV_GONE) {
+		dst->kind = src->kind;
+		dst->file = src->file;
+		src->file = NULL;
+		dst->mode = src->mode;
+		dst->mtime = src->mtime;
+		dst->origin = src->origin;
+		src->origin = NULL;
+		if (dst->file) {
+			free(dst->file->path);
+			dst->file->path = strdup(to);
+		}
+	} else {
+		dst->kind = from_dir ? OV_DIR : OV_FILE;
+		dst->origin = org[0] ? strdup(org) : NULL;
+		if (!dst->origin && org[0]) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	src = ent_get(ov, from);
+	if (!src) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	ent_clear(ov, src);
+	src->kind = OV_GONE;
+out:
+	pthread_mutex_unlock(&ov->lock);
+	return rc;
+}
+
+int fs_ov_setattr(struct fs_ov *ov, const char *path, struct fs_ov_file *f,
+                  uint32_t mode, int64_t mtime, uid_t uid, gid_t gid)
+{
+	struct cache_jnl_op op = {
+		.kind = CACHE_JNL_SETATTR, .path = path, .uid = uid, .gid = gid,
+	};
+	struct ov_ent *e;
+	char org[4096];
+	int rc = 0;
+
+	pthread_mutex_lock(&ov->lock);
+	e = find(ov, path);
+	if (!f && e && e->file)
+		f = e->file;
+	if (mode != UINT32_MAX) {
+		op.flags |= CACHE_JNL_SET_MODE;
+		op.mode = mode & 07777;
+		if (!e) {
+			origin_of(ov, path, org, sizeof(org));
+			e = ent_get(ov, path);
+			if (!e || !(e->origin = strdup(org))) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			e->kind = OV_FILE;
+		}
+		e->mode = mode & 07777;
+		if (f)
+			f->mode = mode & 07777;
+	}
+	if (mtime != INT64_MIN) {
+		op.flags |= CACHE_JNL_SET_MTIME;
+		op.mtime_sec = mtime;
+		if (f) {
+			f->mtime = mtime;
+			if (f->writers)
+				f->dirty = true;
+		}
+		if (e && e->kind == OV_DIR)
+			e->mtime = mtime;
+	}
+	/* A pending file's next WRITE carries both; files whose content is
+	 * the origin's get a SETATTR. */
+	if (f && (f->dirty || f->writers || !f->at_origin))
+		goto out;
+	if (f && (op.flags & CACHE_JNL_SET_MTIME) && f->sealed) {
+		f->dirty = true;
+		rc = write_op(ov, f, false);
+		goto out;
+	}
+	rc = append(ov, &op, false);
+out:
+	pthread_mutex_unlock(&ov->lock);
+	return rc;
+}
+
+/* ---- writeback ---- */
+
+bool fs_ov_quiet(struct fs_ov *ov, const char *path)
+{
+	struct ov_ent *e;
+	bool q = true;
+
+	pthread_mutex_lock(&ov->lock);
+	e = find(ov, path);
+	if (e && e->file && e->file->writers)
+		q = false;
+	pthread_mutex_unlock(&ov->lock);
+	return q;
+}
+
+void fs_ov_applied(struct fs_ov *ov, const struct cache_jnl_op *op)
+{
+	struct ov_ent *e, **p;
+	size_t flen;
+
+	pthread_mutex_lock(&ov->lock);
+	switch (op->kind) {
+	case CACHE_JNL_RENAME:
+		/* The origin has from at to now: origins under from move. */
+		flen = strlen(op->path);
+		for (e = ov->ents; e; e = e->next) {
+			if (e->origin && under(e->origin, op->path)) {
+				char *np = join(op->path2, e->origin + flen);
+
+				if (np) {
+					free(e->origin);
+					e->origin = np;
+				}
+			}
+		}
+		/* fall through */
+	case CACHE_JNL_RMDIR:
+	case CACHE_JNL_UNLINK:
+	case CACHE_JNL_MKDIR:
+		for (p = &ov->ents; *p;) {
+			e = *p;
+			bool drop = false;
+
+			if (op->kind != CACHE_JNL_MKDIR && e->kind == OV_GONE &&
+			    !strcmp(e->path, op->path))
+				drop = true;
+			/* A folder that is the origin's at its own path. */
+			if (e->kind == OV_DIR && !e->file &&
+			    ((e->origin && !strcmp(e->origin, e->path)) ||
+			     (op->kind == CACHE_JNL_MKDIR &&
+			      !strcmp(e->path, op->path))))
+				drop = true;
+			if (e->kind == OV_FILE && !e->file && !e->mode &&
+			    e->origin && !strcmp(e->origin, e->path))
+				drop = true;
+			if (drop) {
+				*p = e->next;
+				ov->count--;
+				ent_free(ov, e);
+			} else {
+				p = &e->next;
+			}
+		}
+		break;
+	default:
+		break;
+	}
+	pthread_mutex_unlock(&ov->lock);
+}
+
+void fs_ov_uploaded(struct fs_ov *ov, const char *path, uint64_t file_id,
+                    const struct xfer_attr *attr)
+{
+	struct ov_ent *e;
+
+	pthread_mutex_lock(&ov->lock);
+	e = find(ov, path);
+	if (e && e->file && e->file->file_id == file_id && !e->file->dirty &&
+	    !e->file->writers) {
+		e->file->uploaded = true;
+		e->file->result = *attr;
+		if (!e->file->held) {
+			/* Replayed: its staged file goes with the op. */
+			uint32_t mode = e->mode;
+
+			ent_clear(ov, e);
+			e->kind = OV_FILE;
+			e->mode = mode;
+			e->origin = strdup(path);
+			if (!mode || !e->origin)
+				ent_remove(ov, e);
+		}
+	}
+	pthread_mutex_unlock(&ov->lock);
+}
+
+void fs_ov_settle(struct fs_ov *ov, const char *path,
+                  const struct xfer_attr *listed)
+{
+	struct ov_ent *e;
+
+	pthread_mutex_lock(&ov->lock);
+	e = find(ov, path);
+	if (e && e->file && e->file->uploaded && !e->file->writers &&
+	    !e->file->dirty && listed->size == e->file->result.size &&
+	    (listed->mtime == e->file->result.mtime || !e->file->result.mtime)) {
+		uint32_t mode = e->mode;
+
+		ent_clear(ov, e);
+		e->mode = mode;
+		e->origin = strdup(path);
+		/* Mode bits the origin cannot keep stay for the mount's life. */
+		if (!mode || !e->origin)
+			ent_remove(ov, e);
+	}
+	pthread_mutex_unlock(&ov->lock);
+}

@@ -1,0 +1,342 @@
+/* The uploader: see writeback.h. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "fs/writeback.h"
+
+#define BACKOFF_MIN 1
+#define BACKOFF_MAX 60
+
+/* Operation flag on a WRITE: it replaces our own earlier upload, so there
+ * is no origin version to check (overlay.c sets it). */
+#define WB_CHAINED 1u
+
+struct fs_wb {
+	struct fs_wb_conf c;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;                /* guarded by lock */
+	bool kicked;              /* guarded by lock */
+	int64_t flush_until;      /* guarded by lock; 0: not flushing */
+	/* thread-only state */
+	unsigned backoff;         /* seconds; 0 when the last try worked */
+	int64_t retry_at;
+	int last_err;             /* for logging once per state change */
+	bool blocked;             /* stopped at an op not ready / failed */
+};
+
+struct put_src {
+	struct cache_jnl *jnl;
+	uint64_t file_id, size;
+};
+
+static int64_t now_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+static ssize_t put_read(void *arg, void *buf, size_t cap, uint64_t off)
+{
+	struct put_src *s = arg;
+
+	if (off >= s->size)
+		return 0;
+	if (cap > s->size - off)
+		cap = (size_t)(s->size - off);
+	return cache_jnl_pread(s->jnl, s->file_id, buf, cap, off);
+}
+
+static bool transient(int rc)
+{
+	return rc == -EHOSTDOWN || rc == -ENOSPC || rc == -EDQUOT ||
+	       rc == -EIO || rc == -ETIMEDOUT || rc == -EAGAIN ||
+	       rc == -ENOMEM || rc == -ECONNREFUSED;
+}
+
+static void relist(struct fs_wb *wb, const char *path, bool settle)
+{
+	char *parent = fs_path_parent(path);
+	struct fs_dir *d = NULL;
+	const struct fs_dirent *e;
+
+	if (!parent || !wb->c.meta)
+		goto out;
+	fs_meta_expire(wb->c.meta, parent);
+	if (settle && fs_meta_dir(wb->c.meta, parent, &d) == 0) {
+		e = fs_dir_find(d, fs_path_base(path));
+		if (e)
+			fs_ov_settle(wb->c.ov, path, &e->attr);
+	}
+out:
+	fs_dir_put(d);
+	free(parent);
+}
+
+static int do_write(struct fs_wb *wb, struct xfer *x, const char *inner,
+                    const struct cache_jnl_op *op, struct xfer_attr *res)
+{
+	struct put_src s = { wb->c.jnl, op->file_id, op->size };
+	struct xfer_attr expect;
+	char host[256], name[4096], stamp[32];
+	const struct xfer_attr *ex = NULL;
+	struct tm tm;
+	time_t t;
+	int rc;
+
+	memset(&expect, 0, sizeof(expect));
+	if (!(op->flags & WB_CHAINED)) {
+		if (op->base_present) {
+			expect.size = op->base_size;
+			expect.mtime = op->base_mtime;
+			snprintf(expect.etag, sizeof(expect.etag), "%s",
+			         op->base_etag ? op->base_etag : "");
+		} else {
+			expect.size = XFER_EXPECT_ABSENT;
+		}
+		ex = &expect;
+	}
+	rc = xfer_put(x, inner, put_read, &s, op->size, op->mtime_sec, ex, res);
+	if (rc != -ESTALE)
+		return rc;
+	/* Someone changed the origin's file: keep theirs, ours beside it. */
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	t = time(NULL);
+	gmtime_r(&t, &tm);
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm);
+	if (snprintf(name, sizeof(name), "%s.conflict-%s-%s", inner, host,
+	             stamp) >= (int)sizeof(name))
+		return -ENAMETOOLONG;
+	rc = xfer_put(x, name, put_read, &s, op->size, op->mtime_sec, NULL, res);
+	if (rc == 0) {
+		dms_log(LOG_WARNING, "conflict: %s was changed at the origin since "
+		        "this mount read it; theirs kept, ours uploaded as %s",
+		        op->path, name);
+		relist(wb, op->path, false);
+		rc = 1;     /* done, but ours is not at path */
+	}
+	return rc;
+}
+
+/* Replays one operation on the origin.  0 or 1 (done), else -errno. */
+static int apply(struct fs_wb *wb, const struct cache_jnl_op *op)
+{
+	struct fs_route r, r2;
+	struct xfer_attr res;
+	int rc;
+
+	memset(&res, 0, sizeof(res));
+	rc = fs_exports_route(wb->c.exports, op->path, &r);
+	if (rc == 0 && r.kind != FS_ROUTE_SOURCE)
+		rc = -EPERM;
+	if (rc)
+		return rc;
+	switch (op->kind) {
+	case CACHE_JNL_WRITE:
+		rc = do_write(wb, r.xfer, r.inner, op, &res);
+		if (rc == 0) {
+			/* The listing forgets first: a replayed file's
+			 * entry goes at once, and it must then be listed. */
+			relist(wb, op->path, false);
+			fs_ov_uploaded(wb->c.ov, op->path, op->file_id, &res);
+		}
+		break;
+	case CACHE_JNL_MKDIR:
+		rc = xfer_mkdir(r.xfer, r.inner);
+		if (rc == -EEXIST)
+			rc = 0;
+		break;
+	case CACHE_JNL_RMDIR:
+		rc = xfer_rmdir(r.xfer, r.inner);
+		if (rc == -ENOENT)
+			rc = 0;
+		break;
+	case CACHE_JNL_UNLINK:
+		rc = xfer_unlink(r.xfer, r.inner, NULL);
+		if (rc == -ENOENT)
+			rc = 0;
+		break;
+	case CACHE_JNL_RENAME:
+		rc = fs_exports_route(wb->c.exports, op->path2, &r2);
+		if (rc == 0 && (r2.kind != FS_ROUTE_SOURCE || r2.xfer != r.xfer))
+			rc = -EXDEV;
+		if (rc == 0)
+			rc = xfer_rename(r.xfer, r.inner, r2.inner, 1, NULL);
+		if (rc == 0)
+			relist(wb, op->path2, false);
+		break;
+	case CACHE_JNL_SETATTR:
+		/* Mode bits stay with dmsfs; an mtime where the protocol can. */
+		if (op->flags & CACHE_JNL_SET_MTIME) {
+			rc = xfer_set_mtime(r.xfer, r.inner, op->mtime_sec);
+			if (rc == -ENOTSUP || rc == -ENOENT)
+				rc = 0;
+		}
+		break;
+	}
+	if (rc >= 0) {
+		fs_ov_applied(wb->c.ov, op);
+		relist(wb, op->path, op->kind == CACHE_JNL_WRITE && rc == 0);
+	}
+	return rc;
+}
+
+static const char *kind_name(enum cache_jnl_kind k)
+{
+	switch (k) {
+	case CACHE_JNL_WRITE: return "upload";
+	case CACHE_JNL_MKDIR: return "mkdir";
+	case CACHE_JNL_RMDIR: return "rmdir";
+	case CACHE_JNL_UNLINK: return "delete";
+	case CACHE_JNL_RENAME: return "rename";
+	case CACHE_JNL_SETATTR: return "setattr";
+	}
+	return "?";
+}
+
+static int step(void *arg, uint64_t seq, const struct cache_jnl_op *op)
+{
+	struct fs_wb *wb = arg;
+	bool flushing;
+	int64_t now = now_s();
+	int rc;
+
+	pthread_mutex_lock(&wb->lock);
+	flushing = wb->flush_until != 0;
+	if (wb->stop && (!flushing || now >= wb->flush_until)) {
+		pthread_mutex_unlock(&wb->lock);
+		return 1;
+	}
+	pthread_mutex_unlock(&wb->lock);
+	if (op->kind == CACHE_JNL_WRITE &&
+	    ((!flushing && now - op->added < (int64_t)wb->c.delay) ||
+	     !fs_ov_quiet(wb->c.ov, op->path))) {
+		wb->blocked = true;
+		return 1;
+	}
+	rc = apply(wb, op);
+	if (rc >= 0) {
+		if (wb->last_err)
+			dms_log(LOG_NOTICE, "writeback: uploads go through again");
+		wb->last_err = 0;
+		wb->backoff = 0;
+		cache_jnl_done(wb->c.jnl, seq);
+		return 0;
+	}
+	cache_jnl_update(wb->c.jnl, seq, strerror(-rc));
+	/* Every failure keeps the operation (nothing is dropped): an origin
+	 * that is down or full, or one that refuses, may come round. */
+	if (rc != wb->last_err)
+		dms_log(transient(rc) ? LOG_WARNING : LOG_ERR, "writeback: %s of "
+		        "%s failed: %s; kept pending, retrying",
+		        kind_name(op->kind), op->path, strerror(-rc));
+	wb->last_err = rc;
+	wb->backoff = wb->backoff ? wb->backoff * 2 : BACKOFF_MIN;
+	if (wb->backoff > BACKOFF_MAX)
+		wb->backoff = BACKOFF_MAX;
+	wb->retry_at = now + wb->backoff;
+	wb->blocked = true;
+	return 1;
+}
+
+static void *run(void *arg)
+{
+	struct fs_wb *wb = arg;
+	struct cache_jnl_stats st;
+
+	for (;;) {
+		struct timespec ts;
+		bool stop;
+
+		pthread_mutex_lock(&wb->lock);
+		stop = wb->stop;
+		pthread_mutex_unlock(&wb->lock);
+		if (!stop || now_s() < wb->flush_until) {
+			wb->blocked = false;
+			if (now_s() >= wb->retry_at || stop)
+				cache_jnl_foreach(wb->c.jnl, step, wb);
+		}
+		cache_jnl_stats(wb->c.jnl, &st);
+		pthread_mutex_lock(&wb->lock);
+		if (wb->stop && (st.ops == 0 || now_s() >= wb->flush_until)) {
+			pthread_mutex_unlock(&wb->lock);
+			break;
+		}
+		if (!wb->kicked) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 250 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&wb->cond, &wb->lock, &ts);
+		}
+		wb->kicked = false;
+		pthread_mutex_unlock(&wb->lock);
+		if (wb->stop && wb->backoff)
+			sleep(1);
+	}
+	return NULL;
+}
+
+int fs_wb_start(struct fs_wb **out, const struct fs_wb_conf *c)
+{
+	struct fs_wb *wb = calloc(1, sizeof(*wb));
+	int rc;
+
+	if (!wb)
+		return -ENOMEM;
+	wb->c = *c;
+	pthread_mutex_init(&wb->lock, NULL);
+	pthread_cond_init(&wb->cond, NULL);
+	rc = pthread_create(&wb->thread, NULL, run, wb);
+	if (rc) {
+		pthread_cond_destroy(&wb->cond);
+		pthread_mutex_destroy(&wb->lock);
+		free(wb);
+		return -rc;
+	}
+	*out = wb;
+	return 0;
+}
+
+void fs_wb_kick(struct fs_wb *wb)
+{
+	if (!wb)
+		return;
+	pthread_mutex_lock(&wb->lock);
+	wb->kicked = true;
+	pthread_cond_signal(&wb->cond);
+	pthread_mutex_unlock(&wb->lock);
+}
+
+void fs_wb_stop(struct fs_wb *wb, unsigned flush)
+{
+	struct cache_jnl_stats st;
+
+	if (!wb)
+		return;
+	pthread_mutex_lock(&wb->lock);
+	wb->stop = true;
+	wb->flush_until = now_s() + (int64_t)flush;
+	wb->retry_at = 0;
+	wb->kicked = true;
+	pthread_cond_signal(&wb->cond);
+	pthread_mutex_unlock(&wb->lock);
+	pthread_join(wb->thread, NULL);
+	cache_jnl_stats(wb->c.jnl, &st);
+	if (st.ops)
+		dms_log(LOG_WARNING, "%llu operations left pending for the next "
+		        "mount", (unsigned long long)st.ops);
+	pthread_cond_destroy(&wb->cond);
+	pthread_mutex_destroy(&wb->lock);
+	free(wb);
+}
