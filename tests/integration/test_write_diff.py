@@ -280,7 +280,11 @@ class Diff:
 
     # -- whole-tree checks ------------------------------------------------
     def compare_trees(self, when):
-        got, want = wt.snapshot(self.mnt.root), wt.snapshot(self.ref.root)
+        try:
+            got = wt.snapshot(self.mnt.root)
+        except OSError as e:
+            self.fail(f"reading the whole tree {when}: {e}")
+        want = wt.snapshot(self.ref.root)
         if got != want:
             self.fail(f"trees differ {when}:\n" +
                       "\n".join(wt.diff_trees(got, want)))
