@@ -146,6 +146,19 @@ def write_file(path, data, mode="wb"):
         os.fsync(f.fileno())
 
 
+def closing(*fds):
+    """Closes every fd, then raises the first error (a close may report a
+    write-back error; the other files must still be closed)."""
+    first = None
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError as e:
+            first = first or e
+    if first is not None:
+        raise first
+
+
 def read_file(path):
     with open(path, "rb") as f:
         return f.read()
@@ -192,8 +205,7 @@ def test_odd_offsets_and_block_edges(origin, wmount):
             for off, n in ((B - 10, 20), (0, 3 * B + 7), (2 * B - 2, 5)):
                 assert os.pread(fd, n, off) == bytes(want[off:off + n])
     finally:
-        os.close(fd_new)
-        os.close(fd_old)
+        closing(fd_new, fd_old)
     assert read_file(wm.path("new.bin")) == bytes(want_new)
     assert read_file(wm.path("old.bin")) == bytes(want_old)
     wt.wait_uploaded(origin.home,
@@ -379,10 +391,41 @@ def test_unlink_open_file(origin, wmount):
             f.write(b"new one")
         assert os.pread(fd1, 10, 0) == data[:10]
     finally:
-        os.close(fd1)
-        os.close(fd2)
+        closing(fd1, fd2)
     wt.wait_uploaded(origin.home, {"gone.bin": ("f", 7, wt.sha(b"new one"))},
                      UPLOAD_TIMEOUT, wm.log)
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "issue 8: ftruncate through a second descriptor of an unlinked file "
+    "gives ENOENT; after mkdir of the same name, pwrite to the unlinked "
+    "file gives EIO and close EIO"))
+def test_unlinked_file_stays_writable_through_every_descriptor(origin,
+                                                                wmount):
+    """An unlinked file stays a file for all its open descriptors, also
+    when the name is taken again by a new folder (found by
+    test_write_diff.py)."""
+    wm = wmount(origin)
+    P = wm.path
+    fd1 = os.open(P("v"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd2 = os.open(P("v"), os.O_RDWR)
+    try:
+        assert os.pwrite(fd2, b"abc", 0) == 3
+        os.unlink(P("v"))
+        assert os.pwrite(fd2, b"def", 3) == 3
+        # ftruncate through the other descriptor of the unlinked file
+        os.ftruncate(fd1, 10)
+        assert os.pread(fd2, 100, 0) == b"abcdef" + bytes(4)
+        os.mkdir(P("v"))
+        # the open file is not the new folder
+        assert os.pwrite(fd2, b"tail", 3 * B) == 4
+        assert os.pwrite(fd1, b"X", 0) == 1
+        assert os.pread(fd2, 100, 0) == b"Xbcdef" + bytes(4)
+        assert os.fstat(fd2).st_size == 3 * B + 4
+    finally:
+        closing(fd1, fd2)
+    assert os.path.isdir(P("v"))
+    wt.wait_uploaded(origin.home, {"v": ("d",)}, UPLOAD_TIMEOUT, wm.log)
 
 
 def _renameat2(old, new, flags):

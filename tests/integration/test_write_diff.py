@@ -133,6 +133,7 @@ class Diff:
             lines += log[-10:]
         # Open files would keep the mount busy at teardown.
         self.close_all()
+        self.wm.failed = True
         raise AssertionError("\n".join(lines))
 
     def dump_history(self):
@@ -360,6 +361,11 @@ def diff_env(request, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason=(
+    "issue 8: found with seeds 11-16, 1438678612, 2319983518: ftruncate on "
+    "an unlinked open file ENOENT; write to it after mkdir of its name "
+    "EIO; a folder opened as a file after rename+mkdir (GridFTP); after a "
+    "remount entries missing, deleted ones back, a folder seen as a file"))
 def test_random_ops_match_a_local_folder(diff_env, seed):
     wm, ref, nops = diff_env
     d = Diff(seed, wm, ref)
