@@ -30,7 +30,6 @@ import time
 
 import pytest
 
-import mount as mountlib
 import writetree as wt
 from fakeorigin import FakeOrigin, FakeFile
 from gridftp_origin import GridFTP, make_root
@@ -41,15 +40,7 @@ B = 65536
 SIZES = [0, 1, B - 1, B, B + 1, 3 * B + 7]
 UPLOAD_TIMEOUT = 90  # a bound on a hang, with slack: writeback_delay is 1 s
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (FUSE, nginx)"),
-    pytest.mark.skipif(not wt.LOCAL and not os.access(mountlib.DMSFS,
-                                                      os.X_OK),
-                       reason=f"{mountlib.DMSFS} is not built"),
-    pytest.mark.skipif(not wt.LOCAL and not wt.dmsfs_writes_supported(),
-                       reason="build/dmsfs has no writable mounts (issue 8) "
-                       "yet"),
-]
+pytestmark = wt.skip_marks()
 needs_dmsfs = pytest.mark.skipif(wt.LOCAL, reason="dmsfs-only behaviour")
 
 

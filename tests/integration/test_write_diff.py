@@ -27,7 +27,6 @@ import stat
 
 import pytest
 
-import mount as mountlib
 import writetree as wt
 from gridftp_origin import GridFTP, make_root
 from origin import Nginx
@@ -58,15 +57,7 @@ OPEN_MODES = [
 _CLASS = {errno.ENOTEMPTY: "ENOTEMPTY|EEXIST", errno.EEXIST: "EEXIST",
           errno.EOPNOTSUPP: "ENOTSUP"}
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (FUSE, nginx)"),
-    pytest.mark.skipif(not wt.LOCAL and not os.access(mountlib.DMSFS,
-                                                      os.X_OK),
-                       reason=f"{mountlib.DMSFS} is not built"),
-    pytest.mark.skipif(not wt.LOCAL and not wt.dmsfs_writes_supported(),
-                       reason="build/dmsfs has no writable mounts (issue 8) "
-                       "yet"),
-]
+pytestmark = wt.skip_marks()
 
 
 def outcome(fn):

@@ -188,6 +188,22 @@ def dmsfs_writes_supported():
         return False
 
 
+def skip_marks():
+    """pytestmark of the writable-mount tests: root, a built dmsfs that
+    knows writes (not needed with DMSFS_WRITE_LOCAL)."""
+    import pytest
+    return [
+        pytest.mark.skipif(os.geteuid() != 0,
+                           reason="needs root (FUSE, nginx)"),
+        pytest.mark.skipif(not LOCAL and not os.access(mountlib.DMSFS,
+                                                       os.X_OK),
+                           reason=f"{mountlib.DMSFS} is not built"),
+        pytest.mark.skipif(not LOCAL and not dmsfs_writes_supported(),
+                           reason="build/dmsfs has no writable mounts "
+                           "(issue 8) yet"),
+    ]
+
+
 # ---------------------------------------------------------------- dmsctl
 
 def dmsctl_sync_supported():
