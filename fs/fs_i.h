@@ -266,6 +266,8 @@ void fs_inodes_update(struct fs_inodes *t, uint64_t ino,
 void fs_inodes_expire(struct fs_inodes *t, uint64_t ino);
 /* After a rename in the mount: see inode.c. */
 void fs_inodes_rename(struct fs_inodes *t, const char *from, const char *to);
+/* After an unlink or rmdir in the mount: see inode.c. */
+void fs_inodes_gone(struct fs_inodes *t, const char *path);
 /* A malloc'd array (caller frees) of the inode numbers known now. */
 int fs_inodes_list(struct fs_inodes *t, uint64_t **inos, size_t *n);
 /* Reads and clears the "changed" mark (true: drop the kernel page cache). */

@@ -386,25 +386,43 @@ static bool repath(struct fs_inodes *t, struct fs_node *n, const char *to,
 	return true;
 }
 
-/* Nodes at and under from now answer for to; nodes that were at and under
- * to get a path no lookup finds (the kernel may still hold them). */
-void fs_inodes_rename(struct fs_inodes *t, const char *from, const char *to)
+/* Nodes at and under path get a path no lookup finds (lock held): the
+ * kernel may still hold them, and a new object at path gets a new inode
+ * number (the kernel refuses one that changes type). */
+static void gone_locked(struct fs_inodes *t, const char *path)
 {
 	struct fs_node *n, *next;
-	size_t i, lf = strlen(from);
 	char gone[64];
+	size_t i;
 
-	pthread_mutex_lock(&t->lock);
 	for (i = 0; i < t->nbuckets; i++) {
 		for (n = t->by_ino[i]; n; n = next) {
 			next = n->ino_next;
-			if (n->ino != 1 && path_under(n->path, to)) {
+			if (n->ino != 1 && path_under(n->path, path)) {
 				snprintf(gone, sizeof(gone), "//gone/%llx",
 				         (unsigned long long)n->ino);
 				repath(t, n, gone, "");
 			}
 		}
 	}
+}
+
+void fs_inodes_gone(struct fs_inodes *t, const char *path)
+{
+	pthread_mutex_lock(&t->lock);
+	gone_locked(t, path);
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* Nodes at and under from now answer for to; nodes that were at and under
+ * to are gone. */
+void fs_inodes_rename(struct fs_inodes *t, const char *from, const char *to)
+{
+	struct fs_node *n, *next;
+	size_t i, lf = strlen(from);
+
+	pthread_mutex_lock(&t->lock);
+	gone_locked(t, to);
 	for (i = 0; i < t->nbuckets; i++) {
 		for (n = t->by_ino[i]; n; n = next) {
 			next = n->ino_next;

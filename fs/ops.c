@@ -46,6 +46,8 @@ static void file_handle_free(struct fs_open *o)
 {
 	struct fs_handle *h = (struct fs_handle *)o;
 
+	if (h->reader)
+		fs_ov_reader(h->ov, h->file->path, false);
 	if (h->file)
 		fs_file_put(h->file);
 	if (h->ovf)
@@ -329,7 +331,7 @@ out:
 static double kernel_ttl(struct fs *fs, const char *path)
 {
 	/* Writable exports change under the mount's own hands. */
-	if (writable(fs, path))
+	if (!path || writable(fs, path))
 		return 0;
 	return fs_access_uniform(fs->access, path) ? fs->cfg->meta_ttl : 0;
 }
@@ -475,6 +477,27 @@ void fs_inodes_forget_one(struct fs *fs, uint64_t ino)
 	fs_inodes_forget(fs->inodes, ino, 1);
 }
 
+/* The attributes of an open pending file by inode: its name may be gone
+ * (unlinked, renamed over) while a handle still has it. */
+static bool pending_by_ino(struct fs *fs, uint64_t ino, struct xfer_attr *a)
+{
+	struct fs_open *o;
+	bool found = false;
+
+	pthread_mutex_lock(&fs->handles_lock);
+	for (o = fs->handles; o && !found; o = o->next) {
+		struct fs_handle *h = (struct fs_handle *)o;
+
+		if ((o->free == file_handle_free ||
+		     o->free == fs_file_handle_free) && h->ovf && h->ino == ino) {
+			fs_ov_file_attr(fs->ov, h->ovf, a);
+			found = true;
+		}
+	}
+	pthread_mutex_unlock(&fs->handles_lock);
+	return found;
+}
+
 static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino,
                           struct fuse_file_info *fi)
 {
@@ -485,7 +508,28 @@ static void fs_op_getattr(fuse_req_t req, fuse_ino_t ino,
 	char *path = NULL;
 	int rc = checked_path(fs, req, ino, 0, &c, &path);
 
-	if (rc == 0)
+	if (fi && fi->fh && (((struct fs_open *)(uintptr_t)fi->fh)->free ==
+	    file_handle_free || ((struct fs_open *)(uintptr_t)fi->fh)->free ==
+	    fs_file_handle_free) && ((struct fs_handle *)(uintptr_t)fi->fh)->ovf) {
+		/* fstat of a pending file: the handle's file, which an
+		 * unlink or rename left without its name. */
+		struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+
+		if (rc == -ENOENT)
+			rc = 0;
+		if (rc == 0) {
+			fs_ov_file_attr(fs->ov, h->ovf, &a);
+			fill_stat(fs, ino, path, &a, &st);
+			fuse_reply_attr(req, &st, 0);
+		} else {
+			fuse_reply_err(req, -rc);
+		}
+		free(path);
+		return;
+	}
+	if (rc == 0 && fs->ov && !strncmp(path, "//gone/", 7))
+		rc = pending_by_ino(fs, ino, &a) ? 0 : -ENOENT;
+	else if (rc == 0)
 		rc = node_attr(fs, ino, NULL, &a);
 	if (rc == 0) {
 		fill_stat(fs, ino, path, &a, &st);
@@ -731,6 +775,7 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
 			rc = fs_write_open(fs, req, path, &c, fi, false, 0, &h);
 		if (rc)
 			goto out;
+		h->ino = ino;
 		fi->fh = (uintptr_t)h;
 		fi->keep_cache = 0;
 		fi->direct_io = 1;
@@ -789,6 +834,8 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
 				rc = -ENOMEM;
 				goto out;
 			}
+			fs_ov_reader(fs->ov, in.origin, true);
+			h->reader = true;
 		}
 	} else {
 		h->file = fs_file_new(path, &r, &a, fs->cfg->block_size);
@@ -799,6 +846,7 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
 		fi->keep_cache = !fs_inodes_take_changed(fs->inodes, ino);
 	}
 	pthread_mutex_init(&h->lock, NULL);
+	h->ino = ino;
 	fi->fh = (uintptr_t)h;
 	handle_link(fs, &h->open, file_handle_free);
 	if (fuse_reply_open(req, fi) != 0) {
@@ -811,6 +859,8 @@ out:
 	if (rc)
 		fuse_reply_err(req, -rc);
 	if (h) {
+		if (h->reader)
+			fs_ov_reader(fs->ov, h->file->path, false);
 		if (h->file)
 			fs_file_put(h->file);
 		if (h->ovf)

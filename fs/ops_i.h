@@ -46,6 +46,8 @@ struct fs_handle {
 	struct fs_ov_file *ovf; /* pending content (file is then NULL) */
 	bool writing;        /* opened for writing */
 	bool append;         /* O_APPEND */
+	uint64_t ino;        /* the kernel's inode of the open file */
+	bool reader;         /* registered with fs_ov_reader (file->path) */
 	bool wrote;
 };
 

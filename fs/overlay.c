@@ -47,8 +47,17 @@ struct ov_ent {
 	char *path;
 };
 
+/* An origin path some handle reads: the origin must keep it there until
+ * the handle closes (unlink and rename of an open file, POSIX). */
+struct ov_reader {
+	struct ov_reader *next;
+	unsigned count;
+	char path[];
+};
+
 struct fs_ov {
 	pthread_mutex_t lock;
+	struct ov_reader *readers;  /* guarded by lock */
 	struct cache_jnl *jnl;
 	struct ov_ent *ents;     /* guarded by lock */
 	size_t count;            /* guarded by lock */
@@ -315,6 +324,12 @@ void fs_ov_destroy(struct fs_ov *ov)
 	for (e = ov->ents; e; e = next) {
 		next = e->next;
 		ent_free(ov, e);
+	}
+	while (ov->readers) {
+		struct ov_reader *r = ov->readers;
+
+		ov->readers = r->next;
+		free(r);
 	}
 	pthread_mutex_destroy(&ov->lock);
 	free(ov);
@@ -744,6 +759,27 @@ int fs_ov_truncate(struct fs_ov *ov, struct fs_ov_file *f, uint64_t size)
 	return rc;
 }
 
+char *fs_ov_file_path(struct fs_ov *ov, struct fs_ov_file *f)
+{
+	char *p;
+
+	pthread_mutex_lock(&ov->lock);
+	p = f->path ? strdup(f->path) : NULL;
+	pthread_mutex_unlock(&ov->lock);
+	return p;
+}
+
+void fs_ov_file_set(struct fs_ov *ov, struct fs_ov_file *f, uint32_t mode,
+                    int64_t mtime)
+{
+	pthread_mutex_lock(&ov->lock);
+	if (mode != UINT32_MAX)
+		f->mode = mode & 07777;
+	if (mtime != INT64_MIN)
+		f->mtime = mtime;
+	pthread_mutex_unlock(&ov->lock);
+}
+
 void fs_ov_file_attr(struct fs_ov *ov, struct fs_ov_file *f,
                      struct xfer_attr *a)
 {
@@ -1110,6 +1146,44 @@ out:
 }
 
 /* ---- writeback ---- */
+
+void fs_ov_reader(struct fs_ov *ov, const char *origin, bool add)
+{
+	struct ov_reader **p, *r;
+
+	pthread_mutex_lock(&ov->lock);
+	for (p = &ov->readers; *p; p = &(*p)->next)
+		if (!strcmp((*p)->path, origin))
+			break;
+	r = *p;
+	if (add && r) {
+		r->count++;
+	} else if (add) {
+		r = calloc(1, sizeof(*r) + strlen(origin) + 1);
+		if (r) {
+			r->count = 1;
+			strcpy(r->path, origin);
+			r->next = ov->readers;
+			ov->readers = r;
+		}
+	} else if (r && --r->count == 0) {
+		*p = r->next;
+		free(r);
+	}
+	pthread_mutex_unlock(&ov->lock);
+}
+
+bool fs_ov_read_under(struct fs_ov *ov, const char *path)
+{
+	struct ov_reader *r;
+	bool busy = false;
+
+	pthread_mutex_lock(&ov->lock);
+	for (r = ov->readers; r && !busy; r = r->next)
+		busy = under(r->path, path);
+	pthread_mutex_unlock(&ov->lock);
+	return busy;
+}
 
 bool fs_ov_quiet(struct fs_ov *ov, const char *path)
 {

@@ -73,6 +73,11 @@ int fs_ov_pwrite(struct fs_ov *ov, struct fs_ov_file *f, const void *buf,
 ssize_t fs_ov_pread(struct fs_ov *ov, struct fs_ov_file *f, void *buf,
                     size_t len, uint64_t off);
 int fs_ov_truncate(struct fs_ov *ov, struct fs_ov_file *f, uint64_t size);
+/* The file's current path (malloc'd), or NULL once unlinked. */
+char *fs_ov_file_path(struct fs_ov *ov, struct fs_ov_file *f);
+/* Mode/mtime of an unlinked file (nothing to journal). */
+void fs_ov_file_set(struct fs_ov *ov, struct fs_ov_file *f, uint32_t mode,
+                    int64_t mtime);
 void fs_ov_file_attr(struct fs_ov *ov, struct fs_ov_file *f,
                      struct xfer_attr *a);
 /* A writer is done (release): appends the WRITE if anything changed.
@@ -94,6 +99,12 @@ int fs_ov_rename(struct fs_ov *ov, const char *from, const char *to,
 /* chmod (mode != UINT32_MAX) and/or mtime (mtime != INT64_MIN). */
 int fs_ov_setattr(struct fs_ov *ov, const char *path, struct fs_ov_file *f,
                   uint32_t mode, int64_t mtime, uid_t uid, gid_t gid);
+
+/* A handle reading the origin's file at origin opens (add) or closes. */
+void fs_ov_reader(struct fs_ov *ov, const char *origin, bool add);
+/* Whether a handle reads an origin file at or under path: deleting or
+ * moving it at the origin waits until it is closed. */
+bool fs_ov_read_under(struct fs_ov *ov, const char *path);
 
 /* ---- for the writeback thread ---- */
 /* Whether a WRITE of path may go now: no handle is writing it. */

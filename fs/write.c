@@ -194,7 +194,7 @@ void fs_write_release(struct fs *fs, struct fs_handle *h)
 }
 
 static void reply_entry(fuse_req_t req, struct fs *fs, const char *path,
-                        struct fuse_file_info *fi)
+                        struct fuse_file_info *fi, struct fs_handle *h)
 {
 	struct fuse_entry_param e;
 	struct xfer_attr a;
@@ -208,6 +208,8 @@ static void reply_entry(fuse_req_t req, struct fs *fs, const char *path,
 		return;
 	}
 	fs_fill_entry(fs, ino, path, &a, &e);
+	if (h)
+		h->ino = ino;
 	if (fi) {
 		if (fuse_reply_create(req, &e, fi) != 0)
 			fs_inodes_forget_one(fs, ino);
@@ -235,7 +237,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	fi->keep_cache = 0;
 	fi->direct_io = 1;
 	fs_handle_link(fs, &h->open, fs_file_handle_free);
-	reply_entry(req, fs, path, fi);
+	reply_entry(req, fs, path, fi, h);
 out:
 	free(path);
 }
@@ -279,17 +281,45 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
 	char *path = NULL;
 	uint32_t mode = UINT32_MAX;
 	int64_t mtime = INT64_MIN;
-	int rc;
+	int rc = 0;
 
-	rc = fs_checked_path(fs, req, ino, ACL_WRITE, &c, &path);
-	if (rc == 0)
-		rc = fs_writable_route(fs, path, &r);
-	if (rc)
-		goto out;
 	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		rc = -EPERM;
 		goto out;
 	}
+	if (to_set & FUSE_SET_ATTR_MODE)
+		mode = st->st_mode & 07777;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		mtime = (int64_t)time(NULL);
+	else if (to_set & FUSE_SET_ATTR_MTIME)
+		mtime = (int64_t)st->st_mtime;
+	if (h && h->ovf) {
+		/* Through an open handle: the file itself, even once its
+		 * name is gone (unlinked or renamed over). */
+		path = fs_ov_file_path(fs->ov, h->ovf);
+		if (!path) {
+			if (to_set & FUSE_SET_ATTR_SIZE)
+				rc = fs_ov_truncate(fs->ov, h->ovf,
+				                    (uint64_t)st->st_size);
+			if (rc == 0)
+				fs_ov_file_set(fs->ov, h->ovf, mode, mtime);
+			if (rc == 0) {
+				struct fuse_entry_param e;
+
+				fs_ov_file_attr(fs->ov, h->ovf, &a);
+				fs_fill_entry(fs, ino, NULL, &a, &e);
+				out = e.attr;
+			}
+			goto out;
+		}
+		rc = fs_access_caller(fs->access, req, &c);
+	} else {
+		rc = fs_checked_path(fs, req, ino, ACL_WRITE, &c, &path);
+	}
+	if (rc == 0)
+		rc = fs_writable_route(fs, path, &r);
+	if (rc)
+		goto out;
 	/* An mtime goes to the origin with the content (WebDAV can set it
 	 * only on a PUT): an origin file is copied for it like for a write. */
 	if (to_set & (FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_MTIME |
@@ -327,12 +357,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
 		if (rc)
 			goto out;
 	}
-	if (to_set & FUSE_SET_ATTR_MODE)
-		mode = st->st_mode & 07777;
-	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
-		mtime = (int64_t)time(NULL);
-	else if (to_set & FUSE_SET_ATTR_MTIME)
-		mtime = (int64_t)st->st_mtime;
 	if (mode != UINT32_MAX || mtime != INT64_MIN) {
 		rc = fs_ov_setattr(fs->ov, path, h && h->ovf ? h->ovf
 		                   : own ? own->ovf : NULL, mode, mtime,
@@ -377,7 +401,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
-		reply_entry(req, fs, path, NULL);
+		reply_entry(req, fs, path, NULL, NULL);
 	fs_wb_kick(fs->wb);
 	free(path);
 }
@@ -422,6 +446,8 @@ static void op_unlink_rmdir(fuse_req_t req, fuse_ino_t parent,
 		memset(&in, 0, sizeof(in));
 		rc = fs_ov_unlink(fs->ov, path, &in, &a, c.ac.uid, c.ac.gid);
 	}
+	if (rc == 0)
+		fs_inodes_gone(fs->inodes, path);
 	fs_dir_put(d);
 	fuse_reply_err(req, -rc);
 	fs_wb_kick(fs->wb);

@@ -60,7 +60,11 @@ static bool transient(int rc)
 	       rc == -ENOMEM || rc == -ECONNREFUSED;
 }
 
-static void relist(struct fs_wb *wb, const char *path, bool settle)
+/* Refetches the listing of path's parent, so that what the overlay stops
+ * showing next is shown by the origin listing (settle: and drops the
+ * uploaded file's entry if the listing shows it). */
+static void relist(struct fs_wb *wb, const char *path, bool expire,
+                   bool settle)
 {
 	char *parent = fs_path_parent(path);
 	struct fs_dir *d = NULL;
@@ -68,8 +72,9 @@ static void relist(struct fs_wb *wb, const char *path, bool settle)
 
 	if (!parent || !wb->c.meta)
 		goto out;
-	fs_meta_expire(wb->c.meta, parent);
-	if (settle && fs_meta_dir(wb->c.meta, parent, &d) == 0) {
+	if (expire)
+		fs_meta_expire(wb->c.meta, parent);
+	if (fs_meta_dir(wb->c.meta, parent, &d) == 0 && settle) {
 		e = fs_dir_find(d, fs_path_base(path));
 		if (e)
 			fs_ov_settle(wb->c.ov, path, &e->attr);
@@ -120,7 +125,7 @@ static int do_write(struct fs_wb *wb, struct xfer *x, const char *inner,
 		dms_log(LOG_WARNING, "conflict: %s was changed at the origin since "
 		        "this mount read it; theirs kept, ours uploaded as %s",
 		        op->path, name);
-		relist(wb, op->path, false);
+		relist(wb, op->path, true, false);
 		rc = 1;     /* done, but ours is not at path */
 	}
 	return rc;
@@ -145,7 +150,7 @@ static int apply(struct fs_wb *wb, const struct cache_jnl_op *op)
 		if (rc == 0) {
 			/* The listing forgets first: a replayed file's
 			 * entry goes at once, and it must then be listed. */
-			relist(wb, op->path, false);
+			relist(wb, op->path, true, false);
 			fs_ov_uploaded(wb->c.ov, op->path, op->file_id, &res);
 		}
 		break;
@@ -170,8 +175,11 @@ static int apply(struct fs_wb *wb, const struct cache_jnl_op *op)
 			rc = -EXDEV;
 		if (rc == 0)
 			rc = xfer_rename(r.xfer, r.inner, r2.inner, 1, NULL);
-		if (rc == 0)
-			relist(wb, op->path2, false);
+		if (rc == 0) {
+			relist(wb, op->path2, true, false);
+			if (wb->c.meta)
+				fs_meta_expire(wb->c.meta, op->path);
+		}
 		break;
 	case CACHE_JNL_SETATTR:
 		/* Mode bits stay with dmsfs; an mtime where the protocol can. */
@@ -183,8 +191,11 @@ static int apply(struct fs_wb *wb, const struct cache_jnl_op *op)
 		break;
 	}
 	if (rc >= 0) {
+		if (op->kind != CACHE_JNL_WRITE)
+			relist(wb, op->path, true, false);
 		fs_ov_applied(wb->c.ov, op);
-		relist(wb, op->path, op->kind == CACHE_JNL_WRITE && rc == 0);
+		if (op->kind == CACHE_JNL_WRITE && rc == 0)
+			relist(wb, op->path, false, true);
 	}
 	return rc;
 }
@@ -216,9 +227,11 @@ static int step(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 		return 1;
 	}
 	pthread_mutex_unlock(&wb->lock);
-	if (op->kind == CACHE_JNL_WRITE &&
-	    ((!flushing && now - op->added < (int64_t)wb->c.delay) ||
-	     !fs_ov_quiet(wb->c.ov, op->path))) {
+	if ((op->kind == CACHE_JNL_WRITE &&
+	     ((!flushing && now - op->added < (int64_t)wb->c.delay) ||
+	      !fs_ov_quiet(wb->c.ov, op->path))) ||
+	    (op->kind != CACHE_JNL_MKDIR && op->kind != CACHE_JNL_SETATTR &&
+	     !flushing && fs_ov_read_under(wb->c.ov, op->path))) {
 		wb->blocked = true;
 		return 1;
 	}

@@ -173,6 +173,16 @@ def test_unlink_open_file_mkdir_rmdir(rw):
     assert not os.path.exists(m.path("u"))
     assert f.read() == b"keep me"
     f.close()
+    # a new object of another type at the name of an open, unlinked file
+    fd = os.open(m.path("t"), os.O_RDWR | os.O_CREAT)
+    os.write(fd, b"T")
+    os.unlink(m.path("t"))
+    os.mkdir(m.path("t"))
+    assert os.pread(fd, 10, 0) == b"T"
+    os.ftruncate(fd, 0)
+    assert os.fstat(fd).st_size == 0
+    os.close(fd)
+    os.rmdir(m.path("t"))
     os.mkdir(m.path("d"))
     open(m.path("d", "in"), "wb").write(b"1")
     with pytest.raises(OSError) as e:
