@@ -285,7 +285,7 @@ class Diff:
         self.mnt.close_all()
         self.ref.close_all()
 
-    def check_origin(self, when, timeout=120):
+    def check_origin(self, when, timeout=60):
         self.close_all()
         try:
             wt.wait_uploaded(self.wm.origin_dir, self.ref.root,
