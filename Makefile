@@ -50,7 +50,7 @@ TOOL_BIN := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
 
 PROGS := $(B)/dmsfs $(if $(wildcard acl/dmsctl.c),$(B)/dmsctl)
 
-.PHONY: all clean deps test unit-tests bench demo demo-stop install fuzz fuzz-build \
+.PHONY: all clean deps test unit-tests bench soak demo demo-stop install fuzz fuzz-build \
         check-style
 all: $(PROGS) $(UNIT_BIN) $(TOOL_BIN)
 
@@ -157,6 +157,12 @@ fuzz: fuzz-build
 test: deps
 	$(MAKE) all
 	$(PYTHON) -m pytest -p no:cacheprovider -v tests/
+
+# The randomised differential test of writable mounts, long (issue 8).
+SOAK_OPS ?= 20000
+soak: all
+	DMSFS_SOAK_OPS=$(SOAK_OPS) $(PYTHON) -m pytest -p no:cacheprovider -v -s \
+		tests/integration/test_write_diff.py
 
 bench: deps
 	$(MAKE) all
