@@ -49,17 +49,20 @@ struct ov_ent {
 	char *path;
 };
 
-/* An origin path some handle reads: the origin must keep it there until
- * the handle closes (unlink and rename of an open file, POSIX). */
-struct ov_reader {
-	struct ov_reader *next;
-	unsigned count;
+/* An origin path one handle reads: the origin must keep it there until
+ * the handle closes (unlink and rename of an open file, POSIX).  Once the
+ * mount opens that file for writing, succ is its pending version: the
+ * handle reads it from then on, as a reader of a local file sees every
+ * later write through any descriptor. */
+struct fs_ov_reader {
+	struct fs_ov_reader *next;
+	struct fs_ov_file *succ; /* a ref; guarded by fs_ov.lock */
 	char path[];
 };
 
 struct fs_ov {
 	pthread_mutex_t lock;
-	struct ov_reader *readers;  /* guarded by lock */
+	struct fs_ov_reader *readers;  /* guarded by lock */
 	struct cache_jnl *jnl;
 	struct ov_ent *ents;     /* guarded by lock */
 	size_t count;            /* guarded by lock */
@@ -329,9 +332,10 @@ void fs_ov_destroy(struct fs_ov *ov)
 		ent_free(ov, e);
 	}
 	while (ov->readers) {
-		struct ov_reader *r = ov->readers;
+		struct fs_ov_reader *r = ov->readers;
 
 		ov->readers = r->next;
+		file_put_locked(ov, r->succ);
 		free(r);
 	}
 	pthread_mutex_destroy(&ov->lock);
@@ -583,6 +587,21 @@ static struct fs_ov_file *file_new(struct fs_ov *ov, const char *path,
 	return f;
 }
 
+/* The origin file at opath became f (opened for writing here): every
+ * handle reading it follows. */
+static void readers_follow(struct fs_ov *ov, const char *opath,
+                           struct fs_ov_file *f)
+{
+	struct fs_ov_reader *r;
+
+	for (r = ov->readers; r; r = r->next) {
+		if (!r->succ && !strcmp(r->path, opath)) {
+			r->succ = f;
+			f->refs++;
+		}
+	}
+}
+
 int fs_ov_open_write(struct fs_ov *ov, const char *path, bool create,
                      bool excl, bool trunc, uint32_t mode, uid_t uid, gid_t gid,
                      const struct xfer_attr *base, fs_ov_fill_fn fill,
@@ -680,6 +699,8 @@ int fs_ov_open_write(struct fs_ov *ov, const char *path, bool create,
 		 * WRITE goes to path after that rename, unchecked. */
 		f->base_present = false;
 	}
+	if (base)
+		readers_follow(ov, e && e->origin ? e->origin : path, f);
 	e = ent_get(ov, path);
 	if (!e) {
 		file_put_locked(ov, f);
@@ -1163,35 +1184,56 @@ out:
 
 /* ---- writeback ---- */
 
-void fs_ov_reader(struct fs_ov *ov, const char *origin, bool add)
+struct fs_ov_reader *fs_ov_reader_add(struct fs_ov *ov, const char *origin)
 {
-	struct ov_reader **p, *r;
+	struct fs_ov_reader *r = calloc(1, sizeof(*r) + strlen(origin) + 1);
 
+	if (!r)
+		return NULL;
+	strcpy(r->path, origin);
 	pthread_mutex_lock(&ov->lock);
-	for (p = &ov->readers; *p; p = &(*p)->next)
-		if (!strcmp((*p)->path, origin))
+	r->next = ov->readers;
+	ov->readers = r;
+	pthread_mutex_unlock(&ov->lock);
+	return r;
+}
+
+void fs_ov_reader_del(struct fs_ov *ov, struct fs_ov_reader *r)
+{
+	struct fs_ov_reader **p;
+
+	if (!r)
+		return;
+	pthread_mutex_lock(&ov->lock);
+	for (p = &ov->readers; *p; p = &(*p)->next) {
+		if (*p == r) {
+			*p = r->next;
 			break;
-	r = *p;
-	if (add && r) {
-		r->count++;
-	} else if (add) {
-		r = calloc(1, sizeof(*r) + strlen(origin) + 1);
-		if (r) {
-			r->count = 1;
-			strcpy(r->path, origin);
-			r->next = ov->readers;
-			ov->readers = r;
 		}
-	} else if (r && --r->count == 0) {
-		*p = r->next;
-		free(r);
+	}
+	file_put_locked(ov, r->succ);
+	pthread_mutex_unlock(&ov->lock);
+	free(r);
+}
+
+struct fs_ov_file *fs_ov_reader_now(struct fs_ov *ov, struct fs_ov_reader *r)
+{
+	struct fs_ov_file *f = NULL;
+
+	if (!r)
+		return NULL;
+	pthread_mutex_lock(&ov->lock);
+	if (r->succ) {
+		f = r->succ;
+		f->refs++;
 	}
 	pthread_mutex_unlock(&ov->lock);
+	return f;
 }
 
 bool fs_ov_read_under(struct fs_ov *ov, const char *path)
 {
-	struct ov_reader *r;
+	struct fs_ov_reader *r;
 	bool busy = false;
 
 	pthread_mutex_lock(&ov->lock);

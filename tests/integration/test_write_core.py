@@ -133,6 +133,42 @@ def test_modify_origin_file(rw):
     wait_for(origin_has(root / "old.txt", b"new"), what="upload")
 
 
+@pytest.mark.parametrize("how", ["otrunc", "write", "truncate", "renamed"])
+def test_reader_sees_later_writes_of_other_handles(rw, how):
+    """A descriptor opened read-only on the origin's file, before another
+    descriptor (or a path truncate) changes it, reads the changed file, as
+    on a local file system: never the origin's stale bytes."""
+    root, ng, m = rw
+    big = data(3 * BLOCK + 11, 5)
+    (root / "shared.bin").write_bytes(big)
+    p = m.path("shared.bin")
+    rfd = os.open(p, os.O_RDONLY)
+    try:
+        assert os.pread(rfd, 100, BLOCK) == big[BLOCK:BLOCK + 100]
+        if how == "otrunc":
+            wfd = os.open(p, os.O_RDWR | os.O_TRUNC)
+            os.write(wfd, b"short")
+            os.close(wfd)
+            want = b"short"
+        elif how == "write":
+            wfd = os.open(p, os.O_WRONLY)
+            os.pwrite(wfd, b"XYZ", BLOCK + 1)
+            os.close(wfd)
+            want = big[:BLOCK + 1] + b"XYZ" + big[BLOCK + 4:]
+        elif how == "truncate":
+            os.truncate(p, 1000)
+            want = big[:1000]
+        else:
+            os.rename(p, m.path("moved.bin"))
+            with open(m.path("moved.bin"), "r+b") as f:
+                f.write(b"MOVED")
+            want = b"MOVED" + big[5:]
+        assert os.pread(rfd, len(big) + 10, 0) == want
+        assert os.pread(rfd, 4000, 2 * BLOCK + 3) == want[2 * BLOCK + 3:][:4000]
+    finally:
+        os.close(rfd)
+
+
 def test_rename_files_and_folders(rw):
     root, ng, m = rw
     open(m.path("x"), "wb").write(b"xx")
