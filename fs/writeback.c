@@ -195,8 +195,10 @@ static int apply(struct fs_wb *wb, const struct cache_jnl_op *op)
 			rc = xfer_rename(r.xfer, r.inner, r2.inner, 1, NULL);
 		if (rc == 0) {
 			relist(wb, op->path2, true, false);
-			if (wb->c.meta)
-				fs_meta_expire(wb->c.meta, op->path);
+			if (wb->c.meta) {
+				fs_meta_expire_under(wb->c.meta, op->path);
+				fs_meta_expire_under(wb->c.meta, op->path2);
+			}
 		}
 		break;
 	case CACHE_JNL_SETATTR:
@@ -209,6 +211,10 @@ static int apply(struct fs_wb *wb, const struct cache_jnl_op *op)
 		break;
 	}
 	if (rc >= 0) {
+		/* A folder made or removed: no earlier listing there holds. */
+		if ((op->kind == CACHE_JNL_MKDIR ||
+		     op->kind == CACHE_JNL_RMDIR) && wb->c.meta)
+			fs_meta_expire_under(wb->c.meta, op->path);
 		if (op->kind != CACHE_JNL_WRITE)
 			relist(wb, op->path, true, false);
 		fs_ov_applied(wb->c.ov, op, shown, wb);

@@ -282,6 +282,36 @@ def test_kill9_after_fsync_then_remount(origin, mounter, tmp_path):
     wait_for(origin_has(root / "durable", want), what="upload after remount")
 
 
+@pytest.mark.parametrize("remount", [False, True])
+def test_folder_made_where_one_was_moved_lists_empty(origin, mounter,
+                                                      remount):
+    """Folder listings cached for a folder that was moved away (and its
+    subfolders) do not come back for a new folder made at the same path:
+    not while mounted, not after a remount on the same cache."""
+    root, ng = origin
+    (root / "d" / "z").mkdir(parents=True)
+    (root / "d" / "z" / "f").write_bytes(b"f")
+    opts = dict(rw=True, writeback_delay="0", meta_ttl="3600")
+    m = mounter(ng.url + "/", **opts)
+    assert os.listdir(m.path("d")) == ["z"]
+    assert os.listdir(m.path("d", "z")) == ["f"]
+    os.rename(m.path("d"), m.path("e"))
+    os.mkdir(m.path("d"))
+    os.mkdir(m.path("d", "z"))
+    wait_for(lambda: (root / "e" / "z" / "f").exists() and
+             (root / "d" / "z").is_dir() and
+             not (root / "d" / "z" / "f").exists(), what="upload")
+    if remount:
+        m.umount()
+        m.cleanup()
+        m = mounter(ng.url + "/", cache_dir=m.cache_dir, **opts)
+    # Long enough for the uploader to have settled every entry.
+    time.sleep(2 * DELAY + 1)
+    assert os.listdir(m.path("d", "z")) == []
+    assert os.listdir(m.path("d")) == ["z"]
+    assert os.listdir(m.path("e", "z")) == ["f"]
+
+
 def test_origin_down_then_back(origin, mounter, monkeypatch):
     import origin as originmod
     root, ng = origin
