@@ -60,8 +60,19 @@ struct fs_ov_reader {
 	char path[];
 };
 
+/* The last pending journal operation naming path (as path or path2): an
+ * operation that reached the origin settles an entry only if no later one
+ * names it too (mkdir a, rmdir a, mkdir a: the first mkdir must not drop
+ * the entry of the second). */
+struct ov_seq {
+	struct ov_seq *next;
+	uint64_t seq;
+	char path[];
+};
+
 struct fs_ov {
 	pthread_mutex_t lock;
+	struct ov_seq *seqs;        /* guarded by lock */
 	struct fs_ov_reader *readers;  /* guarded by lock */
 	struct cache_jnl *jnl;
 	struct ov_ent *ents;     /* guarded by lock */
@@ -196,11 +207,67 @@ static int64_t now_s(void)
 	return (int64_t)time(NULL);
 }
 
+static void seq_note(struct fs_ov *ov, const char *path, uint64_t seq)
+{
+	struct ov_seq *q;
+
+	if (!path)
+		return;
+	for (q = ov->seqs; q; q = q->next) {
+		if (!strcmp(q->path, path)) {
+			if (seq > q->seq)
+				q->seq = seq;
+			return;
+		}
+	}
+	q = malloc(sizeof(*q) + strlen(path) + 1);
+	if (!q)
+		return;
+	q->seq = seq;
+	strcpy(q->path, path);
+	q->next = ov->seqs;
+	ov->seqs = q;
+}
+
+/* Whether an operation after seq still pending names path (lock held). */
+static bool seq_later(struct fs_ov *ov, const char *path, uint64_t seq)
+{
+	struct ov_seq *q;
+
+	for (q = ov->seqs; q; q = q->next)
+		if (!strcmp(q->path, path))
+			return q->seq > seq;
+	return false;
+}
+
+/* Operation seq on path reached the origin (lock held). */
+static void seq_done(struct fs_ov *ov, const char *path, uint64_t seq)
+{
+	struct ov_seq **p, *q;
+
+	if (!path)
+		return;
+	for (p = &ov->seqs; (q = *p); p = &q->next) {
+		if (!strcmp(q->path, path)) {
+			if (q->seq <= seq) {
+				*p = q->next;
+				free(q);
+			}
+			return;
+		}
+	}
+}
+
 static int append(struct fs_ov *ov, const struct cache_jnl_op *op, bool sync)
 {
-	uint64_t seq;
+	uint64_t seq = 0;
+	int rc = cache_jnl_append(ov->jnl, op, sync, &seq);
 
-	return cache_jnl_append(ov->jnl, op, sync, &seq);
+	if (rc == 0) {
+		seq_note(ov, op->path, seq);
+		seq_note(ov, op->path2, seq);
+	}
+	return rc;
 }
 
 /* ---- replay ---- */
@@ -211,7 +278,8 @@ static int replay_op(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 	struct ov_ent *e;
 	char org[4096];
 
-	(void)seq;
+	seq_note(ov, op->path, seq);
+	seq_note(ov, op->path2, seq);
 	switch (op->kind) {
 	case CACHE_JNL_WRITE: {
 		struct fs_ov_file *f = calloc(1, sizeof(*f));
@@ -330,6 +398,12 @@ void fs_ov_destroy(struct fs_ov *ov)
 	for (e = ov->ents; e; e = next) {
 		next = e->next;
 		ent_free(ov, e);
+	}
+	while (ov->seqs) {
+		struct ov_seq *q = ov->seqs;
+
+		ov->seqs = q->next;
+		free(q);
 	}
 	while (ov->readers) {
 		struct fs_ov_reader *r = ov->readers;
@@ -833,7 +907,7 @@ static int write_op(struct fs_ov *ov, struct fs_ov_file *f, bool sync)
 		return cache_jnl_sync_file(ov->jnl, f->file_id);
 	/* Later WRITEs of this file replace our own upload: unchecked. */
 	op.flags = f->at_origin && !f->base_present ? 1u : 0;
-	rc = cache_jnl_append(ov->jnl, &op, false, &(uint64_t){ 0 });
+	rc = append(ov, &op, false);
 	if (rc)
 		return rc;
 	f->sealed = true;
@@ -1256,13 +1330,16 @@ bool fs_ov_quiet(struct fs_ov *ov, const char *path)
 	return q;
 }
 
-void fs_ov_applied(struct fs_ov *ov, const struct cache_jnl_op *op,
+void fs_ov_applied(struct fs_ov *ov, uint64_t seq,
+                   const struct cache_jnl_op *op,
                    bool (*shown)(void *arg, const char *path), void *arg)
 {
 	struct ov_ent *e, **p;
 	size_t flen;
 
 	pthread_mutex_lock(&ov->lock);
+	seq_done(ov, op->path, seq);
+	seq_done(ov, op->path2, seq);
 	switch (op->kind) {
 	case CACHE_JNL_RENAME:
 		/* The origin has from at to now: origins under from move. */
@@ -1306,6 +1383,9 @@ void fs_ov_applied(struct fs_ov *ov, const struct cache_jnl_op *op,
 				/* Kept (not listed), but it is at the origin:
 				 * its listing is the origin's from now on. */
 				e->origin = strdup(e->path);
+			/* A later operation on the path decides. */
+			if (drop && seq_later(ov, e->path, seq))
+				drop = false;
 			if (drop) {
 				*p = e->next;
 				ov->count--;

@@ -119,7 +119,8 @@ bool fs_ov_quiet(struct fs_ov *ov, const char *path);
  * origin paths, deletions are forgotten, directories become the origin's. */
 /* shown(arg, path): whether the origin's listing shows path now (an entry
  * the origin does not list, e.g. a dot-folder nginx hides, stays). */
-void fs_ov_applied(struct fs_ov *ov, const struct cache_jnl_op *op,
+void fs_ov_applied(struct fs_ov *ov, uint64_t seq,
+                   const struct cache_jnl_op *op,
                    bool (*shown)(void *arg, const char *path), void *arg);
 /* A WRITE reached the origin as attr: once nothing newer is pending for the
  * path, its entry may go (the origin listing shows attr). */

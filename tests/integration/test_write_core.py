@@ -312,6 +312,38 @@ def test_folder_made_where_one_was_moved_lists_empty(origin, mounter,
     assert os.listdir(m.path("e", "z")) == ["f"]
 
 
+def test_upload_of_an_earlier_mkdir_keeps_the_later_one(origin, mounter):
+    """mkdir a, rmdir a, mkdir a: when the first mkdir and the rmdir reach
+    the origin before the second mkdir does, the mount still shows the
+    second folder and its content (uploads run in order; files held open
+    after an fsync hold the uploader at chosen points)."""
+    root, ng = origin
+    m = mounter(ng.url + "/", rw=True, writeback_delay="0", meta_ttl="1")
+    h1 = os.open(m.path("hold1"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(h1, b"1")
+    os.fsync(h1)
+    os.mkdir(m.path("a"))
+    os.rmdir(m.path("a"))
+    h2 = os.open(m.path("hold2"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(h2, b"2")
+    os.fsync(h2)
+    os.mkdir(m.path("a"))
+    with open(m.path("a", "y"), "wb") as f:
+        f.write(b"y")
+    os.close(h1)
+    wait_for(origin_has(root / "hold1", b"1"), what="first uploads")
+    wait_for(lambda: not (root / "a").exists(), what="rmdir uploaded")
+    time.sleep(1.5)  # past meta_ttl: the origin listing is refetched
+    try:
+        assert os.path.isdir(m.path("a"))
+        assert os.listdir(m.path("a")) == ["y"]
+        os.rename(m.path("a", "y"), m.path("a", "v"))
+    finally:
+        os.close(h2)
+    wait_for(origin_has(root / "a" / "v", b"y"), what="all uploads")
+    assert os.listdir(m.path("a")) == ["v"]
+
+
 def test_origin_down_then_back(origin, mounter, monkeypatch):
     import origin as originmod
     root, ng = origin
