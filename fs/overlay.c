@@ -749,7 +749,9 @@ int fs_ov_open_write(struct fs_ov *ov, const char *path, bool create,
 	if (base) {
 		f->base_present = true;
 		f->base = *base;
-		f->at_origin = !e || !e->origin || !strcmp(e->origin, path);
+		/* At the origin now, or there once a pending rename of
+		 * it is uploaded: either way an UNLINK must go out. */
+		f->at_origin = true;
 		f->mtime = base->mtime;
 		if (!trunc) {
 			/* Copied whole at open: simple and the copy runs at

@@ -344,6 +344,29 @@ def test_upload_of_an_earlier_mkdir_keeps_the_later_one(origin, mounter):
     assert os.listdir(m.path("a")) == ["v"]
 
 
+def test_unlink_of_a_renamed_origin_file_before_upload(origin, mounter):
+    """An origin file renamed, written, deleted and made anew before any of
+    it is uploaded: the origin ends with the new file only (no conflict
+    copy: the mount's own rename is not someone else's change)."""
+    root, ng = origin
+    m = mounter(ng.url + "/", rw=True, writeback_delay="0", meta_ttl="1")
+    h1 = os.open(m.path("hold1"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(h1, b"1")
+    os.fsync(h1)
+    os.rename(m.path("old.txt"), m.path("x"))
+    with open(m.path("x"), "r+b") as f:
+        f.write(b"OLD")
+    os.unlink(m.path("x"))
+    with open(m.path("x"), "wb") as f:
+        f.write(b"new")
+    os.close(h1)
+    wait_for(origin_has(root / "x", b"new"), what="upload")
+    wait_for(lambda: not (root / "old.txt").exists(), what="rename")
+    time.sleep(1.5)
+    assert sorted(os.listdir(root)) == ["dir", "hold1", "x"]
+    assert open(m.path("x"), "rb").read() == b"new"
+
+
 def test_origin_down_then_back(origin, mounter, monkeypatch):
     import origin as originmod
     root, ng = origin
