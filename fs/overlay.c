@@ -202,6 +202,29 @@ static void origin_of(struct fs_ov *ov, const char *path, char *out, size_t cap)
 		out[0] = '\0';
 }
 
+/* Whether e's origin is where its parent's mapping puts it anyway: only
+ * then may the entry go (a folder moved here whose parent is itself still
+ * moving at the origin must keep saying where it is). */
+static bool maps_to_itself(struct fs_ov *ov, const struct ov_ent *e)
+{
+	const char *slash = strrchr(e->path, '/');
+	char parent[4096], org[4096], want[4096];
+	size_t n;
+
+	if (!e->origin || !slash)
+		return false;
+	n = (size_t)(slash - e->path);
+	if (n == 0 || n >= sizeof(parent))
+		return n == 0 && !strcmp(e->origin, e->path);
+	memcpy(parent, e->path, n);
+	parent[n] = '\0';
+	origin_of(ov, parent, org, sizeof(org));
+	if (!org[0] ||
+	    snprintf(want, sizeof(want), "%s%s", org, slash) >= (int)sizeof(want))
+		return false;
+	return !strcmp(want, e->origin);
+}
+
 static int64_t now_s(void)
 {
 	return (int64_t)time(NULL);
@@ -1387,6 +1410,9 @@ void fs_ov_applied(struct fs_ov *ov, uint64_t seq,
 				e->origin = strdup(e->path);
 			/* A later operation on the path decides. */
 			if (drop && seq_later(ov, e->path, seq))
+				drop = false;
+			if (drop && e->kind != OV_GONE && e->origin &&
+			    !maps_to_itself(ov, e))
 				drop = false;
 			if (drop) {
 				*p = e->next;
