@@ -110,6 +110,9 @@ void fs_meta_destroy(struct fs_meta *m);
 int fs_meta_dir(struct fs_meta *m, const char *path, struct fs_dir **out);
 /* Forgets the in-memory validation of path so the next call refetches. */
 void fs_meta_expire(struct fs_meta *m, const char *path);
+/* fs_meta_expire of path and of every listing held under it (a folder
+ * made, removed or moved: listings of an earlier one there are stale). */
+void fs_meta_expire_under(struct fs_meta *m, const char *path);
 void fs_dir_put(struct fs_dir *d);
 const struct fs_dirent *fs_dir_find(const struct fs_dir *d, const char *name);
 /* Checks that the export at path can be served: its sources answer for

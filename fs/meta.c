@@ -529,8 +529,10 @@ int fs_meta_dir(struct fs_meta *m, const char *path, struct fs_dir **out)
 
 	if (!have) {
 		have = load_cached_dir(m, r.tree, path);
+		/* A writable export's stored listing may predate changes
+		 * this mount (or the last one) made: only a fallback. */
 		if (have && now - have->validated < (int64_t)m->ttl &&
-		    !expired) {
+		    !expired && !r.writable) {
 			got = have;
 			have = NULL;
 			goto install;
@@ -590,6 +592,24 @@ void fs_meta_expire(struct fs_meta *m, const char *path)
 	 * taken from there as fresh (a write just changed the folder). */
 	e = dget(m, path);
 	if (e) {
+		e->expired = true;
+		e->retry_after = 0;
+		if (e->dir)
+			e->dir->validated = 0;
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+void fs_meta_expire_under(struct fs_meta *m, const char *path)
+{
+	size_t n = strlen(path);
+	struct dcache_ent *e;
+
+	fs_meta_expire(m, path);
+	pthread_mutex_lock(&m->lock);
+	for (e = m->lru.lru_next; e != &m->lru; e = e->lru_next) {
+		if (strncmp(e->path, path, n) || e->path[n] != '/')
+			continue;
 		e->expired = true;
 		e->retry_after = 0;
 		if (e->dir)

@@ -47,7 +47,7 @@ static void file_handle_free(struct fs_open *o)
 	struct fs_handle *h = (struct fs_handle *)o;
 
 	if (h->reader)
-		fs_ov_reader(h->ov, h->file->path, false);
+		fs_ov_reader_del(h->ov, h->reader);
 	if (h->file)
 		fs_file_put(h->file);
 	if (h->ovf)
@@ -834,8 +834,11 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
 				rc = -ENOMEM;
 				goto out;
 			}
-			fs_ov_reader(fs->ov, in.origin, true);
-			h->reader = true;
+			h->reader = fs_ov_reader_add(fs->ov, in.origin);
+			if (!h->reader) {
+				rc = -ENOMEM;
+				goto out;
+			}
 		}
 	} else {
 		h->file = fs_file_new(path, &r, &a, fs->cfg->block_size);
@@ -860,7 +863,7 @@ out:
 		fuse_reply_err(req, -rc);
 	if (h) {
 		if (h->reader)
-			fs_ov_reader(fs->ov, h->file->path, false);
+			fs_ov_reader_del(fs->ov, h->reader);
 		if (h->file)
 			fs_file_put(h->file);
 		if (h->ovf)
@@ -915,6 +918,22 @@ static void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	size_t len = 0;
 	int rc;
 
+	if (h->reader && !h->ovf) {
+		/* Written through another handle since this one opened the
+		 * origin's file: read what the mount now has. */
+		struct fs_ov_file *now = fs_ov_reader_now(fs->ov, h->reader);
+
+		if (now) {
+			pthread_mutex_lock(&h->lock);
+			if (!h->ovf) {
+				h->ovf = now;
+				now = NULL;
+			}
+			pthread_mutex_unlock(&h->lock);
+			if (now)
+				fs_ov_file_put(fs->ov, now);
+		}
+	}
 	if (h->ovf) {
 		fs_write_read(fs, req, h, size, off);
 		return;

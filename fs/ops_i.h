@@ -49,7 +49,7 @@ struct fs_handle {
 	bool writing;        /* opened for writing */
 	bool append;         /* O_APPEND */
 	uint64_t ino;        /* the kernel's inode of the open file */
-	bool reader;         /* registered with fs_ov_reader (file->path) */
+	struct fs_ov_reader *reader; /* reads the origin's file->path */
 	bool wrote;
 };
 

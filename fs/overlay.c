@@ -49,17 +49,31 @@ struct ov_ent {
 	char *path;
 };
 
-/* An origin path some handle reads: the origin must keep it there until
- * the handle closes (unlink and rename of an open file, POSIX). */
-struct ov_reader {
-	struct ov_reader *next;
-	unsigned count;
+/* An origin path one handle reads: the origin must keep it there until
+ * the handle closes (unlink and rename of an open file, POSIX).  Once the
+ * mount opens that file for writing, succ is its pending version: the
+ * handle reads it from then on, as a reader of a local file sees every
+ * later write through any descriptor. */
+struct fs_ov_reader {
+	struct fs_ov_reader *next;
+	struct fs_ov_file *succ; /* a ref; guarded by fs_ov.lock */
+	char path[];
+};
+
+/* The last pending journal operation naming path (as path or path2): an
+ * operation that reached the origin settles an entry only if no later one
+ * names it too (mkdir a, rmdir a, mkdir a: the first mkdir must not drop
+ * the entry of the second). */
+struct ov_seq {
+	struct ov_seq *next;
+	uint64_t seq;
 	char path[];
 };
 
 struct fs_ov {
 	pthread_mutex_t lock;
-	struct ov_reader *readers;  /* guarded by lock */
+	struct ov_seq *seqs;        /* guarded by lock */
+	struct fs_ov_reader *readers;  /* guarded by lock */
 	struct cache_jnl *jnl;
 	struct ov_ent *ents;     /* guarded by lock */
 	size_t count;            /* guarded by lock */
@@ -188,16 +202,95 @@ static void origin_of(struct fs_ov *ov, const char *path, char *out, size_t cap)
 		out[0] = '\0';
 }
 
+/* Whether e's origin is where its parent's mapping puts it anyway: only
+ * then may the entry go (a folder moved here whose parent is itself still
+ * moving at the origin must keep saying where it is). */
+static bool maps_to_itself(struct fs_ov *ov, const struct ov_ent *e)
+{
+	const char *slash = strrchr(e->path, '/');
+	char parent[4096], org[4096], want[4096];
+	size_t n;
+
+	if (!e->origin || !slash)
+		return false;
+	n = (size_t)(slash - e->path);
+	if (n == 0 || n >= sizeof(parent))
+		return n == 0 && !strcmp(e->origin, e->path);
+	memcpy(parent, e->path, n);
+	parent[n] = '\0';
+	origin_of(ov, parent, org, sizeof(org));
+	if (!org[0] ||
+	    snprintf(want, sizeof(want), "%s%s", org, slash) >= (int)sizeof(want))
+		return false;
+	return !strcmp(want, e->origin);
+}
+
 static int64_t now_s(void)
 {
 	return (int64_t)time(NULL);
 }
 
+static void seq_note(struct fs_ov *ov, const char *path, uint64_t seq)
+{
+	struct ov_seq *q;
+
+	if (!path)
+		return;
+	for (q = ov->seqs; q; q = q->next) {
+		if (!strcmp(q->path, path)) {
+			if (seq > q->seq)
+				q->seq = seq;
+			return;
+		}
+	}
+	q = malloc(sizeof(*q) + strlen(path) + 1);
+	if (!q)
+		return;
+	q->seq = seq;
+	strcpy(q->path, path);
+	q->next = ov->seqs;
+	ov->seqs = q;
+}
+
+/* Whether an operation after seq still pending names path (lock held). */
+static bool seq_later(struct fs_ov *ov, const char *path, uint64_t seq)
+{
+	struct ov_seq *q;
+
+	for (q = ov->seqs; q; q = q->next)
+		if (!strcmp(q->path, path))
+			return q->seq > seq;
+	return false;
+}
+
+/* Operation seq on path reached the origin (lock held). */
+static void seq_done(struct fs_ov *ov, const char *path, uint64_t seq)
+{
+	struct ov_seq **p, *q;
+
+	if (!path)
+		return;
+	for (p = &ov->seqs; (q = *p); p = &q->next) {
+		if (!strcmp(q->path, path)) {
+			if (q->seq <= seq) {
+				*p = q->next;
+				free(q);
+			}
+			return;
+		}
+	}
+}
+
 static int append(struct fs_ov *ov, const struct cache_jnl_op *op, bool sync)
 {
-	uint64_t seq;
+	uint64_t seq = 0;
+	int rc = cache_jnl_append(ov->jnl, op, sync, &seq);
 
-	return cache_jnl_append(ov->jnl, op, sync, &seq);
+	if (rc == 0) {
+		seq_note(ov, op->path, seq);
+		seq_note(ov, op->path2, seq);
+	}
+	return rc;
 }
 
 /* ---- replay ---- */
@@ -208,7 +301,8 @@ static int replay_op(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 	struct ov_ent *e;
 	char org[4096];
 
-	(void)seq;
+	seq_note(ov, op->path, seq);
+	seq_note(ov, op->path2, seq);
 	switch (op->kind) {
 	case CACHE_JNL_WRITE: {
 		struct fs_ov_file *f = calloc(1, sizeof(*f));
@@ -328,10 +422,17 @@ void fs_ov_destroy(struct fs_ov *ov)
 		next = e->next;
 		ent_free(ov, e);
 	}
+	while (ov->seqs) {
+		struct ov_seq *q = ov->seqs;
+
+		ov->seqs = q->next;
+		free(q);
+	}
 	while (ov->readers) {
-		struct ov_reader *r = ov->readers;
+		struct fs_ov_reader *r = ov->readers;
 
 		ov->readers = r->next;
+		file_put_locked(ov, r->succ);
 		free(r);
 	}
 	pthread_mutex_destroy(&ov->lock);
@@ -583,6 +684,21 @@ static struct fs_ov_file *file_new(struct fs_ov *ov, const char *path,
 	return f;
 }
 
+/* The origin file at opath became f (opened for writing here): every
+ * handle reading it follows. */
+static void readers_follow(struct fs_ov *ov, const char *opath,
+                           struct fs_ov_file *f)
+{
+	struct fs_ov_reader *r;
+
+	for (r = ov->readers; r; r = r->next) {
+		if (!r->succ && !strcmp(r->path, opath)) {
+			r->succ = f;
+			f->refs++;
+		}
+	}
+}
+
 int fs_ov_open_write(struct fs_ov *ov, const char *path, bool create,
                      bool excl, bool trunc, uint32_t mode, uid_t uid, gid_t gid,
                      const struct xfer_attr *base, fs_ov_fill_fn fill,
@@ -656,7 +772,9 @@ int fs_ov_open_write(struct fs_ov *ov, const char *path, bool create,
 	if (base) {
 		f->base_present = true;
 		f->base = *base;
-		f->at_origin = !e || !e->origin || !strcmp(e->origin, path);
+		/* At the origin now, or there once a pending rename of
+		 * it is uploaded: either way an UNLINK must go out. */
+		f->at_origin = true;
 		f->mtime = base->mtime;
 		if (!trunc) {
 			/* Copied whole at open: simple and the copy runs at
@@ -680,6 +798,8 @@ int fs_ov_open_write(struct fs_ov *ov, const char *path, bool create,
 		 * WRITE goes to path after that rename, unchecked. */
 		f->base_present = false;
 	}
+	if (base)
+		readers_follow(ov, e && e->origin ? e->origin : path, f);
 	e = ent_get(ov, path);
 	if (!e) {
 		file_put_locked(ov, f);
@@ -812,7 +932,7 @@ static int write_op(struct fs_ov *ov, struct fs_ov_file *f, bool sync)
 		return cache_jnl_sync_file(ov->jnl, f->file_id);
 	/* Later WRITEs of this file replace our own upload: unchecked. */
 	op.flags = f->at_origin && !f->base_present ? 1u : 0;
-	rc = cache_jnl_append(ov->jnl, &op, false, &(uint64_t){ 0 });
+	rc = append(ov, &op, false);
 	if (rc)
 		return rc;
 	f->sealed = true;
@@ -1163,35 +1283,56 @@ out:
 
 /* ---- writeback ---- */
 
-void fs_ov_reader(struct fs_ov *ov, const char *origin, bool add)
+struct fs_ov_reader *fs_ov_reader_add(struct fs_ov *ov, const char *origin)
 {
-	struct ov_reader **p, *r;
+	struct fs_ov_reader *r = calloc(1, sizeof(*r) + strlen(origin) + 1);
 
+	if (!r)
+		return NULL;
+	strcpy(r->path, origin);
 	pthread_mutex_lock(&ov->lock);
-	for (p = &ov->readers; *p; p = &(*p)->next)
-		if (!strcmp((*p)->path, origin))
+	r->next = ov->readers;
+	ov->readers = r;
+	pthread_mutex_unlock(&ov->lock);
+	return r;
+}
+
+void fs_ov_reader_del(struct fs_ov *ov, struct fs_ov_reader *r)
+{
+	struct fs_ov_reader **p;
+
+	if (!r)
+		return;
+	pthread_mutex_lock(&ov->lock);
+	for (p = &ov->readers; *p; p = &(*p)->next) {
+		if (*p == r) {
+			*p = r->next;
 			break;
-	r = *p;
-	if (add && r) {
-		r->count++;
-	} else if (add) {
-		r = calloc(1, sizeof(*r) + strlen(origin) + 1);
-		if (r) {
-			r->count = 1;
-			strcpy(r->path, origin);
-			r->next = ov->readers;
-			ov->readers = r;
 		}
-	} else if (r && --r->count == 0) {
-		*p = r->next;
-		free(r);
+	}
+	file_put_locked(ov, r->succ);
+	pthread_mutex_unlock(&ov->lock);
+	free(r);
+}
+
+struct fs_ov_file *fs_ov_reader_now(struct fs_ov *ov, struct fs_ov_reader *r)
+{
+	struct fs_ov_file *f = NULL;
+
+	if (!r)
+		return NULL;
+	pthread_mutex_lock(&ov->lock);
+	if (r->succ) {
+		f = r->succ;
+		f->refs++;
 	}
 	pthread_mutex_unlock(&ov->lock);
+	return f;
 }
 
 bool fs_ov_read_under(struct fs_ov *ov, const char *path)
 {
-	struct ov_reader *r;
+	struct fs_ov_reader *r;
 	bool busy = false;
 
 	pthread_mutex_lock(&ov->lock);
@@ -1214,13 +1355,16 @@ bool fs_ov_quiet(struct fs_ov *ov, const char *path)
 	return q;
 }
 
-void fs_ov_applied(struct fs_ov *ov, const struct cache_jnl_op *op,
+void fs_ov_applied(struct fs_ov *ov, uint64_t seq,
+                   const struct cache_jnl_op *op,
                    bool (*shown)(void *arg, const char *path), void *arg)
 {
 	struct ov_ent *e, **p;
 	size_t flen;
 
 	pthread_mutex_lock(&ov->lock);
+	seq_done(ov, op->path, seq);
+	seq_done(ov, op->path2, seq);
 	switch (op->kind) {
 	case CACHE_JNL_RENAME:
 		/* The origin has from at to now: origins under from move. */
@@ -1264,6 +1408,12 @@ void fs_ov_applied(struct fs_ov *ov, const struct cache_jnl_op *op,
 				/* Kept (not listed), but it is at the origin:
 				 * its listing is the origin's from now on. */
 				e->origin = strdup(e->path);
+			/* A later operation on the path decides. */
+			if (drop && seq_later(ov, e->path, seq))
+				drop = false;
+			if (drop && e->kind != OV_GONE && e->origin &&
+			    !maps_to_itself(ov, e))
+				drop = false;
 			if (drop) {
 				*p = e->next;
 				ov->count--;

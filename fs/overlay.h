@@ -100,8 +100,14 @@ int fs_ov_rename(struct fs_ov *ov, const char *from, const char *to,
 int fs_ov_setattr(struct fs_ov *ov, const char *path, struct fs_ov_file *f,
                   uint32_t mode, int64_t mtime, uid_t uid, gid_t gid);
 
-/* A handle reading the origin's file at origin opens (add) or closes. */
-void fs_ov_reader(struct fs_ov *ov, const char *origin, bool add);
+/* A handle reading the origin's file at origin opens (add; NULL: no
+ * memory) or closes (del).  reader_now: once the mount opened that file
+ * for writing, its pending version (a ref) which the handle must read from
+ * then on; else NULL. */
+struct fs_ov_reader;
+struct fs_ov_reader *fs_ov_reader_add(struct fs_ov *ov, const char *origin);
+void fs_ov_reader_del(struct fs_ov *ov, struct fs_ov_reader *r);
+struct fs_ov_file *fs_ov_reader_now(struct fs_ov *ov, struct fs_ov_reader *r);
 /* Whether a handle reads an origin file at or under path: deleting or
  * moving it at the origin waits until it is closed. */
 bool fs_ov_read_under(struct fs_ov *ov, const char *path);
@@ -113,7 +119,8 @@ bool fs_ov_quiet(struct fs_ov *ov, const char *path);
  * origin paths, deletions are forgotten, directories become the origin's. */
 /* shown(arg, path): whether the origin's listing shows path now (an entry
  * the origin does not list, e.g. a dot-folder nginx hides, stays). */
-void fs_ov_applied(struct fs_ov *ov, const struct cache_jnl_op *op,
+void fs_ov_applied(struct fs_ov *ov, uint64_t seq,
+                   const struct cache_jnl_op *op,
                    bool (*shown)(void *arg, const char *path), void *arg);
 /* A WRITE reached the origin as attr: once nothing newer is pending for the
  * path, its entry may go (the origin listing shows attr). */

@@ -150,7 +150,7 @@ static int do_write(struct fs_wb *wb, struct xfer *x, const char *inner,
 }
 
 /* Replays one operation on the origin.  0 or 1 (done), else -errno. */
-static int apply(struct fs_wb *wb, const struct cache_jnl_op *op)
+static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 {
 	struct fs_route r, r2;
 	struct xfer_attr res;
@@ -195,8 +195,10 @@ static int apply(struct fs_wb *wb, const struct cache_jnl_op *op)
 			rc = xfer_rename(r.xfer, r.inner, r2.inner, 1, NULL);
 		if (rc == 0) {
 			relist(wb, op->path2, true, false);
-			if (wb->c.meta)
-				fs_meta_expire(wb->c.meta, op->path);
+			if (wb->c.meta) {
+				fs_meta_expire_under(wb->c.meta, op->path);
+				fs_meta_expire_under(wb->c.meta, op->path2);
+			}
 		}
 		break;
 	case CACHE_JNL_SETATTR:
@@ -209,9 +211,13 @@ static int apply(struct fs_wb *wb, const struct cache_jnl_op *op)
 		break;
 	}
 	if (rc >= 0) {
+		/* A folder made or removed: no earlier listing there holds. */
+		if ((op->kind == CACHE_JNL_MKDIR ||
+		     op->kind == CACHE_JNL_RMDIR) && wb->c.meta)
+			fs_meta_expire_under(wb->c.meta, op->path);
 		if (op->kind != CACHE_JNL_WRITE)
 			relist(wb, op->path, true, false);
-		fs_ov_applied(wb->c.ov, op, shown, wb);
+		fs_ov_applied(wb->c.ov, seq, op, shown, wb);
 		if (op->kind == CACHE_JNL_WRITE && rc == 0)
 			relist(wb, op->path, false, true);
 	}
@@ -257,7 +263,7 @@ static int step(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 		wb->blocked = true;
 		return 1;
 	}
-	rc = apply(wb, op);
+	rc = apply(wb, seq, op);
 	if (rc >= 0) {
 		if (wb->last_err)
 			dms_log(LOG_NOTICE, "writeback: uploads go through again");

@@ -133,6 +133,42 @@ def test_modify_origin_file(rw):
     wait_for(origin_has(root / "old.txt", b"new"), what="upload")
 
 
+@pytest.mark.parametrize("how", ["otrunc", "write", "truncate", "renamed"])
+def test_reader_sees_later_writes_of_other_handles(rw, how):
+    """A descriptor opened read-only on the origin's file, before another
+    descriptor (or a path truncate) changes it, reads the changed file, as
+    on a local file system: never the origin's stale bytes."""
+    root, ng, m = rw
+    big = data(3 * BLOCK + 11, 5)
+    (root / "shared.bin").write_bytes(big)
+    p = m.path("shared.bin")
+    rfd = os.open(p, os.O_RDONLY)
+    try:
+        assert os.pread(rfd, 100, BLOCK) == big[BLOCK:BLOCK + 100]
+        if how == "otrunc":
+            wfd = os.open(p, os.O_RDWR | os.O_TRUNC)
+            os.write(wfd, b"short")
+            os.close(wfd)
+            want = b"short"
+        elif how == "write":
+            wfd = os.open(p, os.O_WRONLY)
+            os.pwrite(wfd, b"XYZ", BLOCK + 1)
+            os.close(wfd)
+            want = big[:BLOCK + 1] + b"XYZ" + big[BLOCK + 4:]
+        elif how == "truncate":
+            os.truncate(p, 1000)
+            want = big[:1000]
+        else:
+            os.rename(p, m.path("moved.bin"))
+            with open(m.path("moved.bin"), "r+b") as f:
+                f.write(b"MOVED")
+            want = b"MOVED" + big[5:]
+        assert os.pread(rfd, len(big) + 10, 0) == want
+        assert os.pread(rfd, 4000, 2 * BLOCK + 3) == want[2 * BLOCK + 3:][:4000]
+    finally:
+        os.close(rfd)
+
+
 def test_rename_files_and_folders(rw):
     root, ng, m = rw
     open(m.path("x"), "wb").write(b"xx")
@@ -244,6 +280,91 @@ def test_kill9_after_fsync_then_remount(origin, mounter, tmp_path):
                  cache_dir=m.cache_dir)
     assert open(m2.path("durable"), "rb").read() == want
     wait_for(origin_has(root / "durable", want), what="upload after remount")
+
+
+@pytest.mark.parametrize("remount", [False, True])
+def test_folder_made_where_one_was_moved_lists_empty(origin, mounter,
+                                                      remount):
+    """Folder listings cached for a folder that was moved away (and its
+    subfolders) do not come back for a new folder made at the same path:
+    not while mounted, not after a remount on the same cache."""
+    root, ng = origin
+    (root / "d" / "z").mkdir(parents=True)
+    (root / "d" / "z" / "f").write_bytes(b"f")
+    opts = dict(rw=True, writeback_delay="0", meta_ttl="3600")
+    m = mounter(ng.url + "/", **opts)
+    assert os.listdir(m.path("d")) == ["z"]
+    assert os.listdir(m.path("d", "z")) == ["f"]
+    os.rename(m.path("d"), m.path("e"))
+    os.mkdir(m.path("d"))
+    os.mkdir(m.path("d", "z"))
+    wait_for(lambda: (root / "e" / "z" / "f").exists() and
+             (root / "d" / "z").is_dir() and
+             not (root / "d" / "z" / "f").exists(), what="upload")
+    if remount:
+        m.umount()
+        m.cleanup()
+        m = mounter(ng.url + "/", cache_dir=m.cache_dir, **opts)
+    # Long enough for the uploader to have settled every entry.
+    time.sleep(2 * DELAY + 1)
+    assert os.listdir(m.path("d", "z")) == []
+    assert os.listdir(m.path("d")) == ["z"]
+    assert os.listdir(m.path("e", "z")) == ["f"]
+
+
+def test_upload_of_an_earlier_mkdir_keeps_the_later_one(origin, mounter):
+    """mkdir a, rmdir a, mkdir a: when the first mkdir and the rmdir reach
+    the origin before the second mkdir does, the mount still shows the
+    second folder and its content (uploads run in order; files held open
+    after an fsync hold the uploader at chosen points)."""
+    root, ng = origin
+    m = mounter(ng.url + "/", rw=True, writeback_delay="0", meta_ttl="1")
+    h1 = os.open(m.path("hold1"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(h1, b"1")
+    os.fsync(h1)
+    os.mkdir(m.path("a"))
+    os.rmdir(m.path("a"))
+    h2 = os.open(m.path("hold2"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(h2, b"2")
+    os.fsync(h2)
+    os.mkdir(m.path("a"))
+    with open(m.path("a", "y"), "wb") as f:
+        f.write(b"y")
+    os.close(h1)
+    wait_for(origin_has(root / "hold1", b"1"), what="first uploads")
+    wait_for(lambda: not (root / "a").exists(), what="rmdir uploaded")
+    time.sleep(1.5)  # past meta_ttl: the origin listing is refetched
+    try:
+        assert os.path.isdir(m.path("a"))
+        assert os.listdir(m.path("a")) == ["y"]
+        os.rename(m.path("a", "y"), m.path("a", "v"))
+    finally:
+        os.close(h2)
+    wait_for(origin_has(root / "a" / "v", b"y"), what="all uploads")
+    assert os.listdir(m.path("a")) == ["v"]
+
+
+def test_unlink_of_a_renamed_origin_file_before_upload(origin, mounter):
+    """An origin file renamed, written, deleted and made anew before any of
+    it is uploaded: the origin ends with the new file only (no conflict
+    copy: the mount's own rename is not someone else's change)."""
+    root, ng = origin
+    m = mounter(ng.url + "/", rw=True, writeback_delay="0", meta_ttl="1")
+    h1 = os.open(m.path("hold1"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(h1, b"1")
+    os.fsync(h1)
+    os.rename(m.path("old.txt"), m.path("x"))
+    with open(m.path("x"), "r+b") as f:
+        f.write(b"OLD")
+    os.unlink(m.path("x"))
+    with open(m.path("x"), "wb") as f:
+        f.write(b"new")
+    os.close(h1)
+    wait_for(origin_has(root / "x", b"new"), what="upload")
+    wait_for(lambda: not (root / "old.txt").exists(), what="rename")
+    time.sleep(1.5)
+    assert sorted(os.listdir(root)) == ["dir", "hold1", "x"]
+    assert open(m.path("x"), "rb").read() == b"new"
 
 
 def test_origin_down_then_back(origin, mounter, monkeypatch):

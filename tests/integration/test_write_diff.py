@@ -353,11 +353,10 @@ def diff_env(request, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason=(
-    "issue 8 (i8-fswrite 7f7e2c2), DMSFS_SEED=11..16, 2319983518: own "
-    "uploads taken for changes at the origin (false .conflict copies, EIO "
-    "'file changed at the source'); after a remount entries missing or "
-    "deleted ones back; rmdir uploaded before its folder emptied; stale "
-    "bytes read past a truncate through another descriptor"))
+    "issue 8: DMSFS_SEED=1438678612, 724850967, 859290286 (rename onto a "
+    "non-empty folder "
+    "succeeds), 752974135 (a/z missing): overlay entries under folders "
+    "renamed more than once before upload still go early"))
 def test_random_ops_match_a_local_folder(diff_env, seed):
     wm, ref, nops = diff_env
     d = Diff(seed, wm, ref)
