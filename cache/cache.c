@@ -1673,31 +1673,12 @@ out:
 	return rc;
 }
 
-/* Reads the kernel's boot id ("" if unknown). */
-static void cache_boot_id(char *buf, size_t n)
-{
-	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
-
-	buf[0] = '\0';
-	if (!f)
-		return;
-	if (!fgets(buf, (int)n, f))
-		buf[0] = '\0';
-	fclose(f);
-	buf[strcspn(buf, "\n")] = '\0';
-}
-
-/* The open marker (CACHE_OPEN_MARK) is one fixed-size record, "open
- * <boot id>" while the cache is open and "clean" after a synced close.  It is
- * rewritten in place, so updating it needs no new disk space. */
-#define CACHE_MARK_LEN 64
-
 /* With MDB_NOSYNC, a data file left open across a system crash may be
  * inconsistent: true if the marker says it was open in another boot. */
 static bool cache_crashed_open(const struct cache *c)
 {
-	char path[PATH_MAX], was[CACHE_MARK_LEN + 1], now[CACHE_MARK_LEN];
-	ssize_t n;
+	char path[PATH_MAX];
+	bool crashed;
 	int fd;
 
 	if (!(CACHE_ENV_FLAGS & MDB_NOSYNC))
@@ -1707,43 +1688,28 @@ static bool cache_crashed_open(const struct cache *c)
 	fd = cache_open_reg(path, O_RDONLY);
 	if (fd < 0)
 		return false;
-	n = pread(fd, was, CACHE_MARK_LEN, 0);
+	crashed = cache_mark_other_boot(fd);
 	close(fd);
-	if (n <= 0)
-		return false;
-	was[n] = '\0';
-	if (strncmp(was, "open ", 5) != 0)
-		return false;
-	was[5 + strcspn(was + 5, " \n")] = '\0';
-	cache_boot_id(now, sizeof(now));
-	return strcmp(was + 5, now) != 0;
+	return crashed;
 }
 
 /* Writes the marker ("open <boot id>" or "clean") and syncs it. */
 static int cache_mark(const struct cache *c, bool open_now)
 {
-	char path[PATH_MAX], rec[CACHE_MARK_LEN], id[CACHE_MARK_LEN - 8];
-	int fd, rc = 0, w;
+	char path[PATH_MAX];
+	int fd, rc = 0;
 	bool created;
 
 	rc = cache_path(c, CACHE_OPEN_MARK, path, sizeof(path));
 	if (rc != 0)
 		return rc;
-	cache_boot_id(id, sizeof(id));
-	memset(rec, ' ', sizeof(rec));
-	w = snprintf(rec, sizeof(rec), open_now ? "open %s" : "clean", id);
-	rec[w] = ' ';
-	rec[sizeof(rec) - 1] = '\n';
 	fd = cache_open_reg(path, O_WRONLY);
 	created = fd == -ENOENT;
 	if (created)
 		fd = cache_open_reg(path, O_WRONLY | O_CREAT | O_EXCL);
 	if (fd < 0)
 		return fd;
-	errno = 0;
-	if (pwrite(fd, rec, sizeof(rec), 0) != (ssize_t)sizeof(rec) ||
-	    fdatasync(fd) != 0)
-		rc = errno ? -errno : -EIO;
+	rc = cache_mark_write(fd, open_now);
 	close(fd);
 	if (rc != 0 || !created)
 		return rc;

@@ -10,6 +10,7 @@
  * 0.9.24 reads only pages below the chosen meta's mm_last_pg + 1 (mdb_page_get
  * refuses higher page numbers), so a file at least that long is safe to map.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,18 @@ struct cache_lmdb_meta {
  * -errno if the file cannot be read.  Reads with pread only; never maps. */
 int cache_lmdb_check(int fd, uint64_t size, struct cache_lmdb_meta *m,
                      char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+
+/* bootmark.c: the open marker of the cache and of the write journal, one
+ * CACHE_MARK_LEN record ("open <boot id>" / "clean"). */
+#define CACHE_MARK_LEN 64
+/* The kernel's boot id into buf ("" if unknown).  Cannot fail. */
+void cache_boot_id(char *buf, size_t n);
+/* Whether the marker open on fd says "open" in another boot (the system
+ * went down while the store was open).  Unreadable or short: false. */
+bool cache_mark_other_boot(int fd);
+/* Writes the marker for open_now at offset 0 of fd and fdatasyncs it. */
+int cache_mark_write(int fd, bool open_now)
 	__attribute__((warn_unused_result));
 
 #endif

@@ -43,6 +43,7 @@
  */
 #define _GNU_SOURCE
 #include "cache/cache.h"
+#include "cache/cache_i.h"
 #include "common/log.h"
 
 #include <dirent.h>
@@ -67,7 +68,6 @@
 #define JNL_COMPACT_MIN    (4ull << 20)
 #define JNL_FD_MAX         256               /* staged files kept open */
 #define JNL_CAP_MAX        (1ull << 50)
-#define JNL_MARK_LEN       64
 #define JNL_PREALLOC       (1 << 20)         /* log space reserved ahead */
 
 enum { REC_OP = 1, REC_DONE = 2, REC_UPDATE = 3, REC_BARRIER = 4 };
@@ -1527,59 +1527,31 @@ static bool jnl_compact_due(const struct cache_jnl *j)
 
 /* ---- open and replay ---------------------------------------------------- */
 
-static void jnl_boot_id(char *buf, size_t n)
-{
-	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
-
-	buf[0] = '\0';
-	if (!f)
-		return;
-	if (!fgets(buf, (int)n, f))
-		buf[0] = '\0';
-	fclose(f);
-	buf[strcspn(buf, "\n")] = '\0';
-}
-
 /* Reads the open marker: true if the journal was open when the system went
  * down (the marker names another boot). */
 static bool jnl_crashed(struct cache_jnl *j)
 {
-	char was[JNL_MARK_LEN + 1], now[JNL_MARK_LEN];
-	ssize_t n;
+	bool crashed;
 	int fd;
 
 	fd = jnl_open_reg(j->dfd, "open.boot", O_RDONLY, 0);
 	if (fd < 0)
 		return false;
-	n = pread(fd, was, JNL_MARK_LEN, 0);
+	crashed = cache_mark_other_boot(fd);
 	close(fd);
-	if (n <= 5)
-		return false;
-	was[n] = '\0';
-	if (strncmp(was, "open ", 5) != 0)
-		return false;
-	was[5 + strcspn(was + 5, " \n")] = '\0';
-	jnl_boot_id(now, sizeof(now));
-	return strcmp(was + 5, now) != 0;
+	return crashed;
 }
 
 static int jnl_mark(struct cache_jnl *j, bool open_now)
 {
-	char rec[JNL_MARK_LEN], id[JNL_MARK_LEN - 8];
-	int fd, rc = 0, w;
+	int fd, rc;
 
-	jnl_boot_id(id, sizeof(id));
-	memset(rec, ' ', sizeof(rec));
-	w = snprintf(rec, sizeof(rec), open_now ? "open %s" : "clean", id);
-	rec[w] = ' ';
-	rec[sizeof(rec) - 1] = '\n';
 	fd = jnl_open_reg(j->dfd, "open.boot", O_WRONLY | O_CREAT, 0600);
 	if (fd < 0)
 		return fd;
-	errno = 0;
-	if (pwrite(fd, rec, sizeof(rec), 0) != (ssize_t)sizeof(rec) ||
-	    fdatasync(fd) != 0 || fsync(j->dfd) != 0)
-		rc = errno ? -errno : -EIO;
+	rc = cache_mark_write(fd, open_now);
+	if (rc == 0 && fsync(j->dfd) != 0)
+		rc = -errno;
 	close(fd);
 	return rc;
 }
