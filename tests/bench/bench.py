@@ -542,7 +542,7 @@ class FS:
         self.ncache += 1
         c = os.path.join(self.b.run, "cache-%s-%d" % (self.label, self.ncache))
         rmtree(c)
-        os.makedirs(c)
+        os.makedirs(c, mode=0o700)  # dmsfs refuses a cache_dir others can read
         return c
 
     def mount(self, cache):
