@@ -4,6 +4,7 @@
  *   dmsctl sync [-t SECONDS] PATH, dmsctl status PATH: the control socket
  *   of a mount with writable exports (fs/ctl_proto.h)
  * Exit status: 0 ok, 1 rules file errors / check failed, 2 usage. */
+#define _GNU_SOURCE   /* struct ucred */
 #include "acl/acl.h"
 #include "common/log.h"
 
@@ -18,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define DEFAULT_RULES "/etc/dmsfs/authdb"
@@ -268,24 +271,69 @@ static int find_mount(const char *path, char *mnt, size_t cap, char *rel,
 	return 0;
 }
 
+/* Connects to the control socket of the dmsfs mount at mnt and checks who
+ * listens there: only root or the uid that mounted it (an answer from
+ * anyone else could be a lie).  The descriptor, or -1 with a message. */
+static int connect_ctl(const char *mnt)
+{
+	char dir[PATH_MAX];
+	struct sockaddr_un a;
+	struct ucred cr;
+	socklen_t crlen = sizeof(cr);
+	uid_t owner;
+	int fd = -1, rc;
+
+	rc = dms_ctl_mount_owner(mnt, &owner);
+	if (rc) {
+		fprintf(stderr, "dmsctl: %s: %s\n", mnt, rc == -ENOENT
+		        ? "not a dmsfs mount" : strerror(-rc));
+		goto fail;
+	}
+	memset(&a, 0, sizeof(a));
+	a.sun_family = AF_UNIX;
+	rc = dms_ctl_dir(owner, dir, sizeof(dir));
+	if (!rc)
+		rc = dms_ctl_sock_path(dir, mnt, a.sun_path, sizeof(a.sun_path));
+	if (rc) {
+		fprintf(stderr, "dmsctl: %s: control socket folder: %s\n", mnt,
+		        strerror(-rc));
+		goto fail;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		fprintf(stderr, "dmsctl: %s: no dmsfs mount with writable exports "
+		        "answers at %s (%s)\n", mnt, a.sun_path, strerror(errno));
+		goto fail;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0) {
+		fprintf(stderr, "dmsctl: %s: %s\n", a.sun_path, strerror(errno));
+		goto fail;
+	}
+	if (cr.uid != 0 && cr.uid != owner) {
+		fprintf(stderr, "dmsctl: %s: not trusting the control socket %s: "
+		        "it is served by uid %u (pid %d), not by root or uid %u "
+		        "who mounted it\n", mnt, a.sun_path, (unsigned)cr.uid,
+		        (int)cr.pid, (unsigned)owner);
+		goto fail;
+	}
+	return fd;
+fail:
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
 /* Sends one request to the mount's control socket; the answer goes to
  * out (NUL-terminated).  -1 with a message if the mount cannot be asked. */
 static int ask(const char *mnt, const char *req, char *out, size_t cap)
 {
-	struct sockaddr_un a;
-	socklen_t len;
 	size_t got = 0;
 	ssize_t r;
 	int fd, rc = -1;
 
-	if (dms_ctl_addr(mnt, &a, &len) != 0)
-		return -1;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&a, len) != 0) {
-		fprintf(stderr, "dmsctl: %s: no dmsfs mount with writable exports "
-		        "answers there (%s)\n", mnt, strerror(errno));
+	fd = connect_ctl(mnt);
+	if (fd < 0)
 		goto out;
-	}
 	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
 		goto out;
 	while (got + 1 < cap && (r = read(fd, out + got, cap - 1 - got)) > 0)

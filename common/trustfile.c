@@ -28,6 +28,7 @@ struct walk {
 	char rest[2 * PATH_MAX]; /* what is left to resolve */
 	size_t pos;              /* next unread byte of rest */
 	unsigned links;
+	bool want_dir;           /* dms_open_trusted_dir: the end is a folder */
 	char *why;
 	size_t whylen;
 };
@@ -265,6 +266,38 @@ out:
 	return rc;
 }
 
+/* The named folder itself (dms_open_trusted_dir): opened for reading
+ * without following a symlink and checked on that descriptor.  Stricter
+ * than a folder on the way: writable by no one but its owner, sticky or
+ * not, because what the caller puts there must not be replaced. */
+static int open_final_dir(struct walk *w, int at, const char *name,
+                          const char *path, int *fd_out, struct stat *st)
+{
+	int fd, rc;
+
+	fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, st) < 0) {
+		rc = -errno;
+		say(w, "cannot open %s: %s", path, strerror(-rc));
+		goto out;
+	}
+	rc = check_dir(w, st, path);
+	if (rc)
+		goto out;
+	if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+		say(w, "directory %s is writable by group or others (mode %04o)",
+		    path, (unsigned)(st->st_mode & 07777));
+		rc = -EPERM;
+		goto out;
+	}
+	*fd_out = fd;
+	fd = -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
 /* Resolves and checks one component; *done once the file is open. */
 static int step(struct walk *w, int *fd_out, struct stat *st_out, bool *done)
 {
@@ -280,7 +313,11 @@ static int step(struct walk *w, int *fd_out, struct stat *st_out, bool *done)
 	if (!name[0] || !strcmp(name, ".") || !strcmp(name, "..")) {
 		if (!strcmp(name, ".."))
 			rc = go_up(w);
-		if (!rc && last) {
+		if (!rc && last && w->want_dir) {
+			rc = open_final_dir(w, w->dir, ".", w->at, fd_out,
+			                    st_out);
+			*done = rc == 0;
+		} else if (!rc && last) {
 			say(w, "%s is not a regular file but a directory", w->at);
 			rc = -EISDIR;
 		}
@@ -297,6 +334,16 @@ static int step(struct walk *w, int *fd_out, struct stat *st_out, bool *done)
 		rc = check_owner(w, &st, "symlink ", path);
 		if (!rc)
 			rc = splice_link(w, fd, path);
+		goto out;
+	}
+	if (last && w->want_dir) {
+		rc = -ENOTDIR;
+		if (!S_ISDIR(st.st_mode))
+			say(w, "%s is not a directory", path);
+		else
+			rc = open_final_dir(w, w->dir, name, path, fd_out,
+			                    st_out);
+		*done = rc == 0;
 		goto out;
 	}
 	if (last) {
@@ -327,8 +374,8 @@ out:
 	return rc;
 }
 
-int dms_open_trusted(const char *path, int *fd_out, struct stat *st,
-                     char *why, size_t whylen)
+static int open_walk(const char *path, bool want_dir, int *fd_out,
+                     struct stat *st, char *why, size_t whylen)
 {
 	struct walk *w;
 	struct stat dummy;
@@ -346,6 +393,7 @@ int dms_open_trusted(const char *path, int *fd_out, struct stat *st,
 		goto out;
 	}
 	w->euid = geteuid();
+	w->want_dir = want_dir;
 	w->dir = -1;
 	w->why = why;
 	w->whylen = whylen;
@@ -379,6 +427,18 @@ out:
 		close(w->dir);
 	free(w);
 	return rc;
+}
+
+int dms_open_trusted(const char *path, int *fd_out, struct stat *st,
+                     char *why, size_t whylen)
+{
+	return open_walk(path, false, fd_out, st, why, whylen);
+}
+
+int dms_open_trusted_dir(const char *path, int *fd_out, struct stat *st,
+                         char *why, size_t whylen)
+{
+	return open_walk(path, true, fd_out, st, why, whylen);
 }
 
 int dms_read_trusted(const char *path, size_t cap, char **buf, size_t *len,

@@ -51,6 +51,16 @@ int dms_open_trusted(const char *path, int *fd_out, struct stat *st,
                      char *why, size_t whylen)
 	__attribute__((warn_unused_result));
 
+/* As dms_open_trusted for a folder (where the caller keeps files others
+ * must not touch, e.g. the control socket): the folders on the way are
+ * checked the same way, and the folder itself must be owned by a trusted
+ * uid and writable by no one else (sticky or not).  *fd_out is an
+ * O_RDONLY|O_DIRECTORY descriptor of it (close it) for the *at calls.
+ * Errors as above; -ENOTDIR if it is not a folder. */
+int dms_open_trusted_dir(const char *path, int *fd_out, struct stat *st,
+                         char *why, size_t whylen)
+	__attribute__((warn_unused_result));
+
 /* dms_open_trusted, then reads the whole file (at most cap bytes, else
  * -EFBIG) into *buf, NUL-terminated (owned by the caller: free), its length
  * in *len and its fstat in *st (may be NULL).  *buf is NULL on failure. */

@@ -2,21 +2,32 @@
  * thread answers one short request at a time; it reads the journal only. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/ctlsock.h"
 #include "common/log.h"
+#include "common/trustfile.h"
 #include "fs/ctl.h"
 #include "fs/ctl_proto.h"
 
 struct fs_ctl {
-	int fd;
+	int fd;                 /* listening socket */
+	int dirfd;              /* the trusted socket folder */
+	int lockfd;             /* flock held while we own the socket name */
+	bool bound;             /* the socket name is ours to remove */
+	char sockname[DMS_CTL_NAME_LEN + 8], lockname[DMS_CTL_NAME_LEN + 8];
 	int stop_pipe[2];
 	pthread_t thread;
 	struct cache_jnl *jnl;
@@ -125,6 +136,8 @@ static void serve(struct fs_ctl *c, int fd)
 		return;
 }
 
+static void release(struct fs_ctl *c);
+
 static void *run(void *arg)
 {
 	struct fs_ctl *c = arg;
@@ -151,26 +164,131 @@ static void *run(void *arg)
 	return NULL;
 }
 
+/* Takes mnt's lock file in the trusted folder c->dirfd: held, it says a
+ * live daemon owns the socket; free, any socket there is a dead one's.
+ * The name is checked to still be the locked file, else a daemon that was
+ * removing it at the same moment would leave us holding a lock no one else
+ * sees. */
+static int take_lock(struct fs_ctl *c, const char *dir)
+{
+	struct stat a, b;
+	int tries, rc = -EAGAIN;
+
+	for (tries = 0; tries < 5; tries++) {
+		c->lockfd = openat(c->dirfd, c->lockname, O_RDWR | O_CREAT |
+		                   O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (c->lockfd < 0) {
+			rc = -errno;
+			dms_log(LOG_WARNING, "cannot open %s/%s: %s", dir,
+			        c->lockname, strerror(-rc));
+			break;
+		}
+		if (flock(c->lockfd, LOCK_EX | LOCK_NB) != 0) {
+			rc = errno == EWOULDBLOCK ? -EADDRINUSE : -errno;
+			break;
+		}
+		if (fstat(c->lockfd, &a) == 0 &&
+		    fstatat(c->dirfd, c->lockname, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    a.st_dev == b.st_dev && a.st_ino == b.st_ino &&
+		    S_ISREG(a.st_mode) && a.st_uid == geteuid())
+			return 0;
+		close(c->lockfd);
+		c->lockfd = -1;
+	}
+	if (c->lockfd >= 0)
+		close(c->lockfd);
+	c->lockfd = -1;
+	return rc;
+}
+
+/* The folder of the sockets, made if missing and checked like a rules
+ * file's path (common/trustfile.h), and owned by us. */
+static int open_dir(struct fs_ctl *c, const char *dir)
+{
+	char why[DMS_TRUST_WHYLEN];
+	uid_t me = geteuid();
+	struct stat st;
+	int rc;
+
+	if (mkdir(dir, me == 0 ? 0755 : 0700) == 0 &&
+	    chmod(dir, me == 0 ? 0755 : 0700) != 0) {
+		rc = -errno;
+		snprintf(why, sizeof(why), "chmod: %s", strerror(-rc));
+		goto fail;
+	}
+	rc = dms_open_trusted_dir(dir, &c->dirfd, &st, why, sizeof(why));
+	if (rc)
+		goto fail;
+	if (st.st_uid != me) {
+		rc = -EPERM;
+		snprintf(why, sizeof(why), "%s is owned by uid %u, not by uid %u",
+		         dir, (unsigned)st.st_uid, (unsigned)me);
+		goto fail;
+	}
+	return 0;
+fail:
+	dms_log(LOG_WARNING, "refusing the control socket folder %s, another "
+	        "user could take over the socket: %s", dir, why);
+	return rc;
+}
+
 int fs_ctl_start(struct fs_ctl **out, const char *mountpoint,
                  struct cache_jnl *jnl, struct fs_wb *wb)
 {
 	struct fs_ctl *c = calloc(1, sizeof(*c));
+	char dir[PATH_MAX];
 	struct sockaddr_un a;
-	socklen_t len;
 	int rc;
 
 	if (!c)
 		return -ENOMEM;
-	c->fd = -1;
+	c->fd = c->dirfd = c->lockfd = -1;
 	c->stop_pipe[0] = c->stop_pipe[1] = -1;
 	c->jnl = jnl;
 	c->wb = wb;
-	if (dms_ctl_addr(mountpoint, &a, &len) != 0) {
-		rc = -ENAMETOOLONG;
+	memset(&a, 0, sizeof(a));
+	a.sun_family = AF_UNIX;
+	rc = dms_ctl_dir(geteuid(), dir, sizeof(dir));
+	if (!rc)
+		rc = dms_ctl_sock_path(dir, mountpoint, a.sun_path,
+		                       sizeof(a.sun_path));
+	if (!rc)
+		rc = dms_ctl_name(mountpoint, ".sock", c->sockname,
+		                  sizeof(c->sockname));
+	if (!rc)
+		rc = dms_ctl_name(mountpoint, ".lock", c->lockname,
+		                  sizeof(c->lockname));
+	if (rc)
+		goto fail;
+	rc = open_dir(c, dir);
+	if (rc)
+		goto fail;
+	rc = take_lock(c, dir);
+	if (rc == -EADDRINUSE) {
+		dms_log(LOG_WARNING, "another dmsfs daemon is alive and serves "
+		        "the control socket %s for %s; not taking it over",
+		        a.sun_path, mountpoint);
+		goto fail;
+	}
+	if (rc)
+		goto fail;
+	/* The lock is ours: a socket left there is a dead daemon's. */
+	if (unlinkat(c->dirfd, c->sockname, 0) == 0)
+		dms_log(LOG_INFO, "removed the stale control socket %s (its "
+		        "daemon is gone)", a.sun_path);
+	else if (errno != ENOENT) {
+		rc = -errno;
 		goto fail;
 	}
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0 || bind(c->fd, (struct sockaddr *)&a, len) != 0 ||
+	if (c->fd < 0 || bind(c->fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	c->bound = true;
+	/* Anyone may ask (each sees only their own operations): the folder
+	 * keeps others from replacing it, not from connecting. */
+	if (fchmodat(c->dirfd, c->sockname, 0666, 0) != 0 ||
 	    listen(c->fd, 16) != 0 || pipe2(c->stop_pipe, O_CLOEXEC) != 0) {
 		rc = -errno;
 		goto fail;
@@ -180,19 +298,35 @@ int fs_ctl_start(struct fs_ctl **out, const char *mountpoint,
 		rc = -rc;
 		goto fail;
 	}
+	dms_log(LOG_DEBUG, "control socket %s for %s", a.sun_path, mountpoint);
 	*out = c;
 	return 0;
 fail:
 	dms_log(LOG_WARNING, "control socket for %s not available (dmsctl sync "
 	        "and status will not work): %s", mountpoint, strerror(-rc));
+	release(c);
+	return rc;
+}
+
+/* Removes what is ours in the socket folder, the lock last (while it is
+ * held no other daemon takes the name). */
+static void release(struct fs_ctl *c)
+{
 	if (c->fd >= 0)
 		close(c->fd);
+	if (c->bound)
+		unlinkat(c->dirfd, c->sockname, 0);
+	if (c->lockfd >= 0) {
+		unlinkat(c->dirfd, c->lockname, 0);
+		close(c->lockfd);
+	}
+	if (c->dirfd >= 0)
+		close(c->dirfd);
 	if (c->stop_pipe[0] >= 0) {
 		close(c->stop_pipe[0]);
 		close(c->stop_pipe[1]);
 	}
 	free(c);
-	return rc;
 }
 
 void fs_ctl_stop(struct fs_ctl *c)
@@ -201,8 +335,5 @@ void fs_ctl_stop(struct fs_ctl *c)
 		return;
 	if (write(c->stop_pipe[1], "x", 1) == 1)
 		pthread_join(c->thread, NULL);
-	close(c->fd);
-	close(c->stop_pipe[0]);
-	close(c->stop_pipe[1]);
-	free(c);
+	release(c);
 }

@@ -5,7 +5,7 @@
 
 struct fs_ctl;
 
-/* Listens on the mount's abstract socket; a failure is logged and
+/* Listens on the mount's control socket; a failure is logged and
  * returned (the mount goes on without it). */
 int fs_ctl_start(struct fs_ctl **out, const char *mountpoint,
                  struct cache_jnl *jnl, struct fs_wb *wb);

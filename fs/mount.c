@@ -16,27 +16,10 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "common/ctlsock.h"
 #include "common/log.h"
 #include "fs/fs_i.h"
 
-
-/* /proc/self/mountinfo escapes space, tab, newline and backslash as \ooo. */
-static void unescape(char *s)
-{
-	char *out = s;
-
-	while (*s) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
-		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*out++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
-			                (s[3] - '0'));
-			s += 4;
-		} else {
-			*out++ = *s++;
-		}
-	}
-	*out = '\0';
-}
 
 /* Whether the topmost mount at path (absolute, resolved) is a dmsfs mount:
  * "fuse.dmsfs", or "fuse" named dmsfs.  Fields of a mountinfo line: id
@@ -66,7 +49,7 @@ static bool dmsfs_mounted_at(const char *path)
 		src = type ? strtok_r(NULL, " ", &save) : NULL;
 		if (!mnt || !type)
 			continue;
-		unescape(mnt);
+		dms_mountinfo_unescape(mnt);
 		if (strcmp(mnt, path) != 0)
 			continue;
 		/* Later lines are mounted on top: the last match wins. */
