@@ -1,0 +1,291 @@
+"""The control socket between a writable mount's daemon and dmsctl (issue 8):
+a socket file in a folder only the daemon's user can write, never an
+abstract name another local user could bind first.
+
+Real mounts of a real nginx WebDAV origin, a real local user (useradd) as
+the attacker.  DMSFS_RUNTIME_DIR points daemon and dmsctl at a folder of
+the test (the default, /run/dmsfs, is shared with every other mount on the
+machine).  Needs root, FUSE, nginx, useradd/setpriv, build/dmsfs and
+build/dmsctl.
+"""
+import fcntl
+import glob
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+import writetree as wt
+from test_acl_mount import User
+from test_home_write import _start_origin, _stop_origin
+
+pytestmark = wt.skip_marks() + [
+    pytest.mark.skipif(wt.LOCAL, reason="dmsfs-only behaviour"),
+    pytest.mark.skipif(not shutil.which("setpriv"), reason="setpriv missing"),
+]
+
+SLOW = {"writeback_delay": 3600}   # keeps a write pending for status
+
+
+@pytest.fixture
+def dav():
+    o = _start_origin("webdav")
+    yield o
+    _stop_origin(o)
+
+
+@pytest.fixture
+def rundir(monkeypatch):
+    """The socket folder of this test (not made yet), seen by the daemon
+    and by dmsctl through the environment; in a folder others can pass
+    through (the attacker must reach it)."""
+    top = tempfile.mkdtemp(prefix="dmsfs-run-")
+    os.chmod(top, 0o755)
+    d = pathlib.Path(top) / "run"
+    monkeypatch.setenv("DMSFS_RUNTIME_DIR", str(d))
+    yield d
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mallory():
+    if not shutil.which("useradd"):
+        pytest.skip("useradd missing")
+    name = f"dmsq{os.getpid()}"
+    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True, timeout=60)
+    try:
+        yield User(name)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    made = []
+
+    def make(o, workdir=None, **opts):
+        wm = wt.WriteMount(o.url, o.home, workdir or tmp_path /
+                           f"w{len(made)}", **opts)
+        made.append(wm)
+        return wm.start()
+    yield make
+    errors = []
+    for wm in made:
+        try:
+            wm.cleanup()
+        except AssertionError as e:
+            errors.append(str(e))
+    assert not errors, "teardown unmount failed:\n" + "\n".join(errors)
+
+
+def socks(d):
+    return sorted(glob.glob(os.path.join(str(d), "*.sock")))
+
+
+def status(path):
+    return wt.dmsctl("status", path, timeout=60)
+
+
+def pending(path, name):
+    """A file written in the mount that stays pending (writeback_delay)."""
+    with open(os.path.join(path, name), "wb") as f:
+        f.write(b"pending\n")
+
+
+# A stand-in for someone else's program listening where dmsctl looks: it
+# answers every request "nothing pending" and records what it was sent.
+_SQUATTER = r"""
+import socket, sys
+path, log = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+if path.startswith("@"):
+    s.bind("\0" + path[1:])
+else:
+    s.bind(path)
+s.listen(8)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    try:
+        got = c.recv(8192)
+    except OSError:
+        got = b""
+    with open(log, "ab") as f:
+        f.write(got)
+    try:
+        c.sendall(b".\n" if got.startswith(b"status") else b"0 0 -\n")
+    except OSError:
+        pass
+    c.close()
+"""
+
+
+class Squatter:
+    def __init__(self, user, path, log):
+        self.log = str(log)
+        open(self.log, "wb").close()
+        os.chown(self.log, user.uid, user.gid)
+        self.p = subprocess.Popen(
+            ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}",
+             "--clear-groups", sys.executable, "-c", _SQUATTER, str(path),
+             self.log], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, cwd="/")
+        line = self.p.stdout.readline()
+        assert line.strip() == "ready", self.p.stderr.read()
+
+    def received(self):
+        with open(self.log, "rb") as f:
+            return f.read()
+
+    def stop(self):
+        self.p.kill()
+        self.p.wait(30)
+
+
+def test_socket_file_in_runtime_dir_removed_on_exit(dav, mounts, rundir):
+    wm = mounts(dav, **SLOW)
+    assert os.path.isdir(rundir)
+    st = os.stat(rundir)
+    assert st.st_uid == 0 and st.st_mode & 0o777 == 0o755
+    (sock,) = socks(rundir)
+    assert os.path.exists(sock[:-5] + ".lock")
+    pending(wm.path(), "a.txt")
+    r = status(wm.path())
+    assert r.returncode == 0, r.stderr
+    assert "upload /a.txt" in r.stdout, r.stdout
+    # sync makes the upload go at once.
+    r = wt.dmsctl("sync", wm.path(), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists(os.path.join(dav.home, "a.txt"))
+    wm.umount()
+    assert os.listdir(rundir) == [], "socket or lock left after unmount"
+
+
+def test_two_mounts_side_by_side(dav, mounts, rundir, tmp_path):
+    a = mounts(dav, **SLOW)
+    b = mounts(dav, **SLOW)
+    assert len(socks(rundir)) == 2
+    pending(a.path(), "only-in-a.txt")
+    ra, rb = status(a.path()), status(b.path())
+    assert ra.returncode == 0 and rb.returncode == 0, ra.stderr + rb.stderr
+    assert "only-in-a.txt" in ra.stdout
+    assert "only-in-a.txt" not in rb.stdout, "b answered for a"
+    r = wt.dmsctl("sync", b.path(), timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_long_mountpoint(dav, mounts, tmp_path, rundir):
+    # Far past the 108 bytes of sun_path (and the old abstract name).
+    deep = tmp_path / "/".join(["d" * 60] * 6)
+    assert len(str(deep)) > 300
+    deep.mkdir(parents=True)
+    wm = mounts(dav, workdir=deep, **SLOW)
+    pending(wm.path(), "x.txt")
+    r = status(wm.path())
+    assert r.returncode == 0, r.stderr + wm.log()
+    assert "upload /x.txt" in r.stdout
+
+
+def test_stale_socket_after_kill9_is_replaced(dav, mounts, rundir):
+    wm = mounts(dav, **SLOW)
+    (sock,) = socks(rundir)
+    wm.kill9()
+    assert socks(rundir) == [sock], "kill -9 cannot remove it"
+    wm.start()
+    assert socks(rundir) == [sock]
+    assert "removed the stale control socket" in wm.log()
+    pending(wm.path(), "after.txt")
+    r = status(wm.path())
+    assert r.returncode == 0, r.stderr
+    assert "after.txt" in r.stdout
+
+
+def test_live_socket_is_not_taken_over(dav, mounts, rundir, tmp_path):
+    """A live owner (lock held, socket listening) keeps its socket: a new
+    daemon for the same mountpoint says so and leaves it alone."""
+    wm = mounts(dav, workdir=tmp_path / "w", **SLOW)
+    (sock,) = socks(rundir)
+    lock = sock[:-5] + ".lock"
+    wm.umount()
+    # Someone (as root: a daemon) holds the name now.
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(sock)
+    live.listen(1)
+    ino = os.stat(sock).st_ino
+    try:
+        wm.start()
+        assert os.stat(sock).st_ino == ino, "a live daemon's socket stolen"
+        assert "another dmsfs daemon is alive" in wm.log()
+        wm.umount()
+        assert os.stat(sock).st_ino == ino, "removed at exit, not ours"
+    finally:
+        live.close()
+        os.close(fd)
+
+
+@pytest.mark.parametrize("how", ["owned-by-user", "world-writable"])
+def test_untrusted_folder_refused_and_squatter_not_believed(
+        dav, mounts, rundir, mallory, tmp_path, how):
+    # Learn this mountpoint's socket name from a first mount.
+    wm = mounts(dav, workdir=tmp_path / "w", **SLOW)
+    (sock,) = socks(rundir)
+    wm.umount()
+    if how == "owned-by-user":
+        os.chown(rundir, mallory.uid, mallory.gid)
+    else:
+        os.chmod(rundir, 0o777)
+    sq = Squatter(mallory, sock, rundir.parent / "squat.log")
+    try:
+        wm.start()
+        assert "refusing the control socket folder" in wm.log(), wm.log()
+        pending(wm.path(), "secret.txt")
+        r = wt.dmsctl("sync", wm.path(), timeout=60)
+        assert r.returncode == 1, "dmsctl believed the squatter"
+        assert f"served by uid {mallory.uid}" in r.stderr, r.stderr
+        r = status(wm.path())
+        assert r.returncode == 1 and "not trusting" in r.stderr
+        assert sq.received() == b"", "dmsctl sent a request to the squatter"
+    finally:
+        sq.stop()
+
+
+def test_old_abstract_name_squatted_does_not_matter(dav, mounts, rundir,
+                                                   mallory, tmp_path):
+    """Before, the socket was the abstract name "dmsfs-ctl:" + mountpoint:
+    whoever bound it first answered dmsctl.  Now that name means nothing."""
+    work = tmp_path / "w"
+    mnt = work / "mnt"
+    mnt.mkdir(parents=True)
+    sq = Squatter(mallory, "@dmsfs-ctl:" + str(mnt), rundir.parent / "squat.log")
+    try:
+        wm = mounts(dav, workdir=work, **SLOW)
+        pending(wm.path(), "mine.txt")
+        r = status(wm.path())
+        assert r.returncode == 0, r.stderr
+        assert "upload /mine.txt" in r.stdout, "answered by someone else"
+        r = wt.dmsctl("sync", wm.path(), timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert os.path.exists(os.path.join(dav.home, "mine.txt"))
+        assert sq.received() == b""
+    finally:
+        sq.stop()
+
+
+def test_default_folder_is_run_dmsfs(dav, mounts, monkeypatch):
+    monkeypatch.delenv("DMSFS_RUNTIME_DIR", raising=False)
+    wm = mounts(dav, **SLOW)
+    st = os.stat("/run/dmsfs")
+    assert st.st_uid == 0 and not st.st_mode & 0o022
+    pending(wm.path(), "d.txt")
+    r = status(wm.path())
+    assert r.returncode == 0, r.stderr
+    assert "upload /d.txt" in r.stdout
