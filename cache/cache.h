@@ -337,4 +337,49 @@ struct cache_jnl_stats {
 /* A snapshot of the counters.  Cannot fail. */
 void cache_jnl_stats(struct cache_jnl *j, struct cache_jnl_stats *st);
 
+/* ==== Mode table (cache/modes.c) ==========================================
+ *
+ * The mode bits (07777) that chmod gave files and folders of writable
+ * exports whose origin cannot store them, keyed by path, kept for as long as
+ * the file exists: apart from the evictable block cache and from the write
+ * journal (which forgets an operation once it is uploaded).  The caller
+ * keeps it in step with the namespace: a rename moves the path and every
+ * path under it, an unlink or rmdir removes them.
+ *
+ * Storage: one log file (e.g. <cache_dir>/modes, 0600, owned by the daemon's
+ * user, refused otherwise), each change one checksummed append, rewritten
+ * atomically (new file, fsync, rename, directory fsync) when mostly dead.
+ * A change survives kill -9 of the daemon once the call returns; a power
+ * cut once cache_modes_sync returned.  A torn last record is dropped (and
+ * logged) at open.
+ *
+ * Thread safety: every function but _open/_close may be called from many
+ * threads at once (one internal lock, not held across any callback).
+ * Errors are 0 or -errno; the cause is logged.
+ */
+struct cache_modes;
+
+/* Opens (creating) the table in file and replays it.  *out is the caller's
+ * (cache_modes_close).  One process at a time (the caller's lock, e.g. the
+ * cache's). */
+int cache_modes_open(struct cache_modes **out, const char *file)
+	__attribute__((warn_unused_result));
+/* Syncs, compacts if worth it and frees.  NULL is fine. */
+void cache_modes_close(struct cache_modes *m);
+
+/* The mode bits kept for path; -ENOENT if none. */
+int cache_modes_get(struct cache_modes *m, const char *path, uint32_t *mode)
+	__attribute__((warn_unused_result));
+/* Keeps mode & 07777 for path (replacing any). */
+int cache_modes_set(struct cache_modes *m, const char *path, uint32_t mode)
+	__attribute__((warn_unused_result));
+/* Forgets path and every path under it. */
+int cache_modes_remove(struct cache_modes *m, const char *path);
+/* Moves the modes of from and everything under it to to, dropping those
+ * that were at or under to. */
+int cache_modes_rename(struct cache_modes *m, const char *from,
+                       const char *to);
+/* Makes every change so far durable against a power cut. */
+int cache_modes_sync(struct cache_modes *m);
+
 #endif

@@ -110,9 +110,16 @@ static void owner_mode(struct fs *fs, const char *path,
 			st->st_gid = pw.pw_gid;
 		}
 	}
-	if (r.writable)
-		st->st_mode = (st->st_mode & S_IFMT) | ((a->mode & 07777)
-		              ? (a->mode & 07777) : dir ? 0755 : 0644);
+	if (r.writable) {
+		uint32_t kept;
+
+		/* What chmod set wins: the origin may not keep it. */
+		if (fs->modes && cache_modes_get(fs->modes, path, &kept) == 0)
+			st->st_mode = (st->st_mode & S_IFMT) | kept;
+		else
+			st->st_mode = (st->st_mode & S_IFMT) | ((a->mode & 07777)
+			              ? (a->mode & 07777) : dir ? 0755 : 0644);
+	}
 }
 
 static void fill_stat(struct fs *fs, uint64_t ino, const char *path,
@@ -1284,7 +1291,7 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	if (rc)
 		goto out;
 	if (cfg->writable) {
-		char jdir[4096];
+		char jdir[4096], mfile[4096];
 		struct cache_jnl_opts jo = {
 			.dir = jdir, .max_bytes = cfg->writeback_size,
 		};
@@ -1295,6 +1302,13 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 		if (rc) {
 			dms_log_failed(since, "cannot use the write journal %s: %s",
 			               jdir, strerror(-rc));
+			goto out;
+		}
+		snprintf(mfile, sizeof(mfile), "%s/modes", cfg->cache_dir);
+		rc = cache_modes_open(&fs.modes, mfile);
+		if (rc) {
+			dms_log_failed(since, "cannot use the mode table %s: %s",
+			               mfile, strerror(-rc));
 			goto out;
 		}
 		rc = fs_ov_init(&fs.ov, fs.jnl);
@@ -1370,6 +1384,7 @@ out:
 	fs_wb_stop(fs.wb, cfg->unmount_flush);
 	fs_ov_destroy(fs.ov);
 	cache_jnl_close(fs.jnl);
+	cache_modes_close(fs.modes);
 	fs_blocks_destroy(fs.blocks);
 	fs_inodes_destroy(fs.inodes);
 	fs_meta_destroy(fs.meta);

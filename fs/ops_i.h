@@ -22,6 +22,7 @@ struct fs {
 	pthread_mutex_t handles_lock;
 	struct fs_open *handles;    /* guarded by handles_lock */
 	struct cache_jnl *jnl;      /* NULL: nothing writable */
+	struct cache_modes *modes;  /* chmod'ed modes; NULL with jnl */
 	struct fs_ov *ov;
 	struct fs_wb *wb;
 	struct fs_ctl *ctl;         /* NULL: no control socket */

@@ -218,6 +218,20 @@ static void reply_entry(fuse_req_t req, struct fs *fs, const char *path,
 	}
 }
 
+/* The mode table (cache/modes.c) follows the namespace: a new name made
+ * with the default mode needs no entry (and loses any stale one), another
+ * mode is kept, as chmod's is, where the origin cannot keep it. */
+static void keep_new_mode(struct fs *fs, const char *path, mode_t mode,
+                          bool dir)
+{
+	if (!fs->modes)
+		return;
+	if ((mode & 07777) == (dir ? 0755u : 0644u))
+		cache_modes_remove(fs->modes, path);
+	else if (cache_modes_set(fs->modes, path, mode & 07777) != 0)
+		dms_log(LOG_ERR, "the mode of %s is pending only", path);
+}
+
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
                       mode_t mode, struct fuse_file_info *fi)
 {
@@ -227,12 +241,17 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	char *path = NULL;
 	int rc = child_path(fs, req, parent, name, ACL_INSERT, &c, &path);
 
+	struct xfer_attr a;
+	bool fresh = rc == 0 && fs_path_attr(fs, path, &a) != 0;
+
 	if (rc == 0)
 		rc = fs_write_open(fs, req, path, &c, fi, true, mode, &h);
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		goto out;
 	}
+	if (fresh)
+		keep_new_mode(fs, path, mode, false);
 	fi->fh = (uintptr_t)h;
 	fi->keep_cache = 0;
 	fi->direct_io = 1;
@@ -361,6 +380,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
 		rc = fs_ov_setattr(fs->ov, path, h && h->ovf ? h->ovf
 		                   : own ? own->ovf : NULL, mode, mtime,
 		                   c.ac.uid, c.ac.gid);
+		if (rc == 0 && mode != UINT32_MAX && fs->modes)
+			rc = cache_modes_set(fs->modes, path, mode);
 		if (rc)
 			goto out;
 	}
@@ -398,6 +419,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		rc = -EEXIST;
 	if (rc == 0)
 		rc = fs_ov_mkdir(fs->ov, path, mode, c.ac.uid, c.ac.gid);
+	if (rc == 0)
+		keep_new_mode(fs, path, mode, true);
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
@@ -446,6 +469,8 @@ static void op_unlink_rmdir(fuse_req_t req, fuse_ino_t parent,
 		memset(&in, 0, sizeof(in));
 		rc = fs_ov_unlink(fs->ov, path, &in, &a, c.ac.uid, c.ac.gid);
 	}
+	if (rc == 0 && fs->modes)
+		cache_modes_remove(fs->modes, path);
 	if (rc == 0)
 		fs_inodes_gone(fs->inodes, path);
 	fs_dir_put(d);
@@ -531,6 +556,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	rc = fs_ov_rename(fs->ov, from, to, (a.mode & S_IFMT) == S_IFDIR,
 	                  to_exists, c.ac.uid, c.ac.gid);
+	if (rc == 0 && fs->modes)
+		cache_modes_rename(fs->modes, from, to);
 	if (rc == 0)
 		fs_inodes_rename(fs->inodes, from, to);
 out:
@@ -554,6 +581,8 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		rc = fs_ov_fsync(fs->ov, h->ovf);
 	else if (fs->jnl)
 		rc = cache_jnl_sync(fs->jnl);
+	if (rc == 0 && fs->modes)
+		rc = cache_modes_sync(fs->modes);
 	fuse_reply_err(req, -rc);
 	fs_wb_kick(fs->wb);
 }
