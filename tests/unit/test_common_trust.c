@@ -216,6 +216,54 @@ static void test_sticky_dir(void)
 	expect(p("sticky/their_link"), -EPERM, "symlink ");
 }
 
+/* dms_open_trusted_dir: the folder itself must be writable by no one but
+ * its owner, sticky or not; a symlink or a file at its name is refused. */
+static void expect_dir(const char *path, int want, const char *want_why)
+{
+	char why[DMS_TRUST_WHYLEN];
+	struct stat st;
+	int fd = -1, rc;
+
+	rc = dms_open_trusted_dir(path, &fd, &st, why, sizeof(why));
+	if (rc != want)
+		fprintf(stderr, "  %s: got %d (%s), want %d\n", path, rc, why,
+		        want);
+	CHECK_ERR(rc, want);
+	if (rc == 0) {
+		CHECK(fd >= 0 && S_ISDIR(st.st_mode));
+		CHECK((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+		close(fd);
+	} else {
+		CHECK(fd == -1);
+		if (want_why && !strstr(why, want_why)) {
+			fprintf(stderr, "  why '%s' lacks '%s'\n", why, want_why);
+			CHECK(strstr(why, want_why) != NULL);
+		}
+	}
+}
+
+static void test_trusted_dir(void)
+{
+	mk_dir("sock", 0755, 0);
+	mk_dir("sock_w", 0777, 0);
+	mk_dir("sock_t", 01777, 0);
+	mk_file("sock_f", 0644, 0);
+	mk_link(p("sock"), "sock_l", 0);
+	expect_dir(p("sock"), 0, NULL);
+	expect_dir(p("sock/"), 0, NULL);
+	expect_dir(p("sock_w"), -EPERM, "writable by group or others");
+	expect_dir(p("sock_t"), -EPERM, "writable by group or others");
+	expect_dir(p("sock_f"), -ENOTDIR, "not a directory");
+	/* A trusted symlink is followed as on the way to a file. */
+	expect_dir(p("sock_l"), 0, NULL);
+	if (!root)
+		return;
+	mk_dir("sock_theirs", 0755, nobody);
+	mk_link(p("sock"), "sock_their_l", nobody);
+	expect_dir(p("sock_theirs"), -EPERM, "is owned by uid");
+	expect_dir(p("sock_their_l"), -EPERM, "symlink ");
+}
+
 static void on_alarm(int sig)
 {
 	static const char msg[] = "test_common_trust: blocked (FIFO?)\n";
@@ -389,6 +437,7 @@ int main(void)
 	RUN(test_read_capped);
 	RUN(test_relative_path);
 	RUN(test_non_root_euid);
+	RUN(test_trusted_dir);
 	nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	CHECK_EXIT();
 }
