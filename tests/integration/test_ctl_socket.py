@@ -20,6 +20,7 @@ import tempfile
 
 import pytest
 
+import mount as mountlib
 import writetree as wt
 from test_acl_mount import User
 from test_home_write import _start_origin, _stop_origin
@@ -289,3 +290,128 @@ def test_default_folder_is_run_dmsfs(dav, mounts, monkeypatch):
     r = status(wm.path())
     assert r.returncode == 0, r.stderr
     assert "upload /d.txt" in r.stdout
+
+
+# ---------------------------------------------------------------- user mounts
+
+@pytest.fixture(scope="module")
+def eve():
+    name = f"dmse{os.getpid()}"
+    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name],
+                   check=True, capture_output=True, timeout=60)
+    try:
+        yield User(name)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=60)
+
+
+class UserMount(mountlib.Mount):
+    """A dmsfs mount made by a user (through fusermount3), not root."""
+
+    def __init__(self, user, *a, **kw):
+        super().__init__(*a, **kw)
+        self.user = user
+
+    def argv(self):
+        return ["setpriv", f"--reuid={self.user.uid}",
+                f"--regid={self.user.gid}", "--clear-groups",
+                *super().argv()]
+
+
+def as_user_run(user, *cmd):
+    return subprocess.run(
+        ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}",
+         "--clear-groups", *map(str, cmd)], capture_output=True, text=True,
+        timeout=120, cwd="/", env={"PATH": "/usr/bin:/bin"})
+
+
+def _users_can_mount():
+    try:
+        return bool(os.stat("/dev/fuse").st_mode & 0o006)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def user_mount(dav, mallory, monkeypatch):
+    """mallory mounts the dav origin read-write herself (libfuse opens
+    /dev/fuse before it asks fusermount3: it must be open to users)."""
+    if not _users_can_mount():
+        pytest.skip("/dev/fuse is not open to users here")
+    monkeypatch.delenv("DMSFS_RUNTIME_DIR", raising=False)
+    top = tempfile.mkdtemp(prefix="dmsfs-umnt-")
+    os.chmod(top, 0o755)
+    os.chown(top, mallory.uid, mallory.gid)
+    for d in ("mnt", "cache"):
+        os.mkdir(os.path.join(top, d), 0o700)
+        os.chown(os.path.join(top, d), mallory.uid, mallory.gid)
+    made = []
+
+    def make():
+        m = UserMount(mallory, dav.url, os.path.join(top, "mnt"),
+                      os.path.join(top, f"dmsfs{len(made)}.log"),
+                      {**wt.WRITE_OPTS, **SLOW, "block_size": "64K",
+                       "cache_dir": os.path.join(top, "cache")})
+        made.append(m)
+        return m.start()
+    yield make
+    try:
+        for m in made:
+            if m.running:
+                m.umount()
+    finally:
+        for m in made:
+            m.cleanup()
+        shutil.rmtree(top, ignore_errors=True)
+        shutil.rmtree(f"/tmp/dmsfs-{mallory.uid}", ignore_errors=True)
+
+
+def _user_dir(u):
+    run = f"/run/user/{u.uid}"
+    return f"{run}/dmsfs" if os.path.isdir(run) else f"/tmp/dmsfs-{u.uid}"
+
+
+def test_user_mount_has_its_own_private_folder(user_mount, mallory):
+    shutil.rmtree(f"/tmp/dmsfs-{mallory.uid}", ignore_errors=True)
+    m = user_mount()
+    d = _user_dir(mallory)
+    st = os.stat(d)
+    assert st.st_uid == mallory.uid and st.st_mode & 0o777 == 0o700
+    assert len(socks(d)) == 1
+    r = as_user_run(mallory, "sh", "-c",
+                    f"echo x > {m.path('u.txt')} && {wt.DMSCTL} status "
+                    f"{m.mountpoint}")
+    assert r.returncode == 0, r.stderr + m.log()
+    assert "upload /u.txt" in r.stdout
+    m.umount()
+    assert socks(d) == []
+
+
+def test_user_folder_squatted_by_another_user(user_mount, mallory, eve):
+    d = f"/tmp/dmsfs-{mallory.uid}"
+    if _user_dir(mallory) != d:
+        pytest.skip("mallory has a login runtime folder")
+    shutil.rmtree(d, ignore_errors=True)
+    # eve made mallory's folder first, and listens where dmsctl looks.
+    r = as_user_run(eve, "mkdir", "-m", "0777", d)
+    assert r.returncode == 0, r.stderr
+    m = user_mount()
+    assert "refusing the control socket folder" in m.log(), m.log()
+    m.umount()
+    # The socket's name, from a mount in a good folder.
+    shutil.rmtree(d)
+    m = user_mount()
+    (sock,) = socks(d)
+    m.umount()
+    shutil.rmtree(d)
+    assert as_user_run(eve, "mkdir", "-m", "0777", d).returncode == 0
+    sq = Squatter(eve, sock, "/tmp/" + os.path.basename(d) + ".squat")
+    try:
+        m = user_mount()
+        r = as_user_run(mallory, wt.DMSCTL, "status", m.mountpoint)
+        assert r.returncode == 1, "dmsctl believed eve"
+        assert f"served by uid {eve.uid}" in r.stderr, r.stderr
+        assert sq.received() == b""
+    finally:
+        sq.stop()
+        os.unlink(sq.log)
