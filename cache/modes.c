@@ -554,20 +554,28 @@ int cache_modes_set(struct cache_modes *m, const char *path, uint32_t mode)
 	return rc;
 }
 
+/* Whether an entry is at or under a (or b, if not NULL).  Under lock. */
+static bool any_under(const struct cache_modes *m, const char *a,
+                      const char *b)
+{
+	size_t i;
+	struct ent *e;
+
+	for (i = 0; i < m->nbuckets; i++)
+		for (e = m->tab[i]; e; e = e->next)
+			if (under(e->path, a) || (b && under(e->path, b)))
+				return true;
+	return false;
+}
+
 int cache_modes_remove(struct cache_modes *m, const char *path)
 {
-	bool any = false;
-	size_t i;
+	bool any;
 	int rc = 0;
 
 	pthread_mutex_lock(&m->lock);
 	/* Most unlinks name a file that never had a mode: no record. */
-	for (i = 0; i < m->nbuckets && !any; i++) {
-		struct ent *e;
-
-		for (e = m->tab[i]; e && !any; e = e->next)
-			any = under(e->path, path);
-	}
+	any = any_under(m, path, NULL);
 	if (any)
 		rc = append(m, REC_DEL, 0, path, NULL);
 	if (any && !rc)
@@ -579,17 +587,11 @@ int cache_modes_remove(struct cache_modes *m, const char *path)
 int cache_modes_rename(struct cache_modes *m, const char *from,
                        const char *to)
 {
-	bool any = false;
-	size_t i;
+	bool any;
 	int rc = 0;
 
 	pthread_mutex_lock(&m->lock);
-	for (i = 0; i < m->nbuckets && !any; i++) {
-		struct ent *e;
-
-		for (e = m->tab[i]; e && !any; e = e->next)
-			any = under(e->path, from) || under(e->path, to);
-	}
+	any = any_under(m, from, to);
 	if (any)
 		rc = append(m, REC_REN, 0, from, to);
 	if (any && !rc)

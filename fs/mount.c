@@ -21,46 +21,13 @@
 #include "fs/fs_i.h"
 
 
-/* Whether the topmost mount at path (absolute, resolved) is a dmsfs mount:
- * "fuse.dmsfs", or "fuse" named dmsfs.  Fields of a mountinfo line: id
- * parent maj:min root mountpoint options [optional...] - fstype source. */
+/* Whether the topmost mount at path (absolute, resolved) is a dmsfs
+ * mount: "fuse.dmsfs", or "fuse" named dmsfs. */
 static bool dmsfs_mounted_at(const char *path)
 {
-	char *line = NULL, *save, *mnt, *f, *type, *src;
-	size_t cap = 0;
-	bool found = false;
-	FILE *mi = fopen("/proc/self/mountinfo", "re");
-	int i;
+	uid_t owner;
 
-	if (!mi)
-		return false;
-	while (getline(&line, &cap, mi) > 0) {
-		bool ours;
-
-		line[strcspn(line, "\n")] = '\0';
-		mnt = NULL;
-		f = strtok_r(line, " ", &save);
-		for (i = 1; f && i < 5; i++)
-			f = strtok_r(NULL, " ", &save);
-		mnt = f;
-		while (f && strcmp(f, "-") != 0)
-			f = strtok_r(NULL, " ", &save);
-		type = f ? strtok_r(NULL, " ", &save) : NULL;
-		src = type ? strtok_r(NULL, " ", &save) : NULL;
-		if (!mnt || !type)
-			continue;
-		dms_mountinfo_unescape(mnt);
-		if (strcmp(mnt, path) != 0)
-			continue;
-		/* Later lines are mounted on top: the last match wins. */
-		ours = strcmp(type, "fuse.dmsfs") == 0 ||
-		       (strncmp(type, "fuse", 4) == 0 && src &&
-		        strcmp(src, "dmsfs") == 0);
-		found = ours;
-	}
-	free(line);
-	fclose(mi);
-	return found;
+	return dms_ctl_mount_owner(path, &owner) == 0;
 }
 
 static int stale(const char *mnt)

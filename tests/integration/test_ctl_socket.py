@@ -53,17 +53,21 @@ def rundir(monkeypatch):
     shutil.rmtree(top, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def mallory():
+def _account(name):
+    """A new local account for the module's tests, removed after."""
     if not shutil.which("useradd"):
         pytest.skip("useradd missing")
-    name = f"dmsq{os.getpid()}"
     subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name],
                    check=True, capture_output=True, timeout=60)
     try:
         yield User(name)
     finally:
         subprocess.run(["userdel", name], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def mallory():
+    yield from _account(f"dmsq{os.getpid()}")
 
 
 @pytest.fixture
@@ -296,13 +300,7 @@ def test_default_folder_is_run_dmsfs(dav, mounts, monkeypatch):
 
 @pytest.fixture(scope="module")
 def eve():
-    name = f"dmse{os.getpid()}"
-    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name],
-                   check=True, capture_output=True, timeout=60)
-    try:
-        yield User(name)
-    finally:
-        subprocess.run(["userdel", name], capture_output=True, timeout=60)
+    yield from _account(f"dmse{os.getpid()}")
 
 
 class UserMount(mountlib.Mount):
