@@ -11,6 +11,8 @@
 #include "fs/ctl_proto.h"
 
 #include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
 #include <grp.h>
 #include <limits.h>
 #include <sys/stat.h>
@@ -26,15 +28,18 @@
 #define DEFAULT_RULES "/etc/dmsfs/authdb"
 #define MAX_GROUPS 65536
 
-static void usage(void)
+static void usage(FILE *to)
 {
-	fprintf(stderr,
+	fprintf(to,
 	        "usage: dmsctl acl lint FILE\n"
 	        "       dmsctl acl check [-r FILE] USER PATH\n"
-	        "       dmsctl sync [-t SECONDS] PATH\n"
+	        "       dmsctl sync [-t SECONDS] [-q] [PATH...]\n"
 	        "       dmsctl status PATH\n"
-	        "  sync   wait until nothing is pending under PATH (in a dmsfs\n"
-	        "         mount) at the origin; -t: give up after SECONDS (exit 1)\n"
+	        "  sync   wait until nothing is pending under each PATH (in a\n"
+	        "         dmsfs mount) at the origin, with a progress line;\n"
+	        "         no PATH: every dmsfs mount with writable exports;\n"
+	        "         -t: give up after SECONDS (exit 1, saying what is\n"
+	        "         left and why); -q: no progress\n"
 	        "  status list the pending operations of the mount holding PATH\n"
 	        "  lint   validate a rules file (XRootD authdb subset) and that\n"
 	        "         no one but root (or you) can change it, as dmsfs does\n"
@@ -65,7 +70,7 @@ static int cmd_lint(int argc, char **argv)
 	int warnings = 0, rc;
 
 	if (argc != 2) {
-		usage();
+		usage(stderr);
 		rc = 2;
 		goto out;
 	}
@@ -182,14 +187,14 @@ static int cmd_check(int argc, char **argv)
 	optind = 1;
 	while ((opt = getopt(argc, argv, "+r:")) != -1) {
 		if (opt != 'r') {
-			usage();
+			usage(stderr);
 			rc = 2;
 			goto out;
 		}
 		file = optarg;
 	}
 	if (argc - optind != 2) {
-		usage();
+		usage(stderr);
 		rc = 2;
 		goto out;
 	}
@@ -274,31 +279,53 @@ static int find_mount(const char *path, char *mnt, size_t cap, char *rel,
 /* Connects to the control socket of the dmsfs mount at mnt and checks who
  * listens there: only root or the uid that mounted it (an answer from
  * anyone else could be a lie).  The descriptor, or -1 with a message. */
-static int connect_ctl(const char *mnt)
+/* The control socket path of the mount at mnt into out (a sun_path), and
+ * the uid that mounted it; -1 with a message. */
+static int ctl_socket_of(const char *mnt, char *out, size_t cap, uid_t *owner,
+                         bool say)
 {
 	char dir[PATH_MAX];
+	int rc;
+
+	rc = dms_ctl_mount_owner(mnt, owner);
+	if (rc) {
+		if (say)
+			fprintf(stderr, "dmsctl: %s: %s\n", mnt, rc == -ENOENT
+			        ? "not a dmsfs mount" : strerror(-rc));
+		return -1;
+	}
+	rc = dms_ctl_dir(*owner, dir, sizeof(dir));
+	if (!rc)
+		rc = dms_ctl_sock_path(dir, mnt, out, cap);
+	if (rc) {
+		if (say)
+			fprintf(stderr, "dmsctl: %s: control socket folder: "
+			        "%s\n", mnt, strerror(-rc));
+		return -1;
+	}
+	return 0;
+}
+
+static int ctl_socket_path(const char *mnt, char *out, size_t cap)
+{
+	uid_t owner;
+
+	return ctl_socket_of(mnt, out, cap, &owner, false);
+}
+
+static int connect_ctl(const char *mnt)
+{
 	struct sockaddr_un a;
 	struct ucred cr;
 	socklen_t crlen = sizeof(cr);
 	uid_t owner;
-	int fd = -1, rc;
+	int fd = -1;
 
-	rc = dms_ctl_mount_owner(mnt, &owner);
-	if (rc) {
-		fprintf(stderr, "dmsctl: %s: %s\n", mnt, rc == -ENOENT
-		        ? "not a dmsfs mount" : strerror(-rc));
-		goto fail;
-	}
 	memset(&a, 0, sizeof(a));
 	a.sun_family = AF_UNIX;
-	rc = dms_ctl_dir(owner, dir, sizeof(dir));
-	if (!rc)
-		rc = dms_ctl_sock_path(dir, mnt, a.sun_path, sizeof(a.sun_path));
-	if (rc) {
-		fprintf(stderr, "dmsctl: %s: control socket folder: %s\n", mnt,
-		        strerror(-rc));
+	if (ctl_socket_of(mnt, a.sun_path, sizeof(a.sun_path), &owner,
+	                  true) != 0)
 		goto fail;
-	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
 		fprintf(stderr, "dmsctl: %s: no dmsfs mount with writable exports "
@@ -323,11 +350,11 @@ fail:
 	return -1;
 }
 
-/* Sends one request to the mount's control socket; the answer goes to
- * out (NUL-terminated).  -1 with a message if the mount cannot be asked. */
-static int ask(const char *mnt, const char *req, char *out, size_t cap)
+/* Sends one request; the whole answer goes to out.  -1 with a message if
+ * the mount cannot be asked. */
+static int ask_stream(const char *mnt, const char *req, FILE *out)
 {
-	size_t got = 0;
+	char buf[65536];
 	ssize_t r;
 	int fd, rc = -1;
 
@@ -336,95 +363,306 @@ static int ask(const char *mnt, const char *req, char *out, size_t cap)
 		goto out;
 	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
 		goto out;
-	while (got + 1 < cap && (r = read(fd, out + got, cap - 1 - got)) > 0)
-		got += (size_t)r;
-	out[got] = '\0';
-	rc = 0;
+	while ((r = read(fd, buf, sizeof(buf))) > 0)
+		if (fwrite(buf, 1, (size_t)r, out) != (size_t)r)
+			goto out;
+	rc = r < 0 ? -1 : 0;
+	if (rc)
+		fprintf(stderr, "dmsctl: %s: %s\n", mnt, strerror(errno));
 out:
 	if (fd >= 0)
 		close(fd);
 	return rc;
 }
 
-static int cmd_sync(int argc, char **argv)
+static int ask(const char *mnt, const char *req, char *out, size_t cap)
 {
-	char mnt[PATH_MAX], rel[PATH_MAX], req[PATH_MAX + 16], ans[512];
-	unsigned long long n = 0, bytes = 0, last_n = ~0ull;
-	long timeout = 0;
-	time_t start = time(NULL), printed = 0;
-	int i = 1;
+	FILE *f = fmemopen(out, cap, "w");
+	int rc = -1;
 
-	if (argc >= 3 && !strcmp(argv[1], "-t")) {
-		timeout = atol(argv[2]);
-		i = 3;
+	if (!f) {
+		fprintf(stderr, "dmsctl: %s\n", strerror(errno));
+		return -1;
 	}
-	if (argc != i + 1) {
-		usage();
-		return 2;
+	/* A longer answer than cap is cut: these answers are one line. */
+	setvbuf(f, NULL, _IONBF, 0);
+	rc = ask_stream(mnt, req, f);
+	fclose(f);
+	out[cap - 1] = '\0';
+	return rc;
+}
+
+/* Every dmsfs mountpoint in /proc/self/mountinfo (absolute, unescaped),
+ * NULL-terminated; NULL without memory. */
+static char **dmsfs_mounts(void)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL, **v = calloc(1, sizeof(*v));
+	size_t cap = 0, n = 0;
+
+	if (!f || !v)
+		goto out;
+	while (getline(&line, &cap, f) > 0) {
+		char mp[PATH_MAX], *sep = strstr(line, " - "), **nv;
+
+		if (!sep || strncmp(sep + 3, "fuse.dmsfs ", 11) ||
+		    sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
+			continue;
+		dms_mountinfo_unescape(mp);
+		nv = realloc(v, (n + 2) * sizeof(*v));
+		if (!nv)
+			break;
+		v = nv;
+		v[n] = strdup(mp);
+		if (v[n])
+			v[++n] = NULL;
 	}
-	if (find_mount(argv[i], mnt, sizeof(mnt), rel, sizeof(rel)) != 0)
-		return 1;
+out:
+	free(line);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static double now_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void human_bytes(unsigned long long b, char *out, size_t cap)
+{
+	static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)b;
+	unsigned u = 0;
+
+	while (v >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(out, cap, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+struct sync_opts {
+	double deadline;        /* 0: none */
+	long timeout;
+	bool quiet;
+	bool tty;               /* stderr is a terminal: one line rewritten */
+};
+
+/* Waits until nothing is pending under rel in the mount at mnt; shown is
+ * the path the user named.  0, or 1 (said why). */
+static int sync_one(const char *mnt, const char *rel, const char *shown,
+                    const struct sync_opts *o)
+{
+	char req[PATH_MAX + 16], ans[512], b[32], rate[48] = "";
+	unsigned long long n = 0, bytes = 0, files = 0, first_bytes = 0;
+	unsigned long long last_n = ~0ull;
+	double start = now_s(), printed = 0;
+	bool first = true, drawn = false;
+	int rc = 1;
+
 	snprintf(req, sizeof(req), "sync %s\n", rel);
 	for (;;) {
 		char err[400] = "-";
+		double t;
 
 		if (ask(mnt, req, ans, sizeof(ans)) != 0)
-			return 1;
-		if (sscanf(ans, "%llu %llu %399[^\n]", &n, &bytes, err) < 2) {
-			fprintf(stderr, "dmsctl: unexpected answer: %s\n", ans);
-			return 1;
+			goto out;
+		if (sscanf(ans, "%llu %llu %llu %399[^\n]", &n, &bytes, &files,
+		           err) < 3) {
+			fprintf(stderr, "dmsctl: unexpected answer from %s: %s\n",
+			        mnt, ans);
+			goto out;
+		}
+		t = now_s();
+		if (first) {
+			first_bytes = bytes;
+			first = false;
 		}
 		if (n == 0) {
-			printf("dmsctl: everything under %s is at the origin\n",
-			       argv[i]);
-			return 0;
+			rc = 0;
+			goto out;
 		}
-		if (n != last_n || time(NULL) - printed >= 5) {
-			fprintf(stderr, "dmsctl: %llu operations (%llu bytes) "
-			        "pending under %s%s%s\n", n, bytes, argv[i],
-			        strcmp(err, "-") ? "; last error: " : "",
-			        strcmp(err, "-") ? err : "");
-			printed = time(NULL);
-			last_n = n;
+		human_bytes(bytes, b, sizeof(b));
+		/* Uploaded bytes over time: new writes during the wait only
+		 * make the figure look slower, never wrong by much. */
+		if (t - start >= 1 && first_bytes > bytes) {
+			double r = (double)(first_bytes - bytes) / (t - start);
+			char rb[32];
+
+			human_bytes((unsigned long long)r, rb, sizeof(rb));
+			snprintf(rate, sizeof(rate), ", %s/s, ~%.0f s left", rb,
+			         r > 0 ? (double)bytes / r : 0);
 		}
-		if (timeout > 0 && time(NULL) - start >= timeout) {
+		if (o->deadline > 0 && t >= o->deadline) {
+			if (drawn)
+				fputc('\n', stderr);
+			drawn = false;
 			fprintf(stderr, "dmsctl: gave up after %ld s: %llu "
-			        "operations (%llu bytes) still pending%s%s\n",
-			        timeout, n, bytes,
+			        "operations (%llu bytes) still pending under %s "
+			        "(%llu file uploads)%s%s\n",
+			        o->timeout, n, bytes, shown, files,
 			        strcmp(err, "-") ? "; last error: " : "",
 			        strcmp(err, "-") ? err : "");
-			return 1;
+			goto out;
+		}
+		if (!o->quiet && (o->tty || n != last_n || t - printed >= 5)) {
+			fprintf(stderr, "%sdmsctl: %s: %llu operations pending "
+			        "(%llu files, %s)%s%s%s%s",
+			        o->tty ? "\r\033[K" : "", shown, n, files, b, rate,
+			        strcmp(err, "-") ? "; last error: " : "",
+			        strcmp(err, "-") ? err : "", o->tty ? "" : "\n");
+			drawn = o->tty;
+			printed = t;
+			last_n = n;
 		}
 		usleep(200 * 1000);
 	}
+out:
+	if (drawn)
+		fputs("\r\033[K", stderr);
+	if (rc == 0 && !o->quiet)
+		printf("dmsctl: everything under %s is at the origin\n", shown);
+	return rc;
+}
+
+static int cmd_sync(int argc, char **argv)
+{
+	char mnt[PATH_MAX], rel[PATH_MAX];
+	struct sync_opts o = { .tty = isatty(2) };
+	char **all = NULL;
+	int c, i, rc = 0;
+
+	optind = 1;
+	while ((c = getopt(argc, argv, "+t:q")) != -1) {
+		if (c == 't') {
+			char *end;
+
+			o.timeout = strtol(optarg, &end, 10);
+			if (*end || o.timeout <= 0) {
+				fprintf(stderr, "dmsctl: -t takes a number of "
+				        "seconds above 0, not '%s'\n", optarg);
+				return 2;
+			}
+		} else if (c == 'q') {
+			o.quiet = true;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (o.timeout)
+		o.deadline = now_s() + (double)o.timeout;
+	if (optind < argc) {
+		for (i = optind; i < argc; i++)
+			if (find_mount(argv[i], mnt, sizeof(mnt), rel,
+			               sizeof(rel)) != 0 ||
+			    sync_one(mnt, rel, argv[i], &o) != 0)
+				rc = 1;
+		return rc;
+	}
+	/* No PATH: every dmsfs mount whose daemon has writable exports (the
+	 * others have no control socket and nothing to wait for). */
+	all = dmsfs_mounts();
+	if (!all) {
+		fprintf(stderr, "dmsctl: out of memory\n");
+		return 1;
+	}
+	for (i = 0; all[i]; i++) {
+		char path[PATH_MAX];
+
+		if (ctl_socket_path(all[i], path, sizeof(path)) != 0 ||
+		    access(path, F_OK) != 0)
+			continue;
+		if (sync_one(all[i], "/", all[i], &o) != 0)
+			rc = 1;
+	}
+	for (i = 0; all[i]; i++)
+		free(all[i]);
+	free(all);
+	return rc;
 }
 
 static int cmd_status(int argc, char **argv)
 {
-	char mnt[PATH_MAX], rel[PATH_MAX];
-	static char ans[1 << 20];
+	char mnt[PATH_MAX], rel[PATH_MAX], *ans = NULL, *line, *next;
+	size_t len = 0, shown = 0;
+	FILE *mem = NULL;
+	int rc = 1;
 
 	if (argc != 2) {
-		usage();
+		usage(stderr);
 		return 2;
 	}
-	if (find_mount(argv[1], mnt, sizeof(mnt), rel, sizeof(rel)) != 0 ||
-	    ask(mnt, "status\n", ans, sizeof(ans)) != 0)
-		return 1;
-	printf("SEQ AGE_S RETRIES OPERATION PATH\tLAST_ERROR\n%s", ans);
-	return 0;
+	if (find_mount(argv[1], mnt, sizeof(mnt), rel, sizeof(rel)) != 0)
+		goto out;
+	mem = open_memstream(&ans, &len);
+	if (!mem || ask_stream(mnt, "status\n", mem) != 0)
+		goto out;
+	fclose(mem);
+	mem = NULL;
+	if (len < 2 || strcmp(ans + len - 2, ".\n")) {
+		fprintf(stderr, "dmsctl: %s: the answer was cut short\n", mnt);
+		goto out;
+	}
+	ans[len - 2] = '\0';
+	for (line = ans; *line; line = next) {
+		next = strchr(line, '\n');
+		*next++ = '\0';
+		if (!shown++)
+			printf("%-8s %7s %7s %s %s\n", "SEQ", "AGE_S",
+			       "RETRIES", "OPERATION", "PATH  (LAST ERROR)");
+		{
+			char kind[16], *err = strchr(line, '\t');
+			unsigned long long seq;
+			long long age;
+			unsigned retries;
+			int off = 0;
+
+			if (err)
+				*err++ = '\0';
+			if (sscanf(line, "%llu %lld %u %15s %n", &seq, &age,
+			           &retries, kind, &off) < 4 || !off) {
+				printf("%s\n", line);
+				continue;
+			}
+			printf("%-8llu %7lld %7u %s %s%s%s%s\n", seq, age,
+			       retries, kind, line + off,
+			       err && strcmp(err, "-") ? "  (" : "",
+			       err && strcmp(err, "-") ? err : "",
+			       err && strcmp(err, "-") ? ")" : "");
+		}
+	}
+	if (!shown)
+		printf("dmsctl: nothing pending in %s\n", mnt);
+	else
+		printf("dmsctl: %zu operations pending in %s\n", shown, mnt);
+	rc = 0;
+out:
+	if (mem)
+		fclose(mem);
+	free(ans);
+	return rc;
 }
 
 int main(int argc, char **argv)
 {
 	int rc = 2;
 
+	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
+	                  !strcmp(argv[1], "help"))) {
+		usage(stdout);
+		return 0;
+	}
 	if (argc >= 2 && !strcmp(argv[1], "sync"))
 		return cmd_sync(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "status"))
 		return cmd_status(argc - 1, argv + 1);
 	if (argc < 3 || strcmp(argv[1], "acl")) {
-		usage();
+		usage(stderr);
 		goto out;
 	}
 	if (!strcmp(argv[2], "lint"))
@@ -432,7 +670,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(argv[2], "check"))
 		rc = cmd_check(argc - 2, argv + 2);
 	else
-		usage();
+		usage(stderr);
 out:
 	return rc;
 }

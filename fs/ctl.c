@@ -12,6 +12,7 @@
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,6 +22,8 @@
 #include "common/trustfile.h"
 #include "fs/ctl.h"
 #include "fs/ctl_proto.h"
+
+#define SEND_TIMEOUT_S 2
 
 struct fs_ctl {
 	int fd;                 /* listening socket */
@@ -35,10 +38,10 @@ struct fs_ctl {
 };
 
 struct walk {
-	int fd;
+	FILE *out;              /* status lines */
 	uid_t uid;
 	const char *path;       /* sync: prefix; NULL: status */
-	uint64_t n, bytes;
+	uint64_t n, bytes, uploads;
 	char err[256];
 };
 
@@ -75,8 +78,10 @@ static int visit(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 		if (w->n == 0 && op->last_error && op->last_error[0])
 			snprintf(w->err, sizeof(w->err), "%s", op->last_error);
 		w->n++;
-		if (op->kind == CACHE_JNL_WRITE)
+		if (op->kind == CACHE_JNL_WRITE) {
 			w->bytes += op->size;
+			w->uploads++;
+		}
 		return 0;
 	}
 	n = snprintf(line, sizeof(line), "%llu %lld %u %s %s%s%s\t%s\n",
@@ -85,55 +90,80 @@ static int visit(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 	             kind_name(op->kind), op->path, op->path2 ? " -> " : "",
 	             op->path2 ? op->path2 : "",
 	             op->last_error && op->last_error[0] ? op->last_error : "-");
-	if (n > 0 && write(w->fd, line, (size_t)n < sizeof(line) ? (size_t)n
-	                   : sizeof(line) - 1) < 0)
+	if (n > 0 && fwrite(line, 1, (size_t)n < sizeof(line) ? (size_t)n
+	                    : sizeof(line) - 1, w->out) == 0)
 		return 1;
 	return 0;
 }
 
+/* Writes all of buf, giving up when the caller stops reading for
+ * SEND_TIMEOUT_S (SO_SNDTIMEO): one thread serves every caller. */
+static void send_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t r = write(fd, buf, len);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return;
+		buf += r;
+		len -= (size_t)r;
+	}
+}
+
 static void serve(struct fs_ctl *c, int fd)
 {
-	char req[DMS_CTL_LINE_MAX], out[512];
+	char req[DMS_CTL_LINE_MAX];
+	struct timeval tmo = { .tv_sec = SEND_TIMEOUT_S };
 	struct ucred cr;
 	socklen_t crlen = sizeof(cr);
 	struct walk w;
+	char *ans = NULL;
+	size_t len = 0;
 	ssize_t got = 0, r;
-	int n;
 
 	memset(&w, 0, sizeof(w));
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0)
-		return;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tmo, sizeof(tmo)) != 0)
+		goto out;
 	while ((size_t)got < sizeof(req) - 1) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 
-		if (poll(&p, 1, 2000) != 1)
-			return;
+		if (poll(&p, 1, SEND_TIMEOUT_S * 1000) != 1)
+			goto out;
 		r = read(fd, req + got, sizeof(req) - 1 - (size_t)got);
 		if (r <= 0)
-			return;
+			goto out;
 		got += r;
 		if (memchr(req, '\n', (size_t)got))
 			break;
 	}
 	req[got] = '\0';
 	req[strcspn(req, "\n")] = '\0';
-	w.fd = fd;
+	/* The answer is built first, then sent: the journal is not held
+	 * while a slow caller reads. */
+	w.out = open_memstream(&ans, &len);
+	if (!w.out)
+		goto out;
 	w.uid = cr.uid;
 	if (!strncmp(req, "sync ", 5) && req[5] == '/') {
 		w.path = req + 5;
 		fs_wb_hurry(c->wb);
 		cache_jnl_foreach(c->jnl, visit, &w);
-		n = snprintf(out, sizeof(out), "%llu %llu %s\n",
-		             (unsigned long long)w.n,
-		             (unsigned long long)w.bytes, w.err[0] ? w.err : "-");
+		fprintf(w.out, "%llu %llu %llu %s\n", (unsigned long long)w.n,
+		        (unsigned long long)w.bytes,
+		        (unsigned long long)w.uploads, w.err[0] ? w.err : "-");
 	} else if (!strcmp(req, "status")) {
-		cache_jnl_foreach(c->jnl, visit, &w);
-		n = snprintf(out, sizeof(out), ".\n");
+		if (cache_jnl_foreach(c->jnl, visit, &w) == 0)
+			fputs(".\n", w.out);
 	} else {
-		n = snprintf(out, sizeof(out), "error unknown request\n");
+		fputs("error unknown request\n", w.out);
 	}
-	if (write(fd, out, (size_t)n) < 0)
-		return;
+	if (fclose(w.out) == 0)
+		send_all(fd, ans, len);
+out:
+	free(ans);
 }
 
 static void release(struct fs_ctl *c);

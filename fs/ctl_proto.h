@@ -8,9 +8,10 @@
  * answer only from root or the uid that mounted the mount.
  *
  * One request line per connection, then the answer and EOF:
- *   "sync PATH\n"   -> "N BYTES ERROR\n": operations pending at or under
- *                      PATH (a path inside the mount), bytes of their
- *                      uploads, the last error of the first ("-" if none);
+ *   "sync PATH\n"   -> "N BYTES UPLOADS ERROR\n": operations pending at or
+ *                      under PATH (a path inside the mount), bytes and
+ *                      number of their file uploads, the last error of
+ *                      the first ("-" if none);
  *                      also makes pending uploads go without waiting for
  *                      writeback_delay for a few seconds.
  *   "status\n"      -> one line per pending operation,
