@@ -45,6 +45,11 @@ struct ov_ent {
 	struct fs_ov_file *file; /* FILE with staged content (a ref) */
 	uint32_t mode;           /* kept permission bits; 0: none */
 	int64_t mtime;           /* new directory */
+	/* A directory made here: the seq of its MKDIR until that reaches the
+	 * origin, else 0.  The entry may be renamed meanwhile, so the MKDIR
+	 * finds it by seq, not by path; only then has it an origin (the
+	 * MKDIR's path, which later RENAMEs at the origin carry along). */
+	uint64_t mkseq;
 	char *origin;            /* origin object's path; NULL: none */
 	char *path;
 };
@@ -159,6 +164,7 @@ static void ent_clear(struct fs_ov *ov, struct ov_ent *e)
 	e->origin = NULL;
 	e->mode = 0;
 	e->mtime = 0;
+	e->mkseq = 0;
 }
 
 static char *join(const char *a, const char *b)
@@ -281,7 +287,8 @@ static void seq_done(struct fs_ov *ov, const char *path, uint64_t seq)
 	}
 }
 
-static int append(struct fs_ov *ov, const struct cache_jnl_op *op, bool sync)
+static int append_seq(struct fs_ov *ov, const struct cache_jnl_op *op,
+                      bool sync, uint64_t *out)
 {
 	uint64_t seq = 0;
 	int rc = cache_jnl_append(ov->jnl, op, sync, &seq);
@@ -289,8 +296,15 @@ static int append(struct fs_ov *ov, const struct cache_jnl_op *op, bool sync)
 	if (rc == 0) {
 		seq_note(ov, op->path, seq);
 		seq_note(ov, op->path2, seq);
+		if (out)
+			*out = seq;
 	}
 	return rc;
+}
+
+static int append(struct fs_ov *ov, const struct cache_jnl_op *op, bool sync)
+{
+	return append_seq(ov, op, sync, NULL);
 }
 
 /* ---- replay ---- */
@@ -334,6 +348,7 @@ static int replay_op(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 		e->kind = OV_DIR;
 		e->mode = op->mode & 07777;
 		e->mtime = op->added;
+		e->mkseq = seq;
 		break;
 	case CACHE_JNL_RMDIR:
 	case CACHE_JNL_UNLINK: {
@@ -978,11 +993,12 @@ int fs_ov_mkdir(struct fs_ov *ov, const char *path, uint32_t mode,
 		.uid = uid, .gid = gid,
 	};
 	struct ov_ent *e;
+	uint64_t seq = 0;
 	int rc = 0;
 
 	pthread_mutex_lock(&ov->lock);
 	if (ov->jnl)
-		rc = append(ov, &op, false);
+		rc = append_seq(ov, &op, false, &seq);
 	if (rc)
 		goto out;
 	e = ent_get(ov, path);
@@ -994,6 +1010,7 @@ int fs_ov_mkdir(struct fs_ov *ov, const char *path, uint32_t mode,
 	e->kind = OV_DIR;
 	e->mode = mode & 07777;
 	e->mtime = now_s();
+	e->mkseq = seq;
 out:
 	pthread_mutex_unlock(&ov->lock);
 	return rc;
@@ -1198,6 +1215,7 @@ int fs_ov_rename(struct fs_ov *ov, const char *from, const char *to,
 		src->file = NULL;
 		dst->mode = src->mode;
 		dst->mtime = src->mtime;
+		dst->mkseq = src->mkseq;
 		dst->origin = src->origin;
 		src->origin = NULL;
 		if (dst->file) {
@@ -1390,24 +1408,29 @@ void fs_ov_applied(struct fs_ov *ov, uint64_t seq,
 			if (op->kind != CACHE_JNL_MKDIR && e->kind == OV_GONE &&
 			    !strcmp(e->path, op->path))
 				drop = true;
+			if (op->kind == CACHE_JNL_MKDIR && e->kind == OV_DIR &&
+			    e->mkseq == seq) {
+				/* Its folder is at the origin now, where the
+				 * MKDIR named it (since renamed here, maybe):
+				 * its listing is the origin's from now on. */
+				char *o = strdup(op->path);
+
+				if (o) {
+					free(e->origin);
+					e->origin = o;
+					e->mkseq = 0;
+				}
+			}
 			/* A folder that is the origin's at its own path,
 			 * once the origin lists it. */
-			if (e->kind == OV_DIR && !e->file &&
-			    ((e->origin && !strcmp(e->origin, e->path)) ||
-			     (op->kind == CACHE_JNL_MKDIR &&
-			      !strcmp(e->path, op->path))) &&
+			if (e->kind == OV_DIR && !e->file && !e->mkseq &&
+			    e->origin && !strcmp(e->origin, e->path) &&
 			    (!shown || shown(arg, e->path)))
 				drop = true;
 			if (e->kind == OV_FILE && !e->file && !e->mode &&
 			    e->origin && !strcmp(e->origin, e->path) &&
 			    (!shown || shown(arg, e->path)))
 				drop = true;
-			if (!drop && op->kind == CACHE_JNL_MKDIR &&
-			    e->kind == OV_DIR && !e->origin &&
-			    !strcmp(e->path, op->path))
-				/* Kept (not listed), but it is at the origin:
-				 * its listing is the origin's from now on. */
-				e->origin = strdup(e->path);
 			/* A later operation on the path decides. */
 			if (drop && seq_later(ov, e->path, seq))
 				drop = false;

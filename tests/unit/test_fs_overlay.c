@@ -130,6 +130,83 @@ static void test_unlink_open_file(void)
 	cache_jnl_close(j);
 }
 
+/* The writeback thread without an origin: each pending operation is taken
+ * as done at the origin (which lists everything), in order, once. */
+struct upto { struct fs_ov *ov; struct cache_jnl *j; uint64_t last; };
+
+static int apply_done(void *arg, uint64_t seq, const struct cache_jnl_op *op)
+{
+	struct upto *u = arg;
+
+	if (seq > u->last) {
+		fs_ov_applied(u->ov, seq, op, NULL, NULL);
+		u->last = seq;
+		CHECK_OK(cache_jnl_done(u->j, seq));
+	}
+	return 0;
+}
+
+static void upload(struct upto *u)
+{
+	CHECK_OK(cache_jnl_foreach(u->j, apply_done, u));
+}
+
+/* A folder made here is renamed (once or more) before its MKDIR reaches the
+ * origin: the MKDIR must give the entry, wherever it is now, its origin
+ * folder, or what is made in it later vanishes once uploaded. */
+static void test_new_folder_renamed_before_upload(void)
+{
+	struct cache_jnl *j = jopen();
+	struct fs_ov *ov = NULL;
+	struct fs_ov_info in;
+	struct fs_dir *d = NULL;
+	struct upto u = { NULL, j, 0 };
+
+	CHECK_OK(fs_ov_init(&ov, j));
+	u.ov = ov;
+	upload(&u);     /* what earlier tests left */
+	CHECK_OK(fs_ov_mkdir(ov, "/b", 0755, 0, 0));
+	CHECK_OK(fs_ov_rename(ov, "/b", "/c", true, false, 0, 0));
+	CHECK_OK(fs_ov_rename(ov, "/c", "/e", true, false, 0, 0));
+	CHECK_OK(fs_ov_mkdir(ov, "/e/y", 0755, 0, 0));
+	upload(&u);
+	CHECK_OK(fs_ov_stat(ov, "/e/y", &in));
+	CHECK_STR(in.origin, "/e/y");
+	CHECK_OK(fs_ov_stat(ov, "/e/y/deeper", &in));
+	CHECK_STR(in.origin, "/e/y/deeper");
+	/* Nothing is pending any more: the origin's namespace shows through. */
+	CHECK(fs_ov_count(ov) == 0);
+	/* mkdir, rmdir, mkdir of one name, renamed in between: the first
+	 * MKDIR does not stand for the second folder. */
+	CHECK_OK(fs_ov_mkdir(ov, "/m", 0755, 0, 0));
+	CHECK_OK(fs_ov_rename(ov, "/m", "/n", true, false, 0, 0));
+	CHECK_OK(fs_ov_mkdir(ov, "/m", 0755, 0, 0));
+	CHECK_OK(fs_ov_mkdir(ov, "/m/k", 0755, 0, 0));
+	CHECK_OK(fs_ov_mkdir(ov, "/n/k", 0755, 0, 0));
+	upload(&u);
+	CHECK_OK(fs_ov_stat(ov, "/m/k", &in));
+	CHECK_OK(fs_ov_stat(ov, "/n/k", &in));
+	CHECK_OK(fs_ov_stat(ov, "/n/k/z", &in));
+	CHECK_STR(in.origin, "/n/k/z");
+	CHECK_OK(fs_ov_stat(ov, "/m/k/z", &in));
+	CHECK_STR(in.origin, "/m/k/z");
+	/* Not uploaded yet: a rename chain of a folder with content made in
+	 * it; the merge shows the content under the last name only. */
+	CHECK_OK(fs_ov_mkdir(ov, "/p", 0755, 0, 0));
+	CHECK_OK(fs_ov_mkdir(ov, "/p/q", 0755, 0, 0));
+	CHECK_OK(fs_ov_rename(ov, "/p", "/r", true, false, 0, 0));
+	CHECK_OK(fs_ov_rename(ov, "/r", "/s", true, false, 0, 0));
+	CHECK_OK(fs_ov_merge(ov, "/s", NULL, 0, &d));
+	CHECK(d && d->count == 1);
+	fs_dir_put(d);
+	upload(&u);
+	CHECK_OK(fs_ov_stat(ov, "/s/q/t", &in));
+	CHECK_STR(in.origin, "/s/q/t");
+	CHECK(fs_ov_count(ov) == 0);
+	fs_ov_destroy(ov);
+	cache_jnl_close(j);
+}
+
 int main(void)
 {
 	char cmd[300];
@@ -138,6 +215,7 @@ int main(void)
 		return 1;
 	RUN(test_namespace_and_replay);
 	RUN(test_unlink_open_file);
+	RUN(test_new_folder_renamed_before_upload);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
 		return 1;
