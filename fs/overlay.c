@@ -813,8 +813,15 @@ int fs_ov_open_write(struct fs_ov *ov, const char *path, bool create,
 		 * WRITE goes to path after that rename, unchecked. */
 		f->base_present = false;
 	}
-	if (base)
-		readers_follow(ov, e && e->origin ? e->origin : path, f);
+	if (base) {
+		/* Readers opened the origin path this resolves to, which
+		 * differs from path under a renamed folder too. */
+		char org[4096];
+
+		origin_of(ov, path, org, sizeof(org));
+		if (org[0])
+			readers_follow(ov, org, f);
+	}
 	e = ent_get(ov, path);
 	if (!e) {
 		file_put_locked(ov, f);

@@ -207,6 +207,50 @@ static void test_new_folder_renamed_before_upload(void)
 	cache_jnl_close(j);
 }
 
+static int fill_nothing(void *arg, struct cache_jnl *j, uint64_t id)
+{
+	(void)arg;
+	(void)j;
+	(void)id;
+	return 0;
+}
+
+/* A handle reading an origin file under a renamed folder follows the file
+ * once it is opened for writing by its new path: it reads the origin path
+ * the new one resolves to, not the new path. */
+static void test_reader_follows_under_renamed_folder(void)
+{
+	struct cache_jnl *j = jopen();
+	struct fs_ov *ov = NULL;
+	struct fs_ov_file *f = NULL, *now;
+	struct fs_ov_reader *r, *r2;
+	struct fs_ov_info in;
+	struct xfer_attr base = { .mode = S_IFREG | 0644, .size = 0 };
+
+	CHECK_OK(fs_ov_init(&ov, j));
+	CHECK_OK(fs_ov_rename(ov, "/o", "/p", true, false, 0, 0));
+	CHECK_OK(fs_ov_rename(ov, "/p", "/q", true, false, 0, 0));
+	CHECK_OK(fs_ov_stat(ov, "/q/f", &in));
+	CHECK_STR(in.origin, "/o/f");
+	r = fs_ov_reader_add(ov, in.origin);
+	r2 = fs_ov_reader_add(ov, "/o/g");
+	CHECK(r && r2);
+	CHECK_OK(fs_ov_open_write(ov, "/q/f", false, false, false, 0644, 0, 0,
+	                          &base, fill_nothing, NULL, &f));
+	now = fs_ov_reader_now(ov, r);
+	CHECK(now == f);
+	if (now)
+		fs_ov_file_put(ov, now);
+	CHECK(fs_ov_reader_now(ov, r2) == NULL);
+	CHECK_OK(fs_ov_truncate(ov, f, 70000));
+	CHECK_OK(fs_ov_close_write(ov, f, false));
+	fs_ov_file_put(ov, f);
+	fs_ov_reader_del(ov, r);
+	fs_ov_reader_del(ov, r2);
+	fs_ov_destroy(ov);
+	cache_jnl_close(j);
+}
+
 int main(void)
 {
 	char cmd[300];
@@ -216,6 +260,7 @@ int main(void)
 	RUN(test_namespace_and_replay);
 	RUN(test_unlink_open_file);
 	RUN(test_new_folder_renamed_before_upload);
+	RUN(test_reader_follows_under_renamed_folder);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
 		return 1;
