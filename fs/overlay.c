@@ -62,7 +62,7 @@ struct ov_ent {
 struct fs_ov_reader {
 	struct fs_ov_reader *next;
 	struct fs_ov_file *succ; /* a ref; guarded by fs_ov.lock */
-	char path[];
+	char *path;              /* guarded by fs_ov.lock */
 };
 
 /* The last pending journal operation naming path (as path or path2): an
@@ -82,7 +82,16 @@ struct fs_ov {
 	struct cache_jnl *jnl;
 	struct ov_ent *ents;     /* guarded by lock */
 	size_t count;            /* guarded by lock */
+	/* A RENAME the writeback thread is replaying at the origin, from
+	 * fs_ov_applying to fs_ov_applied: the origin may have moved already
+	 * while the entries do not say so yet.  All guarded by lock. */
+	char *fly_from, *fly_to;
+	pthread_t fly_thread;
+	pthread_cond_t fly_done;
 };
+
+/* Longest a lookup waits for a RENAME in flight at the origin. */
+#define FLY_WAIT_S 10
 
 static bool under(const char *path, const char *prefix)
 {
@@ -206,6 +215,42 @@ static void origin_of(struct fs_ov *ov, const char *path, char *out, size_t cap)
 		return;
 	if (snprintf(out, cap, "%s%s", best->origin, path + blen) >= (int)cap)
 		out[0] = '\0';
+}
+
+/* Whether origin path o may be moving at the origin right now (lock held):
+ * the writeback thread itself never waits for its own RENAME. */
+static bool in_flight(struct fs_ov *ov, const char *o)
+{
+	if (!ov->fly_from || !o[0] ||
+	    pthread_equal(ov->fly_thread, pthread_self()))
+		return false;
+	return under(o, ov->fly_from) || under(o, ov->fly_to);
+}
+
+/* origin_of, once no RENAME in flight at the origin touches the result
+ * (lock held; may drop it while waiting).  A bounded wait: an origin that
+ * hangs must not hang lookups for longer than its own timeouts would. */
+static void origin_settled(struct fs_ov *ov, const char *path, char *out,
+                           size_t cap)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += FLY_WAIT_S;
+	for (;;) {
+		origin_of(ov, path, out, cap);
+		if (!in_flight(ov, out) ||
+		    pthread_cond_timedwait(&ov->fly_done, &ov->lock, &until))
+			return;
+	}
+}
+
+static void fly_clear(struct fs_ov *ov)
+{
+	free(ov->fly_from);
+	free(ov->fly_to);
+	ov->fly_from = ov->fly_to = NULL;
+	pthread_cond_broadcast(&ov->fly_done);
 }
 
 /* Whether e's origin is where its parent's mapping puts it anyway: only
@@ -410,6 +455,7 @@ int fs_ov_init(struct fs_ov **out, struct cache_jnl *j)
 	if (!ov)
 		return -ENOMEM;
 	pthread_mutex_init(&ov->lock, NULL);
+	pthread_cond_init(&ov->fly_done, NULL);
 	ov->jnl = j;
 	/* Rebuilt without appending: replay_op calls the mutators with the
 	 * journal detached. */
@@ -448,8 +494,12 @@ void fs_ov_destroy(struct fs_ov *ov)
 
 		ov->readers = r->next;
 		file_put_locked(ov, r->succ);
+		free(r->path);
 		free(r);
 	}
+	free(ov->fly_from);
+	free(ov->fly_to);
+	pthread_cond_destroy(&ov->fly_done);
 	pthread_mutex_destroy(&ov->lock);
 	free(ov);
 }
@@ -500,6 +550,9 @@ int fs_ov_stat(struct fs_ov *ov, const char *path, struct fs_ov_info *in)
 
 	memset(in, 0, sizeof(*in));
 	pthread_mutex_lock(&ov->lock);
+	/* Only to wait out a RENAME in flight at the origin. */
+	origin_settled(ov, path, in->origin, sizeof(in->origin));
+	in->origin[0] = '\0';
 	e = find(ov, path);
 	if (e && e->kind == OV_GONE) {
 		rc = -ENOENT;
@@ -818,7 +871,7 @@ int fs_ov_open_write(struct fs_ov *ov, const char *path, bool create,
 		 * differs from path under a renamed folder too. */
 		char org[4096];
 
-		origin_of(ov, path, org, sizeof(org));
+		origin_settled(ov, path, org, sizeof(org));
 		if (org[0])
 			readers_follow(ov, org, f);
 	}
@@ -1310,11 +1363,12 @@ out:
 
 struct fs_ov_reader *fs_ov_reader_add(struct fs_ov *ov, const char *origin)
 {
-	struct fs_ov_reader *r = calloc(1, sizeof(*r) + strlen(origin) + 1);
+	struct fs_ov_reader *r = calloc(1, sizeof(*r));
 
-	if (!r)
+	if (!r || !(r->path = strdup(origin))) {
+		free(r);
 		return NULL;
-	strcpy(r->path, origin);
+	}
 	pthread_mutex_lock(&ov->lock);
 	r->next = ov->readers;
 	ov->readers = r;
@@ -1337,6 +1391,7 @@ void fs_ov_reader_del(struct fs_ov *ov, struct fs_ov_reader *r)
 	}
 	file_put_locked(ov, r->succ);
 	pthread_mutex_unlock(&ov->lock);
+	free(r->path);
 	free(r);
 }
 
@@ -1384,6 +1439,7 @@ void fs_ov_applied(struct fs_ov *ov, uint64_t seq,
                    const struct cache_jnl_op *op,
                    bool (*shown)(void *arg, const char *path), void *arg)
 {
+	struct fs_ov_reader *r;
 	struct ov_ent *e, **p;
 	size_t flen;
 
@@ -1392,8 +1448,19 @@ void fs_ov_applied(struct fs_ov *ov, uint64_t seq,
 	seq_done(ov, op->path2, seq);
 	switch (op->kind) {
 	case CACHE_JNL_RENAME:
-		/* The origin has from at to now: origins under from move. */
+		/* The origin has from at to now: origins under from move,
+		 * and so do the origin files handles read. */
 		flen = strlen(op->path);
+		for (r = ov->readers; r; r = r->next) {
+			if (under(r->path, op->path)) {
+				char *np = join(op->path2, r->path + flen);
+
+				if (np) {
+					free(r->path);
+					r->path = np;
+				}
+			}
+		}
 		for (e = ov->ents; e; e = e->next) {
 			if (e->origin && under(e->origin, op->path)) {
 				char *np = join(op->path2, e->origin + flen);
@@ -1455,6 +1522,23 @@ void fs_ov_applied(struct fs_ov *ov, uint64_t seq,
 		break;
 	default:
 		break;
+	}
+	if (ov->fly_from)
+		fly_clear(ov);
+	pthread_mutex_unlock(&ov->lock);
+}
+
+void fs_ov_applying(struct fs_ov *ov, const struct cache_jnl_op *op)
+{
+	pthread_mutex_lock(&ov->lock);
+	if (ov->fly_from)
+		fly_clear(ov);
+	if (op && op->kind == CACHE_JNL_RENAME && op->path2) {
+		ov->fly_from = strdup(op->path);
+		ov->fly_to = strdup(op->path2);
+		if (!ov->fly_from || !ov->fly_to)
+			fly_clear(ov);  /* no waits then: as before */
+		ov->fly_thread = pthread_self();
 	}
 	pthread_mutex_unlock(&ov->lock);
 }

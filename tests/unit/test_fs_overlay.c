@@ -1,6 +1,7 @@
 /* fs/overlay.c without a mount: the pending namespace over a real write
  * journal in a temporary folder, its journal ops, and its replay. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -251,6 +252,73 @@ static void test_reader_follows_under_renamed_folder(void)
 	cache_jnl_close(j);
 }
 
+struct stat_arg {
+	struct fs_ov *ov;
+	struct fs_ov_info in;
+	int rc;
+	volatile int done;
+};
+
+static void *stat_thread(void *arg)
+{
+	struct stat_arg *a = arg;
+
+	a->rc = fs_ov_stat(a->ov, "/g/x", &a->in);
+	a->done = 1;
+	return NULL;
+}
+
+/* The writeback thread replays a RENAME: the origin moves before the
+ * entries say so.  A lookup meanwhile waits for it rather than resolve to
+ * the old origin path; handles reading an origin file under it move too. */
+static void test_rename_in_flight(void)
+{
+	struct cache_jnl *j = jopen();
+	struct fs_ov *ov = NULL;
+	struct fs_ov_file *f = NULL, *now;
+	struct fs_ov_reader *r;
+	struct xfer_attr base = { .mode = S_IFREG | 0644, .size = 0 };
+	struct upto u = { NULL, j, 0 };
+	struct stat_arg sa;
+	struct cache_jnl_op op = {
+		.kind = CACHE_JNL_RENAME, .path = "/f", .path2 = "/g",
+	};
+	pthread_t t;
+
+	CHECK_OK(fs_ov_init(&ov, j));
+	u.ov = ov;
+	upload(&u);
+	CHECK_OK(fs_ov_rename(ov, "/f", "/g", true, false, 0, 0));
+	r = fs_ov_reader_add(ov, "/f/x");
+	CHECK(r != NULL);
+	memset(&sa, 0, sizeof(sa));
+	sa.ov = ov;
+	fs_ov_applying(ov, &op);
+	CHECK(pthread_create(&t, NULL, stat_thread, &sa) == 0);
+	usleep(100 * 1000);
+	CHECK(!sa.done);        /* waiting for the RENAME */
+	upload(&u);             /* fs_ov_applied of the RENAME */
+	pthread_join(t, NULL);
+	CHECK_OK(sa.rc);
+	CHECK_STR(sa.in.origin, "/g/x");
+	/* The reader of /f/x reads /g/x now, and follows a writer of it. */
+	CHECK_OK(fs_ov_open_write(ov, "/g/x", false, false, false, 0644, 0, 0,
+	                          &base, fill_nothing, NULL, &f));
+	now = fs_ov_reader_now(ov, r);
+	CHECK(now == f);
+	if (now)
+		fs_ov_file_put(ov, now);
+	CHECK_OK(fs_ov_close_write(ov, f, false));
+	fs_ov_file_put(ov, f);
+	fs_ov_reader_del(ov, r);
+	/* A RENAME that failed at the origin releases the waiters too. */
+	fs_ov_applying(ov, &op);
+	fs_ov_applying(ov, NULL);
+	CHECK_OK(fs_ov_stat(ov, "/g/y", &sa.in));
+	fs_ov_destroy(ov);
+	cache_jnl_close(j);
+}
+
 int main(void)
 {
 	char cmd[300];
@@ -261,6 +329,7 @@ int main(void)
 	RUN(test_unlink_open_file);
 	RUN(test_new_folder_renamed_before_upload);
 	RUN(test_reader_follows_under_renamed_folder);
+	RUN(test_rename_in_flight);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
 		return 1;
