@@ -15,6 +15,11 @@ upload, it must equal the reference.
   DMSFS_SEED       the seed (default: random; printed on failure)
   DMSFS_WRITE_LOCAL=1  the "mount" is a second local folder: debugs the
                    harness itself without dmsfs
+  DMSFS_DIFF_SHRINK=diff-history.txt  (test_shrink_a_failing_history)
+                   replays the history a failure saved and shrinks it to
+                   a short failing sequence (DMSFS_DIFF_PROTO=gridftp for
+                   GridFTP); shrunk sequences go into REGRESSIONS, which
+                   run on every backend
 
 Needs root, FUSE, nginx and build/dmsfs (not with DMSFS_WRITE_LOCAL).
 """
@@ -414,11 +419,6 @@ def diff_env(request, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 8: DMSFS_SEED=1438678612, 724850967, 859290286 (rename onto a "
-    "non-empty folder "
-    "succeeds), 752974135 (a/z missing): overlay entries under folders "
-    "renamed more than once before upload still go early"))
 def test_random_ops_match_a_local_folder(diff_env, seed):
     wm, ref, nops = diff_env
     d = Diff(seed, wm, ref)
@@ -451,12 +451,15 @@ def test_harness_finds_a_difference(tmp_path):
 REGRESSIONS = {
     # A folder made here and renamed before its MKDIR reached the origin:
     # the MKDIR must give the renamed entry its origin folder, else what
-    # is made in it later vanishes once uploaded (seed 724850967).
+    # is made in it later vanishes once uploaded (seed 724850967) and the
+    # folder looks empty to a rename onto it (seed 1438678612).
     "mkdir-renamed-before-upload": [
         "mkdir b", "rename b c", "mkdir c/y", "upload", "stat c/y",
         "listdir c", "open c/y w+t #1", "rename c a", "upload",
         "stat a/y", "open a/y/v w+c #2", "write #2 off=10 len=100",
-        "close #2", "upload", "listdir a/y"],
+        "close #2", "upload", "listdir a/y", "mkdir w", "rename w a",
+        "rename w a/y", "rmdir a"],
+    # The same across a remount: the replayed MKDIR keeps its seq.
     "file-in-renamed-new-folder-across-remount": [
         "mkdir a", "open a/z w+c #1", "rename a y", "remount",
         "rename y w", "stat w/z", "upload"],
