@@ -319,6 +319,128 @@ static void test_rename_in_flight(void)
 	cache_jnl_close(j);
 }
 
+static int names_sorted(const struct fs_dir *d)
+{
+	size_t i;
+
+	for (i = 1; d && i < d->count; i++)
+		if (strcmp(d->ents[i - 1].name, d->ents[i].name) >= 0)
+			return 0;
+	return 1;
+}
+
+static size_t merged(struct fs_ov *ov, const char *path)
+{
+	struct fs_dir *d = NULL;
+	size_t n;
+
+	CHECK_OK(fs_ov_merge(ov, path, NULL, 0, &d));
+	if (!d)
+		return (size_t)-1;
+	n = d->count;
+	CHECK(names_sorted(d));
+	fs_dir_put(d);
+	return n;
+}
+
+/* 20,000 pending entries (what a cp -r of a big tree leaves before upload):
+ * the indexes answer lookups, listings and renames of a folder with
+ * thousands of children as the list did. */
+static void test_many_entries(void)
+{
+	enum { DIRS = 100, SUBS = 190, FILES = 10 };
+	struct cache_jnl *j = jopen();
+	struct fs_ov *ov = NULL;
+	struct fs_ov_file *f = NULL;
+	struct fs_ov_info in;
+	struct upto u = { NULL, j, 0 };
+	char p[256];
+	size_t n0;
+	int i, k;
+
+	CHECK_OK(fs_ov_init(&ov, j));
+	u.ov = ov;
+	upload(&u);
+	n0 = fs_ov_count(ov);
+	CHECK_OK(fs_ov_mkdir(ov, "/big", 0755, 0, 0));
+	for (i = 0; i < DIRS; i++) {
+		snprintf(p, sizeof(p), "/big/d%d", i);
+		CHECK_OK(fs_ov_mkdir(ov, p, 0755, 0, 0));
+		for (k = 0; k < SUBS; k++) {
+			snprintf(p, sizeof(p), "/big/d%d/s%d", i, k);
+			CHECK_OK(fs_ov_mkdir(ov, p, 0755, 0, 0));
+		}
+		for (k = 0; k < FILES; k++) {
+			snprintf(p, sizeof(p), "/big/d%d/f%d", i, k);
+			CHECK_OK(fs_ov_open_write(ov, p, true, true, false, 0644,
+			                          0, 0, NULL, NULL, NULL, &f));
+			CHECK_OK(fs_ov_pwrite(ov, f, p, strlen(p), 0));
+			CHECK_OK(fs_ov_close_write(ov, f, false));
+			fs_ov_file_put(ov, f);
+		}
+	}
+	CHECK(fs_ov_count(ov) == n0 + 1 + DIRS * (1 + SUBS + FILES));
+	CHECK(merged(ov, "/big") == DIRS);
+	CHECK(merged(ov, "/big/d42") == SUBS + FILES);
+	CHECK_OK(fs_ov_stat(ov, "/big/d42/s7", &in));
+	CHECK(in.is_dir && in.pending);
+	CHECK_ERR(fs_ov_stat(ov, "/big/d42/s7/x", &in), -ENOENT);
+	CHECK_OK(fs_ov_stat(ov, "/big/d42/f3", &in));
+	CHECK(in.file && in.attr.size == strlen("/big/d42/f3"));
+	if (in.file)
+		fs_ov_file_put(ov, in.file);
+	CHECK_ERR(fs_ov_open_write(ov, "/big/d42/f3", true, true, false, 0644,
+	                           0, 0, NULL, NULL, NULL,
+	                           &(struct fs_ov_file *){ 0 }), -EEXIST);
+	CHECK_ERR(fs_ov_rmdir(ov, "/big/d42", NULL, 0, 0), -ENOTEMPTY);
+	CHECK_OK(fs_ov_rmdir(ov, "/big/d42/s7", NULL, 0, 0));
+	CHECK(merged(ov, "/big/d42") == SUBS + FILES - 1);
+	CHECK_OK(fs_ov_unlink(ov, "/big/d42/f3", &in, NULL, 0, 0));
+	CHECK(merged(ov, "/big/d42") == SUBS + FILES - 2);
+
+	/* The whole tree renamed: every child follows, nothing is left. */
+	CHECK_OK(fs_ov_rename(ov, "/big", "/huge", true, false, 0, 0));
+	CHECK_ERR(fs_ov_stat(ov, "/big/d5/s7", &in), -ENOENT);
+	CHECK_OK(fs_ov_stat(ov, "/huge/d5/s7", &in));
+	CHECK(in.is_dir);
+	CHECK_OK(fs_ov_stat(ov, "/huge/d5/f9", &in));
+	CHECK(in.file != NULL);
+	if (in.file) {
+		char *fp = fs_ov_file_path(ov, in.file);
+
+		CHECK(fp && !strcmp(fp, "/huge/d5/f9"));
+		free(fp);
+		fs_ov_file_put(ov, in.file);
+	}
+	CHECK(merged(ov, "/big") == 0);
+	CHECK(merged(ov, "/huge") == DIRS);
+	CHECK(merged(ov, "/huge/d42") == SUBS + FILES - 2);
+	/* One folder with its 200 children out of it, onto a new name. */
+	CHECK_OK(fs_ov_rename(ov, "/huge/d7", "/other", true, false, 0, 0));
+	CHECK(merged(ov, "/huge") == DIRS - 1);
+	CHECK(merged(ov, "/other") == SUBS + FILES);
+	CHECK_ERR(fs_ov_stat(ov, "/other/s3/x", &in), -ENOENT);
+	/* A folder replaced by a rename onto it: its children go. */
+	CHECK_OK(fs_ov_rmdir(ov, "/huge/d8/s0", NULL, 0, 0));
+	CHECK_OK(fs_ov_rename(ov, "/huge/d9/s0", "/huge/d8/s1", true, true,
+	                      0, 0));
+	CHECK(merged(ov, "/huge/d8") == SUBS + FILES - 1);
+	CHECK(merged(ov, "/huge/d9") == SUBS + FILES - 1);
+
+	/* Everything reaches the origin: the folders become the origin's. */
+	upload(&u);
+	CHECK_OK(fs_ov_stat(ov, "/other/s3/x", &in));
+	CHECK_STR(in.origin, "/other/s3/x");
+	CHECK_OK(fs_ov_stat(ov, "/huge/d8/s1/y", &in));
+	CHECK_STR(in.origin, "/huge/d8/s1/y");
+	/* What is left are the files whose upload the test does not make
+	 * (fs_ov_uploaded is the writeback's); deletions that a folder rename
+	 * carried along went when their operations did. */
+	CHECK(fs_ov_count(ov) == (size_t)(DIRS * FILES - 1));
+	fs_ov_destroy(ov);
+	cache_jnl_close(j);
+}
+
 int main(void)
 {
 	char cmd[300];
@@ -330,6 +452,7 @@ int main(void)
 	RUN(test_new_folder_renamed_before_upload);
 	RUN(test_reader_follows_under_renamed_folder);
 	RUN(test_rename_in_flight);
+	RUN(test_many_entries);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
 		return 1;
