@@ -244,6 +244,8 @@ static struct ov_dir *dir_of(struct fs_ov *ov, const char *path)
 	return (struct ov_dir *)map_find(&ov->dirs, path);
 }
 
+static void ent_set_seq(struct fs_ov *ov, struct ov_ent *e, uint64_t seq);
+
 /* Puts e (e->path set) in the indexes.  -ENOMEM: it is in none. */
 static int ent_index(struct fs_ov *ov, struct ov_ent *e)
 {
@@ -278,10 +280,10 @@ static int ent_index(struct fs_ov *ov, struct ov_ent *e)
 	d->kids = e;
 	d->n++;
 	if (e->mkseq) {
-		snprintf(e->skey, sizeof(e->skey), "%" PRIx64, e->mkseq);
-		e->sn.key = e->skey;
-		if (map_add(&ov->by_seq, &e->sn) != 0)
-			e->mkseq = 0;   /* found by path then, as before */
+		uint64_t seq = e->mkseq;
+
+		e->mkseq = 0;
+		ent_set_seq(ov, e, seq);
 	}
 	return 0;
 }
@@ -323,7 +325,9 @@ static int ent_move(struct fs_ov *ov, struct ov_ent *e, char *np)
 	return rc;
 }
 
-/* Sets e's operation seq (0: none), keeping fs_ov.by_seq in step. */
+/* Sets e's operation seq (0: none), keeping fs_ov.by_seq in step.  A
+ * failed insertion leaves none: the entry is then found by path, as
+ * before the index. */
 static void ent_set_seq(struct fs_ov *ov, struct ov_ent *e, uint64_t seq)
 {
 	if (e->mkseq && e->dir)
