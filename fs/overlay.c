@@ -1810,7 +1810,9 @@ void fs_ov_uploaded(struct fs_ov *ov, const char *path, uint64_t file_id,
 	    !e->file->writers) {
 		e->file->uploaded = true;
 		e->file->result = *attr;
-		if (!e->file->held) {
+		/* A handle reading the staged file keeps the entry: a later
+		 * writer of path must write that file, which it then sees. */
+		if (!e->file->held && e->file->refs == 1) {
 			/* Replayed: its staged file goes with the op. */
 			uint32_t mode = e->mode;
 
@@ -1832,7 +1834,9 @@ void fs_ov_settle(struct fs_ov *ov, const char *path,
 
 	pthread_mutex_lock(&ov->lock);
 	e = find(ov, path);
+	/* Not while a handle reads the staged file (see fs_ov_uploaded). */
 	if (e && e->file && e->file->uploaded && !e->file->writers &&
+	    e->file->refs == 1 &&
 	    !e->file->dirty && listed->size == e->file->result.size &&
 	    (listed->mtime == e->file->result.mtime || !e->file->result.mtime)) {
 		uint32_t mode = e->mode;

@@ -31,6 +31,7 @@ import pwd
 import random
 import shutil
 import stat
+import time
 
 import pytest
 
@@ -319,6 +320,10 @@ class Diff:
             self.history.append(("remount",))
             self.wm.remount()
             self.compare_trees("after a remount")
+        elif kind == "sleep":
+            # Lets the writeback work meanwhile (writeback_delay is 1 s).
+            self.history.append((name,))
+            time.sleep(float(w[1]))
         elif kind == "upload":
             self.history.append(("upload",))
             self.check_origin("an upload point")
@@ -473,6 +478,13 @@ REGRESSIONS = {
         "close #2", "rename a y", "open y/z r #3", "open y/z ac #4",
         "ftruncate #4 70000", "read #3 off=65544 len=16",
         "write #4 off=0 len=5", "read #3 off=69990 len=20", "upload"],
+    # A handle reading a pending file across its upload sees what a later
+    # writer of the path writes (soak seed 3100101271, 20,000 ops).
+    "reader-of-uploaded-file": [
+        "open v w+c #1", "write #1 off=0 len=100", "close #1",
+        "open v r #2", "sleep 4", "open v ac #3", "write #3 off=0 len=50",
+        "read #2 off=0 len=200", "close #3", "read #2 off=60 len=200",
+        "close #2", "upload"],
 }
 
 

@@ -319,6 +319,65 @@ static void test_rename_in_flight(void)
 	cache_jnl_close(j);
 }
 
+static int last_write_id(void *arg, uint64_t seq, const struct cache_jnl_op *op)
+{
+	uint64_t *id = arg;
+
+	(void)seq;
+	if (op->kind == CACHE_JNL_WRITE)
+		*id = op->file_id;
+	return 0;
+}
+
+/* A handle reads a pending file that is then uploaded: the entry stays
+ * while the handle is open, so a later writer of the path writes the file
+ * the handle reads (as on a local disk) instead of a new copy. */
+static void test_reader_of_uploaded_file(void)
+{
+	struct cache_jnl *j = jopen();
+	struct fs_ov *ov = NULL;
+	struct fs_ov_file *f = NULL, *w = NULL;
+	struct fs_ov_info in;
+	struct xfer_attr res;
+	struct xfer_attr base = { .mode = S_IFREG | 0644, .size = 3 };
+	struct upto u = { NULL, j, 0 };
+	uint64_t id = 0;
+	char buf[8];
+
+	CHECK_OK(fs_ov_init(&ov, j));
+	u.ov = ov;
+	upload(&u);
+	CHECK_OK(fs_ov_open_write(ov, "/s", true, false, false, 0644, 0, 0,
+	                          NULL, NULL, NULL, &f));
+	CHECK_OK(fs_ov_pwrite(ov, f, "abc", 3, 0));
+	CHECK_OK(fs_ov_close_write(ov, f, false));
+	fs_ov_file_put(ov, f);
+	CHECK_OK(fs_ov_stat(ov, "/s", &in));      /* the reading handle */
+	CHECK(in.file != NULL);
+	if (!in.file)
+		goto out;
+	CHECK_OK(cache_jnl_foreach(j, last_write_id, &id));
+	fs_ov_file_attr(ov, in.file, &res);
+	/* The upload reached the origin and its listing shows it. */
+	fs_ov_uploaded(ov, "/s", id, &res);
+	fs_ov_settle(ov, "/s", &res);
+	CHECK_OK(fs_ov_open_write(ov, "/s", false, false, false, 0644, 0, 0,
+	                          &base, fill_nothing, NULL, &w));
+	CHECK(w == in.file);
+	if (w) {
+		CHECK_OK(fs_ov_pwrite(ov, w, "X", 1, 1));
+		CHECK_OK(fs_ov_close_write(ov, w, false));
+		fs_ov_file_put(ov, w);
+	}
+	CHECK(fs_ov_pread(ov, in.file, buf, sizeof(buf), 0) == 3);
+	CHECK(memcmp(buf, "aXc", 3) == 0);
+	fs_ov_file_put(ov, in.file);
+	upload(&u);
+out:
+	fs_ov_destroy(ov);
+	cache_jnl_close(j);
+}
+
 static int names_sorted(const struct fs_dir *d)
 {
 	size_t i;
@@ -452,6 +511,7 @@ int main(void)
 	RUN(test_new_folder_renamed_before_upload);
 	RUN(test_reader_follows_under_renamed_folder);
 	RUN(test_rename_in_flight);
+	RUN(test_reader_of_uploaded_file);
 	RUN(test_many_entries);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (system(cmd) != 0)
