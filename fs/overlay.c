@@ -61,7 +61,7 @@ struct fs_ov_file {
 struct ov_dir;
 
 struct ov_ent {
-	struct ov_hnode hn;      /* in fs_ov.ents_by_path, key path */
+	struct ov_hnode hn;      /* in fs_ov.by_path, key path */
 	struct ov_ent *prev, *next;   /* fs_ov.ents */
 	struct ov_ent *sprev, *snext; /* dir->kids */
 	struct ov_dir *dir;      /* the node of the parent folder */
@@ -143,6 +143,11 @@ static bool under(const char *path, const char *prefix)
 }
 
 /* ---- index ---- */
+
+/* find() and friends cast a node to what holds it. */
+_Static_assert(offsetof(struct ov_ent, hn) == 0, "hn first in ov_ent");
+_Static_assert(offsetof(struct ov_dir, hn) == 0, "hn first in ov_dir");
+_Static_assert(offsetof(struct ov_seq, hn) == 0, "hn first in ov_seq");
 
 /* FNV-1a, 64 bits: paths are short and trusted (the mount's own). */
 static uint64_t hash_n(const char *s, size_t n)
