@@ -115,6 +115,11 @@ bool fs_ov_read_under(struct fs_ov *ov, const char *path);
 /* ---- for the writeback thread ---- */
 /* Whether a WRITE of path may go now: no handle is writing it. */
 bool fs_ov_quiet(struct fs_ov *ov, const char *path);
+/* The writeback thread starts replaying op at the origin (NULL: it gave up
+ * on the last one; fs_ov_applied ends it too).  While a RENAME is in
+ * flight, lookups whose origin path it moves wait for it (bounded), since
+ * the origin may have moved before the entries say so. */
+void fs_ov_applying(struct fs_ov *ov, const struct cache_jnl_op *op);
 /* The operation seq on path/path2 reached the origin: renames settle their
  * origin paths, deletions are forgotten, directories become the origin's. */
 /* shown(arg, path): whether the origin's listing shows path now (an entry

@@ -191,8 +191,12 @@ static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 		rc = fs_exports_route(wb->c.exports, op->path2, &r2);
 		if (rc == 0 && (r2.kind != FS_ROUTE_SOURCE || r2.xfer != r.xfer))
 			rc = -EXDEV;
-		if (rc == 0)
+		if (rc == 0) {
+			fs_ov_applying(wb->c.ov, op);
 			rc = xfer_rename(r.xfer, r.inner, r2.inner, 1, NULL);
+			if (rc < 0)
+				fs_ov_applying(wb->c.ov, NULL);
+		}
 		if (rc == 0) {
 			relist(wb, op->path2, true, false);
 			if (wb->c.meta) {
