@@ -709,8 +709,11 @@ class PassthroughLL(FS):
             raise StepError("cannot build passthrough_ll: %s" % r.stderr.strip()[-200:])
         self.bin = binp
 
+    source = None  # wbench.py: a local folder to write into
+
     def argv(self, cache):
-        return [self.bin, "-f", "-o", "source=%s,cache=always" % self.b.origin.data, self.mnt]
+        return [self.bin, "-f", "-o", "source=%s,cache=always" % (self.source or self.b.origin.data),
+                self.mnt]
 
 
 # --------------------------------------------------------------------------
@@ -1308,7 +1311,8 @@ class Bench:
             self.run_wan()
         if "write" in self.sel:
             import wbench
-            self.write = wbench.WriteBench(self, StepError, run_timed, Dmsfs, Rclone, log)
+            self.write = wbench.WriteBench(self, StepError, run_timed, Dmsfs, Rclone, log,
+                                           PassthroughLL)
             self.write.run()
 
 
@@ -1701,8 +1705,8 @@ def main():
                     help="dmsfs-acl: rules in the generated file (default 1000)")
     ap.add_argument("--write-rounds", type=int, default=3,
                     help="write: interleaved rounds of local / dmsfs / rclone / curl (default 3)")
-    ap.add_argument("--write-fs", default="local,dmsfs,rclone,curl",
-                    help="write: which of local,dmsfs,rclone,curl to run (default all)")
+    ap.add_argument("--write-fs", default="local,fuse,dmsfs,rclone,curl",
+                    help="write: which of local,fuse,dmsfs,rclone,curl to run (default all)")
     ap.add_argument("--no-hwm", action="store_true",
                     help="write: skip the 10 GiB memory check")
     ap.add_argument("--strict", action="store_true", help="exit 1 if any target is MISS")

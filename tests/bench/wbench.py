@@ -9,7 +9,8 @@ Into a writable folder of the bench's nginx WebDAV origin (location
   * one file the size of big.bin (1 GiB; 256 MiB --quick) written with
     `dd bs=1M conv=fsync` (write + fsync);
 
-on local disk (a folder next to the origin), dmsfs (-o rw, URL form, its
+on local disk (a folder next to the origin), libfuse's passthrough_ll over
+such a folder (the FUSE round-trip ceiling, INFO only), dmsfs (-o rw, URL form, its
 own cache per round) and `rclone mount --vfs-cache-mode full
 --vfs-write-back 0s` (rclone's quickest way to the origin), plus `curl -T`
 of the same big file.  For each workload two times are taken: "return"
@@ -109,7 +110,8 @@ def ratios(xs, ys, f):
 
 
 class WriteBench:
-    def __init__(self, b, step_error, run_timed, dmsfs_cls, rclone_cls, log):
+    def __init__(self, b, step_error, run_timed, dmsfs_cls, rclone_cls, log, pll_cls=None):
+        self.Pll = pll_cls
         self.b = b
         self.StepError = step_error
         self.run_timed = run_timed
@@ -191,6 +193,16 @@ class WriteBench:
             shutil.rmtree(self.local_root, ignore_errors=True)
             os.makedirs(dest)
             odir = dest
+        elif kind == "fuse":
+            # The FUSE round-trip ceiling: passthrough_ll over a local folder.
+            odir = os.path.join(self.local_root, label)
+            shutil.rmtree(self.local_root, ignore_errors=True)
+            os.makedirs(odir)
+            fs = self.Pll(b, label="wfuse")
+            fs.build()
+            fs.source = odir
+            fs.mount(None)
+            dest = fs.mnt
         else:
             odir = self.origin_dir(label)
             if kind == "dmsfs":
@@ -227,8 +239,9 @@ class WriteBench:
                     fs.kill()
                 if fs.rss_peaks:
                     r["hwm_MB"] = fs.rss_peaks.get("VmHWM", 0) * 1024 / MB
-                shutil.rmtree(fs.cache, ignore_errors=True)
-            if kind == "local":
+                if fs.cache:
+                    shutil.rmtree(fs.cache, ignore_errors=True)
+            if kind in ("local", "fuse"):
                 shutil.rmtree(self.local_root, ignore_errors=True)
             else:
                 shutil.rmtree(odir, ignore_errors=True)
@@ -255,7 +268,11 @@ class WriteBench:
         label = "hwm"
         self.origin_dir(label)
         fs = self.Dmsfs(b, self.url + label + "/", label="whwm")
-        fs.extra_opts = "rw,writeback_size=%dG" % (count // 1024 + 2)
+        # No upload of it: the file is deleted before writeback_delay, and
+        # nothing is flushed at unmount (a write then unlink still uploads
+        # the whole file, and an upload in flight is not cut short).
+        fs.extra_opts = "rw,writeback_size=%dG,writeback_delay=3600,unmount_flush=0" % (
+            count // 1024 + 2)
         fs.mount(fs.new_cache())
         p = os.path.join(fs.mnt, "zero.bin")
         try:
@@ -286,7 +303,7 @@ class WriteBench:
     def run(self):
         self.log("write workloads: %d rounds, interleaved" % self.b.args.write_rounds)
         self.prepare()
-        kinds = [k for k in ["local", "dmsfs", "rclone", "curl"]
+        kinds = [k for k in ["local", "fuse", "dmsfs", "rclone", "curl"]
                  if k in self.b.args.write_fs.split(",")]
         for rnd in range(self.b.args.write_rounds):
             order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
@@ -371,21 +388,31 @@ class WriteBench:
                  "conv=fsync" % (len(self.cp_sizes), sum(self.cp_sizes.values()) / MiB,
                                  len(self.tar_sizes), sum(self.tar_sizes.values()) / MiB,
                                  o.spec["big_size"] // MiB))
-        f = "  %-22s%-20s%-20s%-20s%-12s"
-        L.append(f % ("", "local disk", "dmsfs", "rclone", "curl -T"))
+        f = "  %-22s%-12s%-16s%-20s%-20s%-12s"
+        L.append(f % ("", "local disk", "FUSE ceiling", "dmsfs", "rclone", "curl -T"))
 
         def cell(kind, w):
             a = [x for x in self.col(kind, w + "_ret") if x]
             b = [x for x in self.col(kind, w + "_origin") if x]
             if not a:
                 return "-"
-            if kind in ("local", "curl"):
+            if kind in ("local", "curl", "fuse"):
                 return "%.2f" % statistics.median(a)
             return "%.2f / %.2f" % (statistics.median(a), statistics.median(b)) if b else \
                 "%.2f / -" % statistics.median(a)
         for w, title in WORKLOADS:
-            L.append(f % (title, cell("local", w), cell("dmsfs", w), cell("rclone", w),
+            L.append(f % (title, cell("local", w), cell("fuse", w), cell("dmsfs", w), cell("rclone", w),
                           cell("curl", w) if w == "big" else ""))
+        for w, title in WORKLOADS:
+            rs = ratios(self.col("dmsfs", w + "_ret"), self.col("fuse", w + "_ret"),
+                        lambda a, b: a / b)
+            rl = ratios(self.col("fuse", w + "_ret"), self.col("local", w + "_ret"),
+                        lambda a, b: a / b)
+            if rs and rl:
+                L.append("  INFO %-18s return: dmsfs / FUSE ceiling %.2f (%.2f-%.2f); FUSE "
+                         "ceiling / local %.2f (%.2f-%.2f)" % (
+                             title, statistics.median(rs), min(rs), max(rs),
+                             statistics.median(rl), min(rl), max(rl)))
         hw = [x for x in self.col("dmsfs", "hwm_MB") if x]
         if hw:
             L.append("  dmsfs VmHWM during the rounds: max %.0f MB" % max(hw))
