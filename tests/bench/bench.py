@@ -652,6 +652,7 @@ class Dmsfs(FS):
         self.url = url
         self.acl_file = acl_file
         self.extra_opts = ""  # wbench.py: rw, writeback_size=...
+        self.bin = None       # wbench.py --write-baseline: another build
 
     def argv(self, cache):
         opts = ["cache_dir=" + cache]
@@ -661,7 +662,7 @@ class Dmsfs(FS):
             opts.append("acl=" + self.acl_file)
         if self.b.args.dmsfs_opts:
             opts.append(self.b.args.dmsfs_opts)
-        argv = [self.b.dmsfs_bin, "-f", "-o", ",".join(opts), self.url, self.mnt]
+        argv = [self.bin or self.b.dmsfs_bin, "-f", "-o", ",".join(opts), self.url, self.mnt]
         return argv
 
 
@@ -1707,6 +1708,9 @@ def main():
                     help="write: interleaved rounds of local / dmsfs / rclone / curl (default 3)")
     ap.add_argument("--write-fs", default="local,fuse,dmsfs,rclone,curl",
                     help="write: which of local,fuse,dmsfs,rclone,curl to run (default all)")
+    ap.add_argument("--write-baseline", default="",
+                    help="write: also run this dmsfs binary (e.g. a build before a change) "
+                         "interleaved, as 'base', and print dmsfs / base")
     ap.add_argument("--no-hwm", action="store_true",
                     help="write: skip the 10 GiB memory check")
     ap.add_argument("--strict", action="store_true", help="exit 1 if any target is MISS")

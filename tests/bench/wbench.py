@@ -155,7 +155,7 @@ class WriteBench:
     def sync(self, kind, fs, dest, odir, expect):
         """Blocks until everything under dest is at the origin folder odir."""
         b = self.b
-        if kind == "dmsfs":
+        if kind in ("dmsfs", "base"):
             dt, rc, so, se = self.run_timed([b.dmsctl, "sync", "-t", str(int(b.t(1200))), dest],
                                             b.t(1300), fs)
             if rc != 0:
@@ -205,9 +205,11 @@ class WriteBench:
             dest = fs.mnt
         else:
             odir = self.origin_dir(label)
-            if kind == "dmsfs":
+            if kind in ("dmsfs", "base"):
                 fs = self.Dmsfs(b, self.url + label + "/", label="w" + kind)
                 fs.extra_opts = "rw"
+                if kind == "base":
+                    fs.bin = os.path.abspath(b.args.write_baseline)
             else:
                 fs = self.Rclone(b, label="w" + kind)
                 fs.write_url = self.url + label + "/"
@@ -305,6 +307,8 @@ class WriteBench:
         self.prepare()
         kinds = [k for k in ["local", "fuse", "dmsfs", "rclone", "curl"]
                  if k in self.b.args.write_fs.split(",")]
+        if self.b.args.write_baseline:
+            kinds.insert(kinds.index("dmsfs") if "dmsfs" in kinds else 0, "base")
         for rnd in range(self.b.args.write_rounds):
             order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
             row = {}
@@ -413,6 +417,18 @@ class WriteBench:
                          "ceiling / local %.2f (%.2f-%.2f)" % (
                              title, statistics.median(rs), min(rs), max(rs),
                              statistics.median(rl), min(rl), max(rl)))
+        if self.b.args.write_baseline:
+            L.append("  this build (dmsfs) against --write-baseline %s (base), per-round ratios:" %
+                     self.b.args.write_baseline)
+            for w, title in WORKLOADS:
+                for m, mt in (("_ret", "return"), ("_origin", "at origin")):
+                    rs = ratios(self.col("dmsfs", w + m), self.col("base", w + m),
+                                lambda a, b: a / b)
+                    if rs:
+                        L.append("    %-22s %-10s dmsfs / base %.2f (min %.2f, max %.2f, n=%d); "
+                                 "base median %.2fs" % (
+                                     title, mt, statistics.median(rs), min(rs), max(rs), len(rs),
+                                     statistics.median([x for x in self.col("base", w + m) if x])))
         hw = [x for x in self.col("dmsfs", "hwm_MB") if x]
         if hw:
             L.append("  dmsfs VmHWM during the rounds: max %.0f MB" % max(hw))
