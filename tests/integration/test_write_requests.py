@@ -62,6 +62,12 @@ def test_uploads_into_one_folder_list_it_once_per_batch(dav, tmp_path, nfiles):
         # One listing per batch of up to 256 uploads, plus slack for a
         # pass that stopped early; not one per upload.
         assert lists <= 4, "folder listed %d times for %d uploads" % (lists, nfiles)
+        # A new file: one stat before the bytes go (a conflict costs no
+        # upload) and one for the result; the move itself refuses an
+        # existing name, so no stat in between.
+        stats = sum(1 for m, p, *_ in accesslog.entries(ng)
+                    if m == "PROPFIND" and p == "/home/d/f000")
+        assert stats <= 2, [e for e in accesslog.entries(ng) if "f000" in e[1]]
         for name, data in want.items():
             with open(os.path.join(home, "d", name), "rb") as f:
                 assert f.read() == data, name
