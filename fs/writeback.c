@@ -104,6 +104,10 @@ static void settle_flush(struct fs_wb *wb)
 	const struct fs_dirent *e;
 	size_t i;
 
+	/* Expired again: a reader may have fetched the folder while one of
+	 * the uploads still had its temporary there. */
+	if (wb->nsettle && wb->c.meta)
+		fs_meta_expire(wb->c.meta, wb->settle_dir);
 	if (wb->nsettle && wb->c.meta &&
 	    fs_meta_dir(wb->c.meta, wb->settle_dir, &d) == 0) {
 		for (i = 0; i < wb->nsettle; i++) {
