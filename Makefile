@@ -164,9 +164,10 @@ soak: all
 	DMSFS_SOAK_OPS=$(SOAK_OPS) $(PYTHON) -m pytest -p no:cacheprovider -v -s \
 		tests/integration/test_write_diff.py
 
+# BENCH=write (or any --only list of tests/bench/bench.py) runs a part.
 bench: deps
 	$(MAKE) all
-	$(PYTHON) tests/bench/bench.py
+	$(PYTHON) tests/bench/bench.py $(if $(BENCH),--only $(BENCH))
 
 demo: deps
 	$(MAKE) all

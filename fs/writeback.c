@@ -12,6 +12,8 @@
 
 #define BACKOFF_MIN 1
 #define BACKOFF_MAX 60
+/* Uploads whose folder is relisted once for all of them (see settle_add). */
+#define SETTLE_MAX 256
 
 /* Operation flag on a WRITE: it replaces our own earlier upload, so there
  * is no origin version to check (overlay.c sets it). */
@@ -31,6 +33,12 @@ struct fs_wb {
 	int64_t retry_at;
 	int last_err;             /* for logging once per state change */
 	bool blocked;             /* stopped at an op not ready / failed */
+	/* Uploaded files of one folder waiting for its listing (thread-only):
+	 * one relist for a run of uploads instead of one per upload, which
+	 * made uploading n files into a folder cost O(n^2) listed entries. */
+	char *settle_dir;
+	char *settle[SETTLE_MAX];
+	size_t nsettle;
 };
 
 struct put_src {
@@ -82,6 +90,64 @@ static void relist(struct fs_wb *wb, const char *path, bool expire,
 	}
 out:
 	fs_dir_put(d);
+	free(parent);
+}
+
+/* Relists the folder of the uploads waiting in wb->settle and drops the
+ * overlay entries the listing now shows.  Until then those entries keep
+ * showing our bytes (their staged files are held by the overlay), and
+ * the folder's cached listing is already expired, so nothing shows the
+ * old state in between. */
+static void settle_flush(struct fs_wb *wb)
+{
+	struct fs_dir *d = NULL;
+	const struct fs_dirent *e;
+	size_t i;
+
+	/* Expired again: a reader may have fetched the folder while one of
+	 * the uploads still had its temporary there. */
+	if (wb->nsettle && wb->c.meta)
+		fs_meta_expire(wb->c.meta, wb->settle_dir);
+	if (wb->nsettle && wb->c.meta &&
+	    fs_meta_dir(wb->c.meta, wb->settle_dir, &d) == 0) {
+		for (i = 0; i < wb->nsettle; i++) {
+			e = fs_dir_find(d, fs_path_base(wb->settle[i]));
+			if (e)
+				fs_ov_settle(wb->c.ov, wb->settle[i], &e->attr);
+		}
+	}
+	fs_dir_put(d);
+	for (i = 0; i < wb->nsettle; i++)
+		free(wb->settle[i]);
+	wb->nsettle = 0;
+	free(wb->settle_dir);
+	wb->settle_dir = NULL;
+}
+
+/* An upload of path is done: its folder's listing is expired now (a
+ * lookup meanwhile fetches it fresh) and relisted with the next uploads
+ * of the same folder.  Falls back to relisting at once if out of memory. */
+static void settle_add(struct fs_wb *wb, const char *path)
+{
+	char *parent = fs_path_parent(path);
+	char *p = strdup(path);
+
+	if (!parent || !p || !wb->c.meta) {
+		relist(wb, path, true, true);
+		goto out;
+	}
+	if (wb->nsettle && (wb->nsettle == SETTLE_MAX ||
+	                    strcmp(wb->settle_dir, parent) != 0))
+		settle_flush(wb);
+	fs_meta_expire(wb->c.meta, parent);
+	if (!wb->settle_dir) {
+		wb->settle_dir = parent;
+		parent = NULL;
+	}
+	wb->settle[wb->nsettle++] = p;
+	p = NULL;
+out:
+	free(p);
 	free(parent);
 }
 
@@ -157,6 +223,9 @@ static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 	int rc;
 
 	memset(&res, 0, sizeof(res));
+	/* Metadata operations see the listings the uploads before them left. */
+	if (op->kind != CACHE_JNL_WRITE)
+		settle_flush(wb);
 	rc = fs_exports_route(wb->c.exports, op->path, &r);
 	if (rc == 0 && r.kind != FS_ROUTE_SOURCE)
 		rc = -EPERM;
@@ -167,8 +236,9 @@ static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 		rc = do_write(wb, r.xfer, r.inner, op, &res);
 		if (rc == 0) {
 			/* The listing forgets first: a replayed file's
-			 * entry goes at once, and it must then be listed. */
-			relist(wb, op->path, true, false);
+			 * entry goes at once, and it must then be listed
+			 * (settle_add expires it; the next lookup fetches). */
+			settle_add(wb, op->path);
 			fs_ov_uploaded(wb->c.ov, op->path, op->file_id, &res);
 		}
 		break;
@@ -222,8 +292,6 @@ static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 		if (op->kind != CACHE_JNL_WRITE)
 			relist(wb, op->path, true, false);
 		fs_ov_applied(wb->c.ov, seq, op, shown, wb);
-		if (op->kind == CACHE_JNL_WRITE && rc == 0)
-			relist(wb, op->path, false, true);
 	}
 	return rc;
 }
@@ -308,6 +376,7 @@ static void *run(void *arg)
 			wb->blocked = false;
 			if (now_s() >= wb->retry_at || stop)
 				cache_jnl_foreach(wb->c.jnl, step, wb);
+			settle_flush(wb);
 		}
 		cache_jnl_stats(wb->c.jnl, &st);
 		pthread_mutex_lock(&wb->lock);

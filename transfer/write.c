@@ -192,7 +192,10 @@ static int do_put(struct wsrc *s, const struct xfer_wcall *c)
 			drop_temp(s, tmp);
 		goto out;
 	}
-	if (c->expect) {
+	/* A create needs no second stat: its move refuses an existing name
+	 * (WebDAV "Overwrite: F" atomically, GridFTP by its own check), which
+	 * is the same check one request later. */
+	if (c->expect && !create) {
 		rc = check_expect(s, c->path, c->expect, "PUT");
 		if (rc < 0) {
 			drop_temp(s, tmp);

@@ -82,7 +82,8 @@ MB = 1000 * 1000
 PEERS = ["dmsfs", "rclone", "xrootdfs"]
 ACL = ["dmsfs-acl"]
 EXTRAS = ["gridftp", "wan"]
-SELECTABLE = PEERS + ACL + EXTRAS
+WRITE = ["write"]  # tests/bench/wbench.py
+SELECTABLE = PEERS + ACL + EXTRAS + WRITE
 
 T0 = time.monotonic()
 
@@ -423,6 +424,13 @@ http {{
             dav_ext_methods PROPFIND OPTIONS;
             limit_except GET HEAD PROPFIND OPTIONS {{ deny all; }}
         }}
+        # The write workloads' homes (wbench.py); www-data owns the folder.
+        location /whome/ {{
+            dav_methods PUT DELETE MKCOL COPY MOVE;
+            dav_ext_methods PROPFIND OPTIONS;
+            dav_access user:rw group:r all:r;
+            client_max_body_size 0;
+        }}
     }}
 }}
 """.format(mod=DAV_MODULE, d=d, port=port, data=self.data))
@@ -643,24 +651,33 @@ class Dmsfs(FS):
         FS.__init__(self, bench, label)
         self.url = url
         self.acl_file = acl_file
+        self.extra_opts = ""  # wbench.py: rw, writeback_size=...
+        self.bin = None       # wbench.py --write-baseline: another build
 
     def argv(self, cache):
         opts = ["cache_dir=" + cache]
+        if self.extra_opts:
+            opts.append(self.extra_opts)
         if self.acl_file:
             opts.append("acl=" + self.acl_file)
         if self.b.args.dmsfs_opts:
             opts.append(self.b.args.dmsfs_opts)
-        argv = [self.b.dmsfs_bin, "-f", "-o", ",".join(opts), self.url, self.mnt]
+        argv = [self.bin or self.b.dmsfs_bin, "-f", "-o", ",".join(opts), self.url, self.mnt]
         return argv
 
 
 class Rclone(FS):
     name = "rclone"
+    write_url = None  # wbench.py: a writable folder, uploads at once
 
     def argv(self, cache):
         conf = os.path.join(self.b.run, "rclone.conf")
         if not os.path.exists(conf):
             open(conf, "w").close()
+        if self.write_url:
+            return ["rclone", "mount", ":webdav:", self.mnt, "--config", conf,
+                    "--webdav-url", self.write_url, "--vfs-cache-mode", "full",
+                    "--vfs-write-back", "0s", "--cache-dir", cache]
         return ["rclone", "mount", ":webdav:", self.mnt, "--config", conf,
                 "--webdav-url", "http://127.0.0.1:%d/" % self.b.srv.nginx_port,
                 "--vfs-cache-mode", "full", "--cache-dir", cache, "--read-only"]
@@ -693,8 +710,11 @@ class PassthroughLL(FS):
             raise StepError("cannot build passthrough_ll: %s" % r.stderr.strip()[-200:])
         self.bin = binp
 
+    source = None  # wbench.py: a local folder to write into
+
     def argv(self, cache):
-        return [self.bin, "-f", "-o", "source=%s,cache=always" % self.b.origin.data, self.mnt]
+        return [self.bin, "-f", "-o", "source=%s,cache=always" % (self.source or self.b.origin.data),
+                self.mnt]
 
 
 # --------------------------------------------------------------------------
@@ -718,6 +738,9 @@ class Bench:
         self.acl = None     # the ACL overhead section (run_acl)
         self.fio_io = 16 * MiB if args.quick else 64 * MiB
         self.dmsfs_bin = os.path.abspath(args.dmsfs_bin)
+        self.dmsctl = os.path.join(os.path.dirname(self.dmsfs_bin), "dmsctl")
+        self.write = None   # the write section (wbench.WriteBench)
+        self.log = log
 
     def t(self, seconds):
         return seconds * self.args.timeout_scale
@@ -1255,7 +1278,8 @@ class Bench:
                 self.srv.start_xrootd()
             except StepError as e:
                 log("xrootd: %s" % e)
-        self.run_ceilings()
+        if any(s not in WRITE for s in self.sel):
+            self.run_ceilings()
 
         for name in PEERS:
             if name == "dmsfs" and "dmsfs-acl" in self.sel and name not in self.sel:
@@ -1286,6 +1310,11 @@ class Bench:
             self.run_gridftp()
         if "wan" in self.sel:
             self.run_wan()
+        if "write" in self.sel:
+            import wbench
+            self.write = wbench.WriteBench(self, StepError, run_timed, Dmsfs, Rclone, log,
+                                           PassthroughLL)
+            self.write.run()
 
 
 METRICS = ["seq_cold", "seq_hot", "seq_warm", "rand_cold", "rand_warm",
@@ -1675,6 +1704,15 @@ def main():
                     help="dmsfs-acl: rounds of plain / 1,000 rules / 1 rule (default 5)")
     ap.add_argument("--acl-rules", type=int, default=1000,
                     help="dmsfs-acl: rules in the generated file (default 1000)")
+    ap.add_argument("--write-rounds", type=int, default=3,
+                    help="write: interleaved rounds of local / dmsfs / rclone / curl (default 3)")
+    ap.add_argument("--write-fs", default="local,fuse,dmsfs,rclone,curl",
+                    help="write: which of local,fuse,dmsfs,rclone,curl to run (default all)")
+    ap.add_argument("--write-baseline", default="",
+                    help="write: also run this dmsfs binary (e.g. a build before a change) "
+                         "interleaved, as 'base', and print dmsfs / base")
+    ap.add_argument("--no-hwm", action="store_true",
+                    help="write: skip the 10 GiB memory check")
     ap.add_argument("--strict", action="store_true", help="exit 1 if any target is MISS")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -1710,6 +1748,10 @@ def main():
 
     tg = targets(b)
     text = report(b, tg)
+    if b.write is not None and b.write.res["rounds"]:
+        wtg = b.write.targets()
+        text += "\n\n" + "\n".join(b.write.report(wtg))
+        tg = tg + wtg
     print(text)
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     out = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
