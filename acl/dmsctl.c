@@ -586,10 +586,25 @@ static int cmd_sync(int argc, char **argv)
 	return rc;
 }
 
+/* "AGE_S PATH\tOURS": theirs kept at PATH, ours beside it. */
+static void print_conflict(char *line, bool first)
+{
+	char *ours = strchr(line, '\t'), *path;
+	long long age = strtoll(line, &path, 10);
+
+	if (first)
+		printf("conflicts (changed at the origin since read here; theirs "
+		       "kept, ours uploaded beside it):\n");
+	if (ours)
+		*ours++ = '\0';
+	printf("  %lld s ago: %s: ours is %s\n", age, path + (*path == ' '),
+	       ours ? ours : "?");
+}
+
 static int cmd_status(int argc, char **argv)
 {
 	char mnt[PATH_MAX], rel[PATH_MAX], *ans = NULL, *line, *next;
-	size_t len = 0, shown = 0;
+	size_t len = 0, shown = 0, conflicts = 0;
 	FILE *mem = NULL;
 	int rc = 1;
 
@@ -612,6 +627,10 @@ static int cmd_status(int argc, char **argv)
 	for (line = ans; *line; line = next) {
 		next = strchr(line, '\n');
 		*next++ = '\0';
+		if (!strncmp(line, "conflict ", 9)) {
+			print_conflict(line + 9, conflicts++ == 0);
+			continue;
+		}
 		if (!shown++)
 			printf("%-8s %7s %7s %s %s\n", "SEQ", "AGE_S",
 			       "RETRIES", "OPERATION", "PATH  (LAST ERROR)");

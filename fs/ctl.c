@@ -96,6 +96,16 @@ static int visit(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 	return 0;
 }
 
+static void visit_conflict(void *arg, const struct fs_wb_conflict *cf)
+{
+	struct walk *w = arg;
+
+	if (w->uid != 0 && cf->uid != w->uid)
+		return;
+	fprintf(w->out, "conflict %lld %s\t%s\n",
+	        (long long)(time(NULL) - cf->when), cf->path, cf->ours);
+}
+
 /* Writes all of buf, giving up when the caller stops reading for
  * SEND_TIMEOUT_S (SO_SNDTIMEO): one thread serves every caller. */
 static void send_all(int fd, const char *buf, size_t len)
@@ -155,8 +165,10 @@ static void serve(struct fs_ctl *c, int fd)
 		        (unsigned long long)w.bytes,
 		        (unsigned long long)w.uploads, w.err[0] ? w.err : "-");
 	} else if (!strcmp(req, "status")) {
-		if (cache_jnl_foreach(c->jnl, visit, &w) == 0)
+		if (cache_jnl_foreach(c->jnl, visit, &w) == 0) {
+			fs_wb_conflicts(c->wb, visit_conflict, &w);
 			fputs(".\n", w.out);
+		}
 	} else {
 		fputs("error unknown request\n", w.out);
 	}

@@ -16,7 +16,9 @@
  *                      writeback_delay for a few seconds.
  *   "status\n"      -> one line per pending operation,
  *                      "SEQ AGE_S RETRIES KIND PATH[ -> PATH2]\tERROR\n",
- *                      then ".\n". */
+ *                      then one per recent conflict (theirs kept at PATH,
+ *                      ours uploaded as OURS in the same folder),
+ *                      "conflict AGE_S PATH\tOURS\n", then ".\n". */
 #include "common/ctlsock.h"
 
 #define DMS_CTL_LINE_MAX 8192

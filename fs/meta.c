@@ -472,11 +472,20 @@ static bool source_unavailable(int rc)
 	       rc == -ENOMEM || rc == -EFBIG;
 }
 
+/* Uploads in flight (and ones a killed daemon left) are not shown: a
+ * listing fetched while one was running would show its temporary beside
+ * the file being replaced, and a leftover one for ever. */
+static int builder_add_shown(void *arg, const char *name,
+                             const struct xfer_attr *attr)
+{
+	return xfer_is_upload_temp(name) ? 0 : builder_add(arg, name, attr);
+}
+
 static int fetch_dir(struct fs_meta *m, const struct fs_route *r,
                      struct fs_dir **out)
 {
 	struct dir_builder b = { 0 };
-	int rc = xfer_list(r->xfer, r->inner, builder_add, &b);
+	int rc = xfer_list(r->xfer, r->inner, builder_add_shown, &b);
 
 	if (rc) {
 		free(b.ents);

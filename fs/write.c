@@ -41,7 +41,9 @@ static int child_path(struct fs *fs, fuse_req_t req, fuse_ino_t parent,
 	*out = NULL;
 	if (strlen(name) > 255)
 		return -ENAMETOOLONG;
-	if (!name_ok(name))
+	/* A name of the form of dmsfs's upload temporaries would be hidden
+	 * from listings once uploaded. */
+	if (!name_ok(name) || xfer_is_upload_temp(name))
 		return -EINVAL;
 	rc = fs_checked_path(fs, req, parent, 0, c, &dir);
 	if (rc)
@@ -287,6 +289,24 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		fuse_reply_write(req, size);
 }
 
+/* The origin keeps no owners: chown is EPERM, except to the owner and
+ * group already shown (tar and cp -p as root set them on every file). */
+static int same_owner(struct fs *fs, fuse_ino_t ino, const char *path,
+                      const struct stat *want, int to_set)
+{
+	struct fuse_entry_param e;
+	struct xfer_attr a;
+	int rc = fs_path_attr(fs, path, &a);
+
+	if (rc)
+		return rc;
+	fs_fill_entry(fs, ino, path, &a, &e);
+	if (((to_set & FUSE_SET_ATTR_UID) && want->st_uid != e.attr.st_uid) ||
+	    ((to_set & FUSE_SET_ATTR_GID) && want->st_gid != e.attr.st_gid))
+		return -EPERM;
+	return 0;
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
                        int to_set, struct fuse_file_info *fi)
 {
@@ -302,10 +322,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
 	int64_t mtime = INT64_MIN;
 	int rc = 0;
 
-	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
-		rc = -EPERM;
-		goto out;
-	}
 	if (to_set & FUSE_SET_ATTR_MODE)
 		mode = st->st_mode & 07777;
 	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
@@ -317,7 +333,9 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
 		 * name is gone (unlinked or renamed over). */
 		path = fs_ov_file_path(fs->ov, h->ovf);
 		if (!path) {
-			if (to_set & FUSE_SET_ATTR_SIZE)
+			if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+				rc = -EPERM;
+			if (rc == 0 && (to_set & FUSE_SET_ATTR_SIZE))
 				rc = fs_ov_truncate(fs->ov, h->ovf,
 				                    (uint64_t)st->st_size);
 			if (rc == 0)
@@ -337,6 +355,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
 	}
 	if (rc == 0)
 		rc = fs_writable_route(fs, path, &r);
+	if (rc == 0 && (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)))
+		rc = same_owner(fs, ino, path, st, to_set);
 	if (rc)
 		goto out;
 	/* An mtime goes to the origin with the content (WebDAV can set it

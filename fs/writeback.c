@@ -1,5 +1,6 @@
 /* The uploader: see writeback.h. */
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@
 /* Operation flag on a WRITE: it replaces our own earlier upload, so there
  * is no origin version to check (overlay.c sets it). */
 #define WB_CHAINED 1u
+
+#define CONFLICTS_KEPT 64
 
 struct fs_wb {
 	struct fs_wb_conf c;
@@ -39,10 +42,13 @@ struct fs_wb {
 	char *settle_dir;
 	char *settle[SETTLE_MAX];
 	size_t nsettle;
+	/* The last conflicts, for dmsctl status (the log has them all). */
+	struct fs_wb_conflict conflicts[CONFLICTS_KEPT];  /* guarded by lock */
+	unsigned nconflicts;                  /* total so far; lock */
 };
 
 struct put_src {
-	struct cache_jnl *jnl;
+	struct fs_wb *wb;
 	uint64_t file_id, size;
 };
 
@@ -51,15 +57,31 @@ static int64_t now_s(void)
 	return (int64_t)time(NULL);
 }
 
+/* Unmount is waiting and its unmount_flush time is over. */
+static bool flush_over(struct fs_wb *wb)
+{
+	bool over;
+
+	pthread_mutex_lock(&wb->lock);
+	over = wb->stop && now_s() >= wb->flush_until;
+	pthread_mutex_unlock(&wb->lock);
+	return over;
+}
+
+/* An upload still going when unmount_flush runs out is cut here (the
+ * transfer aborts and removes its temporary): unmount must not wait for a
+ * 10 GiB upload.  It stays pending for the next mount. */
 static ssize_t put_read(void *arg, void *buf, size_t cap, uint64_t off)
 {
 	struct put_src *s = arg;
 
+	if (flush_over(s->wb))
+		return -ECANCELED;
 	if (off >= s->size)
 		return 0;
 	if (cap > s->size - off)
 		cap = (size_t)(s->size - off);
-	return cache_jnl_pread(s->jnl, s->file_id, buf, cap, off);
+	return cache_jnl_pread(s->wb->c.jnl, s->file_id, buf, cap, off);
 }
 
 static bool transient(int rc)
@@ -168,12 +190,71 @@ static bool shown(void *arg, const char *path)
 	return yes;
 }
 
+/* inner + suffix into out, the last name cut (at a UTF-8 character
+ * boundary) so that it stays within NAME_MAX: a conflict copy of a long
+ * name must not fail for ever on the origin's name limit. */
+static int conflict_name(const char *inner, const char *suffix, char *out,
+                         size_t cap)
+{
+	const char *base = strrchr(inner, '/') + 1;
+	size_t dlen = (size_t)(base - inner), blen = strlen(base);
+	size_t room = NAME_MAX - strlen(suffix);
+
+	if (blen > room) {
+		blen = room;
+		while (blen > 0 && ((unsigned char)base[blen] & 0xC0) == 0x80)
+			blen--;
+	}
+	if (dlen + blen + strlen(suffix) + 1 > cap)
+		return -ENAMETOOLONG;
+	snprintf(out, cap, "%.*s%.*s%s", (int)dlen, inner, (int)blen, base,
+	         suffix);
+	return 0;
+}
+
+static void note_conflict(struct fs_wb *wb, const struct cache_jnl_op *op,
+                          const char *ours)
+{
+	struct fs_wb_conflict *c;
+
+	pthread_mutex_lock(&wb->lock);
+	c = &wb->conflicts[wb->nconflicts++ % CONFLICTS_KEPT];
+	c->when = now_s();
+	c->uid = op->uid;
+	snprintf(c->path, sizeof(c->path), "%s", op->path);
+	snprintf(c->ours, sizeof(c->ours), "%s", ours);
+	pthread_mutex_unlock(&wb->lock);
+}
+
+void fs_wb_conflicts(struct fs_wb *wb,
+                     void (*fn)(void *arg, const struct fs_wb_conflict *c),
+                     void *arg)
+{
+	struct fs_wb_conflict *copy;
+	unsigned n, first, i;
+
+	if (!wb)
+		return;
+	copy = malloc(sizeof(wb->conflicts));
+	if (!copy)
+		return;
+	pthread_mutex_lock(&wb->lock);
+	n = wb->nconflicts < CONFLICTS_KEPT ? wb->nconflicts : CONFLICTS_KEPT;
+	first = wb->nconflicts - n;
+	for (i = 0; i < n; i++)
+		copy[i] = wb->conflicts[(first + i) % CONFLICTS_KEPT];
+	pthread_mutex_unlock(&wb->lock);
+	for (i = 0; i < n; i++)
+		fn(arg, &copy[i]);
+	free(copy);
+}
+
 static int do_write(struct fs_wb *wb, struct xfer *x, const char *inner,
                     const struct cache_jnl_op *op, struct xfer_attr *res)
 {
-	struct put_src s = { wb->c.jnl, op->file_id, op->size };
+	struct put_src s = { wb, op->file_id, op->size };
 	struct xfer_attr expect;
-	char host[256], name[4096], stamp[32];
+	char host[256], name[4096], stamp[32], suffix[128];
 	const struct xfer_attr *ex = NULL;
 	struct tm tm;
 	time_t t;
@@ -201,14 +282,16 @@ static int do_write(struct fs_wb *wb, struct xfer *x, const char *inner,
 	t = time(NULL);
 	gmtime_r(&t, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm);
-	if (snprintf(name, sizeof(name), "%s.conflict-%s-%s", inner, host,
-	             stamp) >= (int)sizeof(name))
-		return -ENAMETOOLONG;
+	snprintf(suffix, sizeof(suffix), ".conflict-%.64s-%s", host, stamp);
+	rc = conflict_name(inner, suffix, name, sizeof(name));
+	if (rc)
+		return rc;
 	rc = xfer_put(x, name, put_read, &s, op->size, op->mtime_sec, NULL, res);
 	if (rc == 0) {
 		dms_log(LOG_WARNING, "conflict: %s was changed at the origin since "
 		        "this mount read it; theirs kept, ours uploaded as %s",
 		        op->path, name);
+		note_conflict(wb, op, strrchr(name, '/') + 1);
 		relist(wb, op->path, true, false);
 		rc = 1;     /* done, but ours is not at path */
 	}
@@ -345,6 +428,11 @@ static int step(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 		return 0;
 	}
 	cache_jnl_update(wb->c.jnl, seq, strerror(-rc));
+	if (rc == -ECANCELED && flush_over(wb)) {
+		dms_log(LOG_NOTICE, "writeback: %s of %s cut at unmount_flush; "
+		        "kept for the next mount", kind_name(op->kind), op->path);
+		return 1;
+	}
 	/* Every failure keeps the operation (nothing is dropped): an origin
 	 * that is down or full, or one that refuses, may come round. */
 	if (rc != wb->last_err)

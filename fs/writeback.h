@@ -27,6 +27,19 @@ void fs_wb_stop(struct fs_wb *wb, unsigned flush);
 /* dmsctl sync: for the next few seconds uploads do not wait for
  * writeback_delay. */
 void fs_wb_hurry(struct fs_wb *wb);
+/* A file changed at the origin since this mount read it: theirs kept,
+ * ours uploaded beside it as ours (a name in the same folder). */
+struct fs_wb_conflict {
+	int64_t when;
+	uid_t uid;               /* who wrote ours */
+	char path[4096];         /* mount path */
+	char ours[256];
+};
+/* Calls fn for the last conflicts of this mount, oldest first (a copy:
+ * fn may take its time). */
+void fs_wb_conflicts(struct fs_wb *wb,
+                     void (*fn)(void *arg, const struct fs_wb_conflict *c),
+                     void *arg);
 /* Wakes the thread (new operation appended). */
 void fs_wb_kick(struct fs_wb *wb);
 

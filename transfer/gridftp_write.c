@@ -340,11 +340,13 @@ static int put_feed(struct gw *g, struct gw_op *op, struct gw_call *c)
 			             off + n);
 			if (got <= 0 || (size_t)got > want) {
 				c->src_err = got < 0 ? (int)got : -EIO;
-				dms_log(LOG_ERR, "gridftp: STOR %s: reading the "
-				        "upload at %llu: %s", c->url,
-				        (unsigned long long)(off + n),
-				        got < 0 ? strerror((int)-got)
-				                : "source ended early");
+				if (got != -ECANCELED)  /* the caller says why */
+					dms_log(LOG_ERR, "gridftp: STOR %s: "
+					        "reading the upload at %llu: %s",
+					        c->url,
+					        (unsigned long long)(off + n),
+					        got < 0 ? strerror((int)-got)
+					                : "source ended early");
 				rc = c->src_err;
 				goto out;
 			}

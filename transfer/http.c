@@ -483,9 +483,12 @@ static size_t on_read(char *buf, size_t size, size_t nitems, void *arg)
 	got = r->src(r->arg, buf, cap, r->upos);
 	if (got < 0 || got == 0 || (size_t)got > cap) {
 		r->err = got < 0 ? (int)got : -EIO;
-		dms_log(LOG_ERR, "transfer: PUT %s: reading the upload at %"
-		        PRIu64 " of %" PRIu64 ": %s", r->url, r->upos, r->ulen,
-		        got < 0 ? strerror((int)-got) : "source ended early");
+		/* ECANCELED: the caller called it off and says why. */
+		if (got != -ECANCELED)
+			dms_log(LOG_ERR, "transfer: PUT %s: reading the upload "
+			        "at %" PRIu64 " of %" PRIu64 ": %s", r->url,
+			        r->upos, r->ulen, got < 0 ? strerror((int)-got)
+			        : "source ended early");
 		return CURL_READFUNC_ABORT;
 	}
 	r->upos += (uint64_t)got;

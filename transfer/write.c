@@ -113,6 +113,20 @@ static int changing(struct wsrc *s, int rc)
 	return rc;
 }
 
+bool xfer_is_upload_temp(const char *name)
+{
+	size_t n = strlen(name), tag = strlen(WRITE_TMP_TAG), i;
+
+	if (name[0] != '.' || n < 1 + tag + WRITE_TMP_RAND ||
+	    strncmp(name + n - WRITE_TMP_RAND - tag, WRITE_TMP_TAG, tag))
+		return false;
+	for (i = n - WRITE_TMP_RAND; i < n; i++)
+		if (!((name[i] >= '0' && name[i] <= '9') ||
+		      (name[i] >= 'a' && name[i] <= 'f')))
+			return false;
+	return true;
+}
+
 /* "/dir/.NAME.dmsfs-XXXXXXXX" for "/dir/NAME", NAME cut (at a UTF-8
  * character boundary) so that the whole segment fits NAME_MAX. */
 static int temp_path(const char *path, char **out)

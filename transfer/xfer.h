@@ -217,6 +217,10 @@ typedef ssize_t (*xfer_source_fn)(void *arg, void *buf, size_t cap,
  * after the upload, logged once per source if the server refuses).  On
  * success *result (if not NULL) holds the new file's attributes as the origin
  * reports them.  A failed upload removes its temporary where it still can. */
+/* Whether name has the form of xfer_put's temporaries (an upload in
+ * flight, or one a killed daemon left behind). */
+bool xfer_is_upload_temp(const char *name);
+
 int xfer_put(struct xfer *x, const char *path, xfer_source_fn src, void *arg,
              uint64_t len, int64_t mtime, const struct xfer_attr *expect,
              struct xfer_attr *result)

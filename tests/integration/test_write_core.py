@@ -265,6 +265,37 @@ def test_chmod_exec_and_unsupported(rw):
     assert st.f_bavail > 0
 
 
+def test_chown_to_the_shown_owner_only(rw, tmp_path):
+    """The origin keeps no owners: chown to another owner is EPERM, to the
+    one shown is accepted (root's tar -x and cp -p do that on every file)."""
+    root, ng, m = rw
+    p = m.path("c.txt")
+    open(p, "w").write("c\n")
+    st = os.stat(p)
+    os.chown(p, st.st_uid, st.st_gid)
+    os.chown(p, -1, st.st_gid)
+    for uid, gid in ((st.st_uid + 4242, -1), (-1, st.st_gid + 4242)):
+        with pytest.raises(OSError) as e:
+            os.chown(p, uid, gid)
+        assert e.value.errno == errno.EPERM
+    assert (os.stat(p).st_uid, os.stat(p).st_gid) == (st.st_uid, st.st_gid)
+    # root's tar -x keeps owners by default: those of the files it makes
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_bytes(b"tar content\n")
+    os.chown(src / "sub" / "f", st.st_uid, st.st_gid)
+    os.chown(src / "sub", st.st_uid, st.st_gid)
+    os.chown(src, st.st_uid, st.st_gid)
+    tarball = tmp_path / "t.tar"
+    subprocess.run(["tar", "-cf", str(tarball), "-C", str(src), "."],
+                   check=True)
+    os.mkdir(m.path("x"))
+    r = subprocess.run(["tar", "-xf", str(tarball), "-C", m.path("x")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert open(m.path("x", "sub", "f"), "rb").read() == b"tar content\n"
+
+
 def test_kill9_after_fsync_then_remount(origin, mounter, tmp_path):
     root, ng = origin
     m = mounter(ng.url + "/", rw=True, writeback_delay="3600")
@@ -408,6 +439,34 @@ def test_conflict_keeps_theirs(origin, mounter):
     assert (root / names[0]).read_bytes() == b"OURScontent\n"
     assert (root / "old.txt").read_bytes() == b"theirs, changed\n"
     assert "conflict" in m.log()
+    dmsctl = os.path.join(mountlib.ROOT, "build", "dmsctl")
+    st = subprocess.run([dmsctl, "status", m.mountpoint], capture_output=True,
+                        text=True, timeout=60)
+    assert st.returncode == 0, st.stderr
+    assert f"/old.txt: ours is {names[0]}" in st.stdout, st.stdout
+
+
+def test_conflict_copy_of_a_long_name_fits(origin, mounter):
+    """NAME.conflict-HOST-STAMP of a 250-byte (multi-byte UTF-8) NAME is cut
+    to 255 bytes at a character boundary, not refused for ever."""
+    root, ng = origin
+    name = "é" * 125          # 250 bytes
+    (root / name).write_bytes(b"base\n")
+    os.utime(root / name, (1500000000, 1500000000))
+    m = mounter(ng.url + "/", rw=True, writeback_delay="1", meta_ttl="1",
+                expected_errors=(r"(?i)conflict",))
+    with open(m.path(name), "r+b") as f:
+        f.write(b"MINE")
+    (root / name).write_bytes(b"theirs\n")
+    os.utime(root / name, (1600000000, 1600000000))
+
+    def conflict():
+        return [n for n in os.listdir(root) if ".conflict-" in n]
+    got = wait_for(conflict, what="conflict file")
+    assert len(got[0].encode()) <= 255
+    assert got[0].startswith("é") and got[0].encode().decode() == got[0]
+    assert (root / got[0]).read_bytes() == b"MINE\n"
+    assert (root / name).read_bytes() == b"theirs\n"
 
 
 def test_readonly_export_erofs(origin, mounter):
@@ -552,6 +611,42 @@ print(t(lambda: open({ha!r} + "/d/n2.txt", "rb").read()))
 
 
 # ------------------------------------------------ GridFTP round trip
+
+def test_upload_temporaries_are_not_shown(mounter):
+    """.NAME.dmsfs-XXXXXXXX at the origin is an upload in flight or one a
+    killed daemon left: never listed or looked up in the mount, and no one
+    can make such a name through it.  (GridFTP: nginx hides dot-files.)"""
+    import pwd
+    from gridftp_origin import SERVER, GridFTP, make_root
+    if not os.access(SERVER, os.X_OK):
+        pytest.skip("globus-gridftp-server is not installed")
+    root = make_root("write-temps-")
+    pw = pwd.getpwnam("nobody")
+    for n in ("f.txt", ".f.txt.dmsfs-0123abcd", ".dmsfs-x", ".a.dmsfs-0123abcg",
+              ".a.dmsfs-0123abc"):
+        with open(os.path.join(root, n), "wb") as f:
+            f.write(b"x")
+        os.chown(os.path.join(root, n), pw.pw_uid, pw.pw_gid)
+    os.chown(root, pw.pw_uid, pw.pw_gid)
+    g = GridFTP(root).start()
+    try:
+        m = mounter(g.url, rw=True, writeback_delay="1")
+        assert sorted(os.listdir(m.mountpoint)) == sorted(
+            [".a.dmsfs-0123abc", ".a.dmsfs-0123abcg", ".dmsfs-x", "f.txt"])
+        assert not os.path.exists(m.path(".f.txt.dmsfs-0123abcd"))
+        for fn in (lambda: open(m.path(".g.dmsfs-89abcdef"), "wb"),
+                   lambda: os.mkdir(m.path(".d.dmsfs-00000000")),
+                   lambda: os.rename(m.path("f.txt"),
+                                     m.path(".f.dmsfs-0000ffff"))):
+            with pytest.raises(OSError) as e:
+                fn()
+            assert e.value.errno == errno.EINVAL
+        m.umount()
+    finally:
+        g.stop()
+        import shutil
+        shutil.rmtree(root, ignore_errors=True)
+
 
 def test_gridftp_round_trip(mounter):
     import pwd
