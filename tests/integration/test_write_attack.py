@@ -135,3 +135,42 @@ def test_lying_origin_loses_nothing(wmount, tmp_path, fault, kind,
         wm.umount()
     finally:
         fo.stop()
+
+
+# ------------------------------------------- a name taken at the origin
+
+@pytest.fixture
+def dav():
+    from test_home_write import _start_origin, _stop_origin
+    o = _start_origin("webdav")
+    yield o
+    _stop_origin(o)
+
+
+def test_mkdir_onto_an_origin_file_loses_nothing(dav, wmount):
+    """The mount made folder d (its listing did not show d yet); before
+    the MKCOL went out someone made a FILE d at the origin.  MKCOL's 405
+    ("exists") must not count as our folder being there: their file stays
+    as it is, our d/f stays pending and readable in the mount, and the
+    status says why."""
+    wm = wmount(dav.url, dav.home, expected_errors=(
+        r"(?i)mkdir|exists|not a (folder|directory)|pending|retry|kept|"
+        r"left|409|405|upload|conflict",), unmount_flush=3)
+    os.listdir(wm.path())            # the listing is cached: no d
+    dav.put("d", b"their file\n")    # behind the mount's back
+    data = wt.pattern(B + 3, seed=11)
+    os.mkdir(wm.path("d"))
+    write_file(wm.path("d", "f"), data)
+    wait_for(lambda: re.search(r"(?i)mkdir|MKCOL", wm.log()) and
+             "d/f" in status(wm), "the mkdir tried", wm.log)
+    time.sleep(3)    # a few retries of whatever is pending
+    assert dav.read("d") == b"their file\n", "their file was changed"
+    assert read_file(wm.path("d", "f")) == data, \
+        "our pending file is lost from the mount\n" + wm.log()[-3000:]
+    st = status(wm)
+    assert "d/f" in st and re.search(r"(?i)exist|not a dir|folder", st), \
+        f"the status does not say why:\n{st}"
+    wm.umount()
+    wm.start()   # kept for the next mount
+    assert read_file(wm.path("d", "f")) == data
+    wm.failed = True   # it can never be uploaded: no clean unmount
