@@ -9,7 +9,10 @@ that changed is never overwritten.
 
 Needs root, FUSE, nginx and build/dmsfs.
 """
+import errno
+import json
 import os
+import shutil
 import re
 import subprocess
 import time
@@ -174,3 +177,154 @@ def test_mkdir_onto_an_origin_file_loses_nothing(dav, wmount):
     wm.start()   # kept for the next mount
     assert read_file(wm.path("d", "f")) == data
     wm.failed = True   # it can never be uploaded: no clean unmount
+
+
+# ------------------------------------------------- rights, every write op
+
+from test_home_write import users  # noqa: E402,F401  (module fixture)
+from test_acl_mount import ConfigMount  # noqa: E402
+from gridftp_origin import make_root  # noqa: E402
+
+_OPS = r"""
+import json, os, sys
+out = []
+for op in json.loads(sys.argv[1]):
+    kind, p = op[0], op[1]
+    e = 0
+    try:
+        if kind == "open":
+            fl = 0
+            for n in op[2].split("|"):
+                fl |= getattr(os, n)
+            os.close(os.open(p, fl))
+        elif kind == "otrunc":
+            os.close(os.open(p, os.O_RDONLY | os.O_TRUNC))
+        elif kind == "truncate":
+            os.truncate(p, 1)
+        elif kind == "create":
+            os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        elif kind == "mkdir":
+            os.mkdir(p)
+        elif kind == "unlink":
+            os.unlink(p)
+        elif kind == "rmdir":
+            os.rmdir(p)
+        elif kind == "rename":
+            os.rename(p, op[2])
+        elif kind == "chmod":
+            os.chmod(p, 0o600)
+        elif kind == "utime":
+            os.utime(p, (1000000000, 1000000000))
+        elif kind == "touch":
+            os.utime(p, None)
+        elif kind == "read":
+            open(p, "rb").read()
+    except OSError as x:
+        e = x.errno
+    out.append(e)
+print(json.dumps(out))
+"""
+
+
+def ops_as(user, ops):
+    r = subprocess.run(
+        ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}",
+         "--init-groups", "/usr/bin/python3", "-c", _OPS, json.dumps(ops)],
+        capture_output=True, text=True, timeout=120, cwd="/")
+    assert r.returncode == 0, r.stderr
+    return [errno.errorcode.get(e, "ok") if e else "ok"
+            for e in json.loads(r.stdout)]
+
+
+_SHARED_CONFIG = """\
+[cache]
+dir = {cache}
+size = 256M
+block_size = 64K
+
+[acl]
+rules = {rules}
+
+[export shared]
+path = /shared
+source = {url}/shared/
+writable = yes
+"""
+
+
+def test_rights_every_write_op(users, dav, tmp_path):
+    """A user with r/l but not w/i/d/n tries every write operation; one
+    with n but not i renames into a folder; one without d renames over a
+    name.  Every attempt is EACCES (or EPERM), nothing changes in the
+    mount or at the origin.  README "Writable exports", Rights."""
+    a, _ = users
+    sh = os.path.join(dav.root, "shared")
+    for rel, data in [("ro/f.txt", b"ro\n"), ("ro/sub/g.txt", b"g\n"),
+                      ("nd/f.txt", b"nd\n"), ("nd/dir/h.txt", b"h\n"),
+                      ("free/k.txt", b"k\n")]:
+        os.makedirs(os.path.dirname(os.path.join(sh, rel)), exist_ok=True)
+        with open(os.path.join(sh, rel), "wb") as f:
+            f.write(data)
+    os.makedirs(os.path.join(sh, "ro", "empty"))
+    before = wt.snapshot(sh)
+    rules = tmp_path / "authdb"
+    rules.write_text(f"u {a.name} /shared/ro rl /shared/nd rlwn "
+                     "/shared/free a\n")
+    os.chmod(rules, 0o644)
+    conf = tmp_path / "dmsfs.conf"
+    conf.write_text(_SHARED_CONFIG.format(cache=tmp_path / "cache",
+                                          rules=rules, url=dav.server.url))
+    pub = make_root("dmsfs-rmnt-")
+    m = ConfigMount(conf, pub, tmp_path / "dmsfs.log",
+                    {"writeback_delay": 1, "unmount_flush": 10})
+    try:
+        m.start()
+        S = f"{pub}/shared"
+        ro, nd, fr = f"{S}/ro", f"{S}/nd", f"{S}/free"
+        ops = [["open", f"{ro}/f.txt", "O_WRONLY"],
+               ["open", f"{ro}/f.txt", "O_RDWR"],
+               ["open", f"{ro}/f.txt", "O_WRONLY|O_APPEND"],
+               ["otrunc", f"{ro}/f.txt"],
+               ["truncate", f"{ro}/f.txt"],
+               ["create", f"{ro}/new"],
+               ["mkdir", f"{ro}/d"],
+               ["unlink", f"{ro}/f.txt"],
+               ["rmdir", f"{ro}/empty"],
+               ["rmdir", f"{ro}/sub"],
+               ["rename", f"{ro}/f.txt", f"{ro}/f2"],
+               ["rename", f"{ro}/f.txt", f"{fr}/out"],
+               ["rename", f"{ro}/sub", f"{fr}/sub"],
+               ["rename", f"{fr}/k.txt", f"{ro}/k.txt"],
+               ["chmod", f"{ro}/f.txt"],
+               ["utime", f"{ro}/f.txt"],
+               ["touch", f"{ro}/f.txt"],
+               # n but neither i nor d: no new name, no replaced one
+               ["rename", f"{nd}/f.txt", f"{nd}/f2"],
+               ["rename", f"{nd}/f.txt", f"{ro}/f3"],
+               ["rename", f"{fr}/k.txt", f"{nd}/k.txt"],
+               ["rename", f"{fr}/k.txt", f"{nd}/f.txt"],
+               ["unlink", f"{nd}/f.txt"],
+               ["unlink", f"{nd}/dir/h.txt"],
+               ["rmdir", f"{nd}/dir"]]
+        got = ops_as(a, ops)
+        bad = [f"  {o}: {g}" for o, g in zip(ops, got)
+               if g not in ("EACCES", "EPERM")]
+        assert not bad, "allowed or odd:\n" + "\n".join(bad) + \
+            "\n" + m.log()[-2000:]
+        # The free area works (the rules are not just denying all).
+        assert ops_as(a, [["create", f"{fr}/mine"],
+                          ["rename", f"{fr}/mine", f"{fr}/mine2"]]) == \
+            ["ok", "ok"]
+        assert ops_as(a, [["read", f"{ro}/f.txt"]]) == ["ok"]
+        # (dmsctl sync PUB would be the way, but root has no rights
+        # here and dmsctl cannot resolve the path: see the report.)
+        want = dict(before)
+        want["free/mine2"] = ("f", 0, wt.sha(b""))
+        wt.wait_uploaded(sh, want, UPLOAD_TIMEOUT, m.log)
+        time.sleep(3)   # anything wrongly queued would have gone out
+        after = wt.snapshot(sh)
+        assert after == want, "\n".join(wt.diff_trees(after, want))
+        m.umount()
+    finally:
+        m.cleanup()
+        shutil.rmtree(pub, ignore_errors=True)
