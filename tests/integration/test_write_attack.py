@@ -328,3 +328,62 @@ def test_rights_every_write_op(users, dav, tmp_path):
     finally:
         m.cleanup()
         shutil.rmtree(pub, ignore_errors=True)
+
+
+# ---------------------------------------------- the journal's disk fills
+
+def test_full_cache_disk_loses_nothing(dav, wmount, tmp_path):
+    """cache_dir on a small tmpfs: writes past the free space get ENOSPC
+    (never EIO or a short file shown as whole), what was stored before
+    stays byte-exact, and once space is freed everything uploads.
+    README "Write journal", Full."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs",
+                    str(disk)], check=True, timeout=30)
+    try:
+        wm = wmount(dav.url, dav.home, expected_errors=(
+            r"(?i)no space|ENOSPC|full|pending|left",),
+            cache_dir=str(disk / "cache"), cache_size="4M",
+            writeback_delay=3600)
+        first = wt.pattern(4 << 20, seed=1)
+        write_file(wm.path("first.bin"), first)
+        big = wt.pattern(1 << 20, seed=2)
+        fd = os.open(wm.path("big.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
+        written, failure = 0, None
+        try:
+            for _ in range(64):
+                written += os.write(fd, big)
+            os.fsync(fd)
+        except OSError as e:
+            failure = e
+        finally:
+            try:
+                os.close(fd)
+            except OSError as e:
+                failure = failure or e
+        assert failure is not None and failure.errno in (
+            errno.ENOSPC, errno.EDQUOT), \
+            f"64 MiB fit a 24 MiB disk, or a wrong error: {failure!r}"
+        assert read_file(wm.path("first.bin")) == first
+        got = read_file(wm.path("big.bin"))
+        assert len(got) <= written and got == (big * 64)[:len(got)], \
+            "the file that hit the full disk reads wrong bytes"
+        # Small operations still fit (the log's reserve).
+        os.mkdir(wm.path("after"))
+        os.unlink(wm.path("big.bin"))
+        # A deleted file's staged data is freed once its operations
+        # reach the origin (in order): dmsctl sync makes them go now.
+        r = wt.dmsctl("sync", "-t", "90", wm.path())
+        assert r.returncode == 0, r.stdout + r.stderr + wm.log()[-3000:]
+        write_file(wm.path("after", "small"), b"small\n")
+        r = wt.dmsctl("sync", "-t", "90", wm.path())
+        assert r.returncode == 0, r.stdout + r.stderr + wm.log()[-3000:]
+        want = {"first.bin": ("f", len(first), wt.sha(first)),
+                "after": ("d",),
+                "after/small": ("f", 6, wt.sha(b"small\n"))}
+        wt.wait_uploaded(dav.home, want, UPLOAD_TIMEOUT, wm.log)
+        wm.umount()
+    finally:
+        wm.cleanup()
+        subprocess.run(["umount", "-l", str(disk)], timeout=30)
