@@ -219,6 +219,13 @@ for op in json.loads(sys.argv[1]):
             os.utime(p, None)
         elif kind == "read":
             open(p, "rb").read()
+        elif kind == "write_data":
+            with open(p, "wb") as f:
+                f.write(op[2].encode())
+        elif kind == "stat":
+            os.stat(p)
+        elif kind == "list":
+            os.listdir(p)
     except OSError as x:
         e = x.errno
     out.append(e)
@@ -621,3 +628,33 @@ def test_dot_file_survives_remount_on_nginx(dav, wmount):
         assert ".bashrc" in os.listdir(wm.path())
     finally:
         wm.umount()
+
+
+from test_home_write import home_mount  # noqa: E402,F401
+
+
+def test_pending_data_of_another_user_stays_hidden(home_mount, users):
+    """User a's pending file (created 0600, and one 0644) in a's home: b
+    can neither read, stat nor list it, before or after a read it (the
+    kernel's caches are shared), and root without rules cannot either.
+    README "Writable exports" (Local first) and "How rules are enforced"."""
+    a, b = users
+    home = f"{home_mount.mountpoint}/home/{a.name}"
+    assert ops_as(a, [["create", f"{home}/secret"],
+                      ["write_data", f"{home}/secret", "s3cret"],
+                      ["write_data", f"{home}/open", "not so secret"],
+                      ["read", f"{home}/secret"], ["read", f"{home}/open"],
+                      ["stat", f"{home}/secret"], ["list", home]]) == \
+        ["ok"] * 7
+    for who in (b,):
+        got = ops_as(who, [["read", f"{home}/secret"],
+                           ["read", f"{home}/open"],
+                           ["stat", f"{home}/secret"],
+                           ["stat", f"{home}/open"],
+                           ["list", home],
+                           ["open", f"{home}/open", "O_WRONLY"],
+                           ["rename", f"{home}/open",
+                            f"{home_mount.mountpoint}/home/{b.name}/x"]])
+        assert set(got) <= {"EACCES", "EXDEV"}, got
+    with pytest.raises(PermissionError):
+        read_file(f"{home}/open")
