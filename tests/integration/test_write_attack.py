@@ -658,3 +658,54 @@ def test_pending_data_of_another_user_stays_hidden(home_mount, users):
         assert set(got) <= {"EACCES", "EXDEV"}, got
     with pytest.raises(PermissionError):
         read_file(f"{home}/open")
+
+
+def test_writes_racing_with_parent_renames(dav, wmount):
+    """A writer keeps writing through an open fd (and reopening by path
+    where it can) while its folder is renamed back and forth, while the
+    earlier renames upload.  The file's final bytes are exactly what was
+    written, in the mount and at the origin, under the last name."""
+    import threading
+    wm = wmount(dav.url, dav.home)
+    os.makedirs(wm.path("d0", "sub"))
+    chunk = wt.pattern(B + 13, seed=3)
+    fd = os.open(wm.path("d0", "sub", "f"), os.O_WRONLY | os.O_CREAT,
+                 0o644)
+    stop = threading.Event()
+    errors = []
+    total = [0]
+
+    def writer():
+        try:
+            while not stop.is_set():
+                total[0] += os.write(fd, chunk)
+                time.sleep(0.01)
+        except OSError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        cur = "d0"
+        for i in range(1, 12):
+            os.rename(wm.path(cur), wm.path(f"d{i}"))
+            cur = f"d{i}"
+            time.sleep(0.15)
+    finally:
+        stop.set()
+        t.join(60)
+        os.close(fd)
+    assert not errors, errors
+    n = total[0] // len(chunk)
+    want = chunk * n
+    assert total[0] == len(want)
+    assert read_file(wm.path(cur, "sub", "f")) == want
+    r = wt.dmsctl("sync", "-t", "120", wm.path())
+    assert r.returncode == 0, r.stdout + r.stderr + wm.log()[-3000:]
+    wt.wait_uploaded(dav.home, {cur: ("d",), f"{cur}/sub": ("d",),
+                                f"{cur}/sub/f": ("f", len(want),
+                                                 wt.sha(want))},
+                     UPLOAD_TIMEOUT, wm.log)
+    wm.remount()
+    assert read_file(wm.path(cur, "sub", "f")) == want
+    wm.umount()
