@@ -709,3 +709,65 @@ def test_writes_racing_with_parent_renames(dav, wmount):
     wm.remount()
     assert read_file(wm.path(cur, "sub", "f")) == want
     wm.umount()
+
+
+@pytest.mark.parametrize("damage", ["ops_symlink", "ops_deleted",
+                                    "ops_truncated", "data_symlink"])
+def test_journal_tampered_between_mounts(dav, wmount, tmp_path, damage):
+    """An unlucky admin between two mounts: the journal's log replaced by
+    a symlink (to a file that would parse), deleted, or cut in the
+    middle of a record; a staged file replaced by a symlink.  The next
+    mount refuses to start (naming the file) or starts without using
+    what it cannot trust; it never follows a link nor uploads bytes that
+    were not written.  README "Write journal"."""
+    wm = wmount(dav.url, dav.home, expected_errors=(
+        r"(?i)journal|symlink|link|refus|set aside|torn|lost|missing|"
+        r"pending|left|ops|checksum|not a regular",),
+        writeback_delay=3600, unmount_flush=0)
+    data = wt.pattern(B + 1, seed=21)
+    os.mkdir(wm.path("d"))
+    write_file(wm.path("d", "f"), data)
+    write_file(wm.path("g"), b"gee\n")
+    wm.umount()
+    jdir = os.path.join(wm.opts["cache_dir"], "journal")
+    ops = os.path.join(jdir, "ops")
+    decoy = tmp_path / "decoy"
+    if damage == "ops_symlink":
+        shutil.copy(ops, decoy)
+        os.unlink(ops)
+        os.symlink(decoy, ops)
+    elif damage == "ops_deleted":
+        os.unlink(ops)
+    elif damage == "ops_truncated":
+        os.truncate(ops, os.path.getsize(ops) - 7)
+    else:
+        d = os.path.join(jdir, "data")
+        victim = sorted(os.listdir(d))[0]
+        shutil.copy(os.path.join(d, victim), decoy)
+        os.unlink(os.path.join(d, victim))
+        os.symlink(decoy, os.path.join(d, victim))
+    wm.opts["writeback_delay"] = 1
+    wm.opts["unmount_flush"] = 20
+    try:
+        wm.start()
+    except AssertionError as e:
+        assert damage == "ops_symlink", f"the mount was refused: {e}"
+        assert "journal" in str(e) and "ops" in str(e), str(e)
+        wm.m = None
+        return
+    assert damage != "ops_symlink", "a symlinked journal log was used"
+    r = wt.dmsctl("sync", "-t", "30", wm.path())
+    time.sleep(1)
+    for rel, want in (("d/f", data), ("g", b"gee\n")):
+        p = os.path.join(dav.home, rel)
+        if os.path.exists(p):
+            assert read_file(p) == want, f"wrong bytes uploaded to {rel}"
+        try:
+            got = read_file(wm.path(rel))
+        except OSError:
+            continue
+        assert got == want, f"the mount shows wrong bytes for {rel}"
+    if damage == "data_symlink":
+        assert os.path.exists(decoy), "the decoy behind a link was touched"
+    assert wt.temp_names(dav.home) == []
+    wm.umount()
