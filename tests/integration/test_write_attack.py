@@ -37,23 +37,7 @@ class _FakeHome:
         os.makedirs(self.home, exist_ok=True)
 
 
-@pytest.fixture
-def wmount(tmp_path):
-    made = []
-
-    def make(url, home, expected_errors=(), **opts):
-        wm = wt.WriteMount(url, home, tmp_path / f"w{len(made)}",
-                           expected_errors=expected_errors, **opts)
-        made.append(wm)
-        return wm.start()
-    yield make
-    errors = []
-    for wm in made:
-        try:
-            wm.cleanup()
-        except AssertionError as e:
-            errors.append(str(e))
-    assert not errors, "teardown unmount failed:\n" + "\n".join(errors)
+from test_home_write import wmount  # noqa: E402,F401  (fixture)
 
 
 def write_file(path, data):
@@ -106,7 +90,7 @@ def test_lying_origin_loses_nothing(wmount, tmp_path, fault, kind,
     try:
         setattr(fo, fault, kind)
         o = _FakeHome(fo, tmp_path / "nohome")
-        wm = wmount(o.url, o.home, expected_errors=(
+        wm = wmount(o, expected_errors=(
             r"(?i)upload|pending|retry|kept|left|size|redirect|307|"
             r"short|stored",))
         data = wt.pattern(3 * B + 7, seed=7)
@@ -142,12 +126,7 @@ def test_lying_origin_loses_nothing(wmount, tmp_path, fault, kind,
 
 # ------------------------------------------- a name taken at the origin
 
-@pytest.fixture
-def dav():
-    from test_home_write import _start_origin, _stop_origin
-    o = _start_origin("webdav")
-    yield o
-    _stop_origin(o)
+from test_home_write import dav  # noqa: E402,F401  (fixture)
 
 
 def test_mkdir_onto_an_origin_file_loses_nothing(dav, wmount):
@@ -156,7 +135,7 @@ def test_mkdir_onto_an_origin_file_loses_nothing(dav, wmount):
     ("exists") must not count as our folder being there: their file stays
     as it is, our d/f stays pending and readable in the mount, and the
     status says why."""
-    wm = wmount(dav.url, dav.home, expected_errors=(
+    wm = wmount(dav, expected_errors=(
         r"(?i)mkdir|exists|not a (folder|directory)|pending|retry|kept|"
         r"left|409|405|upload|conflict",), unmount_flush=3)
     os.listdir(wm.path())            # the listing is cached: no d
@@ -355,7 +334,7 @@ def test_full_cache_disk_loses_nothing(dav, wmount, tmp_path):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs",
                     str(disk)], check=True, timeout=30)
     try:
-        wm = wmount(dav.url, dav.home, expected_errors=(
+        wm = wmount(dav, expected_errors=(
             r"(?i)no space|ENOSPC|full|pending|left",),
             cache_dir=str(disk / "cache"), cache_size="4M",
             writeback_delay=3600)
@@ -412,7 +391,7 @@ def test_damaged_staged_file_never_uploads_wrong_bytes(dav, wmount,
     was written: the operation is set aside (logged).  README "Write
     journal", Restart.  (Staged bytes changed in place at the same size
     are not detected: the journal keeps no checksum of data, README.)"""
-    wm = wmount(dav.url, dav.home, expected_errors=(
+    wm = wmount(dav, expected_errors=(
         r"(?i)set aside|lost|missing|shorter|pending|left|journal|"
         r"checksum|bad|upload",), writeback_delay=3600, unmount_flush=0)
     data = wt.pattern(3 * B + 7, seed=5)
@@ -470,8 +449,9 @@ def test_kill9_mid_upload_then_remount(dav, wmount):
         stdout=subprocess.PIPE, text=True)
     try:
         port = int(relay.stdout.readline())
-        url = f"http://127.0.0.1:{port}/home/"
-        wm = wmount(url, dav.home, expected_errors=(
+        slow = _FakeHome.__new__(_FakeHome)
+        slow.url, slow.home = f"http://127.0.0.1:{port}/home/", dav.home
+        wm = wmount(slow, expected_errors=(
             r"(?i)pending|upload|replay|resum|left",))
         data = wt.pattern(6 << 20, seed=9)
         write_file(wm.path("big.bin"), data)
@@ -506,7 +486,7 @@ def test_odd_names_and_calls(dav, wmount):
     writeback_size and one byte past it."""
     import mmap
     cap = 1 << 20
-    wm = wmount(dav.url, dav.home, writeback_size=cap)
+    wm = wmount(dav, writeback_size=cap)
     # The cap, on an empty journal: exactly writeback_size fits, one
     # byte more does not and changes nothing.
     fd = os.open(wm.path("cap"), os.O_RDWR | os.O_CREAT, 0o644)
@@ -617,7 +597,7 @@ def test_odd_names_and_calls(dav, wmount):
 def test_dot_file_survives_remount_on_nginx(dav, wmount):
     """A home's .bashrc written through the mount is still there after
     dmsctl sync and a remount."""
-    wm = wmount(dav.url, dav.home)
+    wm = wmount(dav)
     write_file(wm.path(".bashrc"), b"alias ll='ls -l'\n")
     r = wt.dmsctl("sync", "-t", "60", wm.path())
     assert r.returncode == 0, r.stdout + r.stderr
@@ -666,7 +646,7 @@ def test_writes_racing_with_parent_renames(dav, wmount):
     earlier renames upload.  The file's final bytes are exactly what was
     written, in the mount and at the origin, under the last name."""
     import threading
-    wm = wmount(dav.url, dav.home)
+    wm = wmount(dav)
     os.makedirs(wm.path("d0", "sub"))
     chunk = wt.pattern(B + 13, seed=3)
     fd = os.open(wm.path("d0", "sub", "f"), os.O_WRONLY | os.O_CREAT,
@@ -720,7 +700,7 @@ def test_journal_tampered_between_mounts(dav, wmount, tmp_path, damage):
     mount refuses to start (naming the file) or starts without using
     what it cannot trust; it never follows a link nor uploads bytes that
     were not written.  README "Write journal"."""
-    wm = wmount(dav.url, dav.home, expected_errors=(
+    wm = wmount(dav, expected_errors=(
         r"(?i)journal|symlink|link|refus|set aside|torn|lost|missing|"
         r"pending|left|ops|checksum|not a regular",),
         writeback_delay=3600, unmount_flush=0)
@@ -784,7 +764,7 @@ def test_file_deleted_before_its_upload_is_never_uploaded(wmount,
     fo = FakeOrigin({}, store=True).start()
     try:
         o = _FakeHome(fo, tmp_path / "nohome")
-        wm = wmount(o.url, o.home, writeback_delay=2,
+        wm = wmount(o, writeback_delay=2,
                     writeback_size=1 << 20)
         write_file(wm.path("oops.txt"), b"password=hunter2\n")
         os.unlink(wm.path("oops.txt"))
