@@ -241,6 +241,60 @@ out:
 	return rc;
 }
 
+static char **dmsfs_mounts(void);
+
+/* For a path the caller may not look at (a mount with rules that give
+ * root nothing, as an admin's `dmsctl sync /mnt` meets): the longest
+ * prefix that resolves, the rest taken as written (no "..": a dmsfs mount
+ * has no symlinks to follow), matched against the dmsfs mountpoints.
+ * 0, or -1 (caller reports errno). */
+static int find_mount_unseen(const char *path, char *mnt, size_t cap,
+                             char *rel, size_t rcap)
+{
+	char head[PATH_MAX], real[PATH_MAX], full[PATH_MAX], **all;
+	const char *tail = "";
+	size_t i, n, best = 0;
+	char *cut;
+	int rc = -1, len;
+
+	if (snprintf(head, sizeof(head), "%s", path) >= (int)sizeof(head))
+		goto out;
+	while (!realpath(head, real)) {
+		cut = strrchr(head, '/');
+		if (!cut || cut == head)
+			goto out;
+		*cut = '\0';
+		tail = path + (cut - head) + 1;
+	}
+	if (!strncmp(tail, "../", 3) || strstr(tail, "/../") ||
+	    !strcmp(tail, "..") || (strlen(tail) >= 3 &&
+	                            !strcmp(tail + strlen(tail) - 3, "/..")))
+		goto out;
+	len = snprintf(full, sizeof(full), "%s%s%s", real,
+	               *tail && strcmp(real, "/") ? "/" : "", tail);
+	if (len < 0 || len >= (int)sizeof(full))
+		goto out;
+	while (len > 1 && full[len - 1] == '/')
+		full[--len] = '\0';
+	all = dmsfs_mounts();
+	for (i = 0; all && all[i]; i++) {
+		n = strlen(all[i]);
+		if (n > best && !strncmp(full, all[i], n) &&
+		    (full[n] == '\0' || full[n] == '/')) {
+			best = n;
+			snprintf(mnt, cap, "%s", all[i]);
+			snprintf(rel, rcap, "%s", full[n] ? full + n : "/");
+			rc = 0;
+		}
+	}
+	for (i = 0; all && all[i]; i++)
+		free(all[i]);
+	free(all);
+out:
+	errno = EACCES;
+	return rc;
+}
+
 /* The mountpoint holding path (realpath'd into mnt) and path inside the
  * mount (rel): the topmost folder with path's device. */
 static int find_mount(const char *path, char *mnt, size_t cap, char *rel,
@@ -252,6 +306,9 @@ static int find_mount(const char *path, char *mnt, size_t cap, char *rel,
 	size_t n;
 
 	if (!realpath(path, real) || stat(real, &st) != 0) {
+		if (errno == EACCES &&
+		    find_mount_unseen(path, mnt, cap, rel, rcap) == 0)
+			return 0;
 		fprintf(stderr, "dmsctl: %s: %s\n", path, strerror(errno));
 		return -1;
 	}

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -298,6 +299,24 @@ static int do_write(struct fs_wb *wb, struct xfer *x, const char *inner,
 	return rc;
 }
 
+/* A MKCOL or MKD refused because the name exists is our folder made
+ * already (a replay) only if the origin holds a folder there: a file
+ * someone made meanwhile must not swallow our pending tree.  0 or
+ * -ENOTDIR (logged), or the stat's error. */
+static int mkdir_exists(struct xfer *x, const char *path, const char *inner)
+{
+	struct xfer_attr a;
+	int rc = xfer_stat(x, inner, &a);
+
+	if (rc == 0 && !S_ISDIR(a.mode)) {
+		dms_log(LOG_ERR, "writeback: mkdir of %s: the origin holds a "
+		        "file of that name, not a folder; kept pending with "
+		        "everything under it", path);
+		rc = -ENOTDIR;
+	}
+	return rc;
+}
+
 /* Replays one operation on the origin.  0 or 1 (done), else -errno. */
 static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 {
@@ -328,7 +347,7 @@ static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 	case CACHE_JNL_MKDIR:
 		rc = xfer_mkdir(r.xfer, r.inner);
 		if (rc == -EEXIST)
-			rc = 0;
+			rc = mkdir_exists(r.xfer, op->path, r.inner);
 		break;
 	case CACHE_JNL_RMDIR:
 		rc = xfer_rmdir(r.xfer, r.inner);

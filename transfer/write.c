@@ -179,9 +179,35 @@ static void drop_temp(struct wsrc *s, const char *tmp)
 		        tmp, strerror(-rc));
 }
 
+/* Whether what the source now holds at path is what we sent: a server
+ * may answer a PUT or MOVE with success and store nothing, a part, or
+ * move nothing.  Size always; mtime when both are known (want: the
+ * temporary's attributes, NULL before the move).  0 or -EIO (logged). */
+static int check_stored(struct wsrc *s, const char *path, uint64_t len,
+                        const struct xfer_attr *want, struct xfer_attr *got)
+{
+	int rc = s->ops->stat(s->r, path, got);
+
+	if (rc == 0 && (got->size != len || S_ISDIR(got->mode) ||
+	                (want && want->mtime && got->mtime &&
+	                 want->mtime != got->mtime)))
+		rc = -EIO;
+	else if (rc == -ENOENT)
+		rc = -EIO;
+	if (rc == -EIO)
+		dms_log(LOG_ERR, "transfer: PUT %s%s: the source answered "
+		        "success but holds %s (%llu bytes, mtime %lld; sent "
+		        "%llu): upload not stored, -> %s", s->url, path,
+		        got->size || got->mtime ? "another file" : "nothing",
+		        (unsigned long long)got->size, (long long)got->mtime,
+		        (unsigned long long)len, strerror(EIO));
+	return rc;
+}
+
 static int do_put(struct wsrc *s, const struct xfer_wcall *c)
 {
 	const struct xfer_write_ops *w = s->ops->write;
+	struct xfer_attr sent, stored;
 	char *tmp = NULL;
 	bool create = c->expect && c->expect->size == XFER_EXPECT_ABSENT;
 	int rc;
@@ -206,15 +232,17 @@ static int do_put(struct wsrc *s, const struct xfer_wcall *c)
 			drop_temp(s, tmp);
 		goto out;
 	}
-	/* A create needs no second stat: its move refuses an existing name
-	 * (WebDAV "Overwrite: F" atomically, GridFTP by its own check), which
-	 * is the same check one request later. */
-	if (c->expect && !create) {
+	/* The temporary must hold what was sent before it replaces anything
+	 * (an origin may answer a PUT it did not store).  A create needs no
+	 * second version check: its move refuses an existing name (WebDAV
+	 * "Overwrite: F" atomically, GridFTP by its own check). */
+	memset(&sent, 0, sizeof(sent));
+	rc = check_stored(s, tmp, c->len, NULL, &sent);
+	if (rc == 0 && c->expect && !create)
 		rc = check_expect(s, c->path, c->expect, "PUT");
-		if (rc < 0) {
-			drop_temp(s, tmp);
-			goto out;
-		}
+	if (rc < 0) {
+		drop_temp(s, tmp);
+		goto out;
 	}
 	rc = w->move(s->w, tmp, c->path, 0, !create);
 	if (rc == -EEXIST && create) {
@@ -226,13 +254,14 @@ static int do_put(struct wsrc *s, const struct xfer_wcall *c)
 		drop_temp(s, tmp);
 		goto out;
 	}
-	if (c->result) {
-		rc = s->ops->stat(s->r, c->path, c->result);
-		if (rc < 0)
-			dms_log(LOG_WARNING, "transfer: PUT %s%s: uploaded, but "
-			        "cannot stat it (%s)", s->url, c->path,
-			        strerror(-rc));
+	memset(&stored, 0, sizeof(stored));
+	rc = check_stored(s, c->path, c->len, &sent, &stored);
+	if (rc < 0) {
+		drop_temp(s, tmp);   /* a MOVE that moved nothing */
+		goto out;
 	}
+	if (c->result)
+		*c->result = stored;
 out:
 	free(tmp);
 	return rc;

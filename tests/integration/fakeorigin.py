@@ -38,6 +38,17 @@ the request body was read; 405 while it is None.  Nothing is stored.
 
 Every request is recorded in .requests as (method, path, range, status).
 
+Storing writes (FakeOrigin(files, store=True)): PUT stores the body as a
+top-level file (mtime from the Date header), MOVE renames one (Overwrite:
+F onto an existing name is 412), DELETE removes one, MKCOL answers 405
+for an existing name, else 403 (folders are not kept).  Faults of a
+hostile origin, set on the FakeOrigin at any time (None: behave):
+
+  put_fault       "drop": 201 but nothing stored; "truncate": 201, half
+                  the body stored; "redirect": 307 to another path
+  move_fault      "noop": 204 but nothing moved; "redirect": 307
+  write_status    as above, but answers every write before storing
+
 FakeOrigin(files, extra_responses=[...]) adds raw <D:response> elements
 (strings; "{origin}" is replaced by the origin's URL) to the Depth: 1
 PROPFIND reply of "/", for entries nginx cannot produce: hrefs naming
@@ -47,6 +58,7 @@ import email.utils
 import http.server
 import re
 import threading
+import time
 import urllib.parse
 import zlib
 from xml.sax.saxutils import escape
@@ -166,10 +178,57 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_PUT(self):
+        owner = self.server.owner
+        if owner.store and not owner.write_status:
+            self._store_write()
+            return
         self._drain()
-        self._send(self.server.owner.write_status or 405)
+        self._send(owner.write_status or 405)
 
     do_MKCOL = do_DELETE = do_MOVE = do_PUT
+
+    def _store_write(self):
+        """A write of a storing origin, faults included (module doc)."""
+        owner = self.server.owner
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        name = urllib.parse.unquote(
+            urllib.parse.urlsplit(self.path).path).strip("/")
+        redirect = [("Location", owner.url + "/elsewhere/" + name)]
+        if self.command == "PUT":
+            if owner.put_fault == "redirect":
+                self._send(307, headers=redirect)
+                return
+            if owner.put_fault != "drop":
+                if owner.put_fault == "truncate":
+                    body = body[:len(body) // 2]
+                date = self.headers.get("Date")
+                mtime = (int(email.utils.parsedate_to_datetime(date)
+                             .timestamp()) if date else int(time.time()))
+                owner.replace(name, FakeFile(body, mtime=mtime))
+            self._send(201)
+        elif self.command == "MKCOL":
+            self._send(405 if owner._version(name, False) else 403)
+        elif self.command == "DELETE":
+            found = owner._version(name, False) is not None
+            owner.replace(name, None)
+            self._send(204 if found else 404)
+        else:   # MOVE
+            dest = urllib.parse.unquote(urllib.parse.urlsplit(
+                self.headers.get("Destination", "")).path).strip("/")
+            f = owner._version(name, False)
+            if owner.move_fault == "redirect":
+                self._send(307, headers=redirect)
+            elif f is None:
+                self._send(404)
+            elif (self.headers.get("Overwrite") == "F" and
+                  owner._version(dest, False) is not None):
+                self._send(412)
+            else:
+                if owner.move_fault != "noop":
+                    owner.replace(dest, f)
+                    owner.replace(name, None)
+                self._send(204)
 
     def do_GET(self):
         self._drain()
@@ -219,9 +278,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class FakeOrigin:
     """FakeOrigin({"name": FakeFile(...)}) as a context manager; .url."""
 
-    def __init__(self, files, extra_responses=(), listing="ok"):
+    def __init__(self, files, extra_responses=(), listing="ok",
+                 store=False):
         self.files = dict(files)
         self.write_status = None
+        self.store = store
+        self.put_fault = None
+        self.move_fault = None
         self.extra_responses = list(extra_responses)
         self.listing = listing
         self._released = threading.Event()
