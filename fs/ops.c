@@ -153,6 +153,29 @@ static int child_attr(struct fs *fs, const char *dir, const char *name,
                       int64_t *validated);
 
 /* The origin's attributes of path (a mount path). */
+/* nginx's WebDAV listings leave out every name starting with '.' (its
+ * dav_ext module skips them) though it serves them: a dot name missing from
+ * its folder's listing is asked for by itself, so .zattrs, .bashrc and the
+ * like open by name.  They still do not show in listings.  Upload
+ * temporaries are never looked for. */
+static int unlisted_attr(struct fs *fs, const char *path,
+                         struct xfer_attr *attr)
+{
+	const char *name = fs_path_base(path);
+	struct fs_route r;
+	int rc;
+
+	if (name[0] != '.' || xfer_is_upload_temp(name))
+		return -ENOENT;
+	rc = fs_exports_route(fs->exports, path, &r);
+	if (rc == 0 && (r.kind != FS_ROUTE_SOURCE || !strcmp(r.inner, "/")))
+		rc = -ENOENT;
+	if (rc == 0)
+		rc = xfer_stat(r.xfer, r.inner, attr);
+	/* As for listings: no answer in time is EIO (README). */
+	return rc == -EHOSTDOWN || rc == -ETIMEDOUT ? -EIO : rc;
+}
+
 static int origin_attr(struct fs *fs, const char *path, struct xfer_attr *attr)
 {
 	struct fs_dir *d = NULL;
@@ -174,7 +197,7 @@ static int origin_attr(struct fs *fs, const char *path, struct xfer_attr *attr)
 	if (e)
 		*attr = e->attr;
 	else
-		rc = -ENOENT;
+		rc = unlisted_attr(fs, path, attr);
 out:
 	fs_dir_put(d);
 	free(parent);
@@ -263,7 +286,7 @@ static int child_attr(struct fs *fs, const char *dir, const char *name,
 			goto out;
 		e = fs_dir_find(d, name);
 		if (!e) {
-			rc = -ENOENT;
+			rc = unlisted_attr(fs, path, attr);
 			goto out;
 		}
 		*attr = e->attr;
