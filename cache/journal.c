@@ -1265,7 +1265,15 @@ int cache_jnl_foreach(struct cache_jnl *j,
                                 const struct cache_jnl_op *op),
                       void *arg)
 {
-	uint64_t next = 0;
+	return cache_jnl_foreach_from(j, 0, fn, arg);
+}
+
+int cache_jnl_foreach_from(struct cache_jnl *j, uint64_t first,
+                           int (*fn)(void *arg, uint64_t seq,
+                                     const struct cache_jnl_op *op),
+                           void *arg)
+{
+	uint64_t next = first;
 	int rc = 0;
 
 	for (;;) {

@@ -402,7 +402,7 @@ out:
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_attr(req, &out, 0);
+		fuse_reply_attr(req, &out, fs_kernel_ttl(fs, path));
 	free(path);
 }
 
