@@ -323,6 +323,21 @@ static bool skippable(struct fs_wb *wb, uint64_t seq,
 	return dead_walk(wb, seq, op->path, (op->flags & WB_CHAINED) != 0);
 }
 
+/* Whether the file op uploaded has an mtime set since (its next WRITE, of
+ * the same staged file, carries it): it then stays shown from the overlay
+ * until that WRITE is uploaded too, not from the origin's older mtime. */
+static bool newer_mtime(struct fs_wb *wb, const struct cache_jnl_op *op)
+{
+	struct fs_ov_info in;
+	bool newer = false;
+
+	if (fs_ov_stat(wb->c.ov, op->path, &in) == 0 && in.file) {
+		newer = in.attr.mtime != op->mtime_sec;
+		fs_ov_file_put(wb->c.ov, in.file);
+	}
+	return newer;
+}
+
 /* Replays one operation on the origin.  0 or 1 (done), else -errno. */
 static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 {
@@ -347,7 +362,9 @@ static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 			 * entry goes at once, and it must then be listed
 			 * (settle_add expires it; the next lookup fetches). */
 			settle_add(wb, op->path);
-			fs_ov_uploaded(wb->c.ov, op->path, op->file_id, &res);
+			if (!newer_mtime(wb, op))
+				fs_ov_uploaded(wb->c.ov, op->path, op->file_id,
+				               &res);
 		}
 		break;
 	case CACHE_JNL_MKDIR:
