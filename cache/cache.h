@@ -311,6 +311,11 @@ int cache_jnl_foreach(struct cache_jnl *j,
                       int (*fn)(void *arg, uint64_t seq,
                                 const struct cache_jnl_op *op),
                       void *arg);
+/* As cache_jnl_foreach, from the first operation whose seq >= first. */
+int cache_jnl_foreach_from(struct cache_jnl *j, uint64_t first,
+                           int (*fn)(void *arg, uint64_t seq,
+                                     const struct cache_jnl_op *op),
+                           void *arg);
 
 /* Records an attempt for dmsctl status: retries is incremented, last_try
  * set to now and the error text (NULL: cleared) kept, truncated to

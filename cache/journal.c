@@ -67,6 +67,7 @@
                             2u * CACHE_JNL_TEXT_MAX + 64u)
 #define JNL_COMPACT_MIN    (4ull << 20)
 #define JNL_FD_MAX         256               /* staged files kept open */
+#define JNL_SPARE_MAX      256               /* emptied files kept for reuse */
 #define JNL_CAP_MAX        (1ull << 50)
 #define JNL_PREALLOC       (1 << 20)         /* log space reserved ahead */
 
@@ -115,6 +116,11 @@ struct cache_jnl {
 	uint64_t bytes;          /* staged bytes */
 	uint64_t nfiles;
 	unsigned nopen;          /* open staged descriptors */
+	unsigned trim_at;        /* trim when nopen reaches it (0: JNL_FD_MAX) */
+	int sparefd;             /* spare/: emptied staged files; -1: none */
+	uint64_t spare[JNL_SPARE_MAX];  /* their names (ids) */
+	size_t nspare;
+	uint64_t next_spare;
 	bool dir_dirty;          /* data/ names not yet synced */
 	bool log_dirty;          /* log written since the last sync */
 	bool log_suspect;        /* an fdatasync of the log failed: the log
@@ -337,7 +343,11 @@ static void jnl_file_unlink_tab(struct cache_jnl *j, struct jnl_file *f)
 	j->nfiles--;
 }
 
-/* Closes descriptors of idle files once too many are open. */
+/* Closes descriptors of idle files once too many are open.  Files written
+ * since the last sync keep theirs (a new descriptor would not see a
+ * writeback error before it): when those are most, the next walk waits
+ * until twice as many are open, or a sync, so that creating many files
+ * without a sync stays linear. */
 static void jnl_fd_trim(struct cache_jnl *j)
 {
 	for (size_t i = 0; i < j->tabn && j->nopen > JNL_FD_MAX / 2; i++)
@@ -347,6 +357,12 @@ static void jnl_fd_trim(struct cache_jnl *j)
 				f->fd = -1;
 				j->nopen--;
 			}
+	j->trim_at = j->nopen > JNL_FD_MAX / 2 ? j->nopen * 2 : 0;
+}
+
+static bool jnl_fd_many(const struct cache_jnl *j)
+{
+	return j->nopen >= (j->trim_at ? j->trim_at : JNL_FD_MAX);
 }
 
 /* Gets an open descriptor for f (lock held). */
@@ -357,7 +373,7 @@ static int jnl_file_fd(struct cache_jnl *j, struct jnl_file *f)
 
 	if (f->fd >= 0)
 		return 0;
-	if (j->nopen >= JNL_FD_MAX)
+	if (jnl_fd_many(j))
 		jnl_fd_trim(j);
 	jnl_idname(f->id, name, sizeof(name));
 	fd = jnl_open_reg(j->datafd, name, O_RDWR, 0);
@@ -371,6 +387,72 @@ static int jnl_file_fd(struct cache_jnl *j, struct jnl_file *f)
 	return 0;
 }
 
+/* Keeps f's inode for a later cache_jnl_file_new, emptied, in spare/ (lock
+ * held): a new inode per file is what creating thousands of small files
+ * cost most (the filesystem's search for a free one).  False: unlink it. */
+static bool jnl_file_spare(struct cache_jnl *j, struct jnl_file *f,
+                           const char *name)
+{
+	char sname[32];
+
+	if (j->sparefd < 0 || j->nspare == JNL_SPARE_MAX || f->fd < 0 ||
+	    f->broken || ftruncate(f->fd, 0) != 0)
+		return false;
+	jnl_idname(++j->next_spare, sname, sizeof(sname));
+	if (renameat2(j->datafd, name, j->sparefd, sname, RENAME_NOREPLACE) != 0)
+		return false;
+	j->spare[j->nspare++] = j->next_spare;
+	j->dir_dirty = true;
+	return true;
+}
+
+/* An emptied inode from spare/ under data/name, opened (lock held); -1 if
+ * none. */
+static int jnl_file_unspare(struct cache_jnl *j, const char *name)
+{
+	char sname[32];
+	int fd;
+
+	while (j->nspare > 0) {
+		jnl_idname(j->spare[--j->nspare], sname, sizeof(sname));
+		if (renameat2(j->sparefd, sname, j->datafd, name,
+		              RENAME_NOREPLACE) != 0) {
+			unlinkat(j->sparefd, sname, 0);
+			continue;
+		}
+		fd = jnl_open_reg(j->datafd, name, O_RDWR, 0);
+		if (fd >= 0) {
+			struct stat st;
+
+			if (fstat(fd, &st) == 0 && st.st_size == 0)
+				return fd;
+			close(fd);
+		}
+		unlinkat(j->datafd, name, 0);
+	}
+	return -1;
+}
+
+/* Empties spare/ (at open): a crash may have left anything there. */
+static void jnl_spare_clear(struct cache_jnl *j)
+{
+	struct dirent *e;
+	DIR *d;
+	int fd = dup(j->sparefd);
+
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			unlinkat(j->sparefd, e->d_name, 0);
+	closedir(d);
+}
+
 /* Deletes a file nobody needs any more (lock held). */
 static void jnl_file_maybe_free(struct cache_jnl *j, struct jnl_file *f)
 {
@@ -379,7 +461,9 @@ static void jnl_file_maybe_free(struct cache_jnl *j, struct jnl_file *f)
 	if (f->held || f->oprefs > 0 || f->busy > 0)
 		return;
 	jnl_idname(f->id, name, sizeof(name));
-	if (unlinkat(j->datafd, name, 0) != 0 && errno != ENOENT)
+	if (jnl_file_spare(j, f, name))
+		;
+	else if (unlinkat(j->datafd, name, 0) != 0 && errno != ENOENT)
 		dms_log(LOG_WARNING, "journal: unlink %s/data/%s: %s", j->dir,
 		        name, strerror(errno));
 	if (f->fd >= 0) {
@@ -899,6 +983,8 @@ static int jnl_sync_inner(struct cache_jnl *j, uint64_t also)
 		v[i]->busy--;
 		jnl_file_maybe_free(j, v[i]);
 	}
+	if (n)
+		j->trim_at = 0;
 	if (rc == 0)
 		jnl_backlog_flush(j);
 	if (rc != 0) {
@@ -978,9 +1064,12 @@ int cache_jnl_file_new(struct cache_jnl *j, uint64_t *file_id)
 	pthread_mutex_lock(&j->lock);
 	f->id = j->next_id++;
 	jnl_idname(f->id, name, sizeof(name));
-	if (j->nopen >= JNL_FD_MAX)
+	if (jnl_fd_many(j))
 		jnl_fd_trim(j);
-	fd = jnl_open_reg(j->datafd, name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	fd = jnl_file_unspare(j, name);
+	if (fd < 0)
+		fd = jnl_open_reg(j->datafd, name, O_RDWR | O_CREAT | O_EXCL,
+		                  0600);
 	if (fd < 0) {
 		rc = fd;
 		dms_log(LOG_ERR, "journal: create %s/data/%s: %s", j->dir, name,
@@ -1265,7 +1354,15 @@ int cache_jnl_foreach(struct cache_jnl *j,
                                 const struct cache_jnl_op *op),
                       void *arg)
 {
-	uint64_t next = 0;
+	return cache_jnl_foreach_from(j, 0, fn, arg);
+}
+
+int cache_jnl_foreach_from(struct cache_jnl *j, uint64_t first,
+                           int (*fn)(void *arg, uint64_t seq,
+                                     const struct cache_jnl_op *op),
+                           void *arg)
+{
+	uint64_t next = first;
 	int rc = 0;
 
 	for (;;) {
@@ -1950,6 +2047,8 @@ static void jnl_free(struct cache_jnl *j)
 		close(j->logfd);
 	if (j->datafd >= 0)
 		close(j->datafd);
+	if (j->sparefd >= 0)
+		close(j->sparefd);
 	if (j->dfd >= 0)
 		close(j->dfd);
 	pthread_mutex_destroy(&j->lock);
@@ -1979,7 +2078,7 @@ int cache_jnl_open(struct cache_jnl **out, const struct cache_jnl_opts *o)
 	j = calloc(1, sizeof(*j));
 	if (!j)
 		return -ENOMEM;
-	j->dfd = j->datafd = j->logfd = -1;
+	j->dfd = j->datafd = j->logfd = j->sparefd = -1;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_mutex_init(&j->sync_lock, NULL);
 	j->dir = strdup(o->dir);
@@ -2008,6 +2107,12 @@ int cache_jnl_open(struct cache_jnl **out, const struct cache_jnl_opts *o)
 	if (rc < 0)
 		goto fail;
 	j->datafd = rc;
+	/* Without spare/ files are only not reused. */
+	rc = jnl_open_dir(j->dfd, "spare", "spare/ in the journal");
+	if (rc >= 0) {
+		j->sparefd = rc;
+		jnl_spare_clear(j);
+	}
 	rc = jnl_open_reg(j->dfd, "ops", O_RDWR | O_CREAT, 0600);
 	if (rc < 0) {
 		dms_log(LOG_ERR, "journal: %s/ops unusable (%s); refusing to "

@@ -273,6 +273,8 @@ void fs_inodes_rename(struct fs_inodes *t, const char *from, const char *to);
 void fs_inodes_gone(struct fs_inodes *t, const char *path);
 /* A malloc'd array (caller frees) of the inode numbers known now. */
 int fs_inodes_list(struct fs_inodes *t, uint64_t **inos, size_t *n);
+/* The inode the kernel knows path by, without adding a lookup; -ENOENT. */
+int fs_inodes_find(struct fs_inodes *t, const char *path, uint64_t *ino);
 /* Reads and clears the "changed" mark (true: drop the kernel page cache). */
 bool fs_inodes_take_changed(struct fs_inodes *t, uint64_t ino);
 

@@ -312,6 +312,18 @@ void fs_inodes_expire(struct fs_inodes *t, uint64_t ino)
 	pthread_mutex_unlock(&t->lock);
 }
 
+int fs_inodes_find(struct fs_inodes *t, const char *path, uint64_t *ino)
+{
+	struct fs_node *n;
+
+	pthread_mutex_lock(&t->lock);
+	n = find_path(t, path);
+	if (n)
+		*ino = n->ino;
+	pthread_mutex_unlock(&t->lock);
+	return n ? 0 : -ENOENT;
+}
+
 bool fs_inodes_take_changed(struct fs_inodes *t, uint64_t ino)
 {
 	struct fs_node *n;

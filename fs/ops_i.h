@@ -72,6 +72,8 @@ int fs_checked_path(struct fs *fs, fuse_req_t req, uint64_t ino,
                     unsigned want, struct fs_caller *c, char **path);
 /* Attributes of path (overlay, then origin), as child_attr. */
 int fs_path_attr(struct fs *fs, const char *path, struct xfer_attr *attr);
+/* How long the kernel may keep path's entry and attributes (seconds). */
+double fs_kernel_ttl(struct fs *fs, const char *path);
 void fs_fill_entry(struct fs *fs, uint64_t ino, const char *path,
                    const struct xfer_attr *a, struct fuse_entry_param *e);
 /* The route of path if it is in a writable export: 0, -EROFS otherwise. */

@@ -1671,6 +1671,18 @@ bool fs_ov_read_under(struct fs_ov *ov, const char *path)
 	return busy;
 }
 
+bool fs_ov_holds(struct fs_ov *ov, const char *path, uint64_t file_id)
+{
+	struct ov_ent *e;
+	bool holds;
+
+	pthread_mutex_lock(&ov->lock);
+	e = find(ov, path);
+	holds = e && e->file && e->file->file_id == file_id;
+	pthread_mutex_unlock(&ov->lock);
+	return holds;
+}
+
 bool fs_ov_quiet(struct fs_ov *ov, const char *path)
 {
 	struct ov_ent *e;

@@ -113,6 +113,9 @@ struct fs_ov_file *fs_ov_reader_now(struct fs_ov *ov, struct fs_ov_reader *r);
 bool fs_ov_read_under(struct fs_ov *ov, const char *path);
 
 /* ---- for the writeback thread ---- */
+/* Whether path shows the staged file file_id now (not renamed, deleted or
+ * rewritten since).  One lookup. */
+bool fs_ov_holds(struct fs_ov *ov, const char *path, uint64_t file_id);
 /* Whether a WRITE of path may go now: no handle is writing it. */
 bool fs_ov_quiet(struct fs_ov *ov, const char *path);
 /* The writeback thread starts replaying op at the origin (NULL: it gave up

@@ -307,6 +307,19 @@ static int same_owner(struct fs *fs, fuse_ino_t ino, const char *path,
 	return 0;
 }
 
+/* Whether path's content is pending here: an mtime then goes with its next
+ * WRITE (fs_ov_setattr) without copying the file (tar -x sets one on
+ * every file it makes). */
+static bool pending_file(struct fs *fs, const char *path)
+{
+	struct fs_ov_info in;
+
+	if (fs_ov_stat(fs->ov, path, &in) != 0 || !in.file)
+		return false;
+	fs_ov_file_put(fs->ov, in.file);
+	return true;
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
                        int to_set, struct fuse_file_info *fi)
 {
@@ -373,7 +386,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *st,
 			rc = -EISDIR;
 			goto out;
 		}
-		if ((cur.mode & S_IFMT) != S_IFDIR && !(h && h->ovf)) {
+		if ((cur.mode & S_IFMT) != S_IFDIR && !(h && h->ovf) &&
+		    ((to_set & FUSE_SET_ATTR_SIZE) || !pending_file(fs, path))) {
 			struct fuse_file_info tfi = { .flags = O_WRONLY };
 
 			rc = fs_write_open(fs, req, path, &c, &tfi, false, 0, &own);
@@ -422,7 +436,7 @@ out:
 	if (rc)
 		fuse_reply_err(req, -rc);
 	else
-		fuse_reply_attr(req, &out, 0);
+		fuse_reply_attr(req, &out, fs_kernel_ttl(fs, path));
 	free(path);
 }
 

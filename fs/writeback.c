@@ -20,6 +20,8 @@
 /* Operation flag on a WRITE: it replaces our own earlier upload, so there
  * is no origin version to check (overlay.c sets it). */
 #define WB_CHAINED 1u
+/* Operation flag on a RENAME: a folder is moved (overlay.c sets it). */
+#define WB_RENAME_DIR 0x100u
 
 #define CONFLICTS_KEPT 64
 
@@ -92,6 +94,12 @@ static bool transient(int rc)
 	       rc == -ENOMEM || rc == -ECONNREFUSED;
 }
 
+static void changed(struct fs_wb *wb, const char *path)
+{
+	if (wb->c.changed)
+		wb->c.changed(wb->c.changed_arg, path);
+}
+
 /* Refetches the listing of path's parent, so that what the overlay stops
  * showing next is shown by the origin listing (settle: and drops the
  * uploaded file's entry if the listing shows it). */
@@ -111,6 +119,8 @@ static void relist(struct fs_wb *wb, const char *path, bool expire,
 		if (e)
 			fs_ov_settle(wb->c.ov, path, &e->attr);
 	}
+	if (settle)
+		changed(wb, path);
 out:
 	fs_dir_put(d);
 	free(parent);
@@ -140,8 +150,10 @@ static void settle_flush(struct fs_wb *wb)
 		}
 	}
 	fs_dir_put(d);
-	for (i = 0; i < wb->nsettle; i++)
+	for (i = 0; i < wb->nsettle; i++) {
+		changed(wb, wb->settle[i]);
 		free(wb->settle[i]);
+	}
 	wb->nsettle = 0;
 	free(wb->settle_dir);
 	wb->settle_dir = NULL;
@@ -317,6 +329,117 @@ static int mkdir_exists(struct xfer *x, const char *path, const char *inner)
 	return rc;
 }
 
+/* Where the bytes an operation leaves at cur go in the operations after
+ * it (see dead_walk). */
+struct fate {
+	char cur[CACHE_JNL_PATH_MAX + 1];
+	char next[CACHE_JNL_PATH_MAX + 1];
+	bool replaced;           /* a later WRITE of cur took their place */
+	bool dead;               /* cur (or a folder above) is deleted */
+	bool unsure;             /* something else moved over cur */
+};
+
+static bool at_or_under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+
+	return !strncmp(path, dir, n) && (path[n] == '\0' || path[n] == '/' ||
+	                                  !strcmp(dir, "/"));
+}
+
+static int fate_step(void *arg, uint64_t seq, const struct cache_jnl_op *op)
+{
+	struct fate *f = arg;
+	size_t n;
+
+	(void)seq;
+	switch (op->kind) {
+	case CACHE_JNL_UNLINK:
+	case CACHE_JNL_RMDIR:
+		if (at_or_under(f->cur, op->path)) {
+			f->dead = true;
+			return 1;
+		}
+		break;
+	case CACHE_JNL_WRITE:
+		if (!strcmp(f->cur, op->path))
+			f->replaced = true;
+		break;
+	case CACHE_JNL_RENAME:
+		if (!op->path2)
+			break;
+		if (at_or_under(f->cur, op->path)) {
+			/* Moved along (itself or a folder above it). */
+			n = strlen(op->path);
+			if (snprintf(f->next, sizeof(f->next), "%s%s",
+			             op->path2, f->cur + n) >= (int)sizeof(f->next)) {
+				f->unsure = true;
+				return 1;
+			}
+			memcpy(f->cur, f->next, sizeof(f->cur));
+		} else if (at_or_under(f->cur, op->path2)) {
+			f->unsure = true;
+			return 1;
+		}
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+/* Whether the bytes that operation seq leaves at path can no longer reach
+ * anyone at the origin: a later operation deletes them (following renames;
+ * later rewrites of the same name too), or, when replaced_ok, a later WRITE
+ * replaces them.  Walks the operations still pending after seq. */
+static bool dead_walk(struct fs_wb *wb, uint64_t seq, const char *path,
+                      bool replaced_ok)
+{
+	struct fate *f;
+	bool dead = false;
+
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return false;
+	if (snprintf(f->cur, sizeof(f->cur), "%s", path) < (int)sizeof(f->cur) &&
+	    cache_jnl_foreach_from(wb->c.jnl, seq + 1, fate_step, f) >= 0 &&
+	    !f->unsure)
+		dead = f->dead || (replaced_ok && f->replaced);
+	free(f);
+	return dead;
+}
+
+/* A WRITE whose bytes no one will see at the origin is not uploaded: it
+ * is deleted later (WRITE a; RENAME a b; UNLINK b: the RENAME then finds
+ * no a, see apply), or a later WRITE of the same name replaces it.  The
+ * latter only when this WRITE has no origin version of its own to check
+ * (chained): the first upload of a file keeps its conflict check. */
+static bool skippable(struct fs_wb *wb, uint64_t seq,
+                      const struct cache_jnl_op *op)
+{
+	/* The common case in one lookup: the file is still where its WRITE
+	 * puts it, so nothing after it deleted or rewrote it. */
+	if (op->kind != CACHE_JNL_WRITE ||
+	    fs_ov_holds(wb->c.ov, op->path, op->file_id))
+		return false;
+	return dead_walk(wb, seq, op->path, (op->flags & WB_CHAINED) != 0);
+}
+
+/* Whether the file op uploaded has an mtime set since (its next WRITE, of
+ * the same staged file, carries it): it then stays shown from the overlay
+ * until that WRITE is uploaded too, not from the origin's older mtime. */
+static bool newer_mtime(struct fs_wb *wb, const struct cache_jnl_op *op)
+{
+	struct fs_ov_info in;
+	bool newer = false;
+
+	if (fs_ov_stat(wb->c.ov, op->path, &in) == 0 && in.file) {
+		newer = in.attr.mtime != op->mtime_sec;
+		fs_ov_file_put(wb->c.ov, in.file);
+	}
+	return newer;
+}
+
 /* Replays one operation on the origin.  0 or 1 (done), else -errno. */
 static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 {
@@ -341,7 +464,9 @@ static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 			 * entry goes at once, and it must then be listed
 			 * (settle_add expires it; the next lookup fetches). */
 			settle_add(wb, op->path);
-			fs_ov_uploaded(wb->c.ov, op->path, op->file_id, &res);
+			if (!newer_mtime(wb, op))
+				fs_ov_uploaded(wb->c.ov, op->path, op->file_id,
+				               &res);
 		}
 		break;
 	case CACHE_JNL_MKDIR:
@@ -366,6 +491,12 @@ static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 		if (rc == 0) {
 			fs_ov_applying(wb->c.ov, op);
 			rc = xfer_rename(r.xfer, r.inner, r2.inner, 1, NULL);
+			/* The file's upload was skipped (its bytes are
+			 * deleted later): nothing to move.  What the rename
+			 * would have replaced at path2 goes with that delete. */
+			if (rc == -ENOENT && !(op->flags & WB_RENAME_DIR) &&
+			    dead_walk(wb, seq, op->path2, false))
+				rc = 0;
 			if (rc < 0)
 				fs_ov_applying(wb->c.ov, NULL);
 		}
@@ -394,6 +525,8 @@ static int apply(struct fs_wb *wb, uint64_t seq, const struct cache_jnl_op *op)
 		if (op->kind != CACHE_JNL_WRITE)
 			relist(wb, op->path, true, false);
 		fs_ov_applied(wb->c.ov, seq, op, shown, wb);
+		if (rc == 1)
+			changed(wb, op->path);  /* a conflict: theirs shown */
 	}
 	return rc;
 }
@@ -426,6 +559,20 @@ static int step(void *arg, uint64_t seq, const struct cache_jnl_op *op)
 		return 1;
 	}
 	pthread_mutex_unlock(&wb->lock);
+	if (skippable(wb, seq, op)) {
+		/* The operations that make it dead must outlive its DONE
+		 * record (a power cut must not bring back the file without
+		 * its bytes): they are synced first. */
+		rc = cache_jnl_sync(wb->c.jnl);
+		if (rc == 0)
+			rc = cache_jnl_done(wb->c.jnl, seq);
+		if (rc == 0) {
+			dms_log(LOG_DEBUG, "writeback: upload of %s skipped: "
+			        "deleted or replaced later", op->path);
+			fs_ov_applied(wb->c.ov, seq, op, shown, wb);
+			return 0;
+		}
+	}
 	if ((op->kind == CACHE_JNL_WRITE &&
 	     ((!flushing && !hurry &&
 	       now - op->added < (int64_t)wb->c.delay) ||

@@ -18,6 +18,11 @@ struct fs_wb_conf {
 	struct fs_exports *exports;
 	struct fs_meta *meta;        /* may be NULL (unit tests) */
 	unsigned delay;              /* writeback_delay, seconds */
+	/* May be NULL.  Called by the uploader thread (no lock of its own
+	 * held) when what path shows changed behind the kernel: an upload
+	 * settled into the origin's file, or a conflict kept theirs there. */
+	void (*changed)(void *arg, const char *path);
+	void *changed_arg;
 };
 
 int fs_wb_start(struct fs_wb **out, const struct fs_wb_conf *c);

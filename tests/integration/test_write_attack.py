@@ -750,9 +750,6 @@ def test_journal_tampered_between_mounts(dav, wmount, tmp_path, damage):
     wm.umount()
 
 
-@pytest.mark.xfail(strict=True, reason="a WRITE once in the journal is "
-                   "treated as at the origin by later operations; an "
-                   "unlink does not cancel it (see the report)")
 def test_file_deleted_before_its_upload_is_never_uploaded(wmount,
                                                           tmp_path):
     """A file written and closed, then deleted before writeback_delay

@@ -106,3 +106,102 @@ def test_upload_then_rename_of_its_folder(wmount):
     for i in range(10):
         with open(wm.path("b", "x%d" % i), "rb") as f:
             assert f.read() == b"%d" % i * 100
+
+
+def puts_under(ng, folder):
+    return [p for m, p, *_ in accesslog.entries(ng)
+            if m == "PUT" and p.startswith(folder.rstrip("/") + "/")]
+
+
+def test_bytes_deleted_before_upload_are_not_uploaded(wmount):
+    """A file whose bytes are deleted or replaced before its upload is not
+    uploaded: written then unlinked, written then renamed (also along with
+    its folder) then unlinked, an origin file replaced then deleted, a file
+    renamed over an origin file then deleted.  The origin ends as the mount
+    says (what the deletes name is gone there too), the sync does not stick
+    on a rename whose file never went, and a file that stays is uploaded
+    (so the count is of real PUTs)."""
+    ng, home, wm = wmount
+    for d in ("plain", "moved", "folder", "orig", "over", "kept"):
+        os.mkdir(os.path.join(home, d))
+    for name in ("old.txt", "old2.txt"):
+        with open(os.path.join(home, "orig", name), "wb") as f:
+            f.write(b"origin's " + name.encode())
+    with open(os.path.join(home, "over", "target"), "wb") as f:
+        f.write(b"origin's target")
+
+    def write(path, data):
+        with open(path, "wb") as f:
+            f.write(data)
+
+    big = wt.pattern(3 << 20, seed=5)
+    # Written, closed (its upload journalled), unlinked.
+    write(wm.path("plain", "a"), big)
+    os.unlink(wm.path("plain", "a"))
+    # WRITE a; RENAME a b; RENAME b c; UNLINK c.
+    write(wm.path("moved", "a"), big)
+    os.rename(wm.path("moved", "a"), wm.path("moved", "b"))
+    os.rename(wm.path("moved", "b"), wm.path("moved", "c"))
+    os.unlink(wm.path("moved", "c"))
+    # In a new folder, the folder renamed, then everything deleted.
+    os.mkdir(wm.path("folder", "d"))
+    write(wm.path("folder", "d", "f"), big)
+    os.rename(wm.path("folder", "d"), wm.path("folder", "e"))
+    shutil.rmtree(wm.path("folder", "e"))
+    # An origin file replaced (O_TRUNC), written twice, then deleted; one
+    # replaced, renamed, then deleted under its new name.
+    write(wm.path("orig", "old.txt"), big)
+    write(wm.path("orig", "old.txt"), b"second")
+    os.unlink(wm.path("orig", "old.txt"))
+    write(wm.path("orig", "old2.txt"), big)
+    os.rename(wm.path("orig", "old2.txt"), wm.path("orig", "new2.txt"))
+    os.unlink(wm.path("orig", "new2.txt"))
+    # A new file renamed over an origin file, then deleted.
+    write(wm.path("over", "n"), big)
+    os.rename(wm.path("over", "n"), wm.path("over", "target"))
+    os.unlink(wm.path("over", "target"))
+    # Kept: written three times, the last version stays.
+    for v in (b"v1", b"v2" * 1000, b"v3-final"):
+        write(wm.path("kept", "k"), v)
+
+    r = wt.dmsctl("sync", "-t", 120, wm.path(""))
+    assert r.returncode == 0, r.stdout + r.stderr + wm.log()
+    for d in ("plain", "moved", "folder", "orig", "over"):
+        assert puts_under(ng, "/home/" + d) == [], d
+    for d in ("plain", "moved", "folder", "orig", "over"):
+        assert os.listdir(os.path.join(home, d)) == [], d
+        assert os.listdir(wm.path(d)) == [], d
+    # The first upload keeps its conflict check; the middle one is not
+    # needed.
+    kept = puts_under(ng, "/home/kept")
+    assert 1 <= len(kept) <= 2, kept
+    with open(os.path.join(home, "kept", "k"), "rb") as f:
+        assert f.read() == b"v3-final"
+    with open(wm.path("kept", "k"), "rb") as f:
+        assert f.read() == b"v3-final"
+    r = wt.dmsctl("status", wm.path(""))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_skipped_uploads_after_kill9_and_replay(wmount):
+    """Deleted bytes are not uploaded after kill -9 and a remount either
+    (the journal replays the operations that make them dead), and nothing
+    sticks."""
+    ng, home, wm = wmount
+    os.mkdir(os.path.join(home, "r"))
+    with open(wm.path("r", "a"), "wb") as f:
+        f.write(b"x" * 100000)
+    os.rename(wm.path("r", "a"), wm.path("r", "b"))
+    os.unlink(wm.path("r", "b"))
+    with open(wm.path("r", "stay"), "wb") as f:
+        f.write(b"stay")
+        os.fsync(f.fileno())
+    wm.kill9()
+    wm.start()
+    r = wt.dmsctl("sync", "-t", 120, wm.path(""))
+    assert r.returncode == 0, r.stdout + r.stderr + wm.log()
+    assert puts_under(ng, "/home/r") and all(
+        "/stay" in p or "stay" in os.path.basename(p)
+        for p in puts_under(ng, "/home/r")), puts_under(ng, "/home/r")
+    assert sorted(os.listdir(os.path.join(home, "r"))) == ["stay"]
+    assert sorted(os.listdir(wm.path("r"))) == ["stay"]
