@@ -683,7 +683,10 @@ static int cmd_status(int argc, char **argv)
 	ans[len - 2] = '\0';
 	for (line = ans; *line; line = next) {
 		next = strchr(line, '\n');
-		*next++ = '\0';
+		if (next)
+			*next++ = '\0';
+		else
+			next = line + strlen(line);
 		if (!strncmp(line, "conflict ", 9)) {
 			print_conflict(line + 9, conflicts++ == 0);
 			continue;

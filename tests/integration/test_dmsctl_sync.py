@@ -152,3 +152,33 @@ def test_a_caller_that_does_not_read_does_not_block_others(two):
 
 def _rundir():
     return os.environ.get("DMSFS_RUNTIME_DIR") or "/run/dmsfs"
+
+
+def test_status_of_a_rename_between_two_long_paths(two):
+    """A rename names two paths of up to 4095 bytes each, more than one
+    status line holds: the line is cut, the table stays whole."""
+    (root, _, m) = two[0]
+    comps = ["a" * 250 for _ in range(16)] + ["b" * 67]   # 4088-byte paths
+    fds = []
+    cwd = os.getcwd()
+    try:
+        for top in ("A", "B"):
+            os.chdir(str(m.mountpoint))
+            for c in [top] + comps:       # relative: past PATH_MAX here
+                os.mkdir(c)
+                os.chdir(c)
+            fds.append(os.open(".", os.O_RDONLY | os.O_DIRECTORY))
+        os.chdir(cwd)
+        fd = os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fds[0])
+        os.close(fd)
+        os.rename("f", "g", src_dir_fd=fds[0], dst_dir_fd=fds[1])
+    finally:
+        os.chdir(cwd)
+        for fd in fds:
+            os.close(fd)
+    r = run("status", str(m.mountpoint))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert sum(" rename /A/" in ln for ln in lines) == 1, r.stdout[-500:]
+    assert lines[-1].startswith("dmsctl: ") and \
+        lines[-1].endswith(f"operations pending in {m.mountpoint}")
