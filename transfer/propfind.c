@@ -35,6 +35,11 @@
 #define PF_MAX_DEPTH 64
 #define PF_MAX_TEXT  16384   /* an href of a 4 KiB path, all escaped, fits */
 #define PF_MAX_SHOWN 200     /* bytes of an href quoted in a log line */
+/* libxml2's push parser does not give the same verdict on every cut of the
+ * same bytes (a malformed reply fed whole failed, fed in small pieces
+ * passed: found by fuzz_propfind), so it is fed pieces of this fixed size
+ * whatever pieces the network delivers: one reply, one verdict. */
+#define PF_FEED_PIECE 16384
 
 enum pf_role {
 	PF_OTHER,            /* ignored, as are its descendants */
@@ -73,6 +78,9 @@ struct xfer_propfind {
 	enum pf_role stack[PF_MAX_DEPTH];
 	int level;                  /* elements open */
 	bool seen_root, root_closed;
+
+	char piece[PF_FEED_PIECE];  /* bytes not yet given to libxml2 */
+	size_t piece_len;
 
 	char text[PF_MAX_TEXT + 1]; /* the text node being captured */
 	size_t textlen;
@@ -756,7 +764,7 @@ fail:
 
 int xfer_propfind_feed(struct xfer_propfind *p, const char *data, size_t len)
 {
-	size_t chunk;
+	size_t take;
 
 	if (p->err)
 		goto out;
@@ -771,11 +779,17 @@ int xfer_propfind_feed(struct xfer_propfind *p, const char *data, size_t len)
 	}
 	p->fed += len;
 	while (len > 0 && !p->err) {
-		/* xmlParseChunk takes an int. */
-		chunk = len > (1u << 20) ? (1u << 20) : len;
-		xmlParseChunk(p->ctxt, data, (int)chunk, 0);
-		data += chunk;
-		len -= chunk;
+		take = PF_FEED_PIECE - p->piece_len;
+		if (take > len)
+			take = len;
+		memcpy(p->piece + p->piece_len, data, take);
+		p->piece_len += take;
+		data += take;
+		len -= take;
+		if (p->piece_len == PF_FEED_PIECE) {
+			xmlParseChunk(p->ctxt, p->piece, PF_FEED_PIECE, 0);
+			p->piece_len = 0;
+		}
 	}
 out:
 	return p->err;
@@ -788,7 +802,7 @@ int xfer_propfind_finish(struct xfer_propfind *p,
 
 	memset(res, 0, sizeof(*res));
 	if (!p->err)
-		xmlParseChunk(p->ctxt, NULL, 0, 1);
+		xmlParseChunk(p->ctxt, p->piece, (int)p->piece_len, 1);
 	if (!p->err && (!p->ctxt->wellFormed || !p->root_closed))
 		pf_fail(p, -EIO, p->seen_root ? "truncated or malformed XML"
 		                              : "no XML document");
