@@ -890,8 +890,8 @@ static void pin_show(const struct pin_mount *m, struct pin_progress *p,
 	double eta = rate > 0 ? (double)(p->b - p->bd) / rate : -1;
 	char bd[32], b[32], r[32], e[32] = "?";
 
-	if (o->quiet || o->json)
-		return;
+	if (o->quiet || o->json || (!final && p->bd == p->b && p->fd == p->f))
+		return;   /* the final line says it */
 	if (!o->tty && !final && now_s() - p->last_line < 1.0)
 		return;
 	human_bytes(p->bd, bd, sizeof(bd));

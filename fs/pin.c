@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/ctlsock.h"
 #include "common/log.h"
 #include "fs/ctl_proto.h"
 #include "fs/ops_i.h"
@@ -73,7 +74,6 @@ struct pin_job {
 
 struct fs_pins {
 	struct fs *fs;
-	bool allow_other;            /* other users reach the mount */
 	pthread_mutex_t lock;
 	struct pin_job *jobs;        /* running; guarded by lock */
 	bool stopping;               /* guarded by lock */
@@ -87,9 +87,6 @@ int fs_pins_init(struct fs_pins **out, struct fs *fs)
 		return -ENOMEM;
 	p->fs = fs;
 	pthread_mutex_init(&p->lock, NULL);
-	for (int i = 0; i < fs->cfg->args.argc; i++)
-		if (strstr(fs->cfg->args.argv[i], "allow_other"))
-			p->allow_other = true;
 	*out = p;
 	return 0;
 }
@@ -232,6 +229,43 @@ static void caller_of(struct fs_caller *c, uid_t uid, gid_t gid)
 	c->ac.ngroups = n;
 }
 
+/* Whether the mount at mnt lets other users in (allow_other in its
+ * super options, /proc/self/mountinfo). */
+static bool allows_others(const char *mnt)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL;
+	size_t cap = 0;
+	bool yes = false;
+
+	while (f && getline(&line, &cap, f) > 0) {
+		char mp[PATH_MAX], *sep = strstr(line, " - ");
+
+		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
+			continue;
+		dms_mountinfo_unescape(mp);
+		if (!strcmp(mp, mnt))
+			yes = strstr(sep, "allow_other") != NULL; /* the last wins */
+	}
+	free(line);
+	if (f)
+		fclose(f);
+	return yes;
+}
+
+/* Without access rules the kernel checks mode bits (default_permissions):
+ * a caller who is neither root nor the mount's owner reads what others
+ * may read. */
+static bool mode_lets(const struct pin_job *j, const struct xfer_attr *a)
+{
+	bool dir = (a->mode & S_IFMT) == S_IFDIR;
+
+	if (j->root || j->fs->access || j->uid == geteuid())
+		return true;
+	return dir ? (a->mode & (S_IROTH | S_IXOTH)) == (S_IROTH | S_IXOTH)
+	           : (a->mode & S_IROTH) != 0;
+}
+
 static int may(struct pin_job *j, const char *path, unsigned want)
 {
 	return j->root ? 0 : fs_access_check(j->fs->access, &j->caller, path,
@@ -368,7 +402,7 @@ static int walk_dir(struct pin_job *j, const char *path, int depth)
 			free(child);
 			continue;
 		}
-		if (may(j, child, ACL_READ) != 0) {
+		if (may(j, child, ACL_READ) != 0 || !mode_lets(j, &e->attr)) {
 			fail(j, EACCES, child, NULL);
 		} else if ((e->attr.mode & S_IFMT) == S_IFDIR ||
 		           r.kind != FS_ROUTE_SOURCE) {
@@ -403,7 +437,7 @@ static int walk(struct pin_job *j, const char *path)
 		listing_fail(j, path, rc, &r);
 		return 0;
 	}
-	if (may(j, path, ACL_READ) != 0) {
+	if (may(j, path, ACL_READ) != 0 || !mode_lets(j, &a)) {
 		fail(j, EACCES, path, NULL);
 		return 0;
 	}
@@ -723,7 +757,8 @@ static void serve_pin(struct fs_pins *p, struct pin_job *j, char **paths)
 	p->jobs = j;
 	pthread_mutex_unlock(&p->lock);
 	/* The kernel keeps other users out of a mount without allow_other. */
-	if (!j->root && j->uid != geteuid() && !p->allow_other) {
+	if (!j->root && j->uid != geteuid() &&
+	    !allows_others(p->fs->cfg->mountpoint)) {
 		for (size_t i = 0; paths[i]; i++)
 			fail(j, EACCES, paths[i], "the mount does not allow "
 			     "other users (allow_other)");
