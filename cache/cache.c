@@ -1924,6 +1924,23 @@ static int cache_files_check(struct cache *c)
 
 /* Recomputes the totals with one pass over the block keys (sizes come from
  * the B-tree nodes); blocks without an LRU entry get one. */
+/* Makes room for one more element of size elem in *v (n used of *cap):
+ * doubles it from 64.  0, or ENOMEM (an LMDB-style positive code). */
+static int cache_grow(void **v, size_t n, size_t *cap, size_t elem)
+{
+	size_t nc = *cap ? *cap * 2 : 64;
+	void *p;
+
+	if (n < *cap)
+		return 0;
+	p = realloc(*v, nc * elem);
+	if (!p)
+		return ENOMEM;
+	*v = p;
+	*cap = nc;
+	return 0;
+}
+
 static int cache_totals_rebuild(struct cache *c, MDB_txn *txn,
                                 struct cache_totals *t)
 {
@@ -1960,17 +1977,10 @@ static int cache_totals_rebuild(struct cache *c, MDB_txn *txn,
 		if (mdb_get(txn, c->dbi_atime, &k, &av) == 0 ||
 		    cache_fid_pinned(c, txn, k.mv_data))
 			continue;
-		if (n_orphans == cap_orphans) {
-			size_t nc = cap_orphans ? cap_orphans * 2 : 64;
-			void *p = realloc(orphans, nc * sizeof(*orphans));
-
-			if (!p) {
-				rc = ENOMEM;
-				goto out;
-			}
-			orphans = p;
-			cap_orphans = nc;
-		}
+		rc = cache_grow((void **)&orphans, n_orphans, &cap_orphans,
+		                sizeof(*orphans));
+		if (rc != 0)
+			goto out;
 		memcpy(orphans[n_orphans++], k.mv_data, CACHE_KEY_LEN);
 	}
 	if (rc != MDB_NOTFOUND)
@@ -2445,18 +2455,13 @@ static int cache_pin_walk(struct cache *c, MDB_txn *txn,
 		if (what == PIN_SUM)
 			continue;
 		if (n == cap) {
-			size_t nc = cap ? cap * 2 : 64;
-			void *p = realloc(keys, nc * sizeof(*keys));
-			void *q = p ? realloc(lens, nc * sizeof(*lens)) : NULL;
+			size_t kcap = cap;
 
-			if (p)
-				keys = p;
-			if (!q) {
-				rc = ENOMEM;
+			rc = cache_grow((void **)&keys, n, &kcap, sizeof(*keys));
+			if (rc == 0)
+				rc = cache_grow((void **)&lens, n, &cap, sizeof(*lens));
+			if (rc != 0)
 				goto out;
-			}
-			lens = q;
-			cap = nc;
 		}
 		memcpy(keys[n], k.mv_data, CACHE_KEY_LEN);
 		lens[n++] = len;
@@ -2509,52 +2514,30 @@ out:
 	return rc;
 }
 
+static int cache_pin_count(void *arg, const struct cache_pin_info *p)
+{
+	uint64_t *t = arg;
+
+	t[0]++;
+	t[1] += p->size;
+	t[2] += p->cached;
+	return 0;
+}
+
 /* Counts the pins and the bytes of their stored blocks (at open). */
 static int cache_pin_load(struct cache *c)
 {
-	MDB_txn *txn = NULL;
-	MDB_cursor *cur = NULL;
-	MDB_val k, v;
-	uint64_t count = 0, size = 0, stored = 0;
-	int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+	uint64_t t[3] = { 0, 0, 0 };
+	int rc = cache_pin_foreach(c, cache_pin_count, t);
 
 	if (rc != 0)
-		goto out;
-	rc = mdb_cursor_open(txn, c->dbi_pins, &cur);
-	if (rc != 0)
-		goto out;
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		struct cache_pinrec r;
-
-		if (cache_pinrec_read(&v, &r) != 0) {
-			dms_log(LOG_WARNING, "cache: a pin record fails its check;"
-			        " ignored");
-			continue;
-		}
-		count++;
-		size += r.size;
-		rc = cache_pin_walk(c, txn, NULL, r.fid, PIN_SUM, &stored);
-		if (rc != 0)
-			goto out;
-	}
-	if (rc == MDB_NOTFOUND)
-		rc = 0;
-out:
-	if (cur)
-		mdb_cursor_close(cur);
-	if (txn)
-		mdb_txn_abort(txn);
-	if (rc != 0) {
-		dms_log(LOG_ERR, "cache: reading the pins: %s", mdb_strerror(rc));
-		return cache_errno(rc);
-	}
-	atomic_store(&c->pin_count, count);
-	atomic_store(&c->pin_size, size);
-	atomic_store(&c->pin_stored, stored);
-	if (count)
+		return rc;
+	atomic_store(&c->pin_count, t[0]);
+	atomic_store(&c->pin_size, t[1]);
+	atomic_store(&c->pin_stored, t[2]);
+	if (t[0])
 		dms_log(LOG_INFO, "cache: %" PRIu64 " pins, %" PRIu64 " of %"
-		        PRIu64 " bytes stored", count, stored, size);
+		        PRIu64 " bytes stored", t[0], t[2], t[1]);
 	return 0;
 }
 
@@ -2797,19 +2780,14 @@ int cache_pin_foreach(struct cache *c,
 		struct cache_pin_info *p;
 		char *key;
 
-		if (cache_pinrec_read(&v, &r) != 0)
+		if (cache_pinrec_read(&v, &r) != 0) {
+			dms_log(LOG_WARNING, "cache: a pin record fails its check;"
+			        " ignored");
 			continue;
-		if (n == cap) {
-			size_t nc = cap ? cap * 2 : 64;
-			void *q = realloc(all, nc * sizeof(*all));
-
-			if (!q) {
-				rc = ENOMEM;
-				goto out;
-			}
-			all = q;
-			cap = nc;
 		}
+		rc = cache_grow((void **)&all, n, &cap, sizeof(*all));
+		if (rc != 0)
+			goto out;
 		key = malloc(r.key_len + 1);
 		if (!key) {
 			rc = ENOMEM;
