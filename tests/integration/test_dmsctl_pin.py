@@ -309,3 +309,27 @@ def test_two_mounts_one_command(tmp_path, mounter):
             if m.running:
                 m.umount()
             ng.stop()
+
+
+def test_terminal_bar_and_changed_file_keeps_its_pin(origin_ng, mounter):
+    root, ng = origin_ng
+    m = mounter(ng.url + "/", block_size="64K", meta_ttl="1")
+    # On a terminal (script(1) gives dmsctl a pty): the bar, rewritten.
+    r = subprocess.run(["script", "-qec", f"{DMSCTL} pin {m.path('data/big')}",
+                        "/dev/null"], capture_output=True, timeout=120)
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0, out + r.stderr.decode(errors="replace")
+    assert "\r\x1b[K[" in out and "[########################]" in out
+    assert "2/2 files" in out and "ETA" in out, out
+    # The file changes at the origin: read again, the new version's blocks
+    # are pinned and fetched only once.
+    rel = "data/big/two.bin"
+    new = b"n" * (3 * BLOCK + 5)
+    origintree.write_file(str(root), rel, data=new,
+                          mtime=origintree.BASE_MTIME + 100)
+    time.sleep(2.5)
+    with open(m.path(rel), "rb") as f:
+        assert f.read() == new
+    r = _dmsctl("pins", str(m.mountpoint))
+    line = [l for l in r.stdout.splitlines() if rel in l]
+    assert line and "100.0%" in line[0] and "192.0 KiB" in line[0], r.stdout
