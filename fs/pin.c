@@ -282,9 +282,11 @@ static int pin_stat(struct fs *fs, const char *path, struct xfer_attr *a,
 	struct fs_dir *d = NULL;
 	const struct fs_dirent *e;
 	char *parent = NULL;
-	int rc = fs_exports_route(fs->exports, path, r);
+	int rc;
 
 	memset(a, 0, sizeof(*a));
+	memset(r, 0, sizeof(*r));
+	rc = fs_exports_route(fs->exports, path, r);
 	if (rc)
 		goto out;
 	if (r->kind != FS_ROUTE_SOURCE || !strcmp(r->inner, "/")) {
@@ -359,7 +361,7 @@ static int walk_dir(struct pin_job *j, const char *path, int depth)
 {
 	struct fs *fs = j->fs;
 	struct fs_dir *d = NULL;
-	struct fs_route r;
+	struct fs_route r = { 0 };
 	int rc;
 
 	if (atomic_load(&j->cancel))
