@@ -9,6 +9,8 @@
  *   meta    'k' || key  (keys up to 400 bytes)   -> mhdr(24) || key || value
  *           'h' || XXH3_128(key) (longer keys)
  *   info    "totals"                             -> struct cache_totals
+ *   pins    XXH3_128(pin key)                    -> pinrec(48) || pin key
+ *   pinfid  fid(16)                              -> XXH3_128(pin key)
  * Every value carries a magic (format version), its length and an XXH3-64
  * checksum.  Block checksums are seeded with a hash of the key, and metadata
  * checksums cover the full key, so a value is also bound to its key.
@@ -69,6 +71,16 @@
  * many FUSE threads.  A get verifies the whole stored block, so its cost
  * follows the block size (about 15 us for 256 KiB, 55 us for 1 MiB).
  *
+ * Pins: a pinned file's blocks (its fid is in pinfid) have no lru/atime
+ * entries, so eviction never meets them and touches skip them; pinning takes
+ * a file's stored blocks out of the LRU, unpinning puts them back as the
+ * newest.  A put of a pinned file's block goes in without an LRU entry.  Its
+ * bytes still count in the totals (the cap covers pinned and unpinned
+ * blocks alike); when only pinned blocks are left, eviction stops and puts of
+ * unpinned blocks that would pass the cap are dropped.  The bytes of pinned
+ * blocks are counted at open (one walk of each pinned file's keys) and kept
+ * in step by every write transaction (c->pin_delta).
+ *
  * Locking: c->lock guards the queue, the touch set and the writer/flush
  * handshake; c->pool_lock guards the read transaction pool; counters are
  * atomics.  Lock order: never hold both.  LMDB write transactions are taken
@@ -126,6 +138,8 @@
 #define CACHE_BLOCK_MAGIC      0x31424d44u     /* "DMB1" */
 #define CACHE_META_MAGIC       0x314d4d44u     /* "DMM1" */
 #define CACHE_TOTALS_MAGIC     0x31544d44u     /* "DMT1" */
+#define CACHE_PIN_MAGIC        0x31504d44u     /* "DMP1" */
+#define CACHE_PIN_KEY_MAX      8192            /* bytes of a pin key */
 #define CACHE_FORMAT_VERSION   1u
 
 #define CACHE_DATA_FILE        "data.mdb"
@@ -194,6 +208,7 @@ struct cache {
 	char *dir;
 	MDB_env *env;
 	MDB_dbi dbi_blocks, dbi_lru, dbi_atime, dbi_meta, dbi_info;
+	MDB_dbi dbi_pins, dbi_pinfid;
 	void *map_addr;                  /* LMDB's read-only map, if found */
 	size_t map_len;
 	atomic_uint_fast64_t mapped_bytes; /* through the map since unmapping */
@@ -233,7 +248,17 @@ struct cache {
 	_Atomic uint64_t bytes, blocks, next_seq; /* committed totals (mirror) */
 	atomic_bool broken;              /* LMDB reported corruption: stop using it */
 	_Atomic int64_t log_drop_t, log_batch_t; /* rate limits for repeated logs */
+	/* Pins: committed figures. */
+	_Atomic uint64_t pin_stored;     /* bytes of pinned blocks stored */
+	_Atomic uint64_t pin_size;       /* sum of the pinned files' sizes */
+	_Atomic uint64_t pin_count;      /* pin records */
+	/* Change of pin_stored in the open write transaction: guarded by
+	 * LMDB's writer lock (one write transaction at a time). */
+	int64_t pin_delta;
 };
+
+static bool cache_fid_pinned(struct cache *c, MDB_txn *txn,
+                             const unsigned char *fid);
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -544,8 +569,10 @@ static int cache_totals_begin(struct cache *c, MDB_txn **txn,
 {
 	int rc = mdb_txn_begin(c->env, NULL, 0, txn);
 
-	if (rc == 0)
+	if (rc == 0) {
+		c->pin_delta = 0;
 		rc = cache_totals_load(c, *txn, t);
+	}
 	return rc;
 }
 
@@ -565,6 +592,7 @@ static int cache_totals_commit(struct cache *c, MDB_txn **txn,
 	if (rc != 0)
 		goto out;
 	cache_totals_publish(c, t);
+	atomic_fetch_add(&c->pin_stored, (uint64_t)c->pin_delta);
 out:
 	return rc;
 }
@@ -605,6 +633,8 @@ static int cache_block_del(struct cache *c, MDB_txn *txn,
 	if (rc != 0)
 		goto out;
 	cache_totals_sub(t, stored_size);
+	if (cache_fid_pinned(c, txn, key))
+		c->pin_delta -= (int64_t)(stored_size - sizeof(struct cache_bhdr));
 out:
 	return rc;
 }
@@ -707,6 +737,12 @@ static int cache_evict(struct cache *c, MDB_txn *txn, struct cache_totals *t,
 		goto out;
 	while (t->bytes > target) {
 		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		if (rc == MDB_NOTFOUND &&
+		    atomic_load(&c->pin_stored) + (uint64_t)c->pin_delta > 0) {
+			/* The rest is pinned: kept, whatever the target. */
+			rc = 0;
+			break;
+		}
 		if (rc == MDB_NOTFOUND) {
 			dms_log(LOG_WARNING, "cache: LRU list empty with %" PRIu64
 			        " bytes counted; resetting the count", t->bytes);
@@ -816,14 +852,16 @@ static int cache_txn_insert(struct cache *c, const struct cache_batch *b)
 		goto out;
 	for (struct cache_item *it = b->items; it; it = it->next) {
 		MDB_val k = { CACHE_KEY_LEN, it->key }, v;
+		bool pinned;
 
 		if (it->type != CACHE_ITEM_PUT)
 			continue;
+		pinned = cache_fid_pinned(c, txn, it->key);
 		rc = mdb_get(txn, c->dbi_blocks, &k, &v);
 		if (rc == 0 && v.mv_size == sizeof(struct cache_bhdr) + it->len) {
 			/* Same identity, same length: the same bytes (a duplicate
 			 * fetch).  Keep the stored copy, refresh its LRU place. */
-			rc = cache_lru_set(c, txn, &t, it->key);
+			rc = pinned ? 0 : cache_lru_set(c, txn, &t, it->key);
 			if (rc != 0)
 				goto out;
 			continue;
@@ -832,12 +870,22 @@ static int cache_txn_insert(struct cache *c, const struct cache_batch *b)
 			rc = cache_block_del(c, txn, &t, it->key, v.mv_size);
 		if (rc != 0 && rc != MDB_NOTFOUND)
 			goto out;
+		/* Pinned blocks left no room: an unpinned one would pass
+		 * the cap (a pinned one fits: pins are refused past it). */
+		if (!pinned && t.bytes + it->len > c->eff_cap &&
+		    atomic_load(&c->pin_stored) + (uint64_t)c->pin_delta > 0) {
+			atomic_fetch_add(&c->dropped, 1);
+			continue;
+		}
 		v.mv_size = sizeof(struct cache_bhdr) + it->len;
 		v.mv_data = it->val;
 		rc = mdb_put(txn, c->dbi_blocks, &k, &v, 0);
 		if (rc != 0)
 			goto out;
-		rc = cache_lru_set(c, txn, &t, it->key);
+		if (pinned)
+			c->pin_delta += (int64_t)it->len;
+		else
+			rc = cache_lru_set(c, txn, &t, it->key);
 		if (rc != 0)
 			goto out;
 		t.bytes += it->len;
@@ -1317,6 +1365,15 @@ void cache_get_stats(struct cache *c, struct cache_stats *st)
 	st->corrupt = atomic_load(&c->corrupt);
 	st->evicted = atomic_load(&c->evicted);
 	st->dropped = atomic_load(&c->dropped);
+	st->cap = c->cap;
+	st->pinned = atomic_load(&c->pin_stored);
+	st->pinned_size = atomic_load(&c->pin_size);
+	st->pins = atomic_load(&c->pin_count);
+}
+
+uint64_t cache_pinned_bytes(struct cache *c)
+{
+	return c ? atomic_load(&c->pin_stored) : 0;
 }
 
 /* ---- public: metadata ------------------------------------------------- */
@@ -1867,6 +1924,23 @@ static int cache_files_check(struct cache *c)
 
 /* Recomputes the totals with one pass over the block keys (sizes come from
  * the B-tree nodes); blocks without an LRU entry get one. */
+/* Makes room for one more element of size elem in *v (n used of *cap):
+ * doubles it from 64.  0, or ENOMEM (an LMDB-style positive code). */
+static int cache_grow(void **v, size_t n, size_t *cap, size_t elem)
+{
+	size_t nc = *cap ? *cap * 2 : 64;
+	void *p;
+
+	if (n < *cap)
+		return 0;
+	p = realloc(*v, nc * elem);
+	if (!p)
+		return ENOMEM;
+	*v = p;
+	*cap = nc;
+	return 0;
+}
+
 static int cache_totals_rebuild(struct cache *c, MDB_txn *txn,
                                 struct cache_totals *t)
 {
@@ -1900,19 +1974,13 @@ static int cache_totals_rebuild(struct cache *c, MDB_txn *txn,
 			t->bytes += v.mv_size - sizeof(struct cache_bhdr);
 		if (k.mv_size != CACHE_KEY_LEN)
 			continue;
-		if (mdb_get(txn, c->dbi_atime, &k, &av) == 0)
+		if (mdb_get(txn, c->dbi_atime, &k, &av) == 0 ||
+		    cache_fid_pinned(c, txn, k.mv_data))
 			continue;
-		if (n_orphans == cap_orphans) {
-			size_t nc = cap_orphans ? cap_orphans * 2 : 64;
-			void *p = realloc(orphans, nc * sizeof(*orphans));
-
-			if (!p) {
-				rc = ENOMEM;
-				goto out;
-			}
-			orphans = p;
-			cap_orphans = nc;
-		}
+		rc = cache_grow((void **)&orphans, n_orphans, &cap_orphans,
+		                sizeof(*orphans));
+		if (rc != 0)
+			goto out;
 		memcpy(orphans[n_orphans++], k.mv_data, CACHE_KEY_LEN);
 	}
 	if (rc != MDB_NOTFOUND)
@@ -1938,6 +2006,8 @@ static int cache_db_init(struct cache *c)
 		{ "atime",  offsetof(struct cache, dbi_atime) },
 		{ "meta",   offsetof(struct cache, dbi_meta) },
 		{ "info",   offsetof(struct cache, dbi_info) },
+		{ "pins",   offsetof(struct cache, dbi_pins) },
+		{ "pinfid", offsetof(struct cache, dbi_pinfid) },
 	};
 	MDB_txn *txn = NULL;
 	struct cache_totals t;
@@ -1963,7 +2033,8 @@ static int cache_db_init(struct cache *c)
 		        ", this is %u; emptying the cache", t.version,
 		        CACHE_FORMAT_VERSION);
 		MDB_dbi all[] = { c->dbi_blocks, c->dbi_lru, c->dbi_atime,
-		                  c->dbi_meta, c->dbi_info };
+		                  c->dbi_meta, c->dbi_info, c->dbi_pins,
+		                  c->dbi_pinfid };
 		for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
 			rc = mdb_drop(txn, all[i], 0);
 			if (rc != 0)
@@ -1992,6 +2063,8 @@ out:
 		mdb_txn_abort(txn);
 	return rc;
 }
+
+static int cache_pin_load(struct cache *c);
 
 /* Creates and opens the environment.  LMDB result codes. */
 static int cache_env_open(struct cache *c, size_t mapsize)
@@ -2238,6 +2311,9 @@ int cache_open(struct cache **out, const struct cache_opts *opts)
 	rc = cache_locks_init(c);
 	if (rc != 0)
 		goto fail;
+	rc = cache_pin_load(c);
+	if (rc != 0)
+		goto fail;
 	if (atomic_load(&c->bytes) > c->cap)
 		c->iter_want = 1;  /* cap lowered: the writer evicts at once */
 	rc = pthread_create(&c->writer, NULL, cache_writer_main, c);
@@ -2288,4 +2364,480 @@ void cache_close(struct cache *c)
 			        CACHE_OPEN_MARK, strerror(-rc));
 	}
 	cache_free(c);
+}
+
+/* ---- pins ------------------------------------------------------------- */
+
+/* A pin record; the pin key (its bytes) follows.  Read with memcpy. */
+struct cache_pinrec {
+	uint32_t magic;
+	uint32_t uid;
+	uint64_t size;
+	unsigned char fid[16];
+	uint32_t key_len;
+	uint32_t pad;
+	uint64_t sum;        /* XXH3_64 of the fields above (sum 0) and the key */
+};
+_Static_assert(sizeof(struct cache_pinrec) == 48, "pin record is 48 bytes");
+
+static void cache_pin_lkey(const char *key, unsigned char *out)
+{
+	XXH128_canonical_t h;
+
+	XXH128_canonicalFromHash(&h, XXH3_128bits(key, strlen(key)));
+	memcpy(out, h.digest, 16);
+}
+
+static uint64_t cache_pinrec_sum(const struct cache_pinrec *r, const void *key)
+{
+	struct cache_pinrec z = *r;
+	XXH3_state_t st;
+
+	z.sum = 0;
+	XXH3_64bits_reset(&st);
+	XXH3_64bits_update(&st, &z, sizeof(z));
+	XXH3_64bits_update(&st, key, r->key_len);
+	return XXH3_64bits_digest(&st);
+}
+
+/* The record of a stored value: 0, or -EILSEQ if it fails its check. */
+static int cache_pinrec_read(const MDB_val *v, struct cache_pinrec *r)
+{
+	if (v->mv_size < sizeof(*r))
+		return -EILSEQ;
+	memcpy(r, v->mv_data, sizeof(*r));
+	if (r->magic != CACHE_PIN_MAGIC ||
+	    r->key_len != v->mv_size - sizeof(*r) ||
+	    r->sum != cache_pinrec_sum(r, (const char *)v->mv_data + sizeof(*r)))
+		return -EILSEQ;
+	return 0;
+}
+
+static bool cache_fid_pinned(struct cache *c, MDB_txn *txn,
+                             const unsigned char *fid)
+{
+	MDB_val k = { 16, (void *)fid }, v;
+
+	return mdb_get(txn, c->dbi_pinfid, &k, &v) == 0;
+}
+
+enum cache_pin_walk { PIN_SUM, PIN_UNLRU, PIN_RELRU, PIN_DROP };
+
+/* Visits the stored blocks of fid (keys fid || index): adds up their data
+ * bytes into *bytes and, in a write transaction, takes them out of the LRU,
+ * puts them back, or deletes them.  The keys are gathered first, so no
+ * cursor walks a tree that is being changed.  LMDB result codes (ENOMEM). */
+static int cache_pin_walk(struct cache *c, MDB_txn *txn,
+                          struct cache_totals *t, const unsigned char *fid,
+                          enum cache_pin_walk what, uint64_t *bytes)
+{
+	unsigned char key[CACHE_KEY_LEN], (*keys)[CACHE_KEY_LEN] = NULL;
+	uint64_t *lens = NULL;
+	size_t n = 0, cap = 0;
+	MDB_cursor *cur = NULL;
+	MDB_val k = { CACHE_KEY_LEN, key }, v;
+	int rc;
+
+	memcpy(key, fid, 16);
+	memset(key + 16, 0, 8);
+	rc = mdb_cursor_open(txn, c->dbi_blocks, &cur);
+	if (rc != 0)
+		goto out;
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		uint64_t len;
+
+		if (k.mv_size != CACHE_KEY_LEN || memcmp(k.mv_data, fid, 16))
+			break;
+		len = v.mv_size > sizeof(struct cache_bhdr) ?
+		      v.mv_size - sizeof(struct cache_bhdr) : 0;
+		*bytes += len;
+		if (what == PIN_SUM)
+			continue;
+		if (n == cap) {
+			size_t kcap = cap;
+
+			rc = cache_grow((void **)&keys, n, &kcap, sizeof(*keys));
+			if (rc == 0)
+				rc = cache_grow((void **)&lens, n, &cap, sizeof(*lens));
+			if (rc != 0)
+				goto out;
+		}
+		memcpy(keys[n], k.mv_data, CACHE_KEY_LEN);
+		lens[n++] = len;
+	}
+	if (rc != MDB_NOTFOUND && rc != 0)
+		goto out;
+	rc = 0;
+	mdb_cursor_close(cur);
+	cur = NULL;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		MDB_val ak = { CACHE_KEY_LEN, keys[i] };
+
+		switch (what) {
+		case PIN_SUM:
+			break;
+		case PIN_UNLRU:
+			rc = mdb_get(txn, c->dbi_atime, &ak, &v);
+			if (rc == 0 && v.mv_size == 8) {
+				unsigned char seq[8];
+				MDB_val sk = { 8, seq };
+
+				memcpy(seq, v.mv_data, 8);
+				rc = mdb_del(txn, c->dbi_lru, &sk, NULL);
+			}
+			if (rc == 0 || rc == MDB_NOTFOUND)
+				rc = mdb_del(txn, c->dbi_atime, &ak, NULL);
+			if (rc == MDB_NOTFOUND)
+				rc = 0;
+			c->pin_delta += (int64_t)lens[i];
+			break;
+		case PIN_RELRU:
+			rc = cache_lru_set(c, txn, t, keys[i]);
+			c->pin_delta -= (int64_t)lens[i];
+			break;
+		case PIN_DROP:
+			rc = mdb_del(txn, c->dbi_blocks, &ak, NULL);
+			if (rc == 0) {
+				cache_totals_sub(t, lens[i] +
+				                 sizeof(struct cache_bhdr));
+				c->pin_delta -= (int64_t)lens[i];
+			}
+			break;
+		}
+	}
+out:
+	if (cur)
+		mdb_cursor_close(cur);
+	free(keys);
+	free(lens);
+	return rc;
+}
+
+static int cache_pin_count(void *arg, const struct cache_pin_info *p)
+{
+	uint64_t *t = arg;
+
+	t[0]++;
+	t[1] += p->size;
+	t[2] += p->cached;
+	return 0;
+}
+
+/* Counts the pins and the bytes of their stored blocks (at open). */
+static int cache_pin_load(struct cache *c)
+{
+	uint64_t t[3] = { 0, 0, 0 };
+	int rc = cache_pin_foreach(c, cache_pin_count, t);
+
+	if (rc != 0)
+		return rc;
+	atomic_store(&c->pin_count, t[0]);
+	atomic_store(&c->pin_size, t[1]);
+	atomic_store(&c->pin_stored, t[2]);
+	if (t[0])
+		dms_log(LOG_INFO, "cache: %" PRIu64 " pins, %" PRIu64 " of %"
+		        PRIu64 " bytes stored", t[0], t[2], t[1]);
+	return 0;
+}
+
+int cache_pin_get(struct cache *c, const char *key, struct cache_pin_info *out)
+{
+	unsigned char lk[16];
+	MDB_val k = { 16, lk }, v;
+	struct cache_pinrec r;
+	MDB_txn *txn = NULL;
+	int rc;
+
+	if (!c || !key || strlen(key) > CACHE_PIN_KEY_MAX)
+		return -EINVAL;
+	cache_pin_lkey(key, lk);
+	rc = cache_rtxn_get(c, &txn);
+	if (rc != 0)
+		return rc;
+	rc = mdb_get(txn, c->dbi_pins, &k, &v);
+	if (rc == 0)
+		rc = cache_pinrec_read(&v, &r) == 0 ? 0 : MDB_NOTFOUND;
+	if (rc == 0 && out) {
+		memset(out, 0, sizeof(*out));
+		out->uid = r.uid;
+		out->size = r.size;
+		memcpy(out->fid.id, r.fid, 16);
+		rc = cache_pin_walk(c, txn, NULL, r.fid, PIN_SUM, &out->cached);
+	}
+	cache_rtxn_put(c, txn);
+	if (rc == MDB_NOTFOUND)
+		return -ENOENT;
+	if (rc != 0) {
+		dms_log(LOG_ERR, "cache: pin lookup: %s", mdb_strerror(rc));
+		return cache_errno(rc);
+	}
+	return 0;
+}
+
+/* Sets (keep_uid: only re-points an existing) pin key -> fid, size.  */
+static int cache_pin_put(struct cache *c, const char *key, uint32_t uid,
+                         const struct cache_fid *fid, uint64_t size,
+                         bool follow_only)
+{
+	unsigned char lk[16];
+	size_t klen;
+	MDB_val k = { 16, lk }, v, fk = { 16, (void *)fid->id };
+	struct cache_pinrec r, old;
+	struct cache_totals t;
+	MDB_txn *txn = NULL;
+	unsigned char *val = NULL;
+	bool had = false;
+	uint64_t seen = 0;
+	int rc;
+
+	if (!c || !key || !fid || (klen = strlen(key)) > CACHE_PIN_KEY_MAX)
+		return -EINVAL;
+	cache_pin_lkey(key, lk);
+	val = malloc(sizeof(r) + klen);
+	if (!val)
+		return -ENOMEM;
+	rc = cache_totals_begin(c, &txn, &t);
+	if (rc != 0)
+		goto out;
+	rc = mdb_get(txn, c->dbi_pins, &k, &v);
+	if (rc == 0 && cache_pinrec_read(&v, &old) == 0)
+		had = true;
+	else if (rc != 0 && rc != MDB_NOTFOUND)
+		goto out;
+	rc = 0;
+	if (follow_only && !had)
+		goto out;
+	if (had && !memcmp(old.fid, fid->id, 16) && old.size == size)
+		goto out;   /* nothing to change */
+	if (had) {
+		MDB_val ofk = { 16, old.fid };
+
+		uid = old.uid;
+		/* The file changed at the origin: its old blocks are stale. */
+		if (memcmp(old.fid, fid->id, 16)) {
+			rc = cache_pin_walk(c, txn, &t, old.fid, PIN_DROP, &seen);
+			if (rc == 0)
+				rc = mdb_del(txn, c->dbi_pinfid, &ofk, NULL);
+			if (rc == MDB_NOTFOUND)
+				rc = 0;
+			if (rc != 0)
+				goto out;
+		}
+	}
+	memset(&r, 0, sizeof(r));
+	r.magic = CACHE_PIN_MAGIC;
+	r.uid = uid;
+	r.size = size;
+	memcpy(r.fid, fid->id, 16);
+	r.key_len = (uint32_t)klen;
+	r.sum = cache_pinrec_sum(&r, key);
+	memcpy(val, &r, sizeof(r));
+	memcpy(val + sizeof(r), key, klen);
+	v.mv_size = sizeof(r) + klen;
+	v.mv_data = val;
+	rc = mdb_put(txn, c->dbi_pins, &k, &v, 0);
+	if (rc != 0)
+		goto out;
+	if (!cache_fid_pinned(c, txn, fid->id)) {
+		rc = cache_pin_walk(c, txn, &t, fid->id, PIN_UNLRU, &seen);
+		if (rc != 0)
+			goto out;
+		v.mv_size = 16;
+		v.mv_data = lk;
+		rc = mdb_put(txn, c->dbi_pinfid, &fk, &v, 0);
+		if (rc != 0)
+			goto out;
+	}
+	rc = cache_check_rc(c, cache_totals_commit(c, &txn, &t, true), "pin");
+	if (rc != 0)
+		goto out;
+	if (had) {
+		atomic_fetch_sub(&c->pin_size, old.size);
+	} else {
+		atomic_fetch_add(&c->pin_count, 1);
+	}
+	atomic_fetch_add(&c->pin_size, size);
+	if (had && memcmp(old.fid, fid->id, 16))
+		dms_log(LOG_INFO, "cache: pinned %s changed at the origin; its "
+		        "old blocks are dropped, the new ones pinned",
+		        strrchr(key, '\n') ? strrchr(key, '\n') + 1 : key);
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	free(val);
+	if (rc > 0 || rc <= MDB_KEYEXIST) {
+		dms_log(LOG_ERR, "cache: pin %s: %s", key, mdb_strerror(rc));
+		rc = cache_errno(rc);
+	}
+	return rc;
+}
+
+int cache_pin_set(struct cache *c, const char *key, uint32_t uid,
+                  const struct cache_fid *fid, uint64_t size)
+{
+	return cache_pin_put(c, key, uid, fid, size, false);
+}
+
+int cache_pin_follow(struct cache *c, const char *key,
+                     const struct cache_fid *fid, uint64_t size)
+{
+	unsigned char lk[16];
+	MDB_val k = { 16, lk }, v;
+	struct cache_pinrec r;
+	MDB_txn *txn = NULL;
+	bool differs = false;
+
+	if (!c || !key || !fid || strlen(key) > CACHE_PIN_KEY_MAX ||
+	    atomic_load(&c->pin_count) == 0)
+		return 0;
+	/* Mostly no pin, or the same version: a read suffices. */
+	cache_pin_lkey(key, lk);
+	if (cache_rtxn_get(c, &txn) != 0)
+		return 0;
+	if (mdb_get(txn, c->dbi_pins, &k, &v) == 0 &&
+	    cache_pinrec_read(&v, &r) == 0)
+		differs = memcmp(r.fid, fid->id, 16) || r.size != size;
+	cache_rtxn_put(c, txn);
+	return differs ? cache_pin_put(c, key, 0, fid, size, true) : 0;
+}
+
+int cache_pin_del(struct cache *c, const char *key)
+{
+	unsigned char lk[16];
+	MDB_val k = { 16, lk }, v;
+	struct cache_pinrec r;
+	struct cache_totals t;
+	MDB_txn *txn = NULL;
+	uint64_t seen = 0;
+	int rc;
+
+	if (!c || !key || strlen(key) > CACHE_PIN_KEY_MAX)
+		return -EINVAL;
+	cache_pin_lkey(key, lk);
+	rc = cache_totals_begin(c, &txn, &t);
+	if (rc != 0)
+		goto out;
+	rc = mdb_get(txn, c->dbi_pins, &k, &v);
+	if (rc != 0)
+		goto out;
+	if (cache_pinrec_read(&v, &r) != 0)
+		memset(&r, 0, sizeof(r));   /* a bad record goes too */
+	rc = mdb_del(txn, c->dbi_pins, &k, NULL);
+	if (rc != 0)
+		goto out;
+	if (r.magic) {
+		MDB_val fk = { 16, r.fid };
+
+		rc = mdb_del(txn, c->dbi_pinfid, &fk, NULL);
+		if (rc == 0)
+			rc = cache_pin_walk(c, txn, &t, r.fid, PIN_RELRU, &seen);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+		if (rc != 0)
+			goto out;
+	}
+	rc = cache_check_rc(c, cache_totals_commit(c, &txn, &t, true), "unpin");
+	if (rc == 0) {
+		atomic_fetch_sub(&c->pin_count, 1);
+		atomic_fetch_sub(&c->pin_size, r.size);
+	}
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	if (rc == MDB_NOTFOUND)
+		return -ENOENT;
+	if (rc > 0 || rc <= MDB_KEYEXIST) {
+		dms_log(LOG_ERR, "cache: unpin %s: %s", key, mdb_strerror(rc));
+		rc = cache_errno(rc);
+	}
+	return rc;
+}
+
+int cache_pin_foreach(struct cache *c,
+                      int (*fn)(void *arg, const struct cache_pin_info *p),
+                      void *arg)
+{
+	struct cache_pin_info *all = NULL;
+	size_t n = 0, cap = 0;
+	MDB_txn *txn = NULL;
+	MDB_cursor *cur = NULL;
+	MDB_val k, v;
+	int rc;
+
+	if (!c || !fn)
+		return -EINVAL;
+	rc = cache_rtxn_get(c, &txn);
+	if (rc != 0)
+		return rc;
+	rc = mdb_cursor_open(txn, c->dbi_pins, &cur);
+	if (rc != 0)
+		goto out;
+	/* Copied out first: callbacks run with no transaction open. */
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct cache_pinrec r;
+		struct cache_pin_info *p;
+		char *key;
+
+		if (cache_pinrec_read(&v, &r) != 0) {
+			dms_log(LOG_WARNING, "cache: a pin record fails its check;"
+			        " ignored");
+			continue;
+		}
+		rc = cache_grow((void **)&all, n, &cap, sizeof(*all));
+		if (rc != 0)
+			goto out;
+		key = malloc(r.key_len + 1);
+		if (!key) {
+			rc = ENOMEM;
+			goto out;
+		}
+		memcpy(key, (const char *)v.mv_data + sizeof(r), r.key_len);
+		key[r.key_len] = '\0';
+		p = &all[n++];
+		memset(p, 0, sizeof(*p));
+		p->key = key;
+		p->uid = r.uid;
+		p->size = r.size;
+		memcpy(p->fid.id, r.fid, 16);
+		rc = cache_pin_walk(c, txn, NULL, r.fid, PIN_SUM, &p->cached);
+		if (rc != 0)
+			goto out;
+	}
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+out:
+	if (cur)
+		mdb_cursor_close(cur);
+	cache_rtxn_put(c, txn);
+	if (rc != 0) {
+		dms_log(LOG_ERR, "cache: listing the pins: %s", mdb_strerror(rc));
+		rc = cache_errno(rc);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (rc == 0)
+			rc = fn(arg, &all[i]);
+		free((char *)all[i].key);
+	}
+	free(all);
+	return rc;
+}
+
+bool cache_block_has(struct cache *c, const struct cache_fid *fid,
+                     uint64_t index, size_t block_len)
+{
+	unsigned char key[CACHE_KEY_LEN];
+	MDB_val k = { CACHE_KEY_LEN, key }, v;
+	MDB_txn *txn = NULL;
+	bool has;
+
+	if (!c || !fid || atomic_load(&c->broken) ||
+	    cache_rtxn_get(c, &txn) != 0)
+		return false;
+	cache_make_key(key, fid, index);
+	has = mdb_get(txn, c->dbi_blocks, &k, &v) == 0 &&
+	      v.mv_size == sizeof(struct cache_bhdr) + block_len;
+	cache_rtxn_put(c, txn);
+	return has;
 }

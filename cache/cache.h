@@ -54,6 +54,10 @@ struct cache_stats {
 	uint64_t corrupt;    /* values dropped for a bad checksum or length */
 	uint64_t evicted;    /* blocks evicted to keep the cap */
 	uint64_t dropped;    /* puts that could not be stored */
+	uint64_t cap;        /* max_bytes */
+	uint64_t pinned;     /* block bytes of pinned files stored now */
+	uint64_t pinned_size;/* sum of the pinned files' sizes */
+	uint64_t pins;       /* pin records */
 };
 
 /* Fills *fid from a file's identity.  etag may be NULL or "".  Cannot fail. */
@@ -110,6 +114,60 @@ void cache_flush(struct cache *c);
 
 /* A snapshot of the counters.  Cannot fail. */
 void cache_get_stats(struct cache *c, struct cache_stats *st);
+
+/* ==== Pins ===============================================================
+ *
+ * A pin keeps a file's blocks in the cache: they are never evicted.  One
+ * record per pinned file, under a key the caller chooses (a string naming
+ * the file, e.g. its tree and path), holding the owner's uid, the file's
+ * size and the identity (fid) of the version pinned.  Records live in the
+ * LMDB environment: they survive a restart.  The blocks of a pinned fid are
+ * kept whenever they are stored, before or after the pin was set.  Pinned
+ * bytes count against max_bytes like any other; the caller refuses pins
+ * that would not fit (pinned_size + new sizes > cap): with only pinned
+ * blocks left, puts of unpinned blocks past the cap are dropped.
+ * All calls are synchronous (a write transaction each for set/del). */
+
+/* What one pin record says.  In a cache_pin_foreach callback, key is the
+ * cache's and valid only during the callback; cache_pin_get leaves it NULL. */
+struct cache_pin_info {
+	const char *key;
+	uint32_t uid;        /* who pinned it */
+	uint64_t size;       /* the file's size */
+	uint64_t cached;     /* bytes of its blocks stored now */
+	struct cache_fid fid;
+};
+
+/* Pins key to the version fid of size bytes for uid.  An existing pin keeps
+ * its owner; if it named another version (the file changed at the origin),
+ * that version's blocks are deleted.  Blocks of fid already stored leave the
+ * LRU at once.  0, -EINVAL (key longer than 8 KiB), -ENOMEM, -EIO. */
+int cache_pin_set(struct cache *c, const char *key, uint32_t uid,
+                  const struct cache_fid *fid, uint64_t size)
+	__attribute__((warn_unused_result));
+/* If key is pinned to another version than fid (it changed at the origin
+ * and is being fetched again), re-points the pin to fid as cache_pin_set;
+ * else does nothing.  Costs one read when nothing changes.  0 or -errno. */
+int cache_pin_follow(struct cache *c, const char *key,
+                     const struct cache_fid *fid, uint64_t size);
+/* The pin of key into *out (may be NULL): 0 or -ENOENT. */
+int cache_pin_get(struct cache *c, const char *key,
+                  struct cache_pin_info *out)
+	__attribute__((warn_unused_result));
+/* Removes the pin of key; its blocks go back to the LRU as the newest.
+ * 0 or -ENOENT. */
+int cache_pin_del(struct cache *c, const char *key);
+/* Calls fn for every pin (a snapshot: fn may call cache_pin_*); a non-zero
+ * return stops the walk and is returned. */
+int cache_pin_foreach(struct cache *c,
+                      int (*fn)(void *arg, const struct cache_pin_info *p),
+                      void *arg);
+/* Block bytes of pinned files stored now (for status).  Cannot fail. */
+uint64_t cache_pinned_bytes(struct cache *c);
+/* Whether block (fid, index) of block_len bytes is stored (no checksum
+ * check: a bad one is found and dropped when read).  Cannot fail. */
+bool cache_block_has(struct cache *c, const struct cache_fid *fid,
+                     uint64_t index, size_t block_len);
 
 /* ==== Write journal (cache/journal.c) =====================================
  *

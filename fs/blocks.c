@@ -372,6 +372,10 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 	}
 	for (i = 0; i < n; i++)
 		finish(bl, v[i], i < k ? 0 : rc);
+	/* A pinned file fetched at a new version: its pin follows. */
+	if (k)
+		cache_pin_follow(bl->cache, fs_file_identity(f), &f->fid,
+		                 f->attr.size);
 	for (i = 0; i < n; i++) {
 		if (i < k)
 			cache_block_put(bl->cache, &f->fid, v[i]->idx, v[i]->data,
@@ -520,6 +524,9 @@ static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
 	       : -ENOMEM;
 	/* Cut off: the whole blocks it brought still go to the table. */
 	end = rc == 0 ? last + 1 : first + blocks_in(bl, f, first, done);
+	if (r && end > first)
+		cache_pin_follow(bl->cache, fs_file_identity(f), &f->fid,
+		                 f->attr.size);
 	for (i = first; r && i < end && i <= last; i++) {
 		struct blk *b;
 

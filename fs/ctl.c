@@ -1,11 +1,15 @@
 /* The daemon side of the control socket (protocol: fs/ctl_proto.h).  One
- * thread answers one short request at a time; it reads the journal only. */
+ * thread accepts; each connection is served by a thread of its own (at
+ * most CTL_CONNS at once; more are told "error busy"), so a long pin does
+ * not hold up status or sync.  At stop, running pins are cancelled, the
+ * connections shut down and their threads joined. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +26,21 @@
 #include "common/trustfile.h"
 #include "fs/ctl.h"
 #include "fs/ctl_proto.h"
+#include "fs/pin.h"
 
 #define SEND_TIMEOUT_S 2
+#define CTL_CONNS 8
+
+struct fs_ctl;
+
+struct ctl_conn {
+	struct fs_ctl *c;
+	pthread_t thread;
+	bool used;              /* thread started, not joined; accept thread */
+	atomic_bool done;       /* thread finished */
+	int fd;                 /* -1 once closed; guarded by fs_ctl.conns_lock */
+	uid_t uid;
+};
 
 struct fs_ctl {
 	int fd;                 /* listening socket */
@@ -33,8 +50,11 @@ struct fs_ctl {
 	char sockname[DMS_CTL_NAME_LEN + 8], lockname[DMS_CTL_NAME_LEN + 8];
 	int stop_pipe[2];
 	pthread_t thread;
-	struct cache_jnl *jnl;
+	struct cache_jnl *jnl;  /* NULL: nothing writable */
 	struct fs_wb *wb;
+	_Atomic(struct fs_pins *) pins;
+	pthread_mutex_t conns_lock;
+	struct ctl_conn conns[CTL_CONNS];
 };
 
 struct walk {
@@ -136,7 +156,7 @@ static void serve(struct fs_ctl *c, int fd)
 	socklen_t crlen = sizeof(cr);
 	struct walk w;
 	char *ans = NULL;
-	size_t len = 0;
+	size_t len = 0, nl;
 	ssize_t got = 0, r;
 
 	memset(&w, 0, sizeof(w));
@@ -156,7 +176,15 @@ static void serve(struct fs_ctl *c, int fd)
 			break;
 	}
 	req[got] = '\0';
-	req[strcspn(req, "\n")] = '\0';
+	nl = strcspn(req, "\n");
+	req[nl] = '\0';
+	if (fs_pins_wants(req) && atomic_load(&c->pins)) {
+		size_t more = nl < (size_t)got ? (size_t)got - nl - 1 : 0;
+
+		fs_pins_serve(atomic_load(&c->pins), fd, cr.uid, cr.gid, req,
+		              req + nl + 1, more);
+		goto out;
+	}
 	/* The answer is built first, then sent: the journal is not held
 	 * while a slow caller reads. */
 	w.out = open_memstream(&ans, &len);
@@ -166,12 +194,13 @@ static void serve(struct fs_ctl *c, int fd)
 	if (!strncmp(req, "sync ", 5) && req[5] == '/') {
 		w.path = req + 5;
 		fs_wb_hurry(c->wb);
-		cache_jnl_foreach(c->jnl, visit, &w);
+		if (c->jnl)
+			cache_jnl_foreach(c->jnl, visit, &w);
 		fprintf(w.out, "%llu %llu %llu %s\n", (unsigned long long)w.n,
 		        (unsigned long long)w.bytes,
 		        (unsigned long long)w.uploads, w.err[0] ? w.err : "-");
 	} else if (!strcmp(req, "status")) {
-		if (cache_jnl_foreach(c->jnl, visit, &w) == 0) {
+		if (!c->jnl || cache_jnl_foreach(c->jnl, visit, &w) == 0) {
 			fs_wb_conflicts(c->wb, visit_conflict, &w);
 			fputs(".\n", w.out);
 		}
@@ -185,6 +214,54 @@ out:
 }
 
 static void release(struct fs_ctl *c);
+
+static void *conn_main(void *arg)
+{
+	struct ctl_conn *k = arg;
+
+	serve(k->c, k->fd);
+	pthread_mutex_lock(&k->c->conns_lock);
+	close(k->fd);
+	k->fd = -1;
+	pthread_mutex_unlock(&k->c->conns_lock);
+	atomic_store(&k->done, true);
+	return NULL;
+}
+
+/* Joins the threads of finished connections; the accept thread only. */
+static void reap(struct fs_ctl *c, bool all)
+{
+	for (unsigned i = 0; i < CTL_CONNS; i++) {
+		struct ctl_conn *k = &c->conns[i];
+
+		if (k->used && (all || atomic_load(&k->done))) {
+			pthread_join(k->thread, NULL);
+			k->used = false;
+		}
+	}
+}
+
+/* Serves fd on a thread of its own; "error busy" when all are taken. */
+static void dispatch(struct fs_ctl *c, int fd)
+{
+	struct ctl_conn *k = NULL;
+
+	reap(c, false);
+	for (unsigned i = 0; i < CTL_CONNS && !k; i++)
+		if (!c->conns[i].used)
+			k = &c->conns[i];
+	if (k) {
+		k->c = c;
+		k->fd = fd;
+		atomic_store(&k->done, false);
+		if (pthread_create(&k->thread, NULL, conn_main, k) == 0) {
+			k->used = true;
+			return;
+		}
+	}
+	send_all(fd, "error busy\n", 11);
+	close(fd);
+}
 
 static void *run(void *arg)
 {
@@ -206,8 +283,7 @@ static void *run(void *arg)
 		fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
-		serve(c, fd);
-		close(fd);
+		dispatch(c, fd);
 	}
 	return NULL;
 }
@@ -294,6 +370,7 @@ int fs_ctl_start(struct fs_ctl **out, const char *mountpoint,
 	c->stop_pipe[0] = c->stop_pipe[1] = -1;
 	c->jnl = jnl;
 	c->wb = wb;
+	pthread_mutex_init(&c->conns_lock, NULL);
 	memset(&a, 0, sizeof(a));
 	a.sun_family = AF_UNIX;
 	rc = dms_ctl_dir(geteuid(), dir, sizeof(dir));
@@ -374,7 +451,14 @@ static void release(struct fs_ctl *c)
 		close(c->stop_pipe[0]);
 		close(c->stop_pipe[1]);
 	}
+	pthread_mutex_destroy(&c->conns_lock);
 	free(c);
+}
+
+void fs_ctl_set_pins(struct fs_ctl *c, struct fs_pins *p)
+{
+	if (c)
+		atomic_store(&c->pins, p);
 }
 
 void fs_ctl_stop(struct fs_ctl *c)
@@ -383,5 +467,14 @@ void fs_ctl_stop(struct fs_ctl *c)
 		return;
 	if (write(c->stop_pipe[1], "x", 1) == 1)
 		pthread_join(c->thread, NULL);
+	/* No new connections now; running pins stop, and a client that
+	 * does not read holds nothing up. */
+	fs_pins_cancel(atomic_load(&c->pins));
+	pthread_mutex_lock(&c->conns_lock);
+	for (unsigned i = 0; i < CTL_CONNS; i++)
+		if (c->conns[i].used && c->conns[i].fd >= 0)
+			shutdown(c->conns[i].fd, SHUT_RDWR);
+	pthread_mutex_unlock(&c->conns_lock);
+	reap(c, true);
 	release(c);
 }

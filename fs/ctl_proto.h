@@ -1,7 +1,7 @@
 #ifndef DMS_FS_CTL_PROTO_H
 #define DMS_FS_CTL_PROTO_H
-/* The control socket of a mount with writable exports, shared by the daemon
- * (fs/ctl.c) and dmsctl.  A unix socket file in a folder only the daemon's
+/* The control socket of a mount, shared by the daemon (fs/ctl.c, fs/pin.c)
+ * and dmsctl.  A unix socket file in a folder only the daemon's
  * user can write (where: common/ctlsock.h).  The daemon takes the caller's
  * uid from SO_PEERCRED: root sees every pending operation, anyone else only
  * their own.  dmsctl takes the daemon's from SO_PEERCRED too and trusts an
@@ -18,7 +18,33 @@
  *                      "SEQ AGE_S RETRIES KIND PATH[ -> PATH2]\tERROR\n",
  *                      then one per recent conflict (theirs kept at PATH,
  *                      ours uploaded as OURS in the same folder),
- *                      "conflict AGE_S PATH\tOURS\n", then ".\n". */
+ *                      "conflict AGE_S PATH\tOURS\n", then ".\n".
+ *
+ * Pins (fs/pin.c).  PATHs are paths inside the mount, one per line (a
+ * name with a newline cannot be sent); in answers a control character in a
+ * path is sent as '?'.  The caller's groups are those the user database
+ * gives its uid.
+ *   "pin N\n" + N lines "PATH\n"
+ *                   -> "walk FILES BYTES\n" once the paths are walked, then
+ *                      either "refused NEEDED PINNED CAP\n" (bytes the pin
+ *                      needs, bytes pinned already, cache_size; nothing is
+ *                      fetched) and EOF, or
+ *                      "progress FILES_DONE FILES BYTES_DONE BYTES FETCHED\n"
+ *                      about every 0.5 s while fetching (FETCHED: bytes
+ *                      that came from the origin), then one
+ *                      "fail ERRNAME PATH\tREASON\n" per failed path (ERRNAME
+ *                      as ENOENT, EACCES, EIO; PATH "/" for the pin as a
+ *                      whole, e.g. ECANCELED), then
+ *                      "done FILES_DONE FILES BYTES_DONE FETCHED NFAILS\n".
+ *                      The client sends nothing after its request: closing
+ *                      its end stops the pin.
+ *   "unpin N\n" + N lines "PATH\n"
+ *                   -> "fail ..." lines (ENOENT: nothing of the caller's
+ *                      pinned there), then "done FILES BYTES NFAILS\n".
+ *   "pins\n"        -> "pin UID SIZE CACHED PATH\n" per pin (the caller's;
+ *                      root: all), then "total N SIZE CACHED PINNED CAP\n"
+ *                      (PINNED: sizes of every pin on the mount) and ".\n".
+ *   Any request may be answered "error TEXT\n" (malformed, busy, stopping). */
 #include "common/ctlsock.h"
 
 #define DMS_CTL_LINE_MAX 8192

@@ -51,6 +51,13 @@ struct fs_file {
 	char path[];               /* path inside the mount, then inner */
 };
 
+/* "tree\npath": what names f in the cache's pins (blocks.c lays it out
+ * after inner). */
+static inline const char *fs_file_identity(const struct fs_file *f)
+{
+	return f->inner + __builtin_strlen(f->inner) + 1;
+}
+
 struct fs_route;
 struct fs_file *fs_file_new(const char *path, const struct fs_route *r,
                             const struct xfer_attr *attr, uint64_t block_size);

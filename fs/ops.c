@@ -16,6 +16,7 @@
 
 #include "common/log.h"
 #include "fs/ops_i.h"
+#include "fs/pin.h"
 
 static void handle_link(struct fs *fs, struct fs_open *o,
                         void (*free_fn)(struct fs_open *o))
@@ -1387,9 +1388,13 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 		rc = fs_wb_start(&fs.wb, &wc);
 		if (rc)
 			goto out;
-		/* dmsctl sync/status; the mount works without it. */
-		fs_ctl_start(&fs.ctl, cfg->mountpoint, fs.jnl, fs.wb);
 	}
+	/* dmsctl sync/status/pin; the mount works without it. */
+	rc = fs_pins_init(&fs.pins, &fs);
+	if (rc)
+		goto out;
+	if (fs_ctl_start(&fs.ctl, cfg->mountpoint, fs.jnl, fs.wb) == 0)
+		fs_ctl_set_pins(fs.ctl, fs.pins);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	rc = fs_session_mount(se, cfg->mountpoint, !cfg->foreground);
@@ -1433,6 +1438,7 @@ out:
 	/* Uploads what it can within unmount_flush; the rest waits in the
 	 * journal for the next mount. */
 	fs_ctl_stop(fs.ctl);
+	fs_pins_destroy(fs.pins);
 	fs_wb_stop(fs.wb, cfg->unmount_flush);
 	fs_ov_destroy(fs.ov);
 	cache_jnl_close(fs.jnl);

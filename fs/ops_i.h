@@ -26,6 +26,7 @@ struct fs {
 	struct fs_ov *ov;
 	struct fs_wb *wb;
 	struct fs_ctl *ctl;         /* NULL: no control socket */
+	struct fs_pins *pins;       /* dmsctl pin (fs/pin.c) */
 };
 
 /* What every open file and directory starts with, so that those still
