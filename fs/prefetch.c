@@ -64,6 +64,7 @@ struct pf_state {
 
 #define PF_FETCHED 1u
 #define PF_OPENED 2u
+#define PF_NOT_OURS 4u   /* the walker may not read it, or not fetchable */
 
 struct fs_prefetch {
 	struct fs_prefetch_conf conf;
@@ -221,7 +222,7 @@ static void ahead(struct fs_prefetch *p, struct pf_state *s,
 
 		if (files >= p->conf.files || bytes >= p->conf.bytes)
 			break;
-		if (!is_file(e))
+		if (!is_file(e) || (s->flags[idx] & PF_NOT_OURS))
 			continue;
 		if (s->flags[idx]) {
 			files++;
@@ -232,9 +233,11 @@ static void ahead(struct fs_prefetch *p, struct pf_state *s,
 		/* What was fetched and never opened is this walk's waste. */
 		if (s->fetched - s->used >= p->conf.files)
 			break;
+		if (!fetch_file(p, s, c, idx)) {
+			s->flags[idx] |= PF_NOT_OURS;   /* or empty */
+			continue;
+		}
 		s->flags[idx] |= PF_FETCHED;
-		if (!fetch_file(p, s, c, idx))
-			continue;   /* not ours to fetch, or empty */
 		s->fetched++;
 		files++;
 		bytes += e->attr.size < PF_FILE_MAX ? e->attr.size : PF_FILE_MAX;

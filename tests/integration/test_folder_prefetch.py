@@ -111,7 +111,6 @@ def test_cp_r_copies_intact_and_fetches_each_file_once(folder, mounter, tmp_path
     got = gets(ng)
     assert set(got) == set(files)
     assert all(v == 1 for v in got.values()), {k: v for k, v in got.items() if v > 1}
-    assert "prefetch" not in m.log().lower() or "error" not in m.log().lower()
 
 
 @pytest.mark.parametrize("pattern", ["sample", "pairs"])
