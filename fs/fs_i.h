@@ -80,6 +80,11 @@ struct fs_pin {
 int fs_blocks_pin(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
                   size_t len, struct fs_pin *pin);
 void fs_blocks_unpin(struct fs_blocks *bl, struct fs_pin *pin);
+/* Makes blocks [first, first + count) of f present (memory, then the cache,
+ * then one request per run of misses) and waits for them: the first fetch
+ * error, or 0. */
+int fs_blocks_load(struct fs_blocks *bl, struct fs_file *f, uint64_t first,
+                   uint64_t count);
 /* Queues loading of blocks [first, first + count) in the background. */
 void fs_blocks_prefetch(struct fs_blocks *bl, struct fs_file *f,
                         uint64_t first, uint64_t count);

@@ -8,8 +8,9 @@
  * it; the inode numbers are a hash of the path, inode.c).  Two opens in a
  * row that are neighbours in one of these orders start a walk; each open of
  * that walk then queues the files after it (whole, up to PF_FILE_MAX each)
- * on the read-ahead threads, which have many requests in flight, while the
- * reader copies the current one.
+ * on threads of its own (PF_THREADS requests in flight, apart from the
+ * read-ahead threads of sequential readers: neither kind of reader waits
+ * behind the other's fetches) while the reader copies the current one.
  *
  * Bounds: at most conf.files files and conf.bytes bytes ahead of the
  * reader, and per folder state at most conf.files files fetched that the
@@ -41,6 +42,7 @@
 #define PF_LIST_MAX 65536u       /* larger listings are not tracked */
 #define PF_FILE_MAX (1u << 20)   /* a larger file: its first MiB only */
 #define PF_GAP 2u                /* files a walker may skip and stay one */
+#define PF_THREADS 16u           /* files fetched at once */
 
 enum { ORD_NAME, ORD_INO, NORD };
 
@@ -48,6 +50,13 @@ struct pf_event {
 	struct pf_event *next;
 	struct fs_caller c;
 	char path[];
+};
+
+/* One file to fetch: its first count blocks. */
+struct pf_job {
+	struct pf_job *next;
+	struct fs_file *file;
+	uint64_t count;
 };
 
 struct pf_state {
@@ -74,6 +83,10 @@ struct fs_prefetch {
 	unsigned nevents;               /* guarded by lock */
 	bool stopping;                  /* guarded by lock */
 	pthread_t thread;
+	pthread_cond_t jobs_cond;       /* jobs queued or stopping */
+	struct pf_job *jobs, *jobs_tail; /* guarded by lock */
+	unsigned nworkers;
+	pthread_t workers[PF_THREADS];
 	/* Used by the thread alone. */
 	struct pf_state states[PF_STATES];
 	uint64_t clock;
@@ -183,7 +196,8 @@ static uint64_t fetch_file(struct fs_prefetch *p, const struct pf_state *s,
 	const struct fs_dirent *e = &s->d->ents[idx];
 	uint64_t bs = p->conf.block_size, n, bytes = 0;
 	char *path = fs_path_join(s->dir, e->name);
-	struct fs_file *f = NULL;
+	struct pf_job *job = NULL;
+	struct fs_file *f;
 	struct fs_route r;
 
 	if (!path)
@@ -195,15 +209,28 @@ static uint64_t fetch_file(struct fs_prefetch *p, const struct pf_state *s,
 	if (fs_exports_route(p->conf.exports, path, &r) != 0 ||
 	    r.kind != FS_ROUTE_SOURCE || r.writable)
 		goto out;
-	f = fs_file_new(path, &r, &e->attr, bs);
-	if (!f)
-		goto out;
 	bytes = e->attr.size < PF_FILE_MAX ? e->attr.size : PF_FILE_MAX;
 	n = fs_block_count(bytes, bs);
-	if (n)
-		fs_blocks_prefetch(p->conf.blocks, f, 0, n);
+	job = n ? malloc(sizeof(*job)) : NULL;
+	f = job ? fs_file_new(path, &r, &e->attr, bs) : NULL;
+	if (!f) {
+		bytes = 0;
+		goto out;
+	}
+	job->next = NULL;
+	job->file = f;
+	job->count = n;
+	pthread_mutex_lock(&p->lock);
+	if (p->jobs_tail)
+		p->jobs_tail->next = job;
+	else
+		p->jobs = job;
+	p->jobs_tail = job;
+	pthread_cond_signal(&p->jobs_cond);
+	pthread_mutex_unlock(&p->lock);
+	job = NULL;
 out:
-	fs_file_put(f);
+	free(job);
 	free(path);
 	return bytes;
 }
@@ -334,6 +361,32 @@ static void *pf_main(void *arg)
 	return NULL;
 }
 
+static void *pf_worker(void *arg)
+{
+	struct fs_prefetch *p = arg;
+	struct pf_job *job;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		while (!p->jobs && !p->stopping)
+			pthread_cond_wait(&p->jobs_cond, &p->lock);
+		if (p->stopping)
+			break;
+		job = p->jobs;
+		p->jobs = job->next;
+		if (!p->jobs)
+			p->jobs_tail = NULL;
+		pthread_mutex_unlock(&p->lock);
+		/* Errors are left for the reader to meet, with its own. */
+		(void)fs_blocks_load(p->conf.blocks, job->file, 0, job->count);
+		fs_file_put(job->file);
+		free(job);
+		pthread_mutex_lock(&p->lock);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
 int fs_prefetch_init(struct fs_prefetch **out, const struct fs_prefetch_conf *conf)
 {
 	struct fs_prefetch *p;
@@ -347,12 +400,17 @@ int fs_prefetch_init(struct fs_prefetch **out, const struct fs_prefetch_conf *co
 	p->conf = *conf;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->work, NULL);
+	pthread_cond_init(&p->jobs_cond, NULL);
 	if (pthread_create(&p->thread, NULL, pf_main, p) != 0) {
 		pthread_mutex_destroy(&p->lock);
 		pthread_cond_destroy(&p->work);
+		pthread_cond_destroy(&p->jobs_cond);
 		free(p);
 		return -EAGAIN;
 	}
+	while (p->nworkers < PF_THREADS &&
+	       pthread_create(&p->workers[p->nworkers], NULL, pf_worker, p) == 0)
+		p->nworkers++;
 	*out = p;
 	return 0;
 }
@@ -360,6 +418,7 @@ int fs_prefetch_init(struct fs_prefetch **out, const struct fs_prefetch_conf *co
 void fs_prefetch_destroy(struct fs_prefetch *p)
 {
 	struct pf_event *ev;
+	struct pf_job *job;
 	unsigned i;
 
 	if (!p)
@@ -367,16 +426,25 @@ void fs_prefetch_destroy(struct fs_prefetch *p)
 	pthread_mutex_lock(&p->lock);
 	p->stopping = true;
 	pthread_cond_broadcast(&p->work);
+	pthread_cond_broadcast(&p->jobs_cond);
 	pthread_mutex_unlock(&p->lock);
 	pthread_join(p->thread, NULL);
+	for (i = 0; i < p->nworkers; i++)
+		pthread_join(p->workers[i], NULL);
 	while ((ev = p->head)) {
 		p->head = ev->next;
 		free(ev);
+	}
+	while ((job = p->jobs)) {
+		p->jobs = job->next;
+		fs_file_put(job->file);
+		free(job);
 	}
 	for (i = 0; i < PF_STATES; i++)
 		state_clear(&p->states[i]);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->work);
+	pthread_cond_destroy(&p->jobs_cond);
 	free(p);
 }
 

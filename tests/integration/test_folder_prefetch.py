@@ -11,16 +11,15 @@ prefetch_files=0 turns it off."""
 import errno
 import os
 import random
-import shutil
 import subprocess
-import tempfile
 import time
-import uuid
 
 import pytest
 
 import accesslog
 import origintree
+# Throw-away user, mountpoint folder others can traverse.
+from test_mount_allow_other import other_user, public_dir  # noqa: F401
 
 KiB = 1024
 N_FILES = 40
@@ -165,32 +164,6 @@ def test_changed_at_origin_after_prefetch_is_read_new_after_meta_ttl(folder, mou
 
 # ---------------------------------------------------------------- rules
 
-@pytest.fixture
-def reader_user():
-    if not shutil.which("useradd") or not shutil.which("setpriv"):
-        pytest.skip("useradd or setpriv missing")
-    name = "dmspf" + uuid.uuid4().hex[:8]
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                    "/usr/sbin/nologin", name], check=True, capture_output=True,
-                   timeout=30)
-    try:
-        uid = int(subprocess.run(["id", "-u", name], capture_output=True, text=True,
-                                 check=True).stdout)
-        gid = int(subprocess.run(["id", "-g", name], capture_output=True, text=True,
-                                 check=True).stdout)
-        yield name, uid, gid
-    finally:
-        subprocess.run(["userdel", name], capture_output=True, timeout=30)
-
-
-@pytest.fixture
-def public_dir():
-    d = tempfile.mkdtemp(prefix="dmsfs-pf-")
-    os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
 _READ = r"""
 import os, sys
 for p in sys.argv[1:]:
@@ -203,7 +176,7 @@ for p in sys.argv[1:]:
 """
 
 
-def test_unreadable_files_are_never_prefetched(public_dir, reader_user, tmp_path,
+def test_unreadable_files_are_never_prefetched(public_dir, other_user, tmp_path,
                                                start_nginx, mounter):
     root = tmp_path / "origin"
     files = make_folder(root, n=20, seed=3)
@@ -216,7 +189,7 @@ def test_unreadable_files_are_never_prefetched(public_dir, reader_user, tmp_path
     mnt = os.path.join(public_dir, "mnt")
     m = mounter(ng.url, mountpoint=mnt, acl=str(rules), allow_other=True,
                 prefetch_files=8, expected_errors=(r"(?i)denied",))
-    name, uid, gid = reader_user
+    name, uid, gid = other_user
     r = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                         "/usr/bin/python3", "-c", _READ,
                         *[os.path.join(mnt, rel) for rel in walk[:3]]],
