@@ -205,6 +205,13 @@ bool fs_access_visible(struct fs_access *a, const struct fs_caller *c,
 	return !a || acl_may_see(a->acl, &c->ac, path);
 }
 
+bool fs_access_may(struct fs_access *a, const struct fs_caller *c,
+                   const char *path, unsigned want)
+{
+	return !a || (acl_may_see(a->acl, &c->ac, path) &&
+	              (acl_rights(a->acl, &c->ac, path) & want) == want);
+}
+
 bool fs_access_uniform(struct fs_access *a, const char *path)
 {
 	return !a || acl_uniform(a->acl, path);

@@ -664,6 +664,12 @@ void fs_blocks_unpin(struct fs_blocks *bl, struct fs_pin *pin)
 	pin->held = pin->held_inline;
 }
 
+int fs_blocks_load(struct fs_blocks *bl, struct fs_file *f, uint64_t first,
+                   uint64_t count)
+{
+	return load_range(bl, f, first, count);
+}
+
 static void *prefetch_main(void *arg)
 {
 	struct fs_blocks *bl = arg;

@@ -38,6 +38,7 @@ const struct fuse_opt fs_opt_table[] = {
 	OPT("readahead=%s", readahead),
 	OPT("threads=%s", threads),
 	OPT("fetchers=%s", fetchers),
+	OPT("prefetch_files=%s", prefetch_files),
 	OPT("proxy=%s", proxy),
 	OPT("gridftp_streams=%s", gridftp_streams),
 	OPT("connect_timeout=%s", connect_timeout),
@@ -59,7 +60,7 @@ void fs_raw_opts_free(struct fs_raw_opts *raw)
 		&raw->threads, &raw->fetchers, &raw->proxy, &raw->gridftp_streams,
 		&raw->connect_timeout, &raw->stall_timeout, &raw->max_listing,
 		&raw->min_rate, &raw->writeback_delay, &raw->writeback_size,
-		&raw->unmount_flush,
+		&raw->unmount_flush, &raw->prefetch_files,
 	};
 	size_t i;
 
@@ -188,6 +189,8 @@ static int config_line(void *user, const char *section, const char *name,
 			return take_size(st, &raw->mem_cache, name, value);
 		if (!strcmp(name, "readahead"))
 			return take_size(st, &raw->readahead, name, value);
+		if (!strcmp(name, "prefetch_files"))
+			return take(&raw->prefetch_files, value);
 		if (!strcmp(name, "writeback_delay"))
 			return take(&raw->writeback_delay, value);
 		if (!strcmp(name, "writeback_size"))
@@ -431,6 +434,7 @@ int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
 	cfg->meta_ttl = DEFAULT_META_TTL;
 	cfg->max_threads = 32;
 	cfg->fetchers = 16;
+	cfg->prefetch_files = 32;
 	cfg->connect_timeout = 5;
 	cfg->stall_timeout = 15;
 	cfg->max_listing = 128ull << 20;
@@ -483,6 +487,9 @@ int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
 		rc |= parse_uint("threads", raw->threads, 1, 1024, &cfg->max_threads);
 	if (raw->fetchers)
 		rc |= parse_uint("fetchers", raw->fetchers, 0, 256, &cfg->fetchers);
+	if (raw->prefetch_files)
+		rc |= parse_uint("prefetch_files", raw->prefetch_files, 0, 1024,
+		                 &cfg->prefetch_files);
 	if (raw->gridftp_streams)
 		rc |= parse_uint("gridftp_streams", raw->gridftp_streams, 1, 64,
 		                 &cfg->gridftp_streams);

@@ -29,6 +29,7 @@ struct fs_config {
 	unsigned readahead;     /* bytes read ahead for sequential readers */
 	unsigned max_threads;   /* FUSE worker threads */
 	unsigned fetchers;      /* read-ahead threads */
+	unsigned prefetch_files; /* files of a folder fetched ahead of a walker; 0: off */
 	char *proxy;            /* HTTP proxy groups, NULL for DIRECT */
 	unsigned gridftp_streams;
 	unsigned connect_timeout; /* seconds */

@@ -87,9 +87,44 @@ struct fs_pin {
 int fs_blocks_pin(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
                   size_t len, struct fs_pin *pin);
 void fs_blocks_unpin(struct fs_blocks *bl, struct fs_pin *pin);
+/* Makes blocks [first, first + count) of f present (memory, then the cache,
+ * then one request per run of misses) and waits for them: the first fetch
+ * error, or 0. */
+int fs_blocks_load(struct fs_blocks *bl, struct fs_file *f, uint64_t first,
+                   uint64_t count);
 /* Queues loading of blocks [first, first + count) in the background. */
 void fs_blocks_prefetch(struct fs_blocks *bl, struct fs_file *f,
                         uint64_t first, uint64_t count);
+
+/* ---- prefetch.c: files of a folder fetched ahead of a reader walking it ----
+ * A reader that opens the files of one folder one after another, in the
+ * listing's order (by name) or in inode order (what cp -r does), gets the
+ * next ones fetched (whole, up to 1 MiB each) by the read-ahead threads
+ * while it copies the current one: at most files ahead and bytes ahead of
+ * it, and never more than files that it did not go on to open per folder
+ * walk (a random reader costs at most that).  Only files the reader may
+ * read (fs_access_may) are fetched, and only into the cache, where every
+ * open checks the rules again.  Calls may run concurrently. */
+struct fs_prefetch;
+struct fs_caller;
+struct fs_meta;
+struct fs_exports;
+struct fs_access;
+struct fs_prefetch_conf {
+	struct fs_meta *meta;
+	struct fs_access *access;       /* NULL: no rules */
+	struct fs_exports *exports;
+	struct fs_blocks *blocks;
+	uint64_t block_size;
+	unsigned files;                 /* 0: off (init gives NULL) */
+	uint64_t bytes;
+};
+int fs_prefetch_init(struct fs_prefetch **out, const struct fs_prefetch_conf *conf);
+void fs_prefetch_destroy(struct fs_prefetch *p);
+/* The caller c opened path (a file of a read-only export) for reading.
+ * Never blocks on the network; p NULL: nothing. */
+void fs_prefetch_opened(struct fs_prefetch *p, const struct fs_caller *c,
+                        const char *path);
 
 /* ---- meta.c: listings and attributes, cached in memory and LMDB ----
  * A listing snapshot is immutable and refcounted; entries sorted by name. */
@@ -144,7 +179,7 @@ struct fs_raw_opts {
 	char *config, *acl, *cache_dir, *cache_size, *block_size, *mem_cache;
 	char *meta_ttl, *readahead, *threads, *fetchers, *proxy;
 	char *gridftp_streams, *connect_timeout, *stall_timeout, *max_listing;
-	char *min_rate;
+	char *min_rate, *prefetch_files;
 	char *writeback_delay, *writeback_size, *unmount_flush;
 	int rw;
 };
@@ -230,6 +265,11 @@ int fs_access_check(struct fs_access *a, const struct fs_caller *c,
 /* Whether a listing may show path to the caller (no logging). */
 bool fs_access_visible(struct fs_access *a, const struct fs_caller *c,
                        const char *path);
+/* Whether the caller may see path and has every right in want there, as
+ * fs_access_check but silent: for work done on a caller's behalf that it
+ * did not ask for (prefetch), where a "no" is not a denial to count. */
+bool fs_access_may(struct fs_access *a, const struct fs_caller *c,
+                   const char *path, unsigned want);
 /* Whether every caller has the same rights at path (a NULL: true). */
 bool fs_access_uniform(struct fs_access *a, const char *path);
 

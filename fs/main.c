@@ -54,6 +54,8 @@ static void usage(const char *prog)
 	       "    -o mem_cache=SIZE      recent blocks in memory (40M, at least\n"
 	       "                           readahead + 8M)\n"
 	       "    -o fetchers=N          read-ahead threads (16)\n"
+	       "    -o prefetch_files=N    files of a folder fetched ahead of a\n"
+	       "                           reader walking it (32, 0: off)\n"
 	       "    -o threads=N           FUSE worker threads (32)\n"
 	       "    -o proxy=GROUPS        HTTP proxies: p1|p2;p3;DIRECT\n"
 	       "    -o gridftp_streams=N   parallel GridFTP data streams\n"

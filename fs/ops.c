@@ -893,6 +893,7 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
 			rc = -ENOMEM;
 			goto out;
 		}
+		fs_prefetch_opened(fs->pf, &c, path);
 		fi->keep_cache = !fs_inodes_take_changed(fs->inodes, ino);
 	}
 	pthread_mutex_init(&h->lock, NULL);
@@ -1378,6 +1379,20 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	                    cfg->fetchers);
 	if (rc)
 		goto out;
+	{
+		/* Needs the read-ahead threads: they do the fetching. */
+		struct fs_prefetch_conf pc = {
+			.meta = fs.meta, .access = fs.access,
+			.exports = fs.exports, .blocks = fs.blocks,
+			.block_size = cfg->block_size,
+			.files = cfg->fetchers ? cfg->prefetch_files : 0,
+			.bytes = cfg->readahead ? cfg->readahead : 32u << 20,
+		};
+
+		rc = fs_prefetch_init(&fs.pf, &pc);
+		if (rc)
+			goto out;
+	}
 	if (fs.jnl) {
 		struct fs_wb_conf wc = {
 			.jnl = fs.jnl, .ov = fs.ov, .exports = fs.exports,
@@ -1443,6 +1458,7 @@ out:
 	fs_ov_destroy(fs.ov);
 	cache_jnl_close(fs.jnl);
 	cache_modes_close(fs.modes);
+	fs_prefetch_destroy(fs.pf);
 	fs_blocks_destroy(fs.blocks);
 	fs_inodes_destroy(fs.inodes);
 	fs_meta_destroy(fs.meta);

@@ -14,6 +14,7 @@ struct fs {
 	struct fs_access *access;   /* NULL: no access rules */
 	struct fs_meta *meta;
 	struct fs_blocks *blocks;
+	struct fs_prefetch *pf;     /* NULL: no folder prefetch */
 	struct fs_inodes *inodes;
 	struct fuse_session *se;
 	int64_t started;            /* mtime of made-up directories */

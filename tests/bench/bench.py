@@ -33,9 +33,11 @@ Method (the same for every filesystem):
     below their curl / page-cache targets here);
   * daemon RSS: VmHWM before each unmount (the target), plus the peaks of
     RssAnon / RssFile sampled every 0.1 s (an mmap'd LMDB counts in VmHWM);
-  * long distance: build/tools/delayrelay (25 ms each way, per-connection
-    window = the kernel's max TCP socket buffer, handshake costs one RTT)
-    between the client and nginx; the relay's log gives the connection count;
+  * long distance (wan, tests/bench/wanbench.py): build/tools/delayrelay
+    (25 ms each way, --wan-rate 1000mbit shared link, per-connection window
+    = the kernel's max TCP socket buffer, handshake costs one RTT) in front
+    of nginx and of xrootd; dmsfs, an earlier dmsfs build (--wan-base),
+    xrootdfs and curl read the same files cold, rounds interleaved;
   * ACL overhead (dmsfs-acl): the dmsfs workloads again with -o acl=FILE, a
     generated rules file of 1,000 rules (tests/bench/acl_rules.py, linted
     with build/dmsctl acl lint; the mount is then allow_other with zero
@@ -740,6 +742,7 @@ class Bench:
         self.dmsfs_bin = os.path.abspath(args.dmsfs_bin)
         self.dmsctl = os.path.join(os.path.dirname(self.dmsfs_bin), "dmsctl")
         self.write = None   # the write section (wbench.WriteBench)
+        self.wan = None     # the long-distance section (wanbench.WanBench)
         self.log = log
 
     def t(self, seconds):
@@ -1214,56 +1217,14 @@ class Bench:
             rmtree(os.path.join(self.run, "cache-%s-%d" % (fs.label, n)))
 
     def run_wan(self):
-        o = self.origin
-        size = o.spec["big_size"]
-        delay = self.args.wan_delay_ms
+        """The long-distance part: tests/bench/wanbench.py."""
+        import wanbench
+        self.wan = wanbench.WanBench(self, sys.modules[__name__])
         try:
-            self.srv.start_relay(delay, self.srv.nginx_port)
+            self.wan.run()
         except StepError as e:
-            log("relay: %s" % e)
-            self.ceilings["curl_wan"] = {"status": "FAIL", "error": str(e)}
-            return
-        try:
-            url = "http://127.0.0.1:%d/" % self.srv.relay_port
-            log("curl through the relay (%d ms each way)" % delay)
-            drop_caches(o)
-            try:
-                r = self.curl_read(url + "big.bin", size, self.t(60 + size / (2 * MiB)))
-                r["delay_ms"] = delay
-                self.ceilings["curl_wan"] = r
-                log("  ceiling %-18s %s" % ("curl_wan", fmt(r)))
-            except StepError as e:
-                self.ceilings["curl_wan"] = {"status": "FAIL", "error": str(e)}
-                log("  curl_wan: FAIL: %s" % e)
-            if "dmsfs" not in self.sel:
-                return
-            fs = Dmsfs(self, url, label="dmsfs-wan")
-            if not os.access(self.dmsfs_bin, os.X_OK):
-                self.mark_skipped(fs, ["seq_cold"], "build/dmsfs not found")
-                return
-            big = os.path.join(fs.mnt, "big.bin")
-
-            def p_seq():
-                drop_caches(o)
-                fs.mount(fs.new_cache())
-                self.step(fs, "seq_cold", lambda: self.seq_read(big, size, fs))
-            mark = os.path.getsize(self.srv.relay_log)
-            if not self.phase(fs, "sequential cold through the relay", p_seq):
-                self.mark_skipped(fs, ["seq_cold"], "phase aborted")
-            time.sleep(0.5)
-            with open(self.srv.relay_log, "rb") as f:
-                f.seek(mark)
-                lines = f.read().decode("utf-8", "replace").splitlines()
-            opened = sum(1 for l in lines if "delayrelay: open " in l)
-            down = sum(int(m.group(1)) for m in
-                       (re.search(r"bytes up, (\d+) bytes down", l) for l in lines) if m)
-            self.rec(fs.label, "connections", {"status": "OK", "count": opened, "bytes_down": down})
-            log("  connections through the relay: %d, %.1f MiB down" % (opened, down / MiB))
-            self.rec_exit(fs)
-            for n in range(1, fs.ncache + 1):
-                rmtree(os.path.join(self.run, "cache-%s-%d" % (fs.label, n)))
-        finally:
-            self.srv.stop_relay()
+            log("wan: %s" % e)
+            self.wan.res["error"] = str(e)
 
     # ---- main
     def main(self):
@@ -1273,7 +1234,7 @@ class Bench:
         self.origin = Origin(data, spec)
         self.srv = Servers(self.work, data, self.run)
         self.srv.start_nginx()
-        if "xrootdfs" in self.sel:
+        if "xrootdfs" in self.sel or "wan" in self.sel:
             try:
                 self.srv.start_xrootd()
             except StepError as e:
@@ -1515,9 +1476,8 @@ def targets(b):
               g("dmsfs-ftp", "seq_cold"), C.get("globus-url-copy"), "MiBps", 0.8)
         ratio("ftp_rand_cold_vs_rclone", "GridFTP: cold random IOPS dmsfs(ftp) / rclone(http)",
               g("dmsfs-ftp", "rand_cold"), g("rclone", "rand_cold"), "iops", 1.5)
-    if "wan" in b.sel:
-        ratio("wan_seq_cold_vs_curl", "%d ms each way: cold seq dmsfs / single curl" %
-              b.args.wan_delay_ms, g("dmsfs-wan", "seq_cold"), C.get("curl_wan"), "MiBps", 4.0)
+    if b.wan is not None:
+        out.extend(b.wan.targets())
     return out
 
 
@@ -1560,6 +1520,9 @@ def report(b, tg):
     if b.acl is not None:
         lines.append("")
         lines.extend(acl_report(b))
+    if b.wan is not None:
+        lines.append("")
+        lines.extend(b.wan.report())
     lines.append("")
     lines.append("targets:")
     for t in tg:
@@ -1698,6 +1661,12 @@ def main():
     ap.add_argument("--dmsfs-bin", default=DMSFS, help="dmsfs binary (default build/dmsfs)")
     ap.add_argument("--timeout-scale", type=float, default=1.0)
     ap.add_argument("--wan-delay-ms", type=int, default=25)
+    ap.add_argument("--wan-rate", default="1000mbit",
+                    help="wan: capacity of the shared link (delayrelay --rate, default 1000mbit)")
+    ap.add_argument("--wan-rounds", type=int, default=3,
+                    help="wan: interleaved rounds of every workload (default 3)")
+    ap.add_argument("--wan-base", default=os.path.join(REPO, "build", "bench", "dmsfs-base"),
+                    help="wan: an earlier dmsfs build run as dmsfs-base (skipped if missing)")
     ap.add_argument("--no-fuse-ceiling", action="store_true",
                     help="skip the libfuse passthrough_ll reference reads")
     ap.add_argument("--acl-rounds", type=int, default=5,
@@ -1767,6 +1736,7 @@ def main():
                       "acl_rounds": args.acl_rounds, "acl_rules": args.acl_rules,
                       "nproc": os.cpu_count()},
            "results": b.results, "ceilings": b.ceilings, "acl_overhead": b.acl,
+           "wan": b.wan.res if b.wan is not None else None,
            "targets": tg, "error": err}
     with open(RESULTS, "w") as f:
         json.dump(out, f, indent=2)

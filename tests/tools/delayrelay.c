@@ -1,7 +1,8 @@
 /*
  * delayrelay: a loopback TCP relay that behaves like a long fat pipe.
  *
- *   delayrelay [-v] [-w WINDOW] LISTEN_PORT_OR_0 TARGET_HOST:PORT DELAY_MS
+ *   delayrelay [-v] [-w WINDOW] [--rate RATE] LISTEN_PORT_OR_0 TARGET_HOST:PORT
+ *              DELAY_MS
  *
  * Listens on 127.0.0.1, prints the port on stdout once listening, and for
  * every accepted connection opens one to TARGET and forwards both directions
@@ -22,6 +23,17 @@
  * its handshake: nothing is delivered before accept + 2 * DELAY_MS + DELAY_MS.
  * TCP slow start and loss are not modelled.
  *
+ * --rate RATE makes the path a shared link of that capacity: per direction,
+ * all connections' bytes go out one after another at RATE (a virtual clock
+ * "link free at": a chunk read at t leaves the link at max(t, free) +
+ * len / RATE and arrives DELAY_MS later), so N streams share RATE as they
+ * would share a real bottleneck.  The link's queue holds at most QUEUE_MS of
+ * sending (a router buffer): beyond that no connection reads more from its
+ * source, which is what keeps one greedy stream from delaying the others'
+ * small requests without bound.  RATE is a number with an optional k/m/g
+ * (decimal: 1000) and a unit: "bit" (bit/s) or "B"/"byte" (byte/s, also
+ * the unit of a bare number): 1000mbit, 125MB, 64mbit.
+ *
  * One thread per connection (ppoll on the two sockets, ns timers); the main
  * thread accepts.  SIGTERM or SIGINT: stop accepting and exit 0.
  */
@@ -30,6 +42,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -48,6 +61,7 @@
 
 #define READ_MAX     (256u * 1024u)
 #define NOWINDOW_CAP ((size_t)256 << 20)
+#define QUEUE_MS     20u
 
 struct chunk {
 	struct chunk *next;
@@ -64,6 +78,7 @@ struct ack {
 
 struct dir {
 	int src, dst;
+	int link;		/* index into g_link_free */
 	struct chunk *head, *tail;
 	struct ack *ahead, *atail;
 	size_t inflight;	/* read from src, ack not yet back */
@@ -91,12 +106,47 @@ static volatile sig_atomic_t g_stop;
 static bool g_verbose;
 static unsigned long g_nconn;
 
+/* The shared link, one per direction (0: client -> target). */
+static uint64_t g_rate;                 /* bytes per second; 0: unlimited */
+static pthread_mutex_t g_link_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t g_link_free[2];         /* monotonic ns; guarded by g_link_lock */
+
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* When a chunk of len bytes read at t has crossed the link of direction
+ * i: it waits for the bytes queued before it, then takes len / rate. */
+static uint64_t link_send(int i, uint64_t t, size_t len)
+{
+	uint64_t done;
+
+	if (!g_rate)
+		return t;
+	pthread_mutex_lock(&g_link_lock);
+	done = (g_link_free[i] > t ? g_link_free[i] : t) +
+	       (uint64_t)len * 1000000000u / g_rate;
+	g_link_free[i] = done;
+	pthread_mutex_unlock(&g_link_lock);
+	return done;
+}
+
+/* 0 if direction i's link queue has room now, else when it will. */
+static uint64_t link_room_at(int i, uint64_t now)
+{
+	uint64_t at = 0, q = (uint64_t)QUEUE_MS * 1000000u;
+
+	if (!g_rate)
+		return 0;
+	pthread_mutex_lock(&g_link_lock);
+	if (g_link_free[i] > now + q)
+		at = g_link_free[i] - q;
+	pthread_mutex_unlock(&g_link_lock);
+	return at;
 }
 
 static void on_signal(int sig)
@@ -235,7 +285,8 @@ static int read_src(struct conn *c, struct dir *d)
 	memcpy(ch->data, c->buf, (size_t)n);
 	t = now_ns();
 	ch->next = NULL;
-	ch->due = (t > c->start ? t : c->start) + g_delay_ns;
+	ch->due = link_send(d->link, t > c->start ? t : c->start, (size_t)n) +
+		  g_delay_ns;
 	ch->len = (size_t)n;
 	ch->off = 0;
 	if (d->tail)
@@ -256,7 +307,7 @@ static void *conn_thread(void *arg)
 		uint64_t now = now_ns(), next = UINT64_MAX;
 		struct timespec ts;
 		int i, r;
-		bool fatal = false;
+		bool fatal = false, full[2];
 
 		for (i = 0; i < 2; i++) {
 			struct dir *d = &c->d[i];
@@ -277,11 +328,23 @@ static void *conn_thread(void *arg)
 			if (!d->src_eof && !want_read(d) && d->ahead &&
 			    d->ahead->due < next)
 				next = d->ahead->due;
+			/* A full link queue: read again once it has drained. */
+			full[i] = false;
+			if (want_read(d)) {
+				uint64_t at = link_room_at(d->link, now);
+
+				if (at) {
+					full[i] = true;
+					if (at < next)
+						next = at;
+				}
+			}
 		}
 		/* fd[i] is the source of d[i] and the destination of d[1-i]. */
 		for (i = 0; i < 2; i++) {
 			pfd[i].fd = c->fd[i];
-			pfd[i].events = (short)((want_read(&c->d[i]) ? POLLIN : 0) |
+			pfd[i].events = (short)((want_read(&c->d[i]) && !full[i]
+						 ? POLLIN : 0) |
 						(c->d[1 - i].want_out ? POLLOUT : 0));
 			pfd[i].revents = 0;
 			if (!pfd[i].events)
@@ -309,7 +372,8 @@ static void *conn_thread(void *arg)
 			if (pfd[i].fd < 0)
 				continue;
 			if ((pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) &&
-			    want_read(&c->d[i]) && read_src(c, &c->d[i]) < 0)
+			    want_read(&c->d[i]) && !full[i] &&
+			    read_src(c, &c->d[i]) < 0)
 				fatal = true;
 			else if ((pfd[i].revents & POLLERR) && !want_read(&c->d[i]))
 				fatal = true;
@@ -375,8 +439,10 @@ static void start_conn(int cfd)
 		dms_log(LOG_NOTICE, "delayrelay: open %lu", c->id);
 	c->d[0].src = cfd;
 	c->d[0].dst = tfd;
+	c->d[0].link = 0;
 	c->d[1].src = tfd;
 	c->d[1].dst = cfd;
+	c->d[1].link = 1;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, 256 * 1024);
@@ -409,6 +475,34 @@ static bool parse_size(const char *s, size_t *out)
 		return false;
 	*out = (size_t)v;
 	return true;
+}
+
+/* RATE: digits, optional k/m/g (x1000), unit bit|B|byte (default B). */
+static bool parse_rate(const char *s, uint64_t *bytes_per_s)
+{
+	char *end;
+	unsigned long long v;
+	bool bits = false;
+
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || v == 0)
+		return false;
+	switch (*end) {
+	case 'k': case 'K': v *= 1000ull; end++; break;
+	case 'm': case 'M': v *= 1000000ull; end++; break;
+	case 'g': case 'G': v *= 1000000000ull; end++; break;
+	default: break;
+	}
+	if (!strcmp(end, "bit") || !strcmp(end, "bps"))
+		bits = true;
+	else if (*end && strcmp(end, "B") && strcmp(end, "byte") &&
+		 strcmp(end, "Bps"))
+		return false;
+	*bytes_per_s = bits ? v / 8 : v;
+	return *bytes_per_s > 0;
 }
 
 /* Third field of a /proc/sys/net/ipv4/tcp_[rw]mem file, 0 if unreadable. */
@@ -474,11 +568,14 @@ static bool resolve_target(const char *spec)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: delayrelay [-v] [-w WINDOW_BYTES] LISTEN_PORT_OR_0 "
-		"TARGET_HOST:PORT DELAY_MS\n"
+	fprintf(stderr, "usage: delayrelay [-v] [-w WINDOW_BYTES] [--rate RATE] "
+		"LISTEN_PORT_OR_0 TARGET_HOST:PORT DELAY_MS\n"
 		"  -v  log each connection's open and close (bytes, duration) to stderr\n"
 		"  -w  per-direction window (k/m/g suffixes; 0 = none); default: "
-		"min(tcp_wmem max, tcp_rmem max)\n");
+		"min(tcp_wmem max, tcp_rmem max)\n"
+		"  --rate RATE  capacity of the link all connections share, each "
+		"direction\n"
+		"      (1000mbit, 64mbit, 125MB: k/m/g = 1000, bit or B/byte)\n");
 	exit(2);
 }
 
@@ -492,8 +589,17 @@ int main(int argc, char **argv)
 	char *end;
 	bool have_window = false;
 
-	while ((opt = getopt(argc, argv, "vw:h")) != -1) {
+	static const struct option longopts[] = {
+		{ "rate", required_argument, NULL, 'r' },
+		{ NULL, 0, NULL, 0 },
+	};
+
+	while ((opt = getopt_long(argc, argv, "vw:r:h", longopts, NULL)) != -1) {
 		switch (opt) {
+		case 'r':
+			if (!parse_rate(optarg, &g_rate))
+				usage();
+			break;
 		case 'v':
 			g_verbose = true;
 			break;
@@ -545,8 +651,9 @@ int main(int argc, char **argv)
 	}
 	printf("%u\n", ntohs(sin.sin_port));
 	fflush(stdout);
-	dms_log(LOG_INFO, "delayrelay: 127.0.0.1:%u -> %s, %ld ms each way, window %zu",
-		ntohs(sin.sin_port), argv[optind + 1], delay_ms, g_window);
+	dms_log(LOG_INFO, "delayrelay: 127.0.0.1:%u -> %s, %ld ms each way, window %zu, "
+		"link %llu bytes/s (0: unlimited)", ntohs(sin.sin_port),
+		argv[optind + 1], delay_ms, g_window, (unsigned long long)g_rate);
 
 	while (!g_stop) {
 		struct pollfd p = { .fd = lfd, .events = POLLIN };
