@@ -26,6 +26,10 @@ struct fs {
 	struct fs_ov *ov;
 	struct fs_wb *wb;
 	struct fs_ctl *ctl;         /* NULL: no control socket */
+	/* The mount's backing device ("MAJ:MIN"; "" if unknown) and whether
+	 * its read-ahead window was set (once, at the first open). */
+	char bdi[32];
+	atomic_bool bdi_tuned;
 };
 
 /* What every open file and directory starts with, so that those still
