@@ -19,6 +19,10 @@
 #define DEFAULT_BLOCK_SIZE (64u << 10)
 #define DEFAULT_MEM_SIZE (40ull << 20)
 #define DEFAULT_READAHEAD (32u << 20)
+/* The kernel's read-ahead window of the mount, which bounds its page-cache
+ * read requests: 1 MiB is the largest request FUSE takes (max_pages 256),
+ * eight times the kernel's 128 KiB default. */
+#define DEFAULT_KERNEL_READAHEAD (1u << 20)
 #define DEFAULT_META_TTL 60u
 #define MEM_SLACK (8u << 20)   /* mem_cache beyond readahead */
 /* 0.5 Mbit/s: with connect_timeout 5 s a 128 KiB kernel read request gets
@@ -36,6 +40,7 @@ const struct fuse_opt fs_opt_table[] = {
 	OPT("mem_cache=%s", mem_cache),
 	OPT("meta_ttl=%s", meta_ttl),
 	OPT("readahead=%s", readahead),
+	OPT("kernel_readahead=%s", kernel_readahead),
 	OPT("threads=%s", threads),
 	OPT("fetchers=%s", fetchers),
 	OPT("prefetch_files=%s", prefetch_files),
@@ -59,8 +64,8 @@ void fs_raw_opts_free(struct fs_raw_opts *raw)
 		&raw->block_size, &raw->mem_cache, &raw->meta_ttl, &raw->readahead,
 		&raw->threads, &raw->fetchers, &raw->proxy, &raw->gridftp_streams,
 		&raw->connect_timeout, &raw->stall_timeout, &raw->max_listing,
-		&raw->min_rate, &raw->writeback_delay, &raw->writeback_size,
-		&raw->unmount_flush, &raw->prefetch_files,
+		&raw->min_rate, &raw->kernel_readahead, &raw->writeback_delay,
+		&raw->writeback_size, &raw->unmount_flush, &raw->prefetch_files,
 	};
 	size_t i;
 
@@ -191,6 +196,8 @@ static int config_line(void *user, const char *section, const char *name,
 			return take_size(st, &raw->readahead, name, value);
 		if (!strcmp(name, "prefetch_files"))
 			return take(&raw->prefetch_files, value);
+		if (!strcmp(name, "kernel_readahead"))
+			return take_size(st, &raw->kernel_readahead, name, value);
 		if (!strcmp(name, "writeback_delay"))
 			return take(&raw->writeback_delay, value);
 		if (!strcmp(name, "writeback_size"))
@@ -431,6 +438,7 @@ int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
 	cfg->block_size = DEFAULT_BLOCK_SIZE;
 	cfg->mem_size = DEFAULT_MEM_SIZE;
 	cfg->readahead = DEFAULT_READAHEAD;
+	cfg->kernel_readahead = DEFAULT_KERNEL_READAHEAD;
 	cfg->meta_ttl = DEFAULT_META_TTL;
 	cfg->max_threads = 32;
 	cfg->fetchers = 16;
@@ -474,6 +482,17 @@ int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
 	if (raw->readahead) {
 		rc |= parse_size_opt("readahead", raw->readahead, 0, 1u << 30, &v);
 		cfg->readahead = (unsigned)v;
+	}
+	if (raw->kernel_readahead) {
+		rc |= parse_size_opt("kernel_readahead", raw->kernel_readahead,
+		                     0, 1u << 30, &v);
+		cfg->kernel_readahead = (unsigned)v;
+		if (rc == 0 && v && v < 4096) {
+			fprintf(stderr, "dmsfs: invalid kernel_readahead=%s (0 "
+			        "keeps the kernel's; else at least 4K)\n",
+			        raw->kernel_readahead);
+			rc = -EINVAL;
+		}
 	}
 	if (raw->max_listing)
 		rc |= parse_size_opt("max_listing", raw->max_listing, 4096,

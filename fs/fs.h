@@ -27,6 +27,8 @@ struct fs_config {
 	uint64_t mem_size;      /* bytes of recently used blocks kept in memory */
 	unsigned meta_ttl;      /* seconds */
 	unsigned readahead;     /* bytes read ahead for sequential readers */
+	unsigned kernel_readahead; /* bytes: the mount's kernel read-ahead
+	                              window; 0 = the kernel's default */
 	unsigned max_threads;   /* FUSE worker threads */
 	unsigned fetchers;      /* read-ahead threads */
 	unsigned prefetch_files; /* files of a folder fetched ahead of a walker; 0: off */

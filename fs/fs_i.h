@@ -179,7 +179,7 @@ struct fs_raw_opts {
 	char *config, *acl, *cache_dir, *cache_size, *block_size, *mem_cache;
 	char *meta_ttl, *readahead, *threads, *fetchers, *proxy;
 	char *gridftp_streams, *connect_timeout, *stall_timeout, *max_listing;
-	char *min_rate, *prefetch_files;
+	char *min_rate, *prefetch_files, *kernel_readahead;
 	char *writeback_delay, *writeback_size, *unmount_flush;
 	int rw;
 };
@@ -281,6 +281,15 @@ int fs_mountpoint_check(const char *mnt);
 /* fuse_session_mount; capture: take what the mount helper writes to
  * stderr into the log.  Logs why on failure; 0 or -EIO. */
 int fs_session_mount(struct fuse_session *se, const char *mnt, bool capture);
+/* The name of the kernel's backing device info of the FUSE mount at mnt
+ * (absolute, resolved), "MAJOR:MINOR", from /proc/self/mountinfo: nothing
+ * on the mount itself is touched, so it works before the session runs.
+ * 0, -ENOENT (no FUSE mount there) or -errno. */
+int fs_bdi_name(const char *mnt, char *out, size_t n);
+/* Sets that device's read-ahead window (read_ahead_kb in sysfs), which
+ * bounds the size of the kernel's page-cache reads sent to the daemon.
+ * 0 or -errno (e.g. -EACCES/-EROFS when not root or /sys is read-only). */
+int fs_bdi_set_readahead(const char *bdi, unsigned kib);
 
 /* ---- inode.c: kernel inode numbers <-> paths ---- */
 struct fs_node {

@@ -68,6 +68,77 @@ int fs_mountpoint_check(const char *mnt)
 	return 0;
 }
 
+/* Undoes mountinfo's octal escapes (\040 for a space) in place. */
+static void unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
+		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 |
+			              (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
+int fs_bdi_name(const char *mnt, char *out, size_t n)
+{
+	char *line = NULL, *save, *dev, *point, *sep, *type;
+	size_t cap = 0;
+	int rc = -ENOENT, i;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	if (!f)
+		return -errno;
+	/* "ID PARENT MAJ:MIN ROOT POINT OPTS [TAGS...] - TYPE SOURCE OPTS";
+	 * the last match is the topmost mount. */
+	while (getline(&line, &cap, f) > 0) {
+		strtok_r(line, " ", &save);
+		strtok_r(NULL, " ", &save);
+		dev = strtok_r(NULL, " ", &save);
+		strtok_r(NULL, " ", &save);
+		point = strtok_r(NULL, " ", &save);
+		sep = NULL;
+		for (i = 0; i < 64 && (sep = strtok_r(NULL, " ", &save)); i++)
+			if (!strcmp(sep, "-"))
+				break;
+		type = sep ? strtok_r(NULL, " ", &save) : NULL;
+		if (!dev || !point || !type || strncmp(type, "fuse", 4))
+			continue;
+		unescape(point);
+		if (strcmp(point, mnt))
+			continue;
+		rc = snprintf(out, n, "%s", dev) < (int)n ? 0 : -ENAMETOOLONG;
+	}
+	free(line);
+	fclose(f);
+	return rc;
+}
+
+int fs_bdi_set_readahead(const char *bdi, unsigned kib)
+{
+	char path[128], val[16];
+	int fd, rc = 0, len;
+
+	if (snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb",
+	             bdi) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	len = snprintf(val, sizeof(val), "%u\n", kib);
+	errno = 0;
+	if (write(fd, val, (size_t)len) != len)
+		rc = errno ? -errno : -EIO;
+	close(fd);
+	return rc;
+}
+
 /* Logs what the mount helper wrote (one message per line). */
 static void log_captured(int fd, int prio)
 {

@@ -794,6 +794,30 @@ static void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_err(req, 0);
 }
 
+/* Sets the mount's kernel read-ahead window, once.  Not at mount: the
+ * kernel's INIT sets the window to the smaller of its own and the one the
+ * daemon answers (which libfuse caps at the kernel's), so a value set
+ * before INIT is answered would be undone.  Before the first open's reply
+ * is soon enough: a file's read-ahead state is taken from the device after
+ * its open.  Not permitted (not root, /sys read-only): the kernel's
+ * default stays, and reads work as before, in smaller requests. */
+static void tune_bdi(struct fs *fs)
+{
+	unsigned kib = fs->cfg->kernel_readahead >> 10;
+	int rc;
+
+	if (!kib || !fs->bdi[0] || atomic_exchange(&fs->bdi_tuned, true))
+		return;
+	rc = fs_bdi_set_readahead(fs->bdi, kib);
+	if (rc)
+		dms_log(LOG_INFO, "kernel read-ahead of %s left as it is "
+		        "(kernel_readahead=%uK: /sys/class/bdi/%s/read_ahead_kb:"
+		        " %s)", fs->cfg->mountpoint, kib, fs->bdi, strerror(-rc));
+	else
+		dms_log(LOG_DEBUG, "kernel read-ahead of %s: %u KiB",
+		        fs->cfg->mountpoint, kib);
+}
+
 static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
                        struct fuse_file_info *fi)
 {
@@ -807,6 +831,7 @@ static void fs_op_open(fuse_req_t req, fuse_ino_t ino,
 
 	bool wr = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
 
+	tune_bdi(fs);
 	rc = checked_path(fs, req, ino, 0, &c, &path);
 	if (rc)
 		goto out;
@@ -1416,6 +1441,12 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	if (rc)
 		goto out_signals;
 	mounted = true;
+	if (cfg->kernel_readahead &&
+	    fs_bdi_name(cfg->mountpoint, fs.bdi, sizeof(fs.bdi)) != 0) {
+		dms_log(LOG_INFO, "%s not found in /proc/self/mountinfo: kernel "
+		        "read-ahead left as it is", cfg->mountpoint);
+		fs.bdi[0] = '\0';
+	}
 	if (ready_fd >= 0) {
 		if (write(ready_fd, &ok, 1) != 1)
 			goto out_unmount;

@@ -28,6 +28,10 @@ struct fs {
 	struct fs_wb *wb;
 	struct fs_ctl *ctl;         /* NULL: no control socket */
 	struct fs_pins *pins;       /* dmsctl pin (fs/pin.c) */
+	/* The mount's backing device ("MAJ:MIN"; "" if unknown) and whether
+	 * its read-ahead window was set (once, at the first open). */
+	char bdi[32];
+	atomic_bool bdi_tuned;
 };
 
 /* What every open file and directory starts with, so that those still

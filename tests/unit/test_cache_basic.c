@@ -274,6 +274,68 @@ static void flip_byte(const char *path, long off)
 	close(fd);
 }
 
+/* Whole-block reads come from LMDB's file (preadv), not its map: every
+ * block size reads back byte for byte, and a byte flipped anywhere in a
+ * stored block -- its last bytes, far from the header, or the header's
+ * sum -- is never returned: -ENOENT, counted once, the record dropped. */
+static void test_whole_block_reads(void)
+{
+	static const char tail[] = "<<dmsfs-tail-of-block-0123456>>";
+	static const char head[] = "<<dmsfs-head-of-block-6543210>>";
+	static const size_t sizes[] = { 1, 4095, 4096, 4097, 65536, 1u << 20 };
+	char base[256], dir[300], data[400];
+	const size_t bl = 64 << 10;
+	unsigned char *blk = malloc(bl), *got = malloc(bl);
+	struct cache_stats st;
+	struct cache_fid f;
+	struct cache *c;
+	int count;
+	long at;
+	size_t i;
+
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
+	c = open_cache(dir, 64 << 20);
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		put_block(c, 11, i, sizes[i]);
+	fid_of(&f, 12);
+	fill(blk, bl, 5);
+	memcpy(blk + bl - sizeof(tail), tail, sizeof(tail));
+	cache_block_put(c, &f, 0, blk, bl);
+	fill(blk, bl, 6);
+	memcpy(blk, head, sizeof(head));
+	cache_block_put(c, &f, 1, blk, bl);
+	cache_close(c);
+
+	snprintf(data, sizeof(data), "%s/data.mdb", dir);
+	at = find_in_file(data, tail, sizeof(tail) - 1, &count);
+	CHECK(at > 0 && count == 1);
+	if (at > 0)
+		flip_byte(data, at + (long)sizeof(tail) - 2);
+	/* The sum is the header's last 8 bytes, right before the data. */
+	at = find_in_file(data, head, sizeof(head) - 1, &count);
+	CHECK(at > 8 && count == 1);
+	if (at > 8)
+		flip_byte(data, at - 3);
+
+	c = open_cache(dir, 64 << 20);
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+		CHECK_OK(get_block(c, 11, i, sizes[i]));
+	memset(got, 0, bl);
+	CHECK_ERR(cache_block_get(c, &f, 0, bl, 0, bl, got), -ENOENT);
+	CHECK_ERR(cache_block_get(c, &f, 1, bl, 0, bl, got), -ENOENT);
+	cache_get_stats(c, &st);
+	CHECK(st.corrupt == 2);
+	cache_flush(c);
+	CHECK_ERR(cache_block_get(c, &f, 0, bl, 0, bl, got), -ENOENT);
+	cache_get_stats(c, &st);
+	CHECK(st.corrupt == 2);   /* dropped, not met again */
+	CHECK(st.blocks == sizeof(sizes) / sizeof(sizes[0]));
+	cache_close(c);
+	rm_rf(base);
+	free(blk);
+	free(got);
+}
+
 static void test_corrupt_block(void)
 {
 	static const char pat[] = "<<dmsfs-corrupt-me-0123456789>>";
@@ -675,6 +737,7 @@ int main(void)
 	RUN(test_wrong_len);
 	RUN(test_persist);
 	RUN(test_corrupt_block);
+	RUN(test_whole_block_reads);
 	RUN(test_garbage_file);
 	RUN(test_totals_rebuild);
 	RUN(test_cap);
