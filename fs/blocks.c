@@ -87,6 +87,9 @@ struct fs_blocks {
 	struct prefetch_job *head, *tail; /* guarded by lock */
 	unsigned queued;                /* guarded by lock */
 	bool stopping;                  /* guarded by lock */
+	/* For dmsctl status (fs_blocks_stats); lock-free counters. */
+	atomic_ullong from_cache;       /* blocks loaded from LMDB */
+	atomic_ullong fetched;          /* blocks brought from the sources */
 	unsigned nthreads;
 	pthread_t *threads;
 };
@@ -310,6 +313,8 @@ static int load_cached(struct fs_blocks *bl, struct fs_file *f, struct blk *b)
 	if (rc == 0) {
 		b->run = r;
 		b->data = r->data;
+		atomic_fetch_add_explicit(&bl->from_cache, 1,
+		                          memory_order_relaxed);
 		return 0;
 	}
 	free(r);
@@ -360,6 +365,7 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 	k = rc == 0 ? n : (unsigned)blocks_in(bl, f, v[0]->idx, done);
 	if (k > n)
 		k = n;
+	atomic_fetch_add_explicit(&bl->fetched, k, memory_order_relaxed);
 	if (k) {
 		r->refs = (int)k;
 		for (i = 0; i < k; i++) {
@@ -520,6 +526,9 @@ static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
 	       : -ENOMEM;
 	/* Cut off: the whole blocks it brought still go to the table. */
 	end = rc == 0 ? last + 1 : first + blocks_in(bl, f, first, done);
+	if (r)
+		atomic_fetch_add_explicit(&bl->fetched, end - first,
+		                          memory_order_relaxed);
 	for (i = first; r && i < end && i <= last; i++) {
 		struct blk *b;
 
@@ -713,6 +722,18 @@ void fs_blocks_prefetch(struct fs_blocks *bl, struct fs_file *f,
 		bl->queued++;
 	}
 	pthread_cond_broadcast(&bl->work);
+	pthread_mutex_unlock(&bl->lock);
+}
+
+void fs_blocks_stats(struct fs_blocks *bl, struct fs_blocks_stats *st)
+{
+	st->from_cache = atomic_load_explicit(&bl->from_cache,
+	                                      memory_order_relaxed);
+	st->fetched = atomic_load_explicit(&bl->fetched, memory_order_relaxed);
+	pthread_mutex_lock(&bl->lock);
+	st->mem_used = bl->mem_used;
+	st->mem_max = bl->mem_max;
+	st->queued = bl->queued;
 	pthread_mutex_unlock(&bl->lock);
 }
 

@@ -84,6 +84,16 @@ void fs_blocks_unpin(struct fs_blocks *bl, struct fs_pin *pin);
 void fs_blocks_prefetch(struct fs_blocks *bl, struct fs_file *f,
                         uint64_t first, uint64_t count);
 
+/* Figures for dmsctl status.  Can't fail. */
+struct fs_blocks_stats {
+	uint64_t from_cache;    /* blocks loaded from the LMDB cache */
+	uint64_t fetched;       /* blocks brought from the sources */
+	uint64_t mem_used;      /* bytes of blocks in memory or on their way */
+	uint64_t mem_max;       /* mem_cache */
+	unsigned queued;        /* read-ahead runs waiting for a fetcher */
+};
+void fs_blocks_stats(struct fs_blocks *bl, struct fs_blocks_stats *st);
+
 /* ---- meta.c: listings and attributes, cached in memory and LMDB ----
  * A listing snapshot is immutable and refcounted; entries sorted by name. */
 struct fs_dirent {

@@ -1387,9 +1387,10 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 		rc = fs_wb_start(&fs.wb, &wc);
 		if (rc)
 			goto out;
-		/* dmsctl sync/status; the mount works without it. */
-		fs_ctl_start(&fs.ctl, cfg->mountpoint, fs.jnl, fs.wb);
 	}
+	/* dmsctl sync/status, for every mount; the mount works without it. */
+	fs_ctl_start(&fs.ctl, cfg->mountpoint, fs.jnl, fs.wb, fs_status_info,
+	             &fs);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	rc = fs_session_mount(se, cfg->mountpoint, !cfg->foreground);
