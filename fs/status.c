@@ -31,9 +31,12 @@ static void put_sources(FILE *out, struct xfer *x)
 		        (unsigned long long)si.failures,
 		        si.last_err ? (long long)(time(NULL) - si.last_err_wall)
 		                    : -1LL);
-		if (si.last_err)
-			fprintf(out, "%s: %s\n", si.last_op,
-			        strerror(-si.last_err));
+		if (si.last_err) {
+			fprintf(out, "%s: ", si.last_op);
+			put_field(out, si.last_why[0] ? si.last_why
+			                               : strerror(-si.last_err));
+			fputc('\n', out);
+		}
 		else
 			fputs("-\n", out);
 	}

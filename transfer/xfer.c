@@ -49,6 +49,7 @@ struct xfer_source {
 	int last_err;              /* -errno of the last failure, 0 if none */
 	int64_t last_err_wall;     /* wall-clock seconds of it */
 	char last_op[32];          /* "read", "list"... of the last failure */
+	char last_why[XFER_NOTE_MAX]; /* the backend's words for it, or "" */
 	/* Counters for xfer_source_info (dmsctl status): lock-free, read
 	 * without ordering against each other. */
 	atomic_ullong bytes;       /* file bytes read from this source */
@@ -371,6 +372,9 @@ static void source_failed(struct xfer *x, size_t i, int err,
 	s->last_err = err;
 	s->last_err_wall = (int64_t)time(NULL);
 	snprintf(s->last_op, sizeof(s->last_op), "%s", op);
+	/* The backend's note of this thread's call to s (run_call clears it
+	 * before each source). */
+	snprintf(s->last_why, sizeof(s->last_why), "%s", probe_tls.note);
 	pthread_mutex_unlock(&x->lock);
 	atomic_fetch_add_explicit(&s->failures, 1, memory_order_relaxed);
 	if (!was_down)
@@ -475,6 +479,7 @@ int xfer_source_info(struct xfer *x, size_t i, struct xfer_source_info *out)
 	out->last_err = s->last_err;
 	out->last_err_wall = s->last_err_wall;
 	snprintf(out->last_op, sizeof(out->last_op), "%s", s->last_op);
+	snprintf(out->last_why, sizeof(out->last_why), "%s", s->last_why);
 	pthread_mutex_unlock(&x->lock);
 	out->bytes = atomic_load_explicit(&s->bytes, memory_order_relaxed);
 	out->requests = atomic_load_explicit(&s->requests,
@@ -607,8 +612,6 @@ void xfer_note(const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!probe_tls.on)
-		return;
 	va_start(ap, fmt);
 	vsnprintf(probe_tls.note, sizeof(probe_tls.note), fmt, ap);
 	va_end(ap);
@@ -786,6 +789,7 @@ int xfer_run_write(struct xfer *x, const struct xfer_wcall *c)
 			goto out;
 		}
 		changed = 0;
+		probe_tls.note[0] = '\0';
 		rc = xfer_write_one(x->src[i].ops, x->src[i].state,
 		                    x->src[i].wstate, x->src[i].url, c,
 		                    &changed);

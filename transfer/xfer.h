@@ -170,6 +170,8 @@ struct xfer_source_info {
 	int last_err;             /* -errno of its last failure, 0 if none */
 	int64_t last_err_wall;    /* when (seconds since the epoch) */
 	char last_op[32];         /* what failed then: "read", "list"... */
+	char last_why[512];       /* the backend's words ("connection refused
+	                             by h:p"), "" if it gave none */
 	uint64_t bytes;           /* file bytes read from it */
 	uint64_t requests;        /* calls sent to it (stat, list, read) */
 	uint64_t failures;        /* calls that took it out */
