@@ -858,8 +858,11 @@ static void print_info(char *ans, const char *mnt, const struct st_out *o)
 			if (o->json) {
 				printf("\"memory\":{\"block_bytes\":%llu,"
 				       "\"block_cap_bytes\":%llu,"
-				       "\"readahead_runs_queued\":%llu},",
-				       num(f[1]), num(f[2]), num(f[3]));
+				       "\"readahead_runs_queued\":%llu,"
+				       "\"malloc_in_use_bytes\":%llu,"
+				       "\"malloc_held_bytes\":%llu},",
+				       num(f[1]), num(f[2]), num(f[3]),
+				       n > 4 ? num(f[4]) : 0, n > 5 ? num(f[5]) : 0);
 			} else {
 				human_bytes(num(f[1]), b1, sizeof(b1));
 				human_bytes(num(f[2]), b2, sizeof(b2));

@@ -40,12 +40,16 @@
 #define LOADED_CONDS 64u
 #define PATIENCE_MIN_MS 1000
 #define RA_PAUSE_MS 30000
+#define RA_ROOM_WAIT_MS 2000
 
 enum blk_state { BLK_LOADING, BLK_READY, BLK_FAILED };
 
-/* The buffer of one fetch, shared by the blocks it filled. */
+/* The buffer of one fetch, shared by the blocks it filled.  It lives
+ * until the last of them goes: a run a reader is half way through holds
+ * all its bytes, which is why read-ahead is budgeted by runs (run_bytes). */
 struct run {
 	int refs;               /* blocks using it; guarded by fs_blocks.lock */
+	size_t size;
 	char data[];
 };
 
@@ -56,6 +60,7 @@ struct blk {
 	int err;                /* when FAILED; guarded by fs_blocks.lock */
 	int refs;               /* guarded by fs_blocks.lock */
 	bool hashed;            /* in the table; guarded by fs_blocks.lock */
+	bool consumed;          /* read to its end; guarded by fs_blocks.lock */
 	size_t len;
 	struct run *run;        /* set by the loader alone, read after READY */
 	char *data;             /* inside run */
@@ -82,6 +87,12 @@ struct fs_blocks {
 	struct blk *buckets[NBUCKETS];  /* guarded by lock */
 	struct blk lru;                 /* READY blocks, most recent first; guarded by lock */
 	uint64_t mem_used;              /* bytes of LOADING and READY blocks; guarded by lock */
+	/* Bytes of all live runs, whoever holds them (blocks in the table,
+	 * readers, blocks dropped from the table whose run lives on): the
+	 * read-ahead budget.  Guarded by lock; room is signalled when a run
+	 * is freed. */
+	uint64_t run_bytes;
+	pthread_cond_t room;
 
 	pthread_cond_t work;            /* jobs queued or stopping */
 	struct prefetch_job *head, *tail; /* guarded by lock */
@@ -192,11 +203,29 @@ static void lru_push_front(struct fs_blocks *bl, struct blk *b)
 	bl->lru.lru_next = b;
 }
 
-/* Called with bl->lock held. */
-static void bfree(struct blk *b)
+/* Drops a reference to r; bl->lock held. */
+static void run_put_locked(struct fs_blocks *bl, struct run *r)
 {
-	if (b->run && --b->run->refs == 0)
-		free(b->run);
+	if (--r->refs == 0) {
+		bl->run_bytes -= r->size;
+		pthread_cond_broadcast(&bl->room);
+		free(r);
+	}
+}
+
+/* Drops a reference to r. */
+static void run_free(struct fs_blocks *bl, struct run *r)
+{
+	pthread_mutex_lock(&bl->lock);
+	run_put_locked(bl, r);
+	pthread_mutex_unlock(&bl->lock);
+}
+
+/* Called with bl->lock held. */
+static void bfree(struct fs_blocks *bl, struct blk *b)
+{
+	if (b->run)
+		run_put_locked(bl, b->run);
 	free(b);
 }
 
@@ -211,7 +240,7 @@ static void trim(struct fs_blocks *bl)
 			lru_unlink(b);
 			bunhash(bl, b);
 			bl->mem_used -= b->len;
-			bfree(b);
+			bfree(bl, b);
 		}
 		b = prev;
 	}
@@ -221,7 +250,7 @@ static void release(struct fs_blocks *bl, struct blk *b)
 {
 	pthread_mutex_lock(&bl->lock);
 	if (--b->refs == 0 && !b->hashed)
-		bfree(b);
+		bfree(bl, b);
 	else
 		trim(bl);
 	pthread_mutex_unlock(&bl->lock);
@@ -234,6 +263,7 @@ static void release_consumed(struct fs_blocks *bl, struct blk *b)
 {
 	pthread_mutex_lock(&bl->lock);
 	if (b->state == BLK_READY && b->hashed) {
+		b->consumed = true;
 		lru_unlink(b);
 		b->lru_prev = bl->lru.lru_prev;
 		b->lru_next = &bl->lru;
@@ -291,19 +321,24 @@ static void finish(struct fs_blocks *bl, struct blk *b, int rc)
 	pthread_mutex_unlock(&bl->lock);
 }
 
-static struct run *run_new(size_t len)
+static struct run *run_new(struct fs_blocks *bl, size_t len)
 {
 	struct run *r = malloc(sizeof(*r) + (len ? len : 1));
 
-	if (r)
+	if (r) {
 		r->refs = 1;
+		r->size = len;
+		pthread_mutex_lock(&bl->lock);
+		bl->run_bytes += len;
+		pthread_mutex_unlock(&bl->lock);
+	}
 	return r;
 }
 
 /* Loads claimed block b from the LMDB cache: 0 or -ENOENT (a miss). */
 static int load_cached(struct fs_blocks *bl, struct fs_file *f, struct blk *b)
 {
-	struct run *r = run_new(b->len);
+	struct run *r = run_new(bl, b->len);
 	int rc;
 
 	if (!r)
@@ -317,7 +352,7 @@ static int load_cached(struct fs_blocks *bl, struct fs_file *f, struct blk *b)
 		                          memory_order_relaxed);
 		return 0;
 	}
-	free(r);
+	run_free(bl, r);
 	if (rc != -ENOENT)
 		dms_log(LOG_WARNING, "cache read of %s block %llu failed (%s); "
 		        "fetching", f->path, (unsigned long long)b->idx,
@@ -357,7 +392,7 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 		return 0;
 	for (i = 0; i < n; i++)
 		total += v[i]->len;
-	r = run_new(total);
+	r = run_new(bl, total);
 	rc = r ? xfer_read_some(f->xfer, f->inner, &f->attr,
 	                        v[0]->idx * bl->block_size, total, r->data,
 	                        &done)
@@ -373,8 +408,8 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 			v[i]->data = r->data + off;
 			off += v[i]->len;
 		}
-	} else {
-		free(r);
+	} else if (r) {
+		run_free(bl, r);
 	}
 	for (i = 0; i < n; i++)
 		finish(bl, v[i], i < k ? 0 : rc);
@@ -520,7 +555,7 @@ static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
 	        "reader's patience; fetching them for the reader, read-ahead "
 	        "paused for %d s", f->path, (unsigned long long)first,
 	        (unsigned long long)last, RA_PAUSE_MS / 1000);
-	r = run_new(total);
+	r = run_new(bl, total);
 	rc = r ? xfer_read_some(f->xfer, f->inner, &f->attr, first * bs, total,
 	                        r->data, &done)
 	       : -ENOMEM;
@@ -560,10 +595,7 @@ static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
 		pin->held[i - base] = b;
 	}
 	if (r) {
-		pthread_mutex_lock(&bl->lock);
-		if (--r->refs == 0)
-			free(r);
-		pthread_mutex_unlock(&bl->lock);
+		run_free(bl, r);
 	}
 	return rc;
 }
@@ -666,10 +698,63 @@ void fs_blocks_unpin(struct fs_blocks *bl, struct fs_pin *pin)
 	pin->held = pin->held_inline;
 }
 
+/* Drops unused blocks that readers are done with, oldest first, until
+ * runs fit in want bytes; bl->lock held.  Blocks read ahead and not read
+ * yet are kept: dropping them would only fetch them again. */
+static void trim_consumed(struct fs_blocks *bl, uint64_t want)
+{
+	struct blk *b = bl->lru.lru_prev, *prev;
+
+	while (bl->run_bytes > want && b != &bl->lru) {
+		prev = b->lru_prev;
+		if (b->refs == 0 && b->consumed) {
+			lru_unlink(b);
+			bunhash(bl, b);
+			bl->mem_used -= b->len;
+			bfree(bl, b);
+		}
+		b = prev;
+	}
+}
+
+/* The read-ahead budget, shared by every reader: a fetcher starts a job
+ * only while all runs in memory (read ahead, half read, readers' own)
+ * and the job's fit in mem_cache.  It waits for readers to use up what
+ * was fetched for them, at most RA_ROOM_WAIT_MS: after that the job is
+ * dropped (its reader fetches those blocks itself, if it still wants
+ * them).  Readers' own fetches never wait.  bl->lock held. */
+static bool ra_room(struct fs_blocks *bl, const struct prefetch_job *job)
+{
+	uint64_t need = job->count * bl->block_size, want;
+	struct timespec until;
+
+	if (need >= bl->mem_max)
+		return true;
+	want = bl->mem_max - need;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += RA_ROOM_WAIT_MS / 1000;
+	until.tv_nsec += RA_ROOM_WAIT_MS % 1000 * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	for (;;) {
+		trim_consumed(bl, want);
+		if (bl->run_bytes <= want || bl->stopping)
+			return !bl->stopping;
+		if (pthread_cond_timedwait(&bl->room, &bl->lock, &until) ==
+		    ETIMEDOUT) {
+			trim_consumed(bl, want);
+			return bl->run_bytes <= want;
+		}
+	}
+}
+
 static void *prefetch_main(void *arg)
 {
 	struct fs_blocks *bl = arg;
 	struct prefetch_job *job;
+	bool room;
 
 	pthread_mutex_lock(&bl->lock);
 	for (;;) {
@@ -682,8 +767,9 @@ static void *prefetch_main(void *arg)
 		if (!bl->head)
 			bl->tail = NULL;
 		bl->queued--;
+		room = ra_room(bl, job);
 		pthread_mutex_unlock(&bl->lock);
-		if (!ra_paused(job->file))
+		if (room && !ra_paused(job->file))
 			(void)load_range(bl, job->file, job->first, job->count);
 		fs_file_put(job->file);
 		free(job);
@@ -731,7 +817,7 @@ void fs_blocks_stats(struct fs_blocks *bl, struct fs_blocks_stats *st)
 	                                      memory_order_relaxed);
 	st->fetched = atomic_load_explicit(&bl->fetched, memory_order_relaxed);
 	pthread_mutex_lock(&bl->lock);
-	st->mem_used = bl->mem_used;
+	st->mem_used = bl->run_bytes;
 	st->mem_max = bl->mem_max;
 	st->queued = bl->queued;
 	pthread_mutex_unlock(&bl->lock);
@@ -763,6 +849,7 @@ int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	for (i = 0; i < LOADED_CONDS; i++)
 		pthread_cond_init(&bl->loaded[i], &ca);
+	pthread_cond_init(&bl->room, &ca);
 	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&bl->work, NULL);
 	for (i = 0; i < fetchers; i++) {
@@ -796,12 +883,13 @@ void fs_blocks_destroy(struct fs_blocks *bl)
 	while ((b = bl->lru.lru_next) != &bl->lru) {
 		lru_unlink(b);
 		bunhash(bl, b);
-		bfree(b);
+		bfree(bl, b);
 	}
 	pthread_mutex_destroy(&bl->lock);
 	for (i = 0; i < LOADED_CONDS; i++)
 		pthread_cond_destroy(&bl->loaded[i]);
 	pthread_cond_destroy(&bl->work);
+	pthread_cond_destroy(&bl->room);
 	free(bl->threads);
 	free(bl);
 }

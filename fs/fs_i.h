@@ -88,7 +88,8 @@ void fs_blocks_prefetch(struct fs_blocks *bl, struct fs_file *f,
 struct fs_blocks_stats {
 	uint64_t from_cache;    /* blocks loaded from the LMDB cache */
 	uint64_t fetched;       /* blocks brought from the sources */
-	uint64_t mem_used;      /* bytes of blocks in memory or on their way */
+	uint64_t mem_used;      /* bytes of fetch buffers in memory (blocks
+	                           kept, on their way, being replied) */
 	uint64_t mem_max;       /* mem_cache */
 	unsigned queued;        /* read-ahead runs waiting for a fetcher */
 };

@@ -2,6 +2,7 @@
  * the control socket (format: fs/ctl_proto.h).  It only reads counters
  * other modules keep; nothing here blocks on the network. */
 #define _GNU_SOURCE
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -47,6 +48,7 @@ void fs_status_info(void *arg, FILE *out)
 	struct fs *fs = arg;
 	struct fs_blocks_stats bs = { 0 };
 	struct cache_stats cs = { 0 };
+	struct mallinfo2 mi;
 	const char *name, *path;
 	struct fs_route r;
 	size_t i;
@@ -79,7 +81,12 @@ void fs_status_info(void *arg, FILE *out)
 	        (unsigned long long)fs->cfg->cache_size,
 	        (unsigned long long)cs.blocks, (unsigned long long)bs.from_cache,
 	        (unsigned long long)bs.fetched, (unsigned long long)cs.evicted);
-	fprintf(out, "memory\t%llu\t%llu\t%u\n",
+	/* malloc's view: what is allocated, and what it holds from the
+	 * system (heap and mmapped chunks), for telling memory in use from
+	 * memory kept. */
+	mi = mallinfo2();
+	fprintf(out, "memory\t%llu\t%llu\t%u\t%llu\t%llu\n",
 	        (unsigned long long)bs.mem_used, (unsigned long long)bs.mem_max,
-	        bs.queued);
+	        bs.queued, (unsigned long long)(mi.uordblks + mi.hblkhd),
+	        (unsigned long long)(mi.arena + mi.hblkhd));
 }
