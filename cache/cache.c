@@ -101,7 +101,7 @@
 /* Tunables.  The batch and pool sizes can be overridden at build time
  * (-DCACHE_BATCH_PUTS=16) to measure them. */
 #define CACHE_BLOCK_MAX        (16u << 20)     /* largest block accepted */
-#define CACHE_QUEUE_MAX_BYTES  (8ull << 20)    /* pending put data */
+#define CACHE_QUEUE_MAX_BYTES  (4ull << 20)    /* pending put data */
 #define CACHE_PUT_WAIT_S       2              /* for room in the queue */
 #ifndef CACHE_BATCH_PUTS
 #define CACHE_BATCH_PUTS       32
@@ -990,8 +990,9 @@ static bool cache_has_work(const struct cache *c, bool touch_due)
  * besides its value.  Measured with 32 cold readers of 64 KiB blocks: the
  * value bytes alone and 32 MiB let the map reach 83 MB of the daemon's
  * VmHWM; counted this way and 16 MiB, it stays near 16 MB. */
-#define CACHE_UNMAP_EVERY (4ull << 20)
+#define CACHE_UNMAP_EVERY (8ull << 20)
 #define CACHE_WALK_BYTES (256u << 10)
+#define CACHE_HIT_WALK_BYTES (64u << 10)   /* a hit: the leaf was mapped */
 
 static void cache_unmap_after(struct cache *c, uint64_t bytes)
 {
@@ -1264,7 +1265,7 @@ int cache_block_get(struct cache *c, const struct cache_fid *fid,
 	if (len)
 		memcpy(buf, (const unsigned char *)v.mv_data +
 		       sizeof(struct cache_bhdr) + off, len);
-	cache_unmap_after(c, v.mv_size + CACHE_WALK_BYTES);
+	cache_unmap_after(c, v.mv_size + CACHE_HIT_WALK_BYTES);
 	/* LRU: only blocks outside the newest quarter need a touch. */
 	if (mdb_get(txn, c->dbi_atime, &k, &v) == 0 && v.mv_size == 8) {
 		uint64_t seq = cache_get_be64(v.mv_data);

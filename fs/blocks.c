@@ -41,6 +41,7 @@
 #define PATIENCE_MIN_MS 1000
 #define RA_PAUSE_MS 30000
 #define RA_ROOM_WAIT_MS 2000
+#define RA_SPARE (8u << 20)             /* mem_cache not for read-ahead */
 
 enum blk_state { BLK_LOADING, BLK_READY, BLK_FAILED };
 
@@ -92,6 +93,7 @@ struct fs_blocks {
 	 * read-ahead budget.  Guarded by lock; room is signalled when a run
 	 * is freed. */
 	uint64_t run_bytes;
+	uint64_t ra_max;                /* the budget: mem_max less RA_SPARE */
 	pthread_cond_t room;
 
 	pthread_cond_t work;            /* jobs queued or stopping */
@@ -719,7 +721,7 @@ static void trim_consumed(struct fs_blocks *bl, uint64_t want)
 
 /* The read-ahead budget, shared by every reader: a fetcher starts a job
  * only while all runs in memory (read ahead, half read, readers' own)
- * and the job's fit in mem_cache.  It waits for readers to use up what
+ * and the job's fit in mem_cache less RA_SPARE (the default readahead).  It waits for readers to use up what
  * was fetched for them, at most RA_ROOM_WAIT_MS: after that the job is
  * dropped (its reader fetches those blocks itself, if it still wants
  * them).  Readers' own fetches never wait.  bl->lock held. */
@@ -728,9 +730,9 @@ static bool ra_room(struct fs_blocks *bl, const struct prefetch_job *job)
 	uint64_t need = job->count * bl->block_size, want;
 	struct timespec until;
 
-	if (need >= bl->mem_max)
+	if (need >= bl->ra_max)
 		return true;
-	want = bl->mem_max - need;
+	want = bl->ra_max - need;
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_sec += RA_ROOM_WAIT_MS / 1000;
 	until.tv_nsec += RA_ROOM_WAIT_MS % 1000 * 1000000L;
@@ -840,6 +842,10 @@ int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
 	bl->cache = cache;
 	bl->block_size = block_size;
 	bl->mem_max = mem_bytes;
+	/* Readers' own fetches and the blocks they are being replied from
+	 * come on top of read-ahead: keep room for them. */
+	bl->ra_max = mem_bytes > 2 * RA_SPARE ? mem_bytes - RA_SPARE
+	                                      : mem_bytes / 2;
 	bl->run_max = block_size >= FETCH_RUN_BYTES ? 1
 	            : (unsigned)(FETCH_RUN_BYTES / block_size);
 	bl->lru.lru_next = bl->lru.lru_prev = &bl->lru;
