@@ -990,7 +990,7 @@ static bool cache_has_work(const struct cache *c, bool touch_due)
  * besides its value.  Measured with 32 cold readers of 64 KiB blocks: the
  * value bytes alone and 32 MiB let the map reach 83 MB of the daemon's
  * VmHWM; counted this way and 16 MiB, it stays near 16 MB. */
-#define CACHE_UNMAP_EVERY (8ull << 20)
+#define CACHE_UNMAP_EVERY (4ull << 20)
 #define CACHE_WALK_BYTES (256u << 10)
 #define CACHE_HIT_WALK_BYTES (64u << 10)   /* a hit: the leaf was mapped */
 

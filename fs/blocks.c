@@ -41,7 +41,7 @@
 #define PATIENCE_MIN_MS 1000
 #define RA_PAUSE_MS 30000
 #define RA_ROOM_WAIT_MS 2000
-#define RA_SPARE (8u << 20)             /* mem_cache not for read-ahead */
+#define RA_SPARE (16u << 20)            /* mem_cache not for read-ahead */
 
 enum blk_state { BLK_LOADING, BLK_READY, BLK_FAILED };
 
