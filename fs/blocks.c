@@ -40,7 +40,8 @@
 #define LOADED_CONDS 64u
 #define PATIENCE_MIN_MS 1000
 #define RA_PAUSE_MS 30000
-#define RA_ROOM_WAIT_MS 2000
+#define RA_ROOM_WAIT_MS 1000            /* a fetcher looks again */
+#define RA_STALE_MS 10000               /* read ahead, never read: dropped */
 #define RA_SPARE (16u << 20)            /* mem_cache not for read-ahead */
 
 enum blk_state { BLK_LOADING, BLK_READY, BLK_FAILED };
@@ -62,6 +63,8 @@ struct blk {
 	int refs;               /* guarded by fs_blocks.lock */
 	bool hashed;            /* in the table; guarded by fs_blocks.lock */
 	bool consumed;          /* read to its end; guarded by fs_blocks.lock */
+	int64_t ready_ms;       /* monotonic: loaded, or last handed to a
+	                           reader; guarded by fs_blocks.lock */
 	size_t len;
 	struct run *run;        /* set by the loader alone, read after READY */
 	char *data;             /* inside run */
@@ -94,6 +97,7 @@ struct fs_blocks {
 	 * is freed. */
 	uint64_t run_bytes;
 	uint64_t ra_max;                /* the budget: mem_max less RA_SPARE */
+	unsigned room_waiters;          /* fetchers in ra_room; guarded by lock */
 	pthread_cond_t room;
 
 	pthread_cond_t work;            /* jobs queued or stopping */
@@ -119,6 +123,7 @@ struct fs_file *fs_file_new(const char *path, const struct fs_route *r,
 		return NULL;
 	atomic_init(&f->refs, 1);
 	atomic_init(&f->ra_paused_until, 0);
+	atomic_init(&f->read_end, 0);
 	f->attr = *attr;
 	f->xfer = r->xfer;
 	memcpy(f->path, path, len);
@@ -271,6 +276,9 @@ static void release_consumed(struct fs_blocks *bl, struct blk *b)
 		b->lru_next = &bl->lru;
 		bl->lru.lru_prev->lru_next = b;
 		bl->lru.lru_prev = b;
+		/* A fetcher waiting for room may drop it now (ra_room). */
+		if (bl->room_waiters)
+			pthread_cond_broadcast(&bl->room);
 	}
 	pthread_mutex_unlock(&bl->lock);
 	release(bl, b);
@@ -312,6 +320,7 @@ static void finish(struct fs_blocks *bl, struct blk *b, int rc)
 	pthread_mutex_lock(&bl->lock);
 	if (rc == 0) {
 		b->state = BLK_READY;
+		b->ready_ms = mono_ms();
 		lru_push_front(bl, b);
 	} else {
 		b->state = BLK_FAILED;
@@ -521,6 +530,7 @@ static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
 		if (b->state == BLK_READY) {
 			lru_unlink(b);
 			lru_push_front(bl, b);
+			b->ready_ms = mono_ms();
 			pthread_mutex_unlock(&bl->lock);
 			*out = b;
 			return 0;
@@ -614,6 +624,7 @@ int fs_blocks_pin(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
 	long patience;
 	int rc = 0;
 
+	atomic_store_explicit(&f->read_end, off + len, memory_order_relaxed);
 	pin->n = 0;
 	pin->iov = pin->iov_inline;
 	pin->held = pin->held_inline;
@@ -700,16 +711,18 @@ void fs_blocks_unpin(struct fs_blocks *bl, struct fs_pin *pin)
 	pin->held = pin->held_inline;
 }
 
-/* Drops unused blocks that readers are done with, oldest first, until
- * runs fit in want bytes; bl->lock held.  Blocks read ahead and not read
- * yet are kept: dropping them would only fetch them again. */
-static void trim_consumed(struct fs_blocks *bl, uint64_t want)
+/* Drops unused blocks, oldest first, until runs fit in want bytes;
+ * bl->lock held.  Only blocks readers are done with, or that nobody used
+ * for RA_STALE_MS (read ahead for a reader that stopped): blocks read
+ * ahead and not read yet would only be fetched again. */
+static void trim_runs(struct fs_blocks *bl, uint64_t want)
 {
 	struct blk *b = bl->lru.lru_prev, *prev;
+	int64_t stale = mono_ms() - RA_STALE_MS;
 
 	while (bl->run_bytes > want && b != &bl->lru) {
 		prev = b->lru_prev;
-		if (b->refs == 0 && b->consumed) {
+		if (b->refs == 0 && (b->consumed || b->ready_ms < stale)) {
 			lru_unlink(b);
 			bunhash(bl, b);
 			bl->mem_used -= b->len;
@@ -719,20 +732,22 @@ static void trim_consumed(struct fs_blocks *bl, uint64_t want)
 	}
 }
 
-/* The read-ahead budget, shared by every reader: a fetcher starts a job
- * only while all runs in memory (read ahead, half read, readers' own)
- * and the job's fit in mem_cache less RA_SPARE (the default readahead).  It waits for readers to use up what
- * was fetched for them, at most RA_ROOM_WAIT_MS: after that the job is
- * dropped (its reader fetches those blocks itself, if it still wants
- * them).  Readers' own fetches never wait.  bl->lock held. */
-static bool ra_room(struct fs_blocks *bl, const struct prefetch_job *job)
+/* The read-ahead budget, shared by every reader: the job at the head of
+ * the queue starts only while all runs in memory (read ahead, half read,
+ * readers' own) and its own fit in mem_cache less RA_SPARE.  Jobs start
+ * in the order they were queued, nearest first, so the budget never goes
+ * to blocks far ahead while a reader waits for near ones; a job is never
+ * dropped for want of room (its reader would fetch the blocks itself, one
+ * request per read).  Room comes from blocks readers are done with and
+ * from read-ahead nobody came for within RA_STALE_MS (a reader that
+ * stopped).  Readers' own fetches never wait.  bl->lock held; false:
+ * stopping, or no room yet (the caller looks at the queue again). */
+static bool ra_room(struct fs_blocks *bl, uint64_t need)
 {
-	uint64_t need = job->count * bl->block_size, want;
+	uint64_t want = need < bl->ra_max ? bl->ra_max - need : 0;
 	struct timespec until;
+	int rc;
 
-	if (need >= bl->ra_max)
-		return true;
-	want = bl->ra_max - need;
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_sec += RA_ROOM_WAIT_MS / 1000;
 	until.tv_nsec += RA_ROOM_WAIT_MS % 1000 * 1000000L;
@@ -741,22 +756,47 @@ static bool ra_room(struct fs_blocks *bl, const struct prefetch_job *job)
 		until.tv_nsec -= 1000000000L;
 	}
 	for (;;) {
-		trim_consumed(bl, want);
+		trim_runs(bl, want);
 		if (bl->run_bytes <= want || bl->stopping)
 			return !bl->stopping;
-		if (pthread_cond_timedwait(&bl->room, &bl->lock, &until) ==
-		    ETIMEDOUT) {
-			trim_consumed(bl, want);
-			return bl->run_bytes <= want;
-		}
+		bl->room_waiters++;
+		rc = pthread_cond_timedwait(&bl->room, &bl->lock, &until);
+		bl->room_waiters--;
+		if (rc == ETIMEDOUT)
+			return false;
 	}
+}
+
+/* Whether the head job job came too late: its reader read past all of it
+ * (fetching those blocks itself), so fetching them now would only fill
+ * the budget with blocks nobody reads.  Such a job is taken off the queue;
+ * one its reader is inside is cut to what lies ahead.  bl->lock held. */
+static bool ra_late(struct fs_blocks *bl, struct prefetch_job *job)
+{
+	uint64_t pos = atomic_load_explicit(&job->file->read_end,
+	                                    memory_order_relaxed) /
+	               bl->block_size;
+
+	if (pos <= job->first)
+		return false;
+	if (pos < job->first + job->count) {
+		job->count -= pos - job->first;
+		job->first = pos;
+		return false;
+	}
+	bl->head = job->next;
+	if (!bl->head)
+		bl->tail = NULL;
+	bl->queued--;
+	fs_file_put(job->file);
+	free(job);
+	return true;
 }
 
 static void *prefetch_main(void *arg)
 {
 	struct fs_blocks *bl = arg;
 	struct prefetch_job *job;
-	bool room;
 
 	pthread_mutex_lock(&bl->lock);
 	for (;;) {
@@ -764,14 +804,19 @@ static void *prefetch_main(void *arg)
 			pthread_cond_wait(&bl->work, &bl->lock);
 		if (bl->stopping)
 			break;
+		if (ra_late(bl, bl->head))
+			continue;
+		/* The head job waits for room in the queue (ra_room). */
+		if (!ra_room(bl, bl->head->count * bl->block_size) ||
+		    !bl->head)
+			continue;
 		job = bl->head;
 		bl->head = job->next;
 		if (!bl->head)
 			bl->tail = NULL;
 		bl->queued--;
-		room = ra_room(bl, job);
 		pthread_mutex_unlock(&bl->lock);
-		if (room && !ra_paused(job->file))
+		if (!ra_paused(job->file))
 			(void)load_range(bl, job->file, job->first, job->count);
 		fs_file_put(job->file);
 		free(job);

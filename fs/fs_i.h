@@ -44,6 +44,9 @@ struct fs_file {
 	/* Monotonic ms until which no read-ahead is done for this file: its
 	 * fetches fell behind a reader (blocks.c). */
 	atomic_llong ra_paused_until;
+	/* Where the latest read of this file ended (blocks.c): read-ahead
+	 * queued for blocks before it came too late and is skipped. */
+	atomic_ullong read_end;
 	struct xfer_attr attr;
 	struct cache_fid fid;      /* from the mount path: one per export */
 	struct xfer *xfer;         /* the export's sources; outlive the file */
