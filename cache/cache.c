@@ -101,7 +101,7 @@
 /* Tunables.  The batch and pool sizes can be overridden at build time
  * (-DCACHE_BATCH_PUTS=16) to measure them. */
 #define CACHE_BLOCK_MAX        (16u << 20)     /* largest block accepted */
-#define CACHE_QUEUE_MAX_BYTES  (4ull << 20)    /* pending put data */
+#define CACHE_QUEUE_MAX_BYTES  (8ull << 20)    /* pending put data */
 #define CACHE_PUT_WAIT_S       2              /* for room in the queue */
 #ifndef CACHE_BATCH_PUTS
 #define CACHE_BATCH_PUTS       32
@@ -989,10 +989,14 @@ static bool cache_has_work(const struct cache *c, bool touch_due)
  * the freshly written pages around it, so each counts CACHE_WALK_BYTES
  * besides its value.  Measured with 32 cold readers of 64 KiB blocks: the
  * value bytes alone and 32 MiB let the map reach 83 MB of the daemon's
- * VmHWM; counted this way and 16 MiB, it stays near 16 MB. */
-#define CACHE_UNMAP_EVERY (4ull << 20)
+ * VmHWM; counted this way and 8 MiB, about 15-30 MB. */
+#define CACHE_UNMAP_EVERY (8ull << 20)
 #define CACHE_WALK_BYTES (256u << 10)
 #define CACHE_HIT_WALK_BYTES (64u << 10)   /* a hit: the leaf was mapped */
+/* A miss walks the pages the last stores mapped already; counting it like
+ * a store made the drops (each a TLB shootdown on every thread) cost a
+ * cold sequential reader half its speed. */
+#define CACHE_MISS_WALK_BYTES (16u << 10)
 
 static void cache_unmap_after(struct cache *c, uint64_t bytes)
 {
@@ -1246,7 +1250,7 @@ int cache_block_get(struct cache *c, const struct cache_fid *fid,
 		goto out;
 	rc = cache_check_rc(c, mdb_get(txn, c->dbi_blocks, &k, &v), "get");
 	if (rc == MDB_NOTFOUND) {
-		cache_unmap_after(c, CACHE_WALK_BYTES);
+		cache_unmap_after(c, CACHE_MISS_WALK_BYTES);
 		rc = -ENOENT;
 		goto out;
 	}

@@ -1,8 +1,8 @@
 """Memory of the daemon (issue 9): 32 readers of 32 different files at once,
 cold, against a real nginx origin, with default options.  The read-ahead
 budget is shared by all readers (mem_cache less 16 MiB of fetch buffers,
-whatever holds them), the cache's write queue is 4 MiB and the LMDB map is
-dropped every 4 MiB through it, so the daemon's peak resident set (VmHWM,
+whatever holds them), the cache's write queue is 8 MiB and the LMDB map is
+dropped every 8 MiB through it, so the daemon's peak resident set (VmHWM,
 mapped LMDB pages included) stays under the README's bound of 100 MB
 whatever the number of readers; every byte read is the origin's.
 
