@@ -984,15 +984,16 @@ static bool cache_has_work(const struct cache *c, bool touch_due)
  * maps up to 64 KiB around each fault).  The map is read-only and shared,
  * so dropping its page-table entries never loses data: the pages stay in
  * the page cache and a reader simply faults them in again.  Each time this
- * much has gone through the map, all of it is dropped.  Every get and put,
- * a miss too, walks the B-tree: a few faults, each mapping up to 64 KiB of
- * the freshly written pages around it, so each counts CACHE_WALK_BYTES
- * besides its value.  Measured with 32 cold readers of 64 KiB blocks: the
+ * much has gone through the map, all of it is dropped.  Every put walks
+ * the B-tree: a few faults, each mapping up to 64 KiB of the freshly
+ * written pages around it, so each counts CACHE_WALK_BYTES besides its
+ * value.  Measured with 32 cold readers of 64 KiB blocks: the
  * value bytes alone and 32 MiB let the map reach 83 MB of the daemon's
- * VmHWM; counted this way and 8 MiB, about 15-30 MB. */
-#define CACHE_UNMAP_EVERY (8ull << 20)
+ * VmHWM; counted this way and 16 MiB, about 20-35 MB.  Each drop is a TLB
+ * shootdown on every thread: more often cost warm readers a third of
+ * their speed. */
+#define CACHE_UNMAP_EVERY (16ull << 20)
 #define CACHE_WALK_BYTES (256u << 10)
-#define CACHE_HIT_WALK_BYTES (64u << 10)   /* a hit: the leaf was mapped */
 /* A miss walks the pages the last stores mapped already; counting it like
  * a store made the drops (each a TLB shootdown on every thread) cost a
  * cold sequential reader half its speed. */
@@ -1269,7 +1270,7 @@ int cache_block_get(struct cache *c, const struct cache_fid *fid,
 	if (len)
 		memcpy(buf, (const unsigned char *)v.mv_data +
 		       sizeof(struct cache_bhdr) + off, len);
-	cache_unmap_after(c, v.mv_size + CACHE_HIT_WALK_BYTES);
+	cache_unmap_after(c, v.mv_size);
 	/* LRU: only blocks outside the newest quarter need a touch. */
 	if (mdb_get(txn, c->dbi_atime, &k, &v) == 0 && v.mv_size == 8) {
 		uint64_t seq = cache_get_be64(v.mv_data);

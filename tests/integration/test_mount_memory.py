@@ -2,7 +2,7 @@
 cold, against a real nginx origin, with default options.  The read-ahead
 budget is shared by all readers (mem_cache less 16 MiB of fetch buffers,
 whatever holds them), the cache's write queue is 8 MiB and the LMDB map is
-dropped every 8 MiB through it, so the daemon's peak resident set (VmHWM,
+dropped every 16 MiB of stores through it, so the daemon's peak resident set (VmHWM,
 mapped LMDB pages included) stays under the README's bound of 100 MB
 whatever the number of readers; every byte read is the origin's.
 
@@ -16,9 +16,9 @@ import threading
 
 import pytest
 
-import mount as mountlib
 from origin import Nginx
 from origintree import MIB
+from writetree import DMSCTL, file_sha
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -60,14 +60,7 @@ def many_files(tmp_path):
 
 
 def sha_of(path, out, key):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                break
-            h.update(b)
-    out[key] = h.hexdigest()
+    out[key] = file_sha(path)
 
 
 def test_32_readers_stay_under_the_memory_bound(many_files, mounter):
@@ -91,8 +84,7 @@ def test_32_readers_stay_under_the_memory_bound(many_files, mounter):
         f"VmHWM {hwm} kB over the {VMHWM_BOUND_KB} kB bound"
     # The whole set was read once from the origin: shared read-ahead does
     # not throw away blocks it fetched for a reader before it read them.
-    r = subprocess.run([os.path.join(mountlib.ROOT, "build", "dmsctl"),
-                        "status", "--json", str(m.mountpoint)],
+    r = subprocess.run([DMSCTL, "status", "--json", str(m.mountpoint)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     c = json.loads(r.stdout)["mounts"][0]["cache"]
