@@ -993,7 +993,7 @@ static bool cache_has_work(const struct cache *c, bool touch_due)
  * shootdown on every thread: more often cost warm readers a third of
  * their speed. */
 #define CACHE_UNMAP_EVERY (16ull << 20)
-#define CACHE_WALK_BYTES (256u << 10)
+#define CACHE_WALK_BYTES (512u << 10)
 /* A miss walks the pages the last stores mapped already; counting it like
  * a store made the drops (each a TLB shootdown on every thread) cost a
  * cold sequential reader half its speed. */
