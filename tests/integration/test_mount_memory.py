@@ -18,6 +18,7 @@ import threading
 import pytest
 
 from origin import Nginx
+import mount as mountlib
 from origintree import MIB
 from writetree import DMSCTL, file_sha
 
@@ -33,6 +34,13 @@ FILE_MIB = 24
 # read-ahead budget and map drops: 190-210 MB); the issue's 100 MB is not
 # met yet.
 VMHWM_BOUND_KB = 140 * 1000
+
+
+def sanitized():
+    """A SANITIZER= build: ASan's shadow memory and quarantine make VmHWM
+    meaningless; the data checks still run."""
+    with open(mountlib.DMSFS, "rb") as f:
+        return b"__asan_init" in f.read()
 
 
 def status_kb(pid, key):
@@ -84,7 +92,7 @@ def test_32_readers_stay_under_the_memory_bound(many_files, mounter):
     assert not any(t.is_alive() for t in threads), "a reader hung"
     assert got == digests     # byte-identical, every file
     hwm = status_kb(pid, "VmHWM")
-    assert hwm < VMHWM_BOUND_KB, \
+    assert sanitized() or hwm < VMHWM_BOUND_KB, \
         f"VmHWM {hwm} kB over the {VMHWM_BOUND_KB} kB bound"
     # The whole set was read once from the origin: shared read-ahead does
     # not throw away blocks it fetched for a reader before it read them.
