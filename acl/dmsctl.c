@@ -1,8 +1,8 @@
 /* dmsctl: admin tool.
  *   dmsctl acl lint FILE
  *   dmsctl acl check [-r FILE] USER PATH
- *   dmsctl sync [-t SECONDS] PATH, dmsctl status PATH: the control socket
- *   of a mount with writable exports (fs/ctl_proto.h)
+ *   dmsctl sync [-t SECONDS] PATH, dmsctl status [--json] [PATH...]: the
+ *   control socket of a dmsfs mount (fs/ctl_proto.h)
  * Exit status: 0 ok, 1 rules file errors / check failed, 2 usage. */
 #define _GNU_SOURCE   /* struct ucred */
 #include "acl/acl.h"
@@ -35,7 +35,7 @@ static void usage(FILE *to)
 	        "usage: dmsctl acl lint FILE\n"
 	        "       dmsctl acl check [-r FILE] USER PATH\n"
 	        "       dmsctl sync [-t SECONDS] [-q] [PATH...]\n"
-	        "       dmsctl status PATH\n"
+	        "       dmsctl status [--json] [PATH...]\n"
 	        "       dmsctl pin [--quiet|--json] PATH...\n"
 	        "       dmsctl unpin [--quiet] PATH...\n"
 	        "       dmsctl pins [PATH...]\n"
@@ -44,7 +44,12 @@ static void usage(FILE *to)
 	        "         no PATH: every dmsfs mount with writable exports;\n"
 	        "         -t: give up after SECONDS (exit 1, saying what is\n"
 	        "         left and why); -q: no progress\n"
-	        "  status list the pending operations of the mount holding PATH\n"
+	        "  status per mount holding PATH (no PATH: every running dmsfs\n"
+	        "         mount): exports, each source's state (up, backing\n"
+	        "         off, last error), requests, bytes and requests in\n"
+	        "         flight, cache size/cap/pinned, hit ratio, evictions,\n"
+	        "         and the pending operations (yours; root: all);\n"
+	        "         --json: the same as one JSON object\n"
 	        "  pin    bring every block of each PATH (files, folders\n"
 	        "         recursively, in dmsfs mounts) into the cache and keep\n"
 	        "         it there (never evicted); what is cached already is\n"
@@ -674,29 +679,325 @@ static void print_conflict(char *line, bool first)
 	       ours ? ours : "?");
 }
 
-static int cmd_status(int argc, char **argv)
-{
-	char mnt[PATH_MAX], rel[PATH_MAX], *ans = NULL, *line, *next;
-	size_t len = 0, shown = 0, conflicts = 0;
-	FILE *mem = NULL;
-	int rc = 1;
+/* ---- dmsctl status: the "info" and "status" answers of each mount ---- */
 
-	if (argc != 2) {
-		usage(stderr);
-		return 2;
+#define MAX_FIELDS 12
+
+struct st_out {
+	bool json;
+	unsigned nmounts;       /* mounts printed so far (JSON commas) */
+};
+
+/* Splits line at tabs into f[] (at most MAX_FIELDS; the last keeps the
+ * rest).  Returns the number of fields. */
+static int split_tabs(char *line, char **f)
+{
+	int n = 0;
+
+	while (n < MAX_FIELDS - 1) {
+		f[n++] = line;
+		line = strchr(line, '\t');
+		if (!line)
+			return n;
+		*line++ = '\0';
 	}
-	if (find_mount(argv[1], mnt, sizeof(mnt), rel, sizeof(rel)) != 0)
-		goto out;
-	mem = open_memstream(&ans, &len);
-	if (!mem || ask_stream(mnt, "status\n", mem) != 0)
-		goto out;
+	f[n++] = line;
+	return n;
+}
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(f, "\\%c", ch);
+		else if (ch < 0x20)
+			fprintf(f, "\\u%04x", ch);
+		else
+			fputc(ch, f);
+	}
+	fputc('"', f);
+}
+
+static unsigned long long num(const char *s)
+{
+	return strtoull(s, NULL, 10);
+}
+
+/* One "source" line of the info answer (fs/ctl_proto.h), split. */
+struct st_source {
+	char *url, *state, *err;
+	long long retry_ms, err_age;
+	unsigned long long bytes, requests, failures;
+	unsigned inflight;
+};
+
+static void source_state(const struct st_source *s, char *out, size_t cap)
+{
+	if (strcmp(s->state, "down"))
+		snprintf(out, cap, "up");
+	else if (s->retry_ms > 0)
+		snprintf(out, cap, "backing off, %lld s left",
+		         (s->retry_ms + 999) / 1000);
+	else
+		snprintf(out, cap, "down, next call tries it");
+}
+
+static void print_sources_text(const struct st_source *v, size_t n)
+{
+	size_t w = strlen("SOURCE"), i;
+	char state[64], b[32];
+
+	for (i = 0; i < n; i++)
+		if (strlen(v[i].url) > w)
+			w = strlen(v[i].url);
+	printf("  %-*s  %-24s %9s %10s %9s  %s\n", (int)w, "SOURCE", "STATE",
+	       "REQUESTS", "BYTES", "IN FLIGHT", "LAST ERROR");
+	for (i = 0; i < n; i++) {
+		source_state(&v[i], state, sizeof(state));
+		human_bytes(v[i].bytes, b, sizeof(b));
+		printf("  %-*s  %-24s %9llu %10s %9u  ", (int)w, v[i].url, state,
+		       v[i].requests, b, v[i].inflight);
+		if (v[i].err_age >= 0)
+			printf("%s (%lld s ago)\n", v[i].err, v[i].err_age);
+		else
+			printf("-\n");
+	}
+}
+
+static void print_sources_json(const struct st_source *v, size_t n)
+{
+	char state[64];
+	size_t i;
+
+	printf("\"sources\":[");
+	for (i = 0; i < n; i++) {
+		source_state(&v[i], state, sizeof(state));
+		printf("%s{\"url\":", i ? "," : "");
+		json_str(stdout, v[i].url);
+		printf(",\"state\":\"%s\",\"backing_off\":%s,\"retry_in_s\":%.1f,"
+		       "\"bytes\":%llu,\"requests\":%llu,\"in_flight\":%u,"
+		       "\"failures\":%llu,\"last_error\":",
+		       strcmp(v[i].state, "down") ? "up" : "down",
+		       !strcmp(v[i].state, "down") && v[i].retry_ms > 0
+		       ? "true" : "false", (double)v[i].retry_ms / 1000,
+		       v[i].bytes, v[i].requests, v[i].inflight, v[i].failures);
+		if (v[i].err_age >= 0) {
+			json_str(stdout, v[i].err);
+			printf(",\"last_error_age_s\":%lld}", v[i].err_age);
+		} else {
+			printf("null,\"last_error_age_s\":null}");
+		}
+	}
+	printf("],");
+}
+
+/* Prints the info answer of one mount (text or the JSON members up to
+ * "pending").  ans is modified. */
+static void print_info(char *ans, const char *mnt, const struct st_out *o)
+{
+	struct st_source src[64];
+	char *line, *next, *f[MAX_FIELDS], b1[32], b2[32], b3[32];
+	size_t nsrc = 0, nexp = 0;
+	int n;
+
+	if (o->json)
+		printf("\"exports\":[");
+	for (line = ans; *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		else
+			next = line + strlen(line);
+		n = split_tabs(line, f);
+		if (!strcmp(f[0], "export") && n >= 6) {
+			if (o->json) {
+				printf("%s{\"name\":", nexp ? "," : "");
+				json_str(stdout, f[1]);
+				printf(",\"path\":");
+				json_str(stdout, f[2]);
+				printf(",\"writable\":%s,\"per_user\":%s,"
+				       "\"sources\":", strcmp(f[3], "rw")
+				       ? "false" : "true", strcmp(f[4], "per-user")
+				       ? "false" : "true");
+				json_str(stdout, f[5]);
+				putchar('}');
+			} else {
+				printf("  export %s at %s (%s%s): %s\n", f[1],
+				       f[2], strcmp(f[3], "rw") ? "read-only"
+				       : "writable", strcmp(f[4], "per-user")
+				       ? "" : ", per user", f[5]);
+			}
+			nexp++;
+		} else if (!strcmp(f[0], "source") && n >= 10 &&
+		           nsrc < sizeof(src) / sizeof(src[0])) {
+			struct st_source *s = &src[nsrc++];
+
+			s->url = f[1];
+			s->state = f[2];
+			s->retry_ms = strtoll(f[3], NULL, 10);
+			s->bytes = num(f[4]);
+			s->requests = num(f[5]);
+			s->inflight = (unsigned)num(f[6]);
+			s->failures = num(f[7]);
+			s->err_age = strtoll(f[8], NULL, 10);
+			s->err = f[9];
+		} else if (!strcmp(f[0], "cache") && n >= 8) {
+			unsigned long long hit = num(f[5]), fetched = num(f[6]);
+			double ratio = hit + fetched
+			               ? (double)hit / (double)(hit + fetched) : 0;
+
+			if (o->json) {
+				printf("],");
+				print_sources_json(src, nsrc);
+				printf("\"cache\":{\"used_bytes\":%llu,"
+				       "\"cap_bytes\":%llu,\"pinned_bytes\":%s,"
+				       "\"blocks\":%llu,\"blocks_from_cache\":%llu,"
+				       "\"blocks_fetched\":%llu,\"hit_ratio\":%.4f,"
+				       "\"evicted_blocks\":%llu},", num(f[1]),
+				       num(f[2]), strcmp(f[3], "-") ? f[3] : "null",
+				       num(f[4]), hit, fetched, ratio, num(f[7]));
+			} else {
+				if (nsrc)
+					print_sources_text(src, nsrc);
+				human_bytes(num(f[1]), b1, sizeof(b1));
+				human_bytes(num(f[2]), b2, sizeof(b2));
+				if (strcmp(f[3], "-"))
+					human_bytes(num(f[3]), b3, sizeof(b3));
+				else
+					snprintf(b3, sizeof(b3), "-");
+				printf("  cache: %s used of %s, pinned %s, hit ratio "
+				       "%.1f%% (%llu blocks from the cache, %llu "
+				       "fetched), %llu evicted\n", b1, b2, b3,
+				       100 * ratio, hit, fetched, num(f[7]));
+			}
+		} else if (!strcmp(f[0], "memory") && n >= 4) {
+			if (o->json) {
+				printf("\"memory\":{\"block_bytes\":%llu,"
+				       "\"block_cap_bytes\":%llu,"
+				       "\"readahead_runs_queued\":%llu,"
+				       "\"malloc_in_use_bytes\":%llu,"
+				       "\"malloc_held_bytes\":%llu},",
+				       num(f[1]), num(f[2]), num(f[3]),
+				       n > 4 ? num(f[4]) : 0, n > 5 ? num(f[5]) : 0);
+			} else {
+				human_bytes(num(f[1]), b1, sizeof(b1));
+				human_bytes(num(f[2]), b2, sizeof(b2));
+				printf("  memory: %s of %s (mem_cache) in blocks, %llu "
+				       "read-ahead runs queued\n", b1, b2, num(f[3]));
+			}
+		}
+	}
+	(void)mnt;
+}
+
+/* "SEQ AGE_S RETRIES KIND PATH[ -> PATH2]\tERROR" as a table row. */
+static void print_pending(char *line, bool json, bool first)
+{
+	char kind[16], *err = strchr(line, '\t');
+	unsigned long long seq;
+	long long age;
+	unsigned retries;
+	int off = 0;
+
+	if (err)
+		*err++ = '\0';
+	if (sscanf(line, "%llu %lld %u %15s %n", &seq, &age, &retries, kind,
+	           &off) < 4 || !off) {
+		if (json) {
+			printf("%s{\"raw\":", first ? "" : ",");
+			json_str(stdout, line);
+			putchar('}');
+		} else {
+			printf("%s\n", line);
+		}
+		return;
+	}
+	if (json) {
+		printf("%s{\"seq\":%llu,\"age_s\":%lld,\"retries\":%u,"
+		       "\"kind\":\"%s\",\"path\":", first ? "" : ",", seq, age,
+		       retries, kind);
+		json_str(stdout, line + off);
+		printf(",\"error\":");
+		if (err && strcmp(err, "-"))
+			json_str(stdout, err);
+		else
+			printf("null");
+		putchar('}');
+		return;
+	}
+	if (first)
+		printf("%-8s %7s %7s %s %s\n", "SEQ", "AGE_S", "RETRIES",
+		       "OPERATION", "PATH  (LAST ERROR)");
+	printf("%-8llu %7lld %7u %s %s%s%s%s\n", seq, age, retries, kind,
+	       line + off, err && strcmp(err, "-") ? "  (" : "",
+	       err && strcmp(err, "-") ? err : "",
+	       err && strcmp(err, "-") ? ")" : "");
+}
+
+/* Asks req and checks the answer ends with ".\n" (cut off there); NULL
+ * with a message otherwise.  An old daemon answers "error ..." to a
+ * request it does not know: *unknown is set then (no message). */
+static char *ask_list(const char *mnt, const char *req, bool *unknown)
+{
+	char *ans = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&ans, &len);
+
+	if (unknown)
+		*unknown = false;
+	if (!mem || ask_stream(mnt, req, mem) != 0) {
+		if (mem)
+			fclose(mem);
+		free(ans);
+		return NULL;
+	}
 	fclose(mem);
-	mem = NULL;
+	if (unknown && !strncmp(ans, "error ", 6)) {
+		*unknown = true;
+		free(ans);
+		return NULL;
+	}
 	if (len < 2 || strcmp(ans + len - 2, ".\n")) {
 		fprintf(stderr, "dmsctl: %s: the answer was cut short\n", mnt);
-		goto out;
+		free(ans);
+		return NULL;
 	}
 	ans[len - 2] = '\0';
+	return ans;
+}
+
+/* The figures and pending operations of the mount at mnt: 0 or 1. */
+static int status_one(const char *mnt, struct st_out *o)
+{
+	char *info = NULL, *ans = NULL, *copy = NULL, *line, *next;
+	size_t shown = 0, conflicts = 0;
+	bool unknown;
+	int rc = 1;
+
+	info = ask_list(mnt, "info\n", &unknown);
+	if (!info && !unknown)
+		goto out;
+	ans = ask_list(mnt, "status\n", NULL);
+	if (!ans)
+		goto out;
+	copy = strdup(ans);     /* the conflicts' pass, for JSON */
+	if (!copy)
+		goto out;
+	if (o->json) {
+		printf("%s{\"mount\":", o->nmounts ? "," : "");
+		json_str(stdout, mnt);
+		putchar(',');
+	} else {
+		printf("%s%s\n", o->nmounts ? "\n" : "", mnt);
+	}
+	o->nmounts++;
+	if (info)
+		print_info(info, mnt, o);
+	if (o->json)
+		printf("\"pending\":[");
 	for (line = ans; *line; line = next) {
 		next = strchr(line, '\n');
 		if (next)
@@ -704,42 +1005,105 @@ static int cmd_status(int argc, char **argv)
 		else
 			next = line + strlen(line);
 		if (!strncmp(line, "conflict ", 9)) {
-			print_conflict(line + 9, conflicts++ == 0);
+			if (!o->json)
+				print_conflict(line + 9, conflicts == 0);
+			conflicts++;
 			continue;
 		}
-		if (!shown++)
-			printf("%-8s %7s %7s %s %s\n", "SEQ", "AGE_S",
-			       "RETRIES", "OPERATION", "PATH  (LAST ERROR)");
-		{
-			char kind[16], *err = strchr(line, '\t');
-			unsigned long long seq;
-			long long age;
-			unsigned retries;
-			int off = 0;
-
-			if (err)
-				*err++ = '\0';
-			if (sscanf(line, "%llu %lld %u %15s %n", &seq, &age,
-			           &retries, kind, &off) < 4 || !off) {
-				printf("%s\n", line);
-				continue;
-			}
-			printf("%-8llu %7lld %7u %s %s%s%s%s\n", seq, age,
-			       retries, kind, line + off,
-			       err && strcmp(err, "-") ? "  (" : "",
-			       err && strcmp(err, "-") ? err : "",
-			       err && strcmp(err, "-") ? ")" : "");
-		}
+		print_pending(line, o->json, shown++ == 0);
 	}
-	if (!shown)
+	if (o->json) {
+		printf("],\"conflicts\":[");
+		conflicts = 0;
+		for (line = copy; *line; line = next) {
+			char *ours, *path;
+			long long age;
+
+			next = strchr(line, '\n');
+			if (next)
+				*next++ = '\0';
+			else
+				next = line + strlen(line);
+			if (strncmp(line, "conflict ", 9))
+				continue;
+			ours = strchr(line, '\t');
+			if (ours)
+				*ours++ = '\0';
+			age = strtoll(line + 9, &path, 10);
+			printf("%s{\"age_s\":%lld,\"path\":", conflicts++ ? ","
+			       : "", age);
+			json_str(stdout, path + (*path == ' '));
+			printf(",\"ours\":");
+			json_str(stdout, ours ? ours : "");
+			putchar('}');
+		}
+		printf("]}");
+	} else if (!shown) {
 		printf("dmsctl: nothing pending in %s\n", mnt);
-	else
+	} else {
 		printf("dmsctl: %zu operations pending in %s\n", shown, mnt);
+	}
 	rc = 0;
 out:
-	if (mem)
-		fclose(mem);
+	free(info);
 	free(ans);
+	free(copy);
+	return rc;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	static const struct option longs[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char mnt[PATH_MAX], rel[PATH_MAX], **all = NULL;
+	struct st_out o = { 0 };
+	int c, i, rc = 0;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+j", longs, NULL)) != -1) {
+		if (c == 'j') {
+			o.json = true;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (o.json)
+		printf("{\"mounts\":[");
+	if (optind < argc) {
+		for (i = optind; i < argc; i++)
+			if (find_mount(argv[i], mnt, sizeof(mnt), rel,
+			               sizeof(rel)) != 0 ||
+			    status_one(mnt, &o) != 0)
+				rc = 1;
+		goto out;
+	}
+	/* No PATH: every running dmsfs mount that answers. */
+	all = dmsfs_mounts();
+	if (!all) {
+		fprintf(stderr, "dmsctl: out of memory\n");
+		rc = 1;
+		goto out;
+	}
+	for (i = 0; all[i]; i++) {
+		char path[PATH_MAX];
+
+		if (ctl_socket_path(all[i], path, sizeof(path)) != 0 ||
+		    access(path, F_OK) != 0)
+			continue;
+		if (status_one(all[i], &o) != 0)
+			rc = 1;
+	}
+	if (!o.json && !o.nmounts)
+		printf("dmsctl: no dmsfs mount is running\n");
+	for (i = 0; all[i]; i++)
+		free(all[i]);
+	free(all);
+out:
+	if (o.json)
+		printf("]}\n");
 	return rc;
 }
 
@@ -847,22 +1211,6 @@ static int pin_send(const struct pin_mount *m, const char *verb)
 		return -1;
 	}
 	return fd;
-}
-
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\')
-			fprintf(f, "\\%c", ch);
-		else if (ch < 0x20)
-			fprintf(f, "\\u%04x", ch);
-		else
-			fputc(ch, f);
-	}
-	fputc('"', f);
 }
 
 /* "3:04" or "1:02:03" */

@@ -121,7 +121,7 @@
 /* Tunables.  The batch and pool sizes can be overridden at build time
  * (-DCACHE_BATCH_PUTS=16) to measure them. */
 #define CACHE_BLOCK_MAX        (16u << 20)     /* largest block accepted */
-#define CACHE_QUEUE_MAX_BYTES  (16ull << 20)   /* pending put data */
+#define CACHE_QUEUE_MAX_BYTES  (8ull << 20)    /* pending put data */
 #define CACHE_PUT_WAIT_S       2              /* for room in the queue */
 #ifndef CACHE_BATCH_PUTS
 #define CACHE_BATCH_PUTS       32
@@ -1082,8 +1082,20 @@ static bool cache_has_work(const struct cache *c, bool touch_due)
  * maps up to 64 KiB around each fault).  The map is read-only and shared,
  * so dropping its page-table entries never loses data: the pages stay in
  * the page cache and a reader simply faults them in again.  Each time this
- * much has gone through the map, all of it is dropped. */
-#define CACHE_UNMAP_EVERY (32ull << 20)
+ * much has gone through the map, all of it is dropped.  Every put walks
+ * the B-tree: a few faults, each mapping up to 64 KiB of the freshly
+ * written pages around it, so each counts CACHE_WALK_BYTES besides its
+ * value.  Measured with 32 cold readers of 64 KiB blocks: the
+ * value bytes alone and 32 MiB let the map reach 83 MB of the daemon's
+ * VmHWM; counted this way and 16 MiB, about 20-35 MB.  Each drop is a TLB
+ * shootdown on every thread: more often cost warm readers a third of
+ * their speed. */
+#define CACHE_UNMAP_EVERY (16ull << 20)
+#define CACHE_WALK_BYTES (512u << 10)
+/* A miss walks the pages the last stores mapped already; counting it like
+ * a store made the drops (each a TLB shootdown on every thread) cost a
+ * cold sequential reader half its speed. */
+#define CACHE_MISS_WALK_BYTES (16u << 10)
 
 static void cache_unmap_after(struct cache *c, uint64_t bytes)
 {
@@ -1157,7 +1169,8 @@ static void *cache_writer_main(void *arg)
 		pthread_mutex_unlock(&c->lock);
 
 		cache_batch_apply(c, &b);
-		cache_unmap_after(c, b.put_bytes);
+		cache_unmap_after(c, b.put_bytes +
+		                  (uint64_t)b.n_puts * CACHE_WALK_BYTES);
 		last_id = b.last ? b.last->id : 0;
 		while (b.items) {
 			struct cache_item *it = b.items;
@@ -1336,6 +1349,7 @@ int cache_block_get(struct cache *c, const struct cache_fid *fid,
 		goto out;
 	rc = cache_check_rc(c, mdb_get(txn, c->dbi_blocks, &k, &v), "get");
 	if (rc == MDB_NOTFOUND) {
+		cache_unmap_after(c, CACHE_MISS_WALK_BYTES);
 		rc = -ENOENT;
 		goto out;
 	}

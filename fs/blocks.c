@@ -40,12 +40,18 @@
 #define LOADED_CONDS 64u
 #define PATIENCE_MIN_MS 1000
 #define RA_PAUSE_MS 30000
+#define RA_ROOM_WAIT_MS 1000            /* a fetcher looks again */
+#define RA_STALE_MS 10000               /* read ahead, never read: dropped */
+#define RA_SPARE (16u << 20)            /* mem_cache not for read-ahead */
 
 enum blk_state { BLK_LOADING, BLK_READY, BLK_FAILED };
 
-/* The buffer of one fetch, shared by the blocks it filled. */
+/* The buffer of one fetch, shared by the blocks it filled.  It lives
+ * until the last of them goes: a run a reader is half way through holds
+ * all its bytes, which is why read-ahead is budgeted by runs (run_bytes). */
 struct run {
 	int refs;               /* blocks using it; guarded by fs_blocks.lock */
+	size_t size;
 	char data[];
 };
 
@@ -56,6 +62,9 @@ struct blk {
 	int err;                /* when FAILED; guarded by fs_blocks.lock */
 	int refs;               /* guarded by fs_blocks.lock */
 	bool hashed;            /* in the table; guarded by fs_blocks.lock */
+	bool consumed;          /* read to its end; guarded by fs_blocks.lock */
+	int64_t ready_ms;       /* monotonic: loaded, or last handed to a
+	                           reader; guarded by fs_blocks.lock */
 	size_t len;
 	struct run *run;        /* set by the loader alone, read after READY */
 	char *data;             /* inside run */
@@ -82,11 +91,22 @@ struct fs_blocks {
 	struct blk *buckets[NBUCKETS];  /* guarded by lock */
 	struct blk lru;                 /* READY blocks, most recent first; guarded by lock */
 	uint64_t mem_used;              /* bytes of LOADING and READY blocks; guarded by lock */
+	/* Bytes of all live runs, whoever holds them (blocks in the table,
+	 * readers, blocks dropped from the table whose run lives on): the
+	 * read-ahead budget.  Guarded by lock; room is signalled when a run
+	 * is freed. */
+	uint64_t run_bytes;
+	uint64_t ra_max;                /* the budget: mem_max less RA_SPARE */
+	unsigned room_waiters;          /* fetchers in ra_room; guarded by lock */
+	pthread_cond_t room;
 
 	pthread_cond_t work;            /* jobs queued or stopping */
 	struct prefetch_job *head, *tail; /* guarded by lock */
 	unsigned queued;                /* guarded by lock */
 	bool stopping;                  /* guarded by lock */
+	/* For dmsctl status (fs_blocks_stats); lock-free counters. */
+	atomic_ullong from_cache;       /* blocks loaded from LMDB */
+	atomic_ullong fetched;          /* blocks brought from the sources */
 	unsigned nthreads;
 	pthread_t *threads;
 };
@@ -103,6 +123,7 @@ struct fs_file *fs_file_new(const char *path, const struct fs_route *r,
 		return NULL;
 	atomic_init(&f->refs, 1);
 	atomic_init(&f->ra_paused_until, 0);
+	atomic_init(&f->read_end, 0);
 	f->attr = *attr;
 	f->xfer = r->xfer;
 	memcpy(f->path, path, len);
@@ -189,11 +210,29 @@ static void lru_push_front(struct fs_blocks *bl, struct blk *b)
 	bl->lru.lru_next = b;
 }
 
-/* Called with bl->lock held. */
-static void bfree(struct blk *b)
+/* Drops a reference to r; bl->lock held. */
+static void run_put_locked(struct fs_blocks *bl, struct run *r)
 {
-	if (b->run && --b->run->refs == 0)
-		free(b->run);
+	if (--r->refs == 0) {
+		bl->run_bytes -= r->size;
+		pthread_cond_broadcast(&bl->room);
+		free(r);
+	}
+}
+
+/* Drops a reference to r. */
+static void run_free(struct fs_blocks *bl, struct run *r)
+{
+	pthread_mutex_lock(&bl->lock);
+	run_put_locked(bl, r);
+	pthread_mutex_unlock(&bl->lock);
+}
+
+/* Called with bl->lock held. */
+static void bfree(struct fs_blocks *bl, struct blk *b)
+{
+	if (b->run)
+		run_put_locked(bl, b->run);
 	free(b);
 }
 
@@ -208,7 +247,7 @@ static void trim(struct fs_blocks *bl)
 			lru_unlink(b);
 			bunhash(bl, b);
 			bl->mem_used -= b->len;
-			bfree(b);
+			bfree(bl, b);
 		}
 		b = prev;
 	}
@@ -218,7 +257,7 @@ static void release(struct fs_blocks *bl, struct blk *b)
 {
 	pthread_mutex_lock(&bl->lock);
 	if (--b->refs == 0 && !b->hashed)
-		bfree(b);
+		bfree(bl, b);
 	else
 		trim(bl);
 	pthread_mutex_unlock(&bl->lock);
@@ -231,11 +270,15 @@ static void release_consumed(struct fs_blocks *bl, struct blk *b)
 {
 	pthread_mutex_lock(&bl->lock);
 	if (b->state == BLK_READY && b->hashed) {
+		b->consumed = true;
 		lru_unlink(b);
 		b->lru_prev = bl->lru.lru_prev;
 		b->lru_next = &bl->lru;
 		bl->lru.lru_prev->lru_next = b;
 		bl->lru.lru_prev = b;
+		/* A fetcher waiting for room may drop it now (ra_room). */
+		if (bl->room_waiters)
+			pthread_cond_broadcast(&bl->room);
 	}
 	pthread_mutex_unlock(&bl->lock);
 	release(bl, b);
@@ -277,6 +320,7 @@ static void finish(struct fs_blocks *bl, struct blk *b, int rc)
 	pthread_mutex_lock(&bl->lock);
 	if (rc == 0) {
 		b->state = BLK_READY;
+		b->ready_ms = mono_ms();
 		lru_push_front(bl, b);
 	} else {
 		b->state = BLK_FAILED;
@@ -288,19 +332,24 @@ static void finish(struct fs_blocks *bl, struct blk *b, int rc)
 	pthread_mutex_unlock(&bl->lock);
 }
 
-static struct run *run_new(size_t len)
+static struct run *run_new(struct fs_blocks *bl, size_t len)
 {
 	struct run *r = malloc(sizeof(*r) + (len ? len : 1));
 
-	if (r)
+	if (r) {
 		r->refs = 1;
+		r->size = len;
+		pthread_mutex_lock(&bl->lock);
+		bl->run_bytes += len;
+		pthread_mutex_unlock(&bl->lock);
+	}
 	return r;
 }
 
 /* Loads claimed block b from the LMDB cache: 0 or -ENOENT (a miss). */
 static int load_cached(struct fs_blocks *bl, struct fs_file *f, struct blk *b)
 {
-	struct run *r = run_new(b->len);
+	struct run *r = run_new(bl, b->len);
 	int rc;
 
 	if (!r)
@@ -310,9 +359,11 @@ static int load_cached(struct fs_blocks *bl, struct fs_file *f, struct blk *b)
 	if (rc == 0) {
 		b->run = r;
 		b->data = r->data;
+		atomic_fetch_add_explicit(&bl->from_cache, 1,
+		                          memory_order_relaxed);
 		return 0;
 	}
-	free(r);
+	run_free(bl, r);
 	if (rc != -ENOENT)
 		dms_log(LOG_WARNING, "cache read of %s block %llu failed (%s); "
 		        "fetching", f->path, (unsigned long long)b->idx,
@@ -352,7 +403,7 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 		return 0;
 	for (i = 0; i < n; i++)
 		total += v[i]->len;
-	r = run_new(total);
+	r = run_new(bl, total);
 	rc = r ? xfer_read_some(f->xfer, f->inner, &f->attr,
 	                        v[0]->idx * bl->block_size, total, r->data,
 	                        &done)
@@ -360,6 +411,7 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 	k = rc == 0 ? n : (unsigned)blocks_in(bl, f, v[0]->idx, done);
 	if (k > n)
 		k = n;
+	atomic_fetch_add_explicit(&bl->fetched, k, memory_order_relaxed);
 	if (k) {
 		r->refs = (int)k;
 		for (i = 0; i < k; i++) {
@@ -367,8 +419,8 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 			v[i]->data = r->data + off;
 			off += v[i]->len;
 		}
-	} else {
-		free(r);
+	} else if (r) {
+		run_free(bl, r);
 	}
 	for (i = 0; i < n; i++)
 		finish(bl, v[i], i < k ? 0 : rc);
@@ -482,6 +534,7 @@ static int acquire(struct fs_blocks *bl, struct fs_file *f, uint64_t idx,
 		if (b->state == BLK_READY) {
 			lru_unlink(b);
 			lru_push_front(bl, b);
+			b->ready_ms = mono_ms();
 			pthread_mutex_unlock(&bl->lock);
 			*out = b;
 			return 0;
@@ -518,7 +571,7 @@ static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
 	        "reader's patience; fetching them for the reader, read-ahead "
 	        "paused for %d s", f->path, (unsigned long long)first,
 	        (unsigned long long)last, RA_PAUSE_MS / 1000);
-	r = run_new(total);
+	r = run_new(bl, total);
 	rc = r ? xfer_read_some(f->xfer, f->inner, &f->attr, first * bs, total,
 	                        r->data, &done)
 	       : -ENOMEM;
@@ -527,6 +580,9 @@ static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
 	if (r && end > first)
 		cache_pin_follow(bl->cache, fs_file_identity(f), &f->fid,
 		                 f->attr.size);
+	if (r)
+		atomic_fetch_add_explicit(&bl->fetched, end - first,
+		                          memory_order_relaxed);
 	for (i = first; r && i < end && i <= last; i++) {
 		struct blk *b;
 
@@ -558,10 +614,7 @@ static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
 		pin->held[i - base] = b;
 	}
 	if (r) {
-		pthread_mutex_lock(&bl->lock);
-		if (--r->refs == 0)
-			free(r);
-		pthread_mutex_unlock(&bl->lock);
+		run_free(bl, r);
 	}
 	return rc;
 }
@@ -578,6 +631,7 @@ int fs_blocks_pin(struct fs_blocks *bl, struct fs_file *f, uint64_t off,
 	long patience;
 	int rc = 0;
 
+	atomic_store_explicit(&f->read_end, off + len, memory_order_relaxed);
 	pin->n = 0;
 	pin->iov = pin->iov_inline;
 	pin->held = pin->held_inline;
@@ -670,6 +724,88 @@ int fs_blocks_load(struct fs_blocks *bl, struct fs_file *f, uint64_t first,
 	return load_range(bl, f, first, count);
 }
 
+/* Drops unused blocks, oldest first, until runs fit in want bytes;
+ * bl->lock held.  Only blocks readers are done with, or that nobody used
+ * for RA_STALE_MS (read ahead for a reader that stopped): blocks read
+ * ahead and not read yet would only be fetched again. */
+static void trim_runs(struct fs_blocks *bl, uint64_t want)
+{
+	struct blk *b = bl->lru.lru_prev, *prev;
+	int64_t stale = mono_ms() - RA_STALE_MS;
+
+	while (bl->run_bytes > want && b != &bl->lru) {
+		prev = b->lru_prev;
+		if (b->refs == 0 && (b->consumed || b->ready_ms < stale)) {
+			lru_unlink(b);
+			bunhash(bl, b);
+			bl->mem_used -= b->len;
+			bfree(bl, b);
+		}
+		b = prev;
+	}
+}
+
+/* The read-ahead budget, shared by every reader: the job at the head of
+ * the queue starts only while all runs in memory (read ahead, half read,
+ * readers' own) and its own fit in mem_cache less RA_SPARE.  Jobs start
+ * in the order they were queued, nearest first, so the budget never goes
+ * to blocks far ahead while a reader waits for near ones; a job is never
+ * dropped for want of room (its reader would fetch the blocks itself, one
+ * request per read).  Room comes from blocks readers are done with and
+ * from read-ahead nobody came for within RA_STALE_MS (a reader that
+ * stopped).  Readers' own fetches never wait.  bl->lock held; false:
+ * stopping, or no room yet (the caller looks at the queue again). */
+static bool ra_room(struct fs_blocks *bl, uint64_t need)
+{
+	uint64_t want = need < bl->ra_max ? bl->ra_max - need : 0;
+	struct timespec until;
+	int rc;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += RA_ROOM_WAIT_MS / 1000;
+	until.tv_nsec += RA_ROOM_WAIT_MS % 1000 * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	for (;;) {
+		trim_runs(bl, want);
+		if (bl->run_bytes <= want || bl->stopping)
+			return !bl->stopping;
+		bl->room_waiters++;
+		rc = pthread_cond_timedwait(&bl->room, &bl->lock, &until);
+		bl->room_waiters--;
+		if (rc == ETIMEDOUT)
+			return false;
+	}
+}
+
+/* Whether the head job job came too late: its reader read past all of it
+ * (fetching those blocks itself), so fetching them now would only fill
+ * the budget with blocks nobody reads.  Such a job is taken off the queue;
+ * one its reader is inside is cut to what lies ahead.  bl->lock held. */
+static bool ra_late(struct fs_blocks *bl, struct prefetch_job *job)
+{
+	uint64_t pos = atomic_load_explicit(&job->file->read_end,
+	                                    memory_order_relaxed) /
+	               bl->block_size;
+
+	if (pos <= job->first)
+		return false;
+	if (pos < job->first + job->count) {
+		job->count -= pos - job->first;
+		job->first = pos;
+		return false;
+	}
+	bl->head = job->next;
+	if (!bl->head)
+		bl->tail = NULL;
+	bl->queued--;
+	fs_file_put(job->file);
+	free(job);
+	return true;
+}
+
 static void *prefetch_main(void *arg)
 {
 	struct fs_blocks *bl = arg;
@@ -681,6 +817,12 @@ static void *prefetch_main(void *arg)
 			pthread_cond_wait(&bl->work, &bl->lock);
 		if (bl->stopping)
 			break;
+		if (ra_late(bl, bl->head))
+			continue;
+		/* The head job waits for room in the queue (ra_room). */
+		if (!ra_room(bl, bl->head->count * bl->block_size) ||
+		    !bl->head)
+			continue;
 		job = bl->head;
 		bl->head = job->next;
 		if (!bl->head)
@@ -729,6 +871,18 @@ void fs_blocks_prefetch(struct fs_blocks *bl, struct fs_file *f,
 	pthread_mutex_unlock(&bl->lock);
 }
 
+void fs_blocks_stats(struct fs_blocks *bl, struct fs_blocks_stats *st)
+{
+	st->from_cache = atomic_load_explicit(&bl->from_cache,
+	                                      memory_order_relaxed);
+	st->fetched = atomic_load_explicit(&bl->fetched, memory_order_relaxed);
+	pthread_mutex_lock(&bl->lock);
+	st->mem_used = bl->run_bytes;
+	st->mem_max = bl->mem_max;
+	st->queued = bl->queued;
+	pthread_mutex_unlock(&bl->lock);
+}
+
 int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
                    uint64_t block_size, uint64_t mem_bytes, unsigned fetchers)
 {
@@ -746,6 +900,10 @@ int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
 	bl->cache = cache;
 	bl->block_size = block_size;
 	bl->mem_max = mem_bytes;
+	/* Readers' own fetches and the blocks they are being replied from
+	 * come on top of read-ahead: keep room for them. */
+	bl->ra_max = mem_bytes > 2 * RA_SPARE ? mem_bytes - RA_SPARE
+	                                      : mem_bytes / 2;
 	bl->run_max = block_size >= FETCH_RUN_BYTES ? 1
 	            : (unsigned)(FETCH_RUN_BYTES / block_size);
 	bl->lru.lru_next = bl->lru.lru_prev = &bl->lru;
@@ -755,6 +913,7 @@ int fs_blocks_init(struct fs_blocks **out, struct cache *cache,
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	for (i = 0; i < LOADED_CONDS; i++)
 		pthread_cond_init(&bl->loaded[i], &ca);
+	pthread_cond_init(&bl->room, &ca);
 	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&bl->work, NULL);
 	for (i = 0; i < fetchers; i++) {
@@ -788,12 +947,13 @@ void fs_blocks_destroy(struct fs_blocks *bl)
 	while ((b = bl->lru.lru_next) != &bl->lru) {
 		lru_unlink(b);
 		bunhash(bl, b);
-		bfree(b);
+		bfree(bl, b);
 	}
 	pthread_mutex_destroy(&bl->lock);
 	for (i = 0; i < LOADED_CONDS; i++)
 		pthread_cond_destroy(&bl->loaded[i]);
 	pthread_cond_destroy(&bl->work);
+	pthread_cond_destroy(&bl->room);
 	free(bl->threads);
 	free(bl);
 }

@@ -2,7 +2,8 @@
  * thread accepts; each connection is served by a thread of its own (at
  * most CTL_CONNS at once; more are told "error busy"), so a long pin does
  * not hold up status or sync.  At stop, running pins are cancelled, the
- * connections shut down and their threads joined. */
+ * connections shut down and their threads joined.  Every mount has one;
+ * without writable exports (jnl NULL) nothing is ever pending. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -50,11 +51,13 @@ struct fs_ctl {
 	char sockname[DMS_CTL_NAME_LEN + 8], lockname[DMS_CTL_NAME_LEN + 8];
 	int stop_pipe[2];
 	pthread_t thread;
-	struct cache_jnl *jnl;  /* NULL: nothing writable */
+	struct cache_jnl *jnl;  /* NULL: no writable exports */
 	struct fs_wb *wb;
 	_Atomic(struct fs_pins *) pins;
 	pthread_mutex_t conns_lock;
 	struct ctl_conn conns[CTL_CONNS];
+	fs_ctl_info_fn info;        /* the "info" answer; may be NULL */
+	void *info_arg;
 };
 
 struct walk {
@@ -193,17 +196,25 @@ static void serve(struct fs_ctl *c, int fd)
 	w.uid = cr.uid;
 	if (!strncmp(req, "sync ", 5) && req[5] == '/') {
 		w.path = req + 5;
-		fs_wb_hurry(c->wb);
-		if (c->jnl)
+		if (c->jnl) {
+			fs_wb_hurry(c->wb);
 			cache_jnl_foreach(c->jnl, visit, &w);
+		}
 		fprintf(w.out, "%llu %llu %llu %s\n", (unsigned long long)w.n,
 		        (unsigned long long)w.bytes,
 		        (unsigned long long)w.uploads, w.err[0] ? w.err : "-");
 	} else if (!strcmp(req, "status")) {
-		if (!c->jnl || cache_jnl_foreach(c->jnl, visit, &w) == 0) {
+		if (!c->jnl) {
+			fputs(".\n", w.out);
+		} else if (cache_jnl_foreach(c->jnl, visit, &w) == 0) {
 			fs_wb_conflicts(c->wb, visit_conflict, &w);
 			fputs(".\n", w.out);
 		}
+	} else if (!strcmp(req, "info") && c->info) {
+		/* Figures of sources and cache: anyone may see them. */
+		c->info(c->info_arg, w.out);
+		fprintf(w.out, "pending\t%s\n", c->jnl ? "yes" : "no");
+		fputs(".\n", w.out);
 	} else {
 		fputs("error unknown request\n", w.out);
 	}
@@ -357,7 +368,8 @@ fail:
 }
 
 int fs_ctl_start(struct fs_ctl **out, const char *mountpoint,
-                 struct cache_jnl *jnl, struct fs_wb *wb)
+                 struct cache_jnl *jnl, struct fs_wb *wb,
+                 fs_ctl_info_fn info, void *info_arg)
 {
 	struct fs_ctl *c = calloc(1, sizeof(*c));
 	char dir[PATH_MAX];
@@ -371,6 +383,8 @@ int fs_ctl_start(struct fs_ctl **out, const char *mountpoint,
 	c->jnl = jnl;
 	c->wb = wb;
 	pthread_mutex_init(&c->conns_lock, NULL);
+	c->info = info;
+	c->info_arg = info_arg;
 	memset(&a, 0, sizeof(a));
 	a.sun_family = AF_UNIX;
 	rc = dms_ctl_dir(geteuid(), dir, sizeof(dir));

@@ -1,15 +1,22 @@
 #ifndef DMS_FS_CTL_H
 #define DMS_FS_CTL_H
 /* The control socket's daemon side (protocol: fs/ctl_proto.h). */
+#include <stdio.h>
+
 #include "fs/writeback.h"
 
 struct fs_ctl;
 
-/* Listens on the mount's control socket (jnl and wb NULL: no writable
- * exports, nothing pending); a failure is logged and
- * returned (the mount goes on without it). */
+/* Writes the "info" answer's lines (fs/ctl_proto.h), without the final
+ * ".": called on the control thread while the mount runs. */
+typedef void (*fs_ctl_info_fn)(void *arg, FILE *out);
+
+/* Listens on the mount's control socket; a failure is logged and
+ * returned (the mount goes on without it).  jnl and wb are NULL for a
+ * mount without writable exports (nothing pending). */
 int fs_ctl_start(struct fs_ctl **out, const char *mountpoint,
-                 struct cache_jnl *jnl, struct fs_wb *wb);
+                 struct cache_jnl *jnl, struct fs_wb *wb,
+                 fs_ctl_info_fn info, void *info_arg);
 /* Stops accepting, cancels running pins, ends every connection. */
 void fs_ctl_stop(struct fs_ctl *c);
 /* Serves pin, unpin and pins through p (fs/pin.h) from now on. */

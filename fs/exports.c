@@ -399,5 +399,6 @@ int fs_exports_probe_list(struct fs_exports *ex, size_t i, const char **name,
 	r->xfer = ex->v[i].xfer;
 	r->tree = ex->v[i].source;
 	r->inner = "/";
+	r->writable = ex->v[i].writable;
 	return 0;
 }

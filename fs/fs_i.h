@@ -44,6 +44,9 @@ struct fs_file {
 	/* Monotonic ms until which no read-ahead is done for this file: its
 	 * fetches fell behind a reader (blocks.c). */
 	atomic_llong ra_paused_until;
+	/* Where the latest read of this file ended (blocks.c): read-ahead
+	 * queued for blocks before it came too late and is skipped. */
+	atomic_ullong read_end;
 	struct xfer_attr attr;
 	struct cache_fid fid;      /* from the mount path: one per export */
 	struct xfer *xfer;         /* the export's sources; outlive the file */
@@ -125,6 +128,17 @@ void fs_prefetch_destroy(struct fs_prefetch *p);
  * Never blocks on the network; p NULL: nothing. */
 void fs_prefetch_opened(struct fs_prefetch *p, const struct fs_caller *c,
                         const char *path);
+
+/* Figures for dmsctl status.  Can't fail. */
+struct fs_blocks_stats {
+	uint64_t from_cache;    /* blocks loaded from the LMDB cache */
+	uint64_t fetched;       /* blocks brought from the sources */
+	uint64_t mem_used;      /* bytes of fetch buffers in memory (blocks
+	                           kept, on their way, being replied) */
+	uint64_t mem_max;       /* mem_cache */
+	unsigned queued;        /* read-ahead runs waiting for a fetcher */
+};
+void fs_blocks_stats(struct fs_blocks *bl, struct fs_blocks_stats *st);
 
 /* ---- meta.c: listings and attributes, cached in memory and LMDB ----
  * A listing snapshot is immutable and refcounted; entries sorted by name. */

@@ -1429,11 +1429,13 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 		if (rc)
 			goto out;
 	}
-	/* dmsctl sync/status/pin; the mount works without it. */
+	/* dmsctl sync/status/pin, for every mount; the mount works without
+	 * it. */
 	rc = fs_pins_init(&fs.pins, &fs);
 	if (rc)
 		goto out;
-	if (fs_ctl_start(&fs.ctl, cfg->mountpoint, fs.jnl, fs.wb) == 0)
+	if (fs_ctl_start(&fs.ctl, cfg->mountpoint, fs.jnl, fs.wb,
+	                 fs_status_info, &fs) == 0)
 		fs_ctl_set_pins(fs.ctl, fs.pins);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;

@@ -96,6 +96,10 @@ void fs_write_read(struct fs *fs, fuse_req_t req, struct fs_handle *h,
                    size_t size, off_t off);
 void fs_write_release(struct fs *fs, struct fs_handle *h);
 
+/* status.c: the control socket's "info" lines (fs_ctl_info_fn); arg is
+ * the struct fs. */
+void fs_status_info(void *arg, FILE *out);
+
 extern const struct fuse_lowlevel_ops fs_ops;
 void fs_write_ops(struct fuse_lowlevel_ops *ops);
 

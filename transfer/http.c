@@ -1157,8 +1157,8 @@ int xfer_http_run(struct xfer_http_req *r)
 		delay = delay * 4 > HTTP_BACKOFF_MAX_MS ? HTTP_BACKOFF_MAX_MS
 		                                        : delay * 4;
 	}
-	if (rc < 0 && xfer_probing())
-		http_note(r, cc);
+	if (rc < 0)
+		http_note(r, cc);   /* the probe's words, and the last error */
 	/* Nothing was changed: the write may move to the next source. */
 	if (rc == -EHOSTDOWN && r->kind == XFER_HTTP_WRITE && !r->sent)
 		rc = -ENOTCONN;

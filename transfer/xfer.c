@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +46,16 @@ struct xfer_source {
 	int64_t down_until_ms;     /* monotonic; meaningful while down */
 	int64_t failed_at_ms;      /* monotonic time of the last failure */
 	int64_t backoff_ms;        /* next back-off period */
+	int last_err;              /* -errno of the last failure, 0 if none */
+	int64_t last_err_wall;     /* wall-clock seconds of it */
+	char last_op[32];          /* "read", "list"... of the last failure */
+	char last_why[XFER_NOTE_MAX]; /* the backend's words for it, or "" */
+	/* Counters for xfer_source_info (dmsctl status): lock-free, read
+	 * without ordering against each other. */
+	atomic_ullong bytes;       /* file bytes read from this source */
+	atomic_ullong requests;    /* calls sent to it, failed ones too */
+	atomic_ullong failures;    /* calls that took it out */
+	atomic_uint inflight;      /* calls on it now */
 };
 
 struct xfer {
@@ -336,7 +347,8 @@ static size_t source_order(struct xfer *x, size_t *order)
 	return n;
 }
 
-static void source_failed(struct xfer *x, size_t i, int err)
+static void source_failed(struct xfer *x, size_t i, int err,
+                          const char *op)
 {
 	struct xfer_source *s = &x->src[i];
 	int64_t now = now_ms();
@@ -357,7 +369,14 @@ static void source_failed(struct xfer *x, size_t i, int err)
 	s->down = true;
 	s->down_until_ms = now + period;
 	s->failed_at_ms = now;
+	s->last_err = err;
+	s->last_err_wall = (int64_t)time(NULL);
+	snprintf(s->last_op, sizeof(s->last_op), "%s", op);
+	/* The backend's note of this thread's call to s (run_call clears it
+	 * before each source). */
+	snprintf(s->last_why, sizeof(s->last_why), "%s", probe_tls.note);
 	pthread_mutex_unlock(&x->lock);
+	atomic_fetch_add_explicit(&s->failures, 1, memory_order_relaxed);
 	if (!was_down)
 		dms_log(LOG_WARNING, "transfer: source %s taken out for %lld s "
 		        "(%s)", s->url, (long long)(period / 1000),
@@ -418,19 +437,58 @@ static int call_entry(void *arg, const char *name, const struct xfer_attr *a)
 
 static int call_one(struct xfer_source *s, struct xfer_call *c)
 {
+	int rc = -EINVAL;
+
+	atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
 	switch (c->op) {
 	case XFER_STAT:
-		return s->ops->stat(s->state, c->path, c->attr);
+		rc = s->ops->stat(s->state, c->path, c->attr);
+		break;
 	case XFER_LIST:
-		return s->ops->list(s->state, c->path, call_entry, c);
+		rc = s->ops->list(s->state, c->path, call_entry, c);
+		break;
 	case XFER_READ:
 		/* Only the last source's prefix counts: a later one may have
 		 * written over an earlier one's. */
 		c->done = 0;
-		return s->ops->read(s->state, c->path, c->expect, c->offset,
-		                    c->len, c->buf, &c->done);
+		rc = s->ops->read(s->state, c->path, c->expect, c->offset,
+		                  c->len, c->buf, &c->done);
+		atomic_fetch_add_explicit(&s->bytes, rc == 0 ? c->len : c->done,
+		                          memory_order_relaxed);
+		break;
 	}
-	return -EINVAL;
+	atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_relaxed);
+	return rc;
+}
+
+int xfer_source_info(struct xfer *x, size_t i, struct xfer_source_info *out)
+{
+	struct xfer_source *s;
+	int64_t now = now_ms();
+
+	if (i >= x->nsrc)
+		return -ENOENT;
+	s = &x->src[i];
+	memset(out, 0, sizeof(*out));
+	snprintf(out->url, sizeof(out->url), "%s", s->url);
+	pthread_mutex_lock(&x->lock);
+	out->down = s->down;
+	out->retry_in_ms = s->down && s->down_until_ms > now
+	                   ? s->down_until_ms - now : 0;
+	out->last_err = s->last_err;
+	out->last_err_wall = s->last_err_wall;
+	snprintf(out->last_op, sizeof(out->last_op), "%s", s->last_op);
+	snprintf(out->last_why, sizeof(out->last_why), "%s", s->last_why);
+	pthread_mutex_unlock(&x->lock);
+	out->bytes = atomic_load_explicit(&s->bytes, memory_order_relaxed);
+	out->requests = atomic_load_explicit(&s->requests,
+	                                     memory_order_relaxed);
+	out->failures = atomic_load_explicit(&s->failures,
+	                                     memory_order_relaxed);
+	out->inflight = atomic_load_explicit(&s->inflight,
+	                                     memory_order_relaxed);
+	return 0;
 }
 
 /* Probe only: adds the failure of source s to why (sources joined by
@@ -500,7 +558,8 @@ static int run_call(struct xfer *x, struct xfer_call *c, char *why,
 		}
 		if (rc == -EIO)
 			saw_eio = true;
-		source_failed(x, i, rc);
+		source_failed(x, i, rc, c->op == XFER_READ ? "read"
+		              : c->op == XFER_LIST ? "list" : "stat");
 		if (c->op == XFER_LIST && c->emitted) {
 			dms_log(LOG_ERR, "transfer: %s backend failed after "
 			        "emitting entries; not retrying elsewhere",
@@ -553,8 +612,6 @@ void xfer_note(const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!probe_tls.on)
-		return;
 	va_start(ap, fmt);
 	vsnprintf(probe_tls.note, sizeof(probe_tls.note), fmt, ap);
 	va_end(ap);
@@ -732,6 +789,7 @@ int xfer_run_write(struct xfer *x, const struct xfer_wcall *c)
 			goto out;
 		}
 		changed = 0;
+		probe_tls.note[0] = '\0';
 		rc = xfer_write_one(x->src[i].ops, x->src[i].state,
 		                    x->src[i].wstate, x->src[i].url, c,
 		                    &changed);
@@ -741,7 +799,7 @@ int xfer_run_write(struct xfer *x, const struct xfer_wcall *c)
 			source_ok(x, i);
 			goto out;
 		}
-		source_failed(x, i, rc);
+		source_failed(x, i, rc, "write");
 		if (changed)
 			goto out;
 		if (k + 1 < n)

@@ -36,6 +36,7 @@
  *               '/' or NUL) and no other source answered correctly
  *   -ENOMEM     allocation failure
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -159,6 +160,29 @@ int xfer_encode_segment(const char *seg, char *out, size_t cap);
  * on a bad escape or if the result contains '/' or NUL, -ENAMETOOLONG if it
  * does not fit in cap bytes; else returns the decoded length. */
 int xfer_decode_segment(const char *seg, size_t seglen, char *out, size_t cap);
+
+/* What one source has done, for dmsctl status (xfer_source_info). */
+struct xfer_source_info {
+	char url[512];            /* the source root, cut if longer */
+	bool down;                /* taken out after a failure */
+	int64_t retry_in_ms;      /* down: time left of its back-off, 0 if
+	                             it may be asked again already */
+	int last_err;             /* -errno of its last failure, 0 if none */
+	int64_t last_err_wall;    /* when (seconds since the epoch) */
+	char last_op[32];         /* what failed then: "read", "list"... */
+	char last_why[512];       /* the backend's words ("connection refused
+	                             by h:p"), "" if it gave none */
+	uint64_t bytes;           /* file bytes read from it */
+	uint64_t requests;        /* calls sent to it (stat, list, read) */
+	uint64_t failures;        /* calls that took it out */
+	unsigned inflight;        /* calls on it right now */
+};
+
+/* The state and counters of the i-th source of x (configured order):
+ * 0, or -ENOENT past the last source.  Counters are read one by one
+ * without a common lock (each is exact, their sum need not be).  Safe to
+ * call while other calls run on x. */
+int xfer_source_info(struct xfer *x, size_t i, struct xfer_source_info *out);
 
 /* ---- writes (issue 8) ----------------------------------------------------
  *

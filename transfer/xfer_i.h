@@ -110,7 +110,9 @@ int xfer_write_one(const struct xfer_backend_ops *ops, void *rstate,
  * (no retries) and bound every request to their connect timeout plus
  * XFER_PROBE_GRACE_MS, and they describe each failure with xfer_note()
  * ("connection refused by h:p", "PROPFIND got 405 ...").  Outside a probe
- * xfer_note does nothing, so the read path pays nothing for it. */
+ * backends note failures too (only on the failure path, so a good
+ * request pays nothing): the note becomes the source's last error in
+ * xfer_source_info. */
 #define XFER_PROBE_GRACE_MS 10000
 #define XFER_NOTE_MAX 512
 int xfer_probing(void);
