@@ -13,7 +13,7 @@
 /* dmsctl acl check without -r */
 #define CTL_DEFAULT_RULES "/etc/dmsfs/authdb"
 
-/* main.c */
+/* output.c */
 void ctl_usage(FILE *to);
 double ctl_now_s(void);                 /* CLOCK_MONOTONIC, in seconds */
 void ctl_human_bytes(unsigned long long b, char *out, size_t cap);
