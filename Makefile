@@ -30,7 +30,8 @@ B := build
 COMMON_SRC   := $(wildcard common/*.c)
 CACHE_SRC    := $(wildcard cache/*.c)
 XFER_SRC     := $(wildcard transfer/*.c)
-ACL_SRC      := $(filter-out acl/dmsctl.c,$(wildcard acl/*.c))
+ACL_SRC      := $(wildcard acl/*.c)
+DMSCTL_SRC   := $(wildcard dmsctl/*.c)
 FS_SRC       := $(filter-out fs/main.c,$(wildcard fs/*.c))
 
 obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
@@ -39,6 +40,7 @@ CACHE_OBJ  := $(call obj,$(CACHE_SRC))
 XFER_OBJ   := $(call obj,$(XFER_SRC))
 ACL_OBJ    := $(call obj,$(ACL_SRC))
 FS_OBJ     := $(call obj,$(FS_SRC))
+DMSCTL_OBJ := $(call obj,$(DMSCTL_SRC))
 ALL_LIB_OBJ := $(FS_OBJ) $(ACL_OBJ) $(CACHE_OBJ) $(XFER_OBJ) $(COMMON_OBJ)
 
 # Unit tests: tests/unit/test_<module>_*.c links only that module (and common;
@@ -48,7 +50,7 @@ UNIT_BIN := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
 
-PROGS := $(B)/dmsfs $(if $(wildcard acl/dmsctl.c),$(B)/dmsctl)
+PROGS := $(B)/dmsfs $(B)/dmsctl
 
 .PHONY: all clean deps test unit-tests bench soak demo demo-stop install fuzz fuzz-build \
         check-style
@@ -68,7 +70,9 @@ $(B)/obj/%.o: %.c $(FLAGS_STAMP)
 $(B)/dmsfs: $(B)/obj/fs/main.o $(ALL_LIB_OBJ)
 	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(B)/dmsctl: $(B)/obj/acl/dmsctl.o $(ACL_OBJ) $(COMMON_OBJ)
+# dmsctl/: the control program; it links the rules engine (acl lint/check)
+# and common (control socket paths), never fs/.
+$(B)/dmsctl: $(DMSCTL_OBJ) $(ACL_OBJ) $(COMMON_OBJ)
 	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(B)/tests/test_cache%: $(B)/obj/tests/unit/test_cache%.o $(CACHE_OBJ) $(COMMON_OBJ)
