@@ -429,7 +429,13 @@ def test_gridftp_quota(tmp_path):
             r = xferctl("put", g.url, "/big", src)
             assert r.returncode == 1, r.err
             print(r.err)
-            assert "(ENOSPC)" in r.err, r.err
+            # The server says 451/552 on its control channel, unless it
+            # resets the data connection first (seen under load): then
+            # only the reset is known, and the put gives up after its
+            # retries.  Either way it fails and leaves no temporary.
+            assert "(ENOSPC)" in r.err or (
+                "Connection reset by peer" in r.err and
+                "giving up after" in r.err), r.err
             assert [n for n in os.listdir(mnt) if ".dmsfs-" in n] == []
     finally:
         subprocess.run(["umount", mnt], check=True)
