@@ -699,8 +699,12 @@ static char **read_paths(int fd, unsigned long n, const char *more,
 	buf[len] = '\0';
 	s = buf;
 	for (k = 0; k < n; k++) {
-		char *nl = strchr(s, '\n');
+		/* memchr, not strchr: a NUL a caller put inside a line must
+		 * not hide its newline. */
+		char *nl = memchr(s, '\n', (size_t)(buf + len - s));
 
+		if (!nl || memchr(s, '\0', (size_t)(nl - s)))
+			goto bad;
 		*nl = '\0';
 		v[k] = strdup(s);
 		if (!v[k])

@@ -333,3 +333,32 @@ def test_terminal_bar_and_changed_file_keeps_its_pin(origin_ng, mounter):
     r = _dmsctl("pins", str(m.mountpoint))
     line = [l for l in r.stdout.splitlines() if rel in l]
     assert line and "100.0%" in line[0] and "192.0 KiB" in line[0], r.stdout
+
+
+def test_nul_inside_a_path_line_is_refused_daemon_lives(origin_ng, mounter,
+                                                       tmp_path, monkeypatch):
+    """A pin request with a NUL inside a path line (any local user can
+    send one): refused as malformed, and the daemon goes on serving."""
+    import glob
+    import socket
+    rundir = tmp_path / "run"
+    rundir.mkdir(mode=0o755)
+    monkeypatch.setenv("DMSFS_RUNTIME_DIR", str(rundir))
+    root, ng = origin_ng
+    m = mounter(ng.url + "/", block_size="64K")
+    socks = glob.glob(str(rundir / "*.sock"))
+    assert len(socks) == 1, socks
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(socks[0])
+    s.sendall(b"pin 1\n/da\0ta\n")
+    answer = b""
+    while True:
+        got = s.recv(4096)
+        if not got:
+            break
+        answer += got
+    s.close()
+    assert answer.startswith(b"error"), answer
+    r = _dmsctl("pin", m.path("data"))
+    assert r.returncode == 0, r.stderr
