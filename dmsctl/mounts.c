@@ -169,6 +169,46 @@ static int ctl_socket_of(const char *mnt, char *out, size_t cap, uid_t *owner,
 	return 0;
 }
 
+/* A socket file nobody listens on is what a killed daemon leaves: the
+ * mount is stale and only an unmount helps, so say that. */
+static void say_no_answer(const char *level, const char *mnt,
+                          const char *sock, int err)
+{
+	if (err == ECONNREFUSED || err == ENOENT)
+		fprintf(stderr, "dmsctl: %s%s: its dmsfs daemon is not running "
+		        "(%s: %s); unmount the stale mount with "
+		        "`fusermount3 -u %s`\n", level, mnt, sock, strerror(err),
+		        mnt);
+	else
+		fprintf(stderr, "dmsctl: %s%s: no dmsfs daemon answers at %s "
+		        "(%s)\n", level, mnt, sock, strerror(err));
+}
+
+/* true when the daemon of the mount at mnt is gone: its socket refuses
+ * connections.  Walks over every mount skip such a mount with a warning,
+ * so one stale mount does not fail status or sync of the live ones. */
+static bool daemon_gone(const char *mnt, const char *sock)
+{
+	struct sockaddr_un a;
+	bool gone = false;
+	int fd;
+
+	memset(&a, 0, sizeof(a));
+	a.sun_family = AF_UNIX;
+	if (strlen(sock) >= sizeof(a.sun_path))
+		return false;   /* ctl_connect says why */
+	memcpy(a.sun_path, sock, strlen(sock));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 &&
+	    errno == ECONNREFUSED) {
+		say_no_answer("warning: ", mnt, sock, errno);
+		gone = true;
+	}
+	if (fd >= 0)
+		close(fd);
+	return gone;
+}
+
 /* Connects to the control socket of the dmsfs mount at mnt and checks who
  * listens there: only root or the uid that mounted it (an answer from
  * anyone else could be a lie).  The descriptor, or -1 with a message (dmsctl.h). */
@@ -187,8 +227,7 @@ int ctl_connect(const char *mnt)
 		goto fail;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
-		fprintf(stderr, "dmsctl: %s: no dmsfs mount with writable exports "
-		        "answers at %s (%s)\n", mnt, a.sun_path, strerror(errno));
+		say_no_answer("", mnt, a.sun_path, errno);
 		goto fail;
 	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0) {
@@ -307,8 +346,8 @@ int ctl_each_mount(char *const *paths, int n, ctl_mount_fn *fn, void *arg)
 				rc = 1;
 		goto out;
 	}
-	/* A mount without a control socket has no writable exports and is
-	 * not asked (it is an older daemon, or its socket is gone). */
+	/* A mount without a control socket is an older daemon's, or its
+	 * socket is gone: not asked. */
 	all = dmsfs_mounts();
 	if (!all) {
 		fprintf(stderr, "dmsctl: out of memory\n");
@@ -320,7 +359,7 @@ int ctl_each_mount(char *const *paths, int n, ctl_mount_fn *fn, void *arg)
 		uid_t owner;
 
 		if (ctl_socket_of(all[i], path, sizeof(path), &owner, false) != 0 ||
-		    access(path, F_OK) != 0)
+		    access(path, F_OK) != 0 || daemon_gone(all[i], path))
 			continue;
 		if (fn(all[i], "/", all[i], arg) != 0)
 			rc = 1;

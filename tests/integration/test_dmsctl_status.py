@@ -10,6 +10,7 @@ Real nginx origins and real FUSE mounts; the down mirror is a port where
 nothing listens (connection refused at once).  Needs root and /dev/fuse."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -178,3 +179,39 @@ def test_a_user_sees_the_figures(tree, nginx, mounter):
     read_all(m.path("big.bin"))
     st = status_json(m.mountpoint, user=65534)
     assert st["sources"][0]["bytes"] > 0 and st["pending"] == []
+
+
+def test_stale_mount_is_named_and_does_not_fail_the_others(tree, nginx,
+                                                           mounter):
+    """A daemon killed with -9 leaves its mount (ENOTCONN) and a socket
+    nobody listens on.  With no PATH, status and sync warn about it, tell
+    how to remove it, and still answer for the live mounts (exit 0); asked
+    about it by name, status fails with the same advice."""
+    live = mounter(nginx.url + "/")
+    dead = mounter(nginx.url + "/")
+    os.kill(dead.pid, signal.SIGKILL)
+    dead.proc.wait(30)
+    dead.proc = None
+    try:
+        assert mountlib.is_mounted(dead.mountpoint)
+        r = status()
+        assert r.returncode == 0, r.stderr
+        assert str(live.mountpoint) in r.stdout.splitlines(), r.stdout
+        assert str(dead.mountpoint) not in r.stdout.splitlines(), r.stdout
+        warn = [ln for ln in r.stderr.splitlines()
+                if str(dead.mountpoint) in ln]
+        assert warn and "not running" in warn[0] and \
+            f"fusermount3 -u {dead.mountpoint}" in warn[0], r.stderr
+        r = status("--json")
+        assert r.returncode == 0, r.stderr
+        assert str(live.mountpoint) in \
+            {d["mount"] for d in json.loads(r.stdout)["mounts"]}
+        r = subprocess.run([DMSCTL, "sync"], capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL, cwd="/")
+        assert r.returncode == 0, r.stderr
+        r = status(dead.mountpoint)
+        assert r.returncode != 0
+        assert "not running" in r.stderr and "fusermount3 -u" in r.stderr, \
+            r.stderr
+    finally:
+        mountlib.run_fusermount(dead.mountpoint, lazy=True)
