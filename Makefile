@@ -10,6 +10,10 @@ PKGS     := fuse3 libcurl lmdb libxxhash libxml-2.0 inih globus-ftp-client globu
 prefix   ?= /usr/local
 DESTDIR  ?=
 PYTHON   ?= /usr/bin/python3
+# The one place the version is written: the Debian changelog's first line
+# ("dmsfs (0.9.0-1) ..."); the programs print its upstream part.
+VERSION  := $(shell awk -F'[()]' 'NR == 1 { sub(/-[^-]*$$/, "", $$2); print $$2 }' \
+                packaging/debian/changelog)
 
 ifneq ($(SANITIZER),)
 SAN_FLAGS := -fsanitize=$(SANITIZER) -fno-omit-frame-pointer
@@ -21,7 +25,8 @@ endif
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 FINAL_CFLAGS  = $(STD) $(WARN) $(OPT) $(SAN_FLAGS) -D_FILE_OFFSET_BITS=64 \
-                -DFUSE_USE_VERSION=314 -I. $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+                -DFUSE_USE_VERSION=314 -DDMSFS_VERSION='"$(VERSION)"' \
+                -I. $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 FINAL_LDFLAGS = $(SAN_FLAGS) $(LDFLAGS)
 LIBS          = $(PKG_LIBS) -lpthread -lm
 

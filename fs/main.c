@@ -136,7 +136,8 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	if (cl.show_version) {
-		printf("dmsfs 0.1\nFUSE library version %s\n", fuse_pkgversion());
+		printf("dmsfs %s\nFUSE library version %s\n", DMSFS_VERSION,
+		       fuse_pkgversion());
 		status = 0;
 		goto out;
 	}
