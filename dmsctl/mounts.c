@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -220,6 +221,9 @@ int ctl_connect(const char *mnt)
 	uid_t owner;
 	int fd = -1;
 
+	/* A daemon that answers "error busy" closes before reading our
+	 * request: the write fails, and the answer is still there to read. */
+	signal(SIGPIPE, SIG_IGN);
 	memset(&a, 0, sizeof(a));
 	a.sun_family = AF_UNIX;
 	if (ctl_socket_of(mnt, a.sun_path, sizeof(a.sun_path), &owner,
@@ -253,13 +257,15 @@ fail:
 static int ask_stream(const char *mnt, const char *req, FILE *out)
 {
 	char buf[65536];
-	ssize_t r;
+	ssize_t r, w;
 	int fd, rc = -1;
 
 	fd = ctl_connect(mnt);
 	if (fd < 0)
 		goto out;
-	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+	w = write(fd, req, strlen(req));
+	if (w < 0 ? errno != EPIPE && errno != ECONNRESET
+	          : (size_t)w != strlen(req))
 		goto out;
 	while ((r = read(fd, buf, sizeof(buf))) > 0)
 		if (fwrite(buf, 1, (size_t)r, out) != (size_t)r)
@@ -308,6 +314,12 @@ char *ctl_ask_list(const char *mnt, const char *req, bool *unknown)
 		return NULL;
 	}
 	fclose(mem);
+	if (!strcmp(ans, "error busy\n")) {
+		fprintf(stderr, "dmsctl: %s: the daemon is busy with other "
+		        "control requests; try again\n", mnt);
+		free(ans);
+		return NULL;
+	}
 	if (unknown && !strncmp(ans, "error ", 6)) {
 		*unknown = true;
 		free(ans);

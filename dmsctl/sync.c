@@ -36,6 +36,12 @@ static int sync_one(const char *mnt, const char *rel, const char *shown,
 
 		if (ctl_ask(mnt, req, ans, sizeof(ans)) != 0)
 			goto out;
+		if (!strcmp(ans, "error busy\n")) {
+			/* Other requests hold the slots a caller may use:
+			 * waiting is what sync does anyway. */
+			usleep(200 * 1000);
+			continue;
+		}
 		if (sscanf(ans, "%llu %llu %llu %399[^\n]", &n, &bytes, &files,
 		           err) < 3) {
 			fprintf(stderr, "dmsctl: unexpected answer from %s: %s\n",

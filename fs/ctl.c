@@ -31,6 +31,12 @@
 
 #define SEND_TIMEOUT_S 2
 #define CTL_CONNS 8
+/* Any local user may connect: one must not be able to hold every slot
+ * (a pin or a slow request keeps one), so a uid other than root gets at
+ * most CTL_CONNS_PER_UID, and the last CTL_ROOT_RESERVE are root's alone:
+ * an admin's status or sync always gets through. */
+#define CTL_CONNS_PER_UID 2
+#define CTL_ROOT_RESERVE 2
 
 struct fs_ctl;
 
@@ -155,6 +161,7 @@ static void serve(struct fs_ctl *c, int fd)
 {
 	char req[DMS_CTL_LINE_MAX];
 	struct timeval tmo = { .tv_sec = SEND_TIMEOUT_S };
+	struct timespec start;
 	struct ucred cr;
 	socklen_t crlen = sizeof(cr);
 	struct walk w;
@@ -166,10 +173,19 @@ static void serve(struct fs_ctl *c, int fd)
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0 ||
 	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tmo, sizeof(tmo)) != 0)
 		goto out;
+	/* One deadline for the whole request line: a byte now and then
+	 * must not keep a connection's slot. */
+	clock_gettime(CLOCK_MONOTONIC, &start);
 	while ((size_t)got < sizeof(req) - 1) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct timespec now;
+		long left_ms;
 
-		if (poll(&p, 1, SEND_TIMEOUT_S * 1000) != 1)
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		left_ms = SEND_TIMEOUT_S * 1000L -
+		          (now.tv_sec - start.tv_sec) * 1000L -
+		          (now.tv_nsec - start.tv_nsec) / 1000000L;
+		if (left_ms <= 0 || poll(&p, 1, (int)left_ms) != 1)
 			goto out;
 		r = read(fd, req + got, sizeof(req) - 1 - (size_t)got);
 		if (r <= 0)
@@ -252,24 +268,41 @@ static void reap(struct fs_ctl *c, bool all)
 	}
 }
 
-/* Serves fd on a thread of its own; "error busy" when all are taken. */
+/* Serves fd on a thread of its own; "error busy" when all are taken, or
+ * all those this peer's uid may take. */
 static void dispatch(struct fs_ctl *c, int fd)
 {
 	struct ctl_conn *k = NULL;
+	struct ucred cr;
+	socklen_t crlen = sizeof(cr);
+	unsigned used = 0, mine = 0;
 
 	reap(c, false);
-	for (unsigned i = 0; i < CTL_CONNS && !k; i++)
-		if (!c->conns[i].used)
-			k = &c->conns[i];
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0)
+		goto busy;
+	for (unsigned i = 0; i < CTL_CONNS; i++) {
+		if (!c->conns[i].used) {
+			if (!k)
+				k = &c->conns[i];
+			continue;
+		}
+		used++;
+		mine += c->conns[i].uid == cr.uid;
+	}
+	if (cr.uid != 0 && (mine >= CTL_CONNS_PER_UID ||
+	                    used >= CTL_CONNS - CTL_ROOT_RESERVE))
+		k = NULL;
 	if (k) {
 		k->c = c;
 		k->fd = fd;
+		k->uid = cr.uid;
 		atomic_store(&k->done, false);
 		if (pthread_create(&k->thread, NULL, conn_main, k) == 0) {
 			k->used = true;
 			return;
 		}
 	}
+busy:
 	send_all(fd, "error busy\n", 11);
 	close(fd);
 }

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -413,3 +414,73 @@ def test_user_folder_squatted_by_another_user(user_mount, mallory, eve):
     finally:
         sq.stop()
         os.unlink(sq.log)
+
+
+# Run as another user: opens n connections to the socket and sends one byte
+# every 0.3 s on each (never a whole request line); prints, per connection,
+# what came back and after how many seconds the daemon closed it.
+_SLOWLORIS = r"""
+import socket, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+conns = []
+for _ in range(n):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.setblocking(False)
+    conns.append([s, time.monotonic(), b"", None])
+end = time.monotonic() + 8
+while time.monotonic() < end and any(c[3] is None for c in conns):
+    for c in conns:
+        if c[3] is not None:
+            continue
+        try:
+            got = c[0].recv(100)
+            if not got:
+                c[3] = time.monotonic() - c[1]
+            c[2] += got
+            continue
+        except BlockingIOError:
+            pass
+        except OSError:
+            c[3] = time.monotonic() - c[1]
+            continue
+        try:
+            c[0].send(b"s")
+        except OSError:
+            c[3] = time.monotonic() - c[1]
+    time.sleep(0.3)
+for s, _, got, closed in conns:
+    print(repr(got), closed, flush=True)
+"""
+
+
+def test_one_user_cannot_hold_every_slot(dav, mounts, rundir, mallory):
+    """Any local user may connect to the control socket.  One who opens
+    many connections and trickles a byte now and then gets at most two
+    slots (the rest are told "error busy" at once), has them cut after
+    the request deadline, and root's status gets through meanwhile."""
+    wm = mounts(dav)
+    (sock,) = socks(rundir)
+    os.chmod(str(rundir), 0o755)
+    p = subprocess.Popen(["setpriv", f"--reuid={mallory.uid}",
+                          f"--regid={mallory.gid}", "--clear-groups",
+                          sys.executable, "-c", _SLOWLORIS, sock, "8"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        time.sleep(0.8)
+        r = status(wm.mountpoint)
+        assert r.returncode == 0, r.stderr
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    rows = [ln.rsplit(" ", 1) for ln in out.splitlines()]
+    assert len(rows) == 8, (out, err)
+    busy = [r for r in rows if "error busy" in r[0]]
+    held = [r for r in rows if "error busy" not in r[0]]
+    assert len(busy) >= 6 and len(held) <= 2, out
+    for got, closed in held:
+        assert closed != "None" and float(closed) < 6, \
+            f"a trickled request kept its slot for {closed} s:\n{out}"
