@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 static int put(char *out, size_t cap, int n)
@@ -120,5 +122,30 @@ int dms_ctl_mount_owner(const char *mnt, uid_t *owner)
 	}
 	free(line);
 	fclose(mi);
+	return rc;
+}
+
+int dms_ctl_probe(const char *mnt)
+{
+	struct sockaddr_un a;
+	char dir[4096];
+	uid_t owner;
+	int fd = -1, rc;
+
+	memset(&a, 0, sizeof(a));
+	a.sun_family = AF_UNIX;
+	rc = dms_ctl_mount_owner(mnt, &owner);
+	if (!rc)
+		rc = dms_ctl_dir(owner, dir, sizeof(dir));
+	if (!rc)
+		rc = dms_ctl_sock_path(dir, mnt, a.sun_path, sizeof(a.sun_path));
+	if (rc)
+		goto out;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+		rc = -errno;
+out:
+	if (fd >= 0)
+		close(fd);
 	return rc;
 }

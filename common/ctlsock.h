@@ -50,6 +50,14 @@ int dms_ctl_sock_path(const char *dir, const char *mnt, char *out,
 int dms_ctl_mount_owner(const char *mnt, uid_t *owner)
 	__attribute__((warn_unused_result));
 
+/* Whether a daemon listens on the control socket of the dmsfs mount at
+ * mnt (absolute, resolved): 0 if one accepts a connection (closed again at
+ * once), -ECONNREFUSED if the socket file is there and nobody listens (the
+ * daemon was killed: the mount is stale), -ENOENT if there is no socket
+ * or no dmsfs mount, else -errno. */
+int dms_ctl_probe(const char *mnt)
+	__attribute__((warn_unused_result));
+
 /* Undoes /proc/self/mountinfo's \ooo escapes of space, tab, newline and
  * backslash, in place. */
 void dms_mountinfo_unescape(char *s);

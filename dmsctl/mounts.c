@@ -190,24 +190,10 @@ static void say_no_answer(const char *level, const char *mnt,
  * so one stale mount does not fail status or sync of the live ones. */
 static bool daemon_gone(const char *mnt, const char *sock)
 {
-	struct sockaddr_un a;
-	bool gone = false;
-	int fd;
-
-	memset(&a, 0, sizeof(a));
-	a.sun_family = AF_UNIX;
-	if (strlen(sock) >= sizeof(a.sun_path))
-		return false;   /* ctl_connect says why */
-	memcpy(a.sun_path, sock, strlen(sock));
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 &&
-	    errno == ECONNREFUSED) {
-		say_no_answer("warning: ", mnt, sock, errno);
-		gone = true;
-	}
-	if (fd >= 0)
-		close(fd);
-	return gone;
+	if (dms_ctl_probe(mnt) != -ECONNREFUSED)
+		return false;
+	say_no_answer("warning: ", mnt, sock, ECONNREFUSED);
+	return true;
 }
 
 /* Connects to the control socket of the dmsfs mount at mnt and checks who

@@ -58,8 +58,13 @@ int fs_mountpoint_check(const char *mnt)
 	}
 	if (realpath(mnt, real) && dmsfs_mounted_at(real)) {
 		/* stat may come from the kernel's attribute cache; statfs
-		 * always asks the daemon (dmsfs answers it at once). */
-		if (statfs(mnt, &sfs) != 0 && errno == ENOTCONN)
+		 * always asks the daemon (dmsfs answers it at once).  The
+		 * kernel aborts the connection only when the last holder of
+		 * its /dev/fuse descriptor lets go, which may be later than
+		 * the daemon's death; a socket nobody listens on says it
+		 * sooner. */
+		if ((statfs(mnt, &sfs) != 0 && errno == ENOTCONN) ||
+		    dms_ctl_probe(real) == -ECONNREFUSED)
 			return stale(mnt);
 		fprintf(stderr, "dmsfs: %s is already mounted (by another dmsfs); "
 		        "unmount it first with fusermount3 -u %s\n", mnt, mnt);
