@@ -203,9 +203,7 @@ install: $(PROGS)
 		$(DESTDIR)$(unitdir) $(DESTDIR)$(sysconfdir)/dmsfs
 	install -d -m 0700 $(DESTDIR)$(localstatedir)/cache/dmsfs
 	install -m 0755 $(PROGS) $(DESTDIR)$(prefix)/bin/
-	sed 's|/usr/bin/dmsfs|$(prefix)/bin/dmsfs|' packaging/mount.fuse.dmsfs \
-		> $(DESTDIR)$(mountdir)/mount.fuse.dmsfs
-	chmod 0755 $(DESTDIR)$(mountdir)/mount.fuse.dmsfs
+	install -m 0755 packaging/mount.fuse.dmsfs $(DESTDIR)$(mountdir)/
 	install -m 0644 $(MAN8) $(DESTDIR)$(mandir)/man8/
 	install -m 0644 $(MAN5) $(DESTDIR)$(mandir)/man5/
 	sed 's|/usr/bin/dmsfs|$(prefix)/bin/dmsfs|' packaging/dmsfs@.service \
