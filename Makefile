@@ -195,7 +195,8 @@ demo-stop:
 
 # Everything the Debian package holds (packaging/debian/rules runs this).
 # Existing config files are kept: they are the admin's.
-MAN8 := packaging/man/dmsfs.8 packaging/man/dmsctl.8
+MAN8 := packaging/man/dmsfs.8 packaging/man/dmsctl.8 \
+        packaging/man/mount.fuse.dmsfs.8
 MAN5 := packaging/man/dmsfs.conf.5 packaging/man/dmsfs-authdb.5
 install: $(PROGS)
 	install -d $(DESTDIR)$(prefix)/bin $(DESTDIR)$(mountdir) \
@@ -226,7 +227,9 @@ deb:
 	tar -cf - --exclude=./build --exclude=./.git --exclude=__pycache__ . | \
 		tar -C $(B)/deb/dmsfs-$(VERSION) -xf -
 	cp -r packaging/debian $(B)/deb/dmsfs-$(VERSION)/debian
-	cd $(B)/deb/dmsfs-$(VERSION) && dpkg-buildpackage -us -uc -b
+	# Not the flags of this make (SANITIZER=...): a package is a plain build.
+	cd $(B)/deb/dmsfs-$(VERSION) && env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS \
+		dpkg-buildpackage -us -uc -b
 	mv $(B)/deb/dmsfs_$(DEB_VERSION)_$(DEB_ARCH).deb $(DEB)
 	lintian --fail-on error $(DEB)
 	@echo "built $(DEB)"
