@@ -1,5 +1,6 @@
 # dmsfs — a FUSE filesystem for scientific data archives.
-# Overridable: CC OPT CFLAGS LDFLAGS prefix DESTDIR SANITIZER (e.g. address,undefined)
+# Overridable: CC OPT CFLAGS CPPFLAGS LDFLAGS prefix sysconfdir DESTDIR
+# SANITIZER (e.g. address,undefined)
 
 CC       ?= cc
 OPT      ?= -O2 -g
@@ -9,6 +10,12 @@ WARN     := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-declarations \
 PKGS     := fuse3 libcurl lmdb libxxhash libxml-2.0 inih globus-ftp-client globus-common
 prefix   ?= /usr/local
 DESTDIR  ?=
+# mount(8) looks for helpers in /sbin only; systemd for units in /lib.
+sysconfdir  ?= /etc
+localstatedir ?= /var
+mountdir    ?= /sbin
+unitdir     ?= /lib/systemd/system
+mandir      ?= $(prefix)/share/man
 PYTHON   ?= /usr/bin/python3
 # The one place the version is written: the Debian changelog's first line
 # ("dmsfs (0.9.0-1) ..."); the programs print its upstream part.
@@ -26,7 +33,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 FINAL_CFLAGS  = $(STD) $(WARN) $(OPT) $(SAN_FLAGS) -D_FILE_OFFSET_BITS=64 \
                 -DFUSE_USE_VERSION=314 -DDMSFS_VERSION='"$(VERSION)"' \
-                -I. $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+                -I. $(PKG_CFLAGS) $(CPPFLAGS) $(CFLAGS) -MMD -MP
 FINAL_LDFLAGS = $(SAN_FLAGS) $(LDFLAGS)
 LIBS          = $(PKG_LIBS) -lpthread -lm
 
@@ -57,9 +64,10 @@ TOOL_BIN := $(patsubst tests/tools/%.c,$(B)/tools/%,$(TOOL_SRC))
 
 PROGS := $(B)/dmsfs $(B)/dmsctl
 
-.PHONY: all clean deps test unit-tests bench soak demo demo-stop install fuzz fuzz-build \
-        check-style
+.PHONY: all progs clean deps test unit-tests bench soak demo demo-stop install fuzz \
+        fuzz-build check-style deb test-package
 all: $(PROGS) $(UNIT_BIN) $(TOOL_BIN)
+progs: $(PROGS)
 
 # Objects depend on the flags they were built with, so that
 # `make SANITIZER=address,undefined test` after a plain build rebuilds all.
@@ -185,9 +193,51 @@ demo: deps
 demo-stop:
 	@sh packaging/demo.sh stop
 
+# Everything the Debian package holds (packaging/debian/rules runs this).
+# Existing config files are kept: they are the admin's.
+MAN8 := packaging/man/dmsfs.8 packaging/man/dmsctl.8 \
+        packaging/man/mount.fuse.dmsfs.8
+MAN5 := packaging/man/dmsfs.conf.5 packaging/man/dmsfs-authdb.5
 install: $(PROGS)
-	install -d $(DESTDIR)$(prefix)/bin
+	install -d $(DESTDIR)$(prefix)/bin $(DESTDIR)$(mountdir) \
+		$(DESTDIR)$(mandir)/man8 $(DESTDIR)$(mandir)/man5 \
+		$(DESTDIR)$(unitdir) $(DESTDIR)$(sysconfdir)/dmsfs
+	install -d -m 0700 $(DESTDIR)$(localstatedir)/cache/dmsfs
 	install -m 0755 $(PROGS) $(DESTDIR)$(prefix)/bin/
+	install -m 0755 packaging/mount.fuse.dmsfs $(DESTDIR)$(mountdir)/
+	install -m 0644 $(MAN8) $(DESTDIR)$(mandir)/man8/
+	install -m 0644 $(MAN5) $(DESTDIR)$(mandir)/man5/
+	sed 's|/usr/bin/dmsfs|$(prefix)/bin/dmsfs|' packaging/dmsfs@.service \
+		> $(DESTDIR)$(unitdir)/dmsfs@.service
+	chmod 0644 $(DESTDIR)$(unitdir)/dmsfs@.service
+	[ -e $(DESTDIR)$(sysconfdir)/dmsfs/dmsfs.conf ] || install -m 0644 \
+		packaging/dmsfs.conf.sample $(DESTDIR)$(sysconfdir)/dmsfs/dmsfs.conf
+	[ -e $(DESTDIR)$(sysconfdir)/dmsfs/authdb ] || install -m 0644 \
+		packaging/authdb.sample $(DESTDIR)$(sysconfdir)/dmsfs/authdb
+
+# The Debian package, built from a copy of the tree in build/deb (the
+# debian/ folder lives in packaging/; nothing is written outside build/).
+DEB_VERSION := $(shell awk -F'[()]' 'NR == 1 { print $$2 }' packaging/debian/changelog)
+DEB_ARCH    := $(shell dpkg --print-architecture 2>/dev/null)
+DEB         := $(B)/dmsfs_$(DEB_VERSION)_$(DEB_ARCH).deb
+deb:
+	@sh packaging/install-deps.sh deb
+	rm -rf $(B)/deb
+	mkdir -p $(B)/deb/dmsfs-$(VERSION)
+	tar -cf - --exclude=./build --exclude=./.git --exclude=__pycache__ . | \
+		tar -C $(B)/deb/dmsfs-$(VERSION) -xf -
+	cp -r packaging/debian $(B)/deb/dmsfs-$(VERSION)/debian
+	# Not the flags of this make (SANITIZER=...): a package is a plain build.
+	cd $(B)/deb/dmsfs-$(VERSION) && env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS \
+		dpkg-buildpackage -us -uc -b
+	mv $(B)/deb/dmsfs_$(DEB_VERSION)_$(DEB_ARCH).deb $(DEB)
+	lintian --fail-on error $(DEB)
+	@echo "built $(DEB)"
+
+# Builds the package, installs it, mounts from an fstab line and from the
+# systemd unit's command lines, purges it (tests/integration/test_package.py).
+test-package: deb
+	$(PYTHON) -m pytest -p no:cacheprovider -v tests/integration/test_package.py
 
 clean:
 	rm -rf $(B)

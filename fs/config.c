@@ -54,6 +54,21 @@ const struct fuse_opt fs_opt_table[] = {
 	OPT("writeback_size=%s", writeback_size),
 	OPT("unmount_flush=%s", unmount_flush),
 	{ "rw", offsetof(struct fs_raw_opts, rw), 1 },
+	/* Options of mount(8) and fstab that mean nothing to dmsfs: mount.fuse3
+	 * drops most of them, but they reach dmsfs when an fstab line's
+	 * options are copied to a command line or a unit; libfuse would refuse
+	 * them.  (x-* options are dropped in main.c's opt_proc.) */
+	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("owner", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("group", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
 	FUSE_OPT_END
 };
 

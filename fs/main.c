@@ -25,6 +25,9 @@ static int opt_proc(void *data, const char *arg, int key,
 {
 	struct parse_state *ps = data;
 
+	/* x-systemd.*, x-mount.*: fstab options for other programs. */
+	if (key == FUSE_OPT_KEY_OPT && strncmp(arg, "x-", 2) == 0)
+		return 0;
 	if (key != FUSE_OPT_KEY_NONOPT)
 		return 1;
 	if (ps->nbare == 2) {

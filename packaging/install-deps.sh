@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs, with apt-get, the Debian 12 packages dmsfs needs to build, test,
 # benchmark and demo, skipping those already installed.
+# `install-deps.sh deb`: only what `make deb` needs to build the package.
 set -eu
 PKGS="build-essential pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev
 liblmdb-dev lmdb-utils libxxhash-dev libxml2-dev libinih-dev
@@ -8,6 +9,15 @@ libglobus-ftp-client-dev globus-gridftp-server-progs globus-gass-copy-progs
 globus-proxy-utils globus-gsi-cert-utils-progs openssl
 nginx libnginx-mod-http-dav-ext squid python3 python3-pytest fio curl
 rclone xrootd-server xrootd-fuse xrootd-client clang passwd util-linux procps"
+# The package build (make deb; tests/integration/test_package.py).
+DEB_PKGS="build-essential dpkg-dev debhelper lintian pkg-config libfuse3-dev
+libcurl4-openssl-dev liblmdb-dev libxxhash-dev libxml2-dev libinih-dev
+libglobus-ftp-client-dev"
+if [ "${1:-}" = deb ]; then
+	PKGS=$DEB_PKGS
+else
+	PKGS="$PKGS dpkg-dev debhelper lintian"
+fi
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
