@@ -359,7 +359,10 @@ int ctl_each_mount(char *const *paths, int n, ctl_mount_fn *fn, void *arg)
 		if (ctl_socket_of(all[i], path, sizeof(path), &owner, false) != 0 ||
 		    access(path, F_OK) != 0 || daemon_gone(all[i], path))
 			continue;
-		if (fn(all[i], "/", all[i], arg) != 0)
+		/* A mount that went away meanwhile (unmounted while we
+		 * asked) is not a failure of this walk. */
+		if (fn(all[i], "/", all[i], arg) != 0 &&
+		    access(path, F_OK) == 0 && dms_ctl_probe(all[i]) == 0)
 			rc = 1;
 	}
 out:
