@@ -15,6 +15,7 @@ enum stats_form { FORM_TEXT, FORM_JSON, FORM_PROM };
 struct stats_all {
 	struct dms_prom_src *v;
 	size_t n;
+	bool every;             /* no PATH given: every running mount */
 };
 
 static bool ends_with(const char *s, const char *tail)
@@ -38,6 +39,13 @@ static int collect(const char *mnt, const char *rel, const char *shown,
 		if (!strcmp(all->v[i].mount, mnt))
 			return 0;   /* two PATHs in one mount: asked once */
 	ans = ctl_ask_list(mnt, "metrics\n", &unknown);
+	if (!ans && unknown && all->every) {
+		/* Asked about every mount: an older daemon is skipped, not a
+		 * failure, as status skips a stale mount. */
+		fprintf(stderr, "dmsctl: warning: the daemon of %s is older and "
+		        "has no metrics (remount to get them); skipped\n", mnt);
+		return 0;
+	}
 	if (!ans) {
 		if (unknown)
 			fprintf(stderr, "dmsctl: the daemon of %s (for %s) is "
@@ -154,6 +162,7 @@ int ctl_cmd_stats(int argc, char **argv)
 		}
 	}
 	/* No PATH: every running dmsfs mount that answers. */
+	all.every = optind >= argc;
 	rc = ctl_each_mount(argv + optind, argc - optind, collect, &all);
 	if (form == FORM_PROM) {
 		if (dms_prom_render(stdout, all.v, all.n) != 0)

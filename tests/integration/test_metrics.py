@@ -1,0 +1,319 @@
+"""Metrics (issue 10): dmsctl stats as text, --json and --prometheus, and
+the metrics_file a mount writes for node_exporter's textfile collector.
+Cache hits and misses by blocks and bytes follow a cold then warm read; a
+dead mirror shows as a failover and a "refused" error of that source; an
+access rule's refusal is counted; the Prometheus text is read back with
+Debian's python3-prometheus-client parser.
+
+Real nginx origins and real FUSE mounts; the dead mirror is a loopback port
+where nothing listens.  Needs root and /dev/fuse."""
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from mount import find_daemon_pids, is_mounted, run_dmsfs, run_fusermount
+from origin import Nginx, closed_port
+from origintree import read_all
+from writetree import DMSCTL
+
+prom_parser = pytest.importorskip(
+    "prometheus_client.parser",
+    reason="python3-prometheus-client is missing (packaging/install-deps.sh)")
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not os.path.exists("/dev/fuse"),
+                       reason="/dev/fuse is missing"),
+    pytest.mark.skipif(not os.access(DMSCTL, os.X_OK),
+                       reason="build/dmsctl is not built"),
+]
+
+DOWN_ERRORS = (r"transfer: ", r"connection refused", r"Connection refused",
+               r"Couldn't connect", r"Failed to connect", r"taken out")
+
+
+HIST = "dmsfs_request_duration_seconds"
+
+
+def stats(*args):
+    r = subprocess.run([DMSCTL, "stats", *map(str, args)],
+                       capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL, cwd="/")
+    return r
+
+
+def stats_json(mnt):
+    """{family name: [(sample name, labels, value)]} of one mount."""
+    r = stats("--json", mnt)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [m["mount"] for m in doc["mounts"]] == [str(mnt)], doc
+    out = {}
+    for fam in doc["mounts"][0]["families"]:
+        assert fam["type"] in ("counter", "gauge", "histogram"), fam
+        assert fam["help"], fam
+        out[fam["name"]] = [(s["name"], s["labels"], s["value"])
+                            for s in fam["samples"]]
+    return out
+
+
+def one(fams, name, family=None, **labels):
+    """The value of the one sample called name (of family, default name)
+    whose labels include labels."""
+    got = [v for n, lab, v in fams[family or name]
+           if n == name and all(lab.get(k) == w for k, w in labels.items())]
+    assert len(got) == 1, (name, labels, fams[family or name])
+    return got[0]
+
+
+def parse_prom(text):
+    """{family: [samples]} via the real parser; a family seen twice (HELP
+    and TYPE repeated, or its samples split) fails."""
+    fams = {}
+    for f in prom_parser.text_string_to_metric_families(text):
+        assert f.name not in fams, f"family {f.name} appears twice"
+        fams[f.name] = f
+    return fams
+
+
+def wait_for(fn, what, timeout=30):
+    end = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() > end:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_cold_then_warm_read_moves_misses_then_hits(tree, nginx, mounter):
+    m = mounter(nginx.url + "/", cache_size="64M")
+    f0 = stats_json(m.mountpoint)
+    assert one(f0, "dmsfs_cache_hits_total") == 0
+    assert one(f0, "dmsfs_cache_misses_total") == 0
+    assert one(f0, "dmsfs_cache_capacity_bytes") == 64 << 20
+    size = len(read_all(m.path("big.bin")))
+    blocks = -(-size // tree.block_size)
+    # The blocks reach LMDB after the readers have them.
+    cold = wait_for(lambda: (lambda f: f if one(
+        f, "dmsfs_cache_size_bytes") >= size else None)(
+        stats_json(m.mountpoint)), "the cache to store big.bin")
+    assert one(cold, "dmsfs_cache_misses_total") == blocks
+    assert one(cold, "dmsfs_cache_miss_bytes_total") == size
+    assert one(cold, "dmsfs_cache_hits_total") == 0
+    assert one(cold, "dmsfs_cache_hit_bytes_total") == 0
+    assert one(cold, "dmsfs_fetched_bytes_total", source=nginx.url,
+               protocol="http") == size
+    assert one(cold, "dmsfs_cache_evictions_total") == 0
+    assert one(cold, "dmsfs_access_denials_total") == 0
+    # Every call to the source is in the histogram, buckets cumulative.
+    buckets = [(float(lab["le"]), v) for n, lab, v in
+               cold["dmsfs_request_duration_seconds"]
+               if n.endswith("_bucket")]
+    counts = [v for _, v in buckets]
+    assert counts == sorted(counts) and buckets[-1][0] == float("inf")
+    assert buckets[0][0] == 0.001 and (10.0, counts[-2]) in buckets
+    n = one(cold, "dmsfs_request_duration_seconds_count", HIST,
+            source=nginx.url)
+    assert n == counts[-1] == one(cold, "dmsfs_source_requests_total",
+                                  source=nginx.url) >= 1
+    assert one(cold, "dmsfs_request_duration_seconds_sum", HIST,
+               source=nginx.url) > 0
+    # No errors of any kind from a good origin.
+    assert all(v == 0 for _, _, v in cold["dmsfs_source_errors_total"])
+    # No writable export: no pending families.
+    assert "dmsfs_pending_uploads" not in cold
+    m.umount()
+    # Warm: the same cache, every block a hit, nothing fetched.
+    m2 = mounter(nginx.url + "/", cache_size="64M", cache_dir=m.cache_dir)
+    assert read_all(m2.path("big.bin")) == tree.data("big.bin")
+    warm = stats_json(m2.mountpoint)
+    assert one(warm, "dmsfs_cache_hits_total") == blocks
+    assert one(warm, "dmsfs_cache_hit_bytes_total") == size
+    assert one(warm, "dmsfs_cache_misses_total") == 0
+    assert one(warm, "dmsfs_cache_miss_bytes_total") == 0
+    assert one(warm, "dmsfs_fetched_bytes_total", source=nginx.url) == 0
+    assert one(warm, "dmsfs_cache_size_bytes") >= size
+    # The text form says the same, bytes made readable.
+    r = stats(m2.mountpoint)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == str(m2.mountpoint)
+    assert f"  dmsfs_cache_hits_total {blocks}" in lines, r.stdout
+    assert any(ln.startswith(f"  dmsfs_cache_hit_bytes_total {size} (")
+               for ln in lines), r.stdout
+
+
+def test_dead_mirror_counts_a_failover_and_a_refused_error(tree, nginx,
+                                                           mounter):
+    dead = f"http://127.0.0.1:{closed_port()}"
+    m = mounter(f"{dead}/;{nginx.url}/", connect_timeout="2",
+                expected_errors=DOWN_ERRORS)
+    got = read_all(m.path("three_blocks_plus_7.bin"))
+    assert got == tree.data("three_blocks_plus_7.bin")
+    f = stats_json(m.mountpoint)
+    assert one(f, "dmsfs_source_failovers_total", source=dead) >= 1
+    assert one(f, "dmsfs_source_failovers_total", source=nginx.url) == 0
+    assert one(f, "dmsfs_source_errors_total", source=dead,
+               kind="refused") >= 1
+    assert one(f, "dmsfs_source_down_total", source=dead) >= 1
+    assert one(f, "dmsfs_source_up", source=dead) == 0
+    assert one(f, "dmsfs_source_up", source=nginx.url) == 1
+    assert one(f, "dmsfs_fetched_bytes_total", source=dead) == 0
+    assert one(f, "dmsfs_fetched_bytes_total", source=nginx.url) == len(got)
+    # Errors of the good source: none of any kind.
+    assert all(v == 0 for _, lab, v in f["dmsfs_source_errors_total"]
+               if lab["source"] == nginx.url)
+    kinds = {lab["kind"] for _, lab, _ in f["dmsfs_source_errors_total"]}
+    assert {"timeout", "refused", "http_4xx", "http_5xx", "short_body",
+            "bad_answer"} <= kinds
+    # Text: only the errors that happened are listed.
+    r = stats(m.mountpoint)
+    errs = [ln for ln in r.stdout.splitlines()
+            if "dmsfs_source_errors_total" in ln]
+    assert errs and all("kind=refused" in ln or "kind=unreachable" in ln
+                        for ln in errs), r.stdout
+    # The same in the Prometheus form, read by the real parser.
+    fams = parse_prom(stats("--prometheus", m.mountpoint).stdout)
+    fo = [s for s in fams["dmsfs_source_failovers"].samples
+          if s.labels["source"] == dead]
+    assert len(fo) == 1 and fo[0].value >= 1
+    assert fo[0].labels == {"mount": str(m.mountpoint), "export": "url",
+                            "source": dead, "protocol": "http"}
+
+
+def test_access_denials_are_counted(tree, nginx, mounter, tmp_path):
+    rules = tmp_path / "authdb"
+    rules.write_text("u * -rl /RB1810001 / rl\n")
+    os.chmod(rules, 0o644)
+    m = mounter(nginx.url + "/", acl=str(rules))
+    assert one(stats_json(m.mountpoint), "dmsfs_access_denials_total") == 0
+    for _ in range(3):
+        with pytest.raises(PermissionError):
+            os.stat(m.path("RB1810001", "logbook.txt"))
+    assert len(read_all(m.path("one_byte.bin"))) == 1
+    n = one(stats_json(m.mountpoint), "dmsfs_access_denials_total")
+    # The kernel may cache nothing of a refused lookup: each stat is one
+    # denial at least.
+    assert n >= 3, n
+    # Anyone may read the figures, like dmsctl status.
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                        "--clear-groups", DMSCTL, "stats", "--json",
+                        m.mountpoint], capture_output=True, text=True,
+                       timeout=60, cwd="/")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["mounts"][0]["mount"] == m.mountpoint
+
+
+def test_prometheus_of_every_mount_parses_once_per_family(tree, nginx,
+                                                          mounter, tmp_path):
+    other = tmp_path / "other-origin"
+    other.mkdir()
+    (other / "x.dat").write_bytes(b"x" * 100000)
+    ng2 = Nginx(str(other)).start()
+    try:
+        a = mounter(nginx.url + "/")
+        b = mounter(ng2.url + "/")
+        assert read_all(b.path("x.dat")) == b"x" * 100000
+        # No PATH: every running mount, other tests' included.
+        r = stats("--prometheus")
+        assert r.returncode == 0, r.stderr
+        text = r.stdout
+        for fam in ("dmsfs_cache_hits_total", "dmsfs_fetched_bytes_total",
+                    "dmsfs_request_duration_seconds"):
+            assert len(re.findall(rf"^# TYPE {fam} ", text, re.M)) == 1
+            assert len(re.findall(rf"^# HELP {fam} ", text, re.M)) == 1
+        fams = parse_prom(text)
+        want = {"dmsfs_cache_hits": "counter",
+                "dmsfs_cache_misses": "counter",
+                "dmsfs_cache_hit_bytes": "counter",
+                "dmsfs_cache_miss_bytes": "counter",
+                "dmsfs_cache_size_bytes": "gauge",
+                "dmsfs_cache_capacity_bytes": "gauge",
+                "dmsfs_cache_evictions": "counter",
+                "dmsfs_access_denials": "counter",
+                "dmsfs_fetched_bytes": "counter",
+                "dmsfs_source_errors": "counter",
+                "dmsfs_source_failovers": "counter",
+                "dmsfs_request_duration_seconds": "histogram"}
+        for name, typ in want.items():
+            assert fams[name].type == typ, (name, fams[name].type)
+        for f in fams.values():
+            assert f.name.startswith("dmsfs_"), f.name
+            for s in f.samples:
+                assert "mount" in s.labels, s
+        mine = {str(a.mountpoint), str(b.mountpoint)}
+        hits = {s.labels["mount"] for s in fams["dmsfs_cache_hits"].samples}
+        assert mine <= hits
+        fetched = {(s.labels["mount"], s.labels["source"]): s.value
+                   for s in fams["dmsfs_fetched_bytes"].samples}
+        assert fetched[(str(b.mountpoint), ng2.url)] == 100000
+        assert fetched[(str(a.mountpoint), nginx.url)] == 0
+        h = [s for s in fams["dmsfs_request_duration_seconds"].samples
+             if s.labels["mount"] == str(b.mountpoint)]
+        names = {s.name for s in h}
+        assert names == {"dmsfs_request_duration_seconds_bucket",
+                         "dmsfs_request_duration_seconds_sum",
+                         "dmsfs_request_duration_seconds_count"}
+        inf = [s.value for s in h if s.labels.get("le") == "+Inf"]
+        count = [s.value for s in h if s.name.endswith("_count")]
+        assert inf == count and count[0] >= 1
+        # --json of every mount parses too.
+        doc = json.loads(stats("--json").stdout)
+        assert mine <= {d["mount"] for d in doc["mounts"]}
+    finally:
+        ng2.stop()
+
+
+def test_metrics_file_is_written_and_replaced_whole(tree, nginx, mounter,
+                                                    tmp_path):
+    out = tmp_path / "textfile"
+    out.mkdir()
+    path = out / "dmsfs.prom"
+    m = mounter(nginx.url + "/", metrics_file=str(path), metrics_interval="1")
+    wait_for(path.exists, "the first metrics_file")
+    before = parse_prom(path.read_text())
+    assert [s.value for s in before["dmsfs_cache_misses"].samples] == [0]
+    assert before["dmsfs_cache_misses"].samples[0].labels == \
+        {"mount": str(m.mountpoint)}
+    size = len(read_all(m.path("big.bin")))
+
+    def updated():
+        f = parse_prom(path.read_text())
+        v = f["dmsfs_cache_miss_bytes"].samples[0].value
+        return f if v == size else None
+    after = wait_for(updated, "metrics_file to show the read", timeout=20)
+    assert after["dmsfs_fetched_bytes"].samples[0].value == size
+    assert os.stat(path).st_mode & 0o777 == 0o644
+    m.umount()
+    # Only the file is left: its temporary was renamed over it each time.
+    assert sorted(os.listdir(out)) == ["dmsfs.prom"]
+
+
+@pytest.mark.parametrize("opts,why", [
+    ("metrics_file=relative.prom", r"metrics_file"),
+    ("metrics_file=/nonexistent-dir-dmsfs/x.prom", r"metrics_file"),
+    ("metrics_file=/tmp/", r"metrics_file"),
+    ("metrics_interval=0", r"metrics_interval"),
+    ("metrics_interval=soon", r"metrics_interval"),
+])
+def test_bad_metrics_options_are_refused(tmp_path, nginx, opts, why):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        r = run_dmsfs(["-o", f"cache_dir={tmp_path}/cache,{opts}",
+                       nginx.url + "/", str(mnt)], timeout=60)
+    finally:
+        leftover = is_mounted(str(mnt))
+        if leftover:
+            run_fusermount(str(mnt), lazy=True)
+    assert not leftover
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and re.search(why, lines[0]), r.stderr
+    assert not find_daemon_pids(str(mnt))
