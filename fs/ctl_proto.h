@@ -1,8 +1,9 @@
 #ifndef DMS_FS_CTL_PROTO_H
 #define DMS_FS_CTL_PROTO_H
 /* The control socket of every dmsfs mount, shared by the daemon
- * (fs/ctl.c, fs/pin.c, fs/status.c, fs/metrics.c) and dmsctl.  A unix socket file in a
- * folder only the daemon's user can write (where: common/ctlsock.h).  The daemon takes the caller's
+ * (fs/ctl.c, fs/pin.c, fs/status.c, fs/metrics.c) and dmsctl.  A unix
+ * socket file in a folder only the daemon's user can write (where:
+ * common/ctlsock.h).  The daemon takes the caller's
  * uid from SO_PEERCRED: root sees every pending operation, anyone else only
  * their own.  dmsctl takes the daemon's from SO_PEERCRED too and trusts an
  * answer only from root or the uid that mounted the mount.

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+import mount as mountlib
 from mount import find_daemon_pids, is_mounted, run_dmsfs, run_fusermount
 from origin import Nginx, closed_port
 from origintree import read_all
@@ -317,3 +318,78 @@ def test_bad_metrics_options_are_refused(tmp_path, nginx, opts, why):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and re.search(why, lines[0]), r.stderr
     assert not find_daemon_pids(str(mnt))
+
+
+class ConfigMount(mountlib.Mount):
+    """`dmsfs -o config=FILE MOUNTPOINT` (as in test_acl_mount.py)."""
+
+    def __init__(self, config, mountpoint, log_path, **kw):
+        super().__init__(None, mountpoint, log_path, {}, **kw)
+        self.config = str(config)
+
+    def argv(self):
+        return [self.binary, "-f", "-o", f"config={self.config}",
+                self.mountpoint]
+
+
+def test_config_file_metrics_section_and_pending_uploads(tree, nginx,
+                                                         tmp_path):
+    """[metrics] file/interval in the config file; a writable export adds
+    the pending families, which follow a file waiting for its upload."""
+    prom = tmp_path / "dmsfs.prom"
+    conf = tmp_path / "dmsfs.conf"
+    conf.write_text(f"""\
+[cache]
+dir = {tmp_path}/cache
+writeback_delay = 3600
+unmount_flush = 30
+
+[export data]
+path = /
+source = {nginx.url}/
+writable = yes
+
+[metrics]
+file = {prom}
+interval = 1
+""")
+    os.chmod(conf, 0o644)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = ConfigMount(conf, mnt, tmp_path / "dmsfs.log")
+    m.start()
+    try:
+        fams = parse_prom(wait_for(lambda: prom.exists() and
+                                   prom.read_text(), "metrics_file"))
+        assert [s.value for s in fams["dmsfs_pending_uploads"].samples] == [0]
+        with open(m.path("new.dat"), "wb") as f:
+            f.write(b"n" * 12345)
+
+        def pending():
+            f = parse_prom(prom.read_text())
+            return f if f["dmsfs_pending_uploads"].samples[0].value == 1 \
+                else None
+        f = wait_for(pending, "the upload to show as pending")
+        assert f["dmsfs_pending_upload_bytes"].samples[0].value == 12345
+        assert f["dmsfs_pending_operations"].samples[0].value >= 1
+        j = stats_json(m.mountpoint)
+        assert one(j, "dmsfs_pending_uploads") == 1
+        assert one(j, "dmsfs_pending_upload_bytes") == 12345
+        m.umount()
+        with open(os.path.join(tree.root, "new.dat"), "rb") as f:
+            assert f.read() == b"n" * 12345
+    finally:
+        m.cleanup()
+
+
+def test_unknown_key_in_metrics_section_is_refused(nginx, tmp_path):
+    conf = tmp_path / "dmsfs.conf"
+    conf.write_text(f"[export data]\npath = /\nsource = {nginx.url}/\n"
+                    f"[metrics]\nfiel = {tmp_path}/x.prom\n")
+    os.chmod(conf, 0o644)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = run_dmsfs(["-o", f"config={conf},cache_dir={tmp_path}/cache",
+                   str(mnt)], timeout=60)
+    assert r.returncode != 0 and "fiel" in r.stderr, r.stderr
+    assert not is_mounted(str(mnt))
