@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +41,11 @@ static void put_label(FILE *out, const char *key, const char *val)
 		fputc(*val == '\t' || *val == '\n' ? '?' : *val, out);
 }
 
-static void sample(FILE *out, const char *name, unsigned long long v)
+/* A family of one sample without labels. */
+static void scalar(FILE *out, const char *name, const char *type,
+                   const char *help, unsigned long long v)
 {
+	family(out, name, type, help);
 	fprintf(out, "sample\t%s\t%llu\n", name, v);
 }
 
@@ -87,88 +91,88 @@ static bool next_source(struct src_walk *w)
 	return false;
 }
 
+/* The per-source counters that are one number each. */
+static const struct src_family {
+	const char *name, *type, *help;
+	size_t off;             /* of the uint64_t in xfer_source_info */
+} src_families[] = {
+	{ "dmsfs_fetched_bytes_total", "counter",
+	  "File bytes read from a source.",
+	  offsetof(struct xfer_source_info, bytes) },
+	{ "dmsfs_source_requests_total", "counter",
+	  "Calls (stat, list, read) sent to a source, failed ones too.",
+	  offsetof(struct xfer_source_info, requests) },
+	{ "dmsfs_source_failovers_total", "counter",
+	  "Calls that failed on a source and moved on to the next one.",
+	  offsetof(struct xfer_source_info, failovers) },
+	{ "dmsfs_source_down_total", "counter",
+	  "Failures that took a source out for a back-off period.",
+	  offsetof(struct xfer_source_info, failures) },
+};
+
+/* One sample of a source's series; extra: one more label or NULL. */
+static void source_sample(FILE *out, const char *name, unsigned long long v,
+                          const struct src_walk *w, const char *key,
+                          const char *val)
+{
+	fprintf(out, "sample\t%s\t%llu", name, v);
+	source_labels(out, w->exp, &w->si);
+	if (key)
+		put_label(out, key, val);
+	fputc('\n', out);
+}
+
 static void put_sources(FILE *out, struct fs *fs)
 {
+	const struct src_family *f;
 	struct src_walk w;
 	unsigned k;
 
-	family(out, "dmsfs_fetched_bytes_total", "counter",
-	       "File bytes read from a source.");
-	for (walk_start(&w, fs); next_source(&w);) {
-		fprintf(out, "sample\tdmsfs_fetched_bytes_total\t%llu",
-		        (unsigned long long)w.si.bytes);
-		source_labels(out, w.exp, &w.si);
-		fputc('\n', out);
-	}
-	family(out, "dmsfs_source_requests_total", "counter",
-	       "Calls (stat, list, read) sent to a source, failed ones too.");
-	for (walk_start(&w, fs); next_source(&w);) {
-		fprintf(out, "sample\tdmsfs_source_requests_total\t%llu",
-		        (unsigned long long)w.si.requests);
-		source_labels(out, w.exp, &w.si);
-		fputc('\n', out);
+	for (f = src_families; f < src_families + sizeof(src_families) /
+	     sizeof(src_families[0]); f++) {
+		family(out, f->name, f->type, f->help);
+		for (walk_start(&w, fs); next_source(&w);) {
+			uint64_t v;
+
+			memcpy(&v, (const char *)&w.si + f->off, sizeof(v));
+			source_sample(out, f->name, v, &w, NULL, NULL);
+		}
 	}
 	family(out, "dmsfs_source_errors_total", "counter",
 	       "Failed calls to a source by kind of failure.");
 	for (walk_start(&w, fs); next_source(&w);)
-		for (k = 0; k < XFER_ERR_KINDS; k++) {
-			fprintf(out, "sample\tdmsfs_source_errors_total\t%llu",
-			        (unsigned long long)w.si.errors[k]);
-			source_labels(out, w.exp, &w.si);
-			put_label(out, "kind", xfer_err_kind_name(k));
-			fputc('\n', out);
-		}
-	family(out, "dmsfs_source_failovers_total", "counter",
-	       "Calls that failed on a source and moved on to the next one.");
-	for (walk_start(&w, fs); next_source(&w);) {
-		fprintf(out, "sample\tdmsfs_source_failovers_total\t%llu",
-		        (unsigned long long)w.si.failovers);
-		source_labels(out, w.exp, &w.si);
-		fputc('\n', out);
-	}
-	family(out, "dmsfs_source_down_total", "counter",
-	       "Failures that took a source out for a back-off period.");
-	for (walk_start(&w, fs); next_source(&w);) {
-		fprintf(out, "sample\tdmsfs_source_down_total\t%llu",
-		        (unsigned long long)w.si.failures);
-		source_labels(out, w.exp, &w.si);
-		fputc('\n', out);
-	}
+		for (k = 0; k < XFER_ERR_KINDS; k++)
+			source_sample(out, "dmsfs_source_errors_total",
+			              w.si.errors[k], &w, "kind",
+			              xfer_err_kind_name(k));
 	family(out, "dmsfs_source_up", "gauge",
 	       "1 while a source is in use, 0 while it is taken out.");
-	for (walk_start(&w, fs); next_source(&w);) {
-		fprintf(out, "sample\tdmsfs_source_up\t%d", w.si.down ? 0 : 1);
-		source_labels(out, w.exp, &w.si);
-		fputc('\n', out);
-	}
+	for (walk_start(&w, fs); next_source(&w);)
+		source_sample(out, "dmsfs_source_up", !w.si.down, &w, NULL,
+		              NULL);
 	family(out, "dmsfs_request_duration_seconds", "histogram",
 	       "Duration of calls to a source, retries included.");
 	for (walk_start(&w, fs); next_source(&w);) {
 		unsigned long long cum = 0;
+		char le[32];
 
 		for (k = 0; k <= XFER_LAT_BUCKETS; k++) {
-			char le[32];
-
 			cum += w.si.lat[k];
 			if (k < XFER_LAT_BUCKETS)
 				snprintf(le, sizeof(le), "%g",
 				         xfer_lat_bounds[k]);
 			else
 				snprintf(le, sizeof(le), "+Inf");
-			fprintf(out, "sample\tdmsfs_request_duration_seconds_"
-			        "bucket\t%llu", cum);
-			source_labels(out, w.exp, &w.si);
-			put_label(out, "le", le);
-			fputc('\n', out);
+			source_sample(out, "dmsfs_request_duration_seconds_"
+			              "bucket", cum, &w, "le", le);
 		}
 		fprintf(out, "sample\tdmsfs_request_duration_seconds_sum\t"
 		        "%llu.%06llu", (unsigned long long)w.si.lat_sum_us
 		        / 1000000, (unsigned long long)w.si.lat_sum_us % 1000000);
 		source_labels(out, w.exp, &w.si);
-		fprintf(out, "\nsample\tdmsfs_request_duration_seconds_count\t"
-		        "%llu", cum);
-		source_labels(out, w.exp, &w.si);
 		fputc('\n', out);
+		source_sample(out, "dmsfs_request_duration_seconds_count", cum,
+		              &w, NULL, NULL);
 	}
 }
 
@@ -176,7 +180,8 @@ struct pending {
 	unsigned long long ops, uploads, bytes;
 };
 
-static int count_pending(void *arg, uint64_t seq, const struct cache_jnl_op *op)
+static int count_pending(void *arg, uint64_t seq,
+                         const struct cache_jnl_op *op)
 {
 	struct pending *p = arg;
 
@@ -201,53 +206,45 @@ void fs_metrics_answer(void *arg, FILE *out)
 	if (fs->blocks)
 		fs_blocks_stats(fs->blocks, &bs);
 	fs_access_stats(fs->access, &as);
-	family(out, "dmsfs_cache_hits_total", "counter",
-	       "Blocks read from the cache.");
-	sample(out, "dmsfs_cache_hits_total", bs.from_cache);
-	family(out, "dmsfs_cache_misses_total", "counter",
-	       "Blocks not in the cache, fetched from the sources.");
-	sample(out, "dmsfs_cache_misses_total", bs.fetched);
-	family(out, "dmsfs_cache_hit_bytes_total", "counter",
-	       "Bytes of the blocks read from the cache.");
-	sample(out, "dmsfs_cache_hit_bytes_total", bs.from_cache_bytes);
-	family(out, "dmsfs_cache_miss_bytes_total", "counter",
-	       "Bytes of the blocks fetched from the sources.");
-	sample(out, "dmsfs_cache_miss_bytes_total", bs.fetched_bytes);
-	family(out, "dmsfs_cache_size_bytes", "gauge",
-	       "Block bytes stored in the cache now.");
-	sample(out, "dmsfs_cache_size_bytes", cs.bytes);
-	family(out, "dmsfs_cache_capacity_bytes", "gauge",
-	       "The cache's cap (cache_size).");
-	sample(out, "dmsfs_cache_capacity_bytes", fs->cfg->cache_size);
-	family(out, "dmsfs_cache_blocks", "gauge", "Blocks stored now.");
-	sample(out, "dmsfs_cache_blocks", cs.blocks);
-	family(out, "dmsfs_cache_pinned_bytes", "gauge",
-	       "Block bytes of pinned files stored now.");
-	sample(out, "dmsfs_cache_pinned_bytes", cs.pinned);
-	family(out, "dmsfs_cache_evictions_total", "counter",
-	       "Blocks evicted to keep the cache under its cap.");
-	sample(out, "dmsfs_cache_evictions_total", cs.evicted);
-	family(out, "dmsfs_cache_checksum_errors_total", "counter",
-	       "Cached blocks dropped for a bad checksum or length.");
-	sample(out, "dmsfs_cache_checksum_errors_total", cs.corrupt);
-	family(out, "dmsfs_access_denials_total", "counter",
-	       "Requests refused by the access rules.");
-	sample(out, "dmsfs_access_denials_total", as.denials);
+	scalar(out, "dmsfs_cache_hits_total", "counter",
+	       "Blocks read from the cache.", bs.from_cache);
+	scalar(out, "dmsfs_cache_misses_total", "counter",
+	       "Blocks not in the cache, fetched from the sources.",
+	       bs.fetched);
+	scalar(out, "dmsfs_cache_hit_bytes_total", "counter",
+	       "Bytes of the blocks read from the cache.",
+	       bs.from_cache_bytes);
+	scalar(out, "dmsfs_cache_miss_bytes_total", "counter",
+	       "Bytes of the blocks fetched from the sources.",
+	       bs.fetched_bytes);
+	scalar(out, "dmsfs_cache_size_bytes", "gauge",
+	       "Block bytes stored in the cache now.", cs.bytes);
+	scalar(out, "dmsfs_cache_capacity_bytes", "gauge",
+	       "The cache's cap (cache_size).", fs->cfg->cache_size);
+	scalar(out, "dmsfs_cache_blocks", "gauge",
+	       "Blocks stored now.", cs.blocks);
+	scalar(out, "dmsfs_cache_pinned_bytes", "gauge",
+	       "Block bytes of pinned files stored now.", cs.pinned);
+	scalar(out, "dmsfs_cache_evictions_total", "counter",
+	       "Blocks evicted to keep the cache under its cap.", cs.evicted);
+	scalar(out, "dmsfs_cache_checksum_errors_total", "counter",
+	       "Cached blocks dropped for a bad checksum or length.",
+	       cs.corrupt);
+	scalar(out, "dmsfs_access_denials_total", "counter",
+	       "Requests refused by the access rules.", as.denials);
 	if (fs->exports)
 		put_sources(out, fs);
 	if (fs->jnl) {
 		struct pending p = { 0 };
 
 		cache_jnl_foreach(fs->jnl, count_pending, &p);
-		family(out, "dmsfs_pending_operations", "gauge",
-		       "Changes waiting to be sent to the origin.");
-		sample(out, "dmsfs_pending_operations", p.ops);
-		family(out, "dmsfs_pending_uploads", "gauge",
-		       "File uploads waiting to be sent to the origin.");
-		sample(out, "dmsfs_pending_uploads", p.uploads);
-		family(out, "dmsfs_pending_upload_bytes", "gauge",
-		       "Bytes of the file uploads waiting.");
-		sample(out, "dmsfs_pending_upload_bytes", p.bytes);
+		scalar(out, "dmsfs_pending_operations", "gauge",
+		       "Changes waiting to be sent to the origin.", p.ops);
+		scalar(out, "dmsfs_pending_uploads", "gauge",
+		       "File uploads waiting to be sent to the origin.",
+		       p.uploads);
+		scalar(out, "dmsfs_pending_upload_bytes", "gauge",
+		       "Bytes of the file uploads waiting.", p.bytes);
 	}
 }
 
@@ -258,7 +255,7 @@ static int write_file(struct fs_metrics *m)
 {
 	const struct fs_config *cfg = m->fs->cfg;
 	char *ans = NULL, *text = NULL, tmp[PATH_MAX];
-	size_t alen = 0, tlen = 0, off = 0;
+	size_t alen = 0, tlen = 0;
 	struct dms_prom_src src;
 	FILE *f;
 	int fd = -1, rc = 0;
@@ -288,27 +285,22 @@ static int write_file(struct fs_metrics *m)
 		goto out;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
 	          0644);
-	if (fd < 0) {
+	f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (!f) {
 		rc = -errno;
 		goto out;
 	}
-	while (off < tlen) {
-		ssize_t w = write(fd, text + off, tlen - off);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			rc = w < 0 ? -errno : -EIO;
-			goto out_unlink;
-		}
-		off += (size_t)w;
+	fd = -1;        /* f's now */
+	errno = EIO;
+	if (fwrite(text, 1, tlen, f) != tlen) {
+		rc = -errno;
+		fclose(f);
+		goto out_unlink;
 	}
-	if (close(fd) != 0) {
-		fd = -1;
+	if (fclose(f) != 0) {
 		rc = -errno;
 		goto out_unlink;
 	}
-	fd = -1;
 	if (rename(tmp, cfg->metrics_file) != 0) {
 		rc = -errno;
 		goto out_unlink;
