@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import time
 
 import pytest
 
@@ -19,6 +18,7 @@ import mount as mountlib
 from mount import find_daemon_pids, is_mounted, run_dmsfs, run_fusermount
 from origin import Nginx, closed_port
 from origintree import read_all
+from test_dmsctl_status import DOWN_ERRORS, wait_for
 from writetree import DMSCTL
 
 prom_parser = pytest.importorskip(
@@ -33,8 +33,6 @@ pytestmark = [
                        reason="build/dmsctl is not built"),
 ]
 
-DOWN_ERRORS = (r"transfer: ", r"connection refused", r"Connection refused",
-               r"Couldn't connect", r"Failed to connect", r"taken out")
 
 
 HIST = "dmsfs_request_duration_seconds"
@@ -79,17 +77,6 @@ def parse_prom(text):
         assert f.name not in fams, f"family {f.name} appears twice"
         fams[f.name] = f
     return fams
-
-
-def wait_for(fn, what, timeout=30):
-    end = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() > end:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_cold_then_warm_read_moves_misses_then_hits(tree, nginx, mounter):
