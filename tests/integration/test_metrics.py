@@ -10,11 +10,14 @@ where nothing listens.  Needs root and /dev/fuse."""
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
 
+import gridftp_origin
 import mount as mountlib
+from gftp_tree import public_tree
 from mount import find_daemon_pids, is_mounted, run_dmsfs, run_fusermount
 from origin import Nginx, closed_port
 from origintree import read_all
@@ -380,3 +383,34 @@ def test_unknown_key_in_metrics_section_is_refused(nginx, tmp_path):
                    str(mnt)], timeout=60)
     assert r.returncode != 0 and "fiel" in r.stderr, r.stderr
     assert not is_mounted(str(mnt))
+
+
+@pytest.mark.skipif(not os.access(gridftp_origin.SERVER, os.X_OK),
+                    reason="globus-gridftp-server is not installed")
+def test_bytes_per_protocol_with_a_gridftp_source(mounter, tmp_path):
+    """A GridFTP source's bytes and calls are labelled protocol="gridftp";
+    the series of a second mount over HTTP carry "http"."""
+    layout = {"g.bin": 3 * 65536 + 7}
+    root = public_tree(layout, empty_dirs=())
+    g = gridftp_origin.GridFTP(root).start()
+    ng = Nginx(root).start()
+    try:
+        mg = mounter(g.url)
+        mh = mounter(ng.url + "/")
+        size = len(read_all(mg.path("g.bin")))
+        assert size == layout["g.bin"]
+        assert len(read_all(mh.path("g.bin"))) == size
+        fams = parse_prom(stats("--prometheus", mg.mountpoint,
+                                mh.mountpoint).stdout)
+        got = {(s.labels["mount"], s.labels["protocol"]): s.value
+               for s in fams["dmsfs_fetched_bytes"].samples}
+        assert got == {(mg.mountpoint, "gridftp"): size,
+                       (mh.mountpoint, "http"): size}, got
+        cnt = {s.labels["protocol"]: s.value
+               for s in fams["dmsfs_request_duration_seconds"].samples
+               if s.name.endswith("_count")}
+        assert cnt["gridftp"] >= 1 and cnt["http"] >= 1, cnt
+    finally:
+        ng.stop()
+        g.stop()
+        shutil.rmtree(root, ignore_errors=True)
