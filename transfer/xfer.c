@@ -476,14 +476,16 @@ static void count_call(struct xfer_source *s, int rc, int64_t us)
 	                          memory_order_relaxed);
 	if (rc >= 0)
 		return;
-	if (probe_tls.kind >= 0)
-		kind = (unsigned)probe_tls.kind;
-	else if (rc == -ENOENT)
+	/* "No such file" and "it changed" are answers, whatever the
+	 * protocol said them with: kept apart from the failures. */
+	if (rc == -ENOENT)
 		kind = XFER_ERR_NOT_FOUND;
-	else if (rc == -EACCES)
-		kind = XFER_ERR_DENIED;
 	else if (rc == -ESTALE)
 		kind = XFER_ERR_CHANGED;
+	else if (probe_tls.kind >= 0)
+		kind = (unsigned)probe_tls.kind;
+	else if (rc == -EACCES)
+		kind = XFER_ERR_DENIED;
 	else if (rc == -EIO)
 		kind = XFER_ERR_BAD_ANSWER;
 	else if (rc == -EHOSTDOWN)
@@ -521,7 +523,9 @@ static int call_one(struct xfer_source *s, struct xfer_call *c)
 		break;
 	}
 	atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_relaxed);
-	count_call(s, rc, now_us() - t0);
+	/* A listing the caller's callback stopped is not the source's. */
+	count_call(s, c->op == XFER_LIST && c->stopped ? 0 : rc,
+	           now_us() - t0);
 	return rc;
 }
 

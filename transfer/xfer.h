@@ -169,10 +169,10 @@ enum xfer_err_kind {
 	XFER_ERR_REFUSED,       /* connection refused */
 	XFER_ERR_RESOLVE,       /* host or proxy name not resolved */
 	XFER_ERR_TLS,           /* TLS handshake or certificate */
-	XFER_ERR_HTTP_4XX,      /* an HTTP 4xx answer (404 and 403 too) */
+	XFER_ERR_HTTP_4XX,      /* an HTTP 4xx answer but 404/410 (403 too) */
 	XFER_ERR_HTTP_5XX,      /* an HTTP 5xx answer */
 	XFER_ERR_SHORT_BODY,    /* a body cut short */
-	XFER_ERR_NOT_FOUND,     /* -ENOENT otherwise (FTP 550) */
+	XFER_ERR_NOT_FOUND,     /* -ENOENT, however said (404, FTP 550) */
 	XFER_ERR_DENIED,        /* -EACCES otherwise (FTP 530) */
 	XFER_ERR_CHANGED,       /* -ESTALE: the file changed at the source */
 	XFER_ERR_BAD_ANSWER,    /* -EIO otherwise (wrong Content-Range...) */

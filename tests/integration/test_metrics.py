@@ -17,6 +17,7 @@ import pytest
 
 import gridftp_origin
 import mount as mountlib
+from fakeorigin import FakeFile, FakeOrigin
 from gftp_tree import public_tree
 from mount import find_daemon_pids, is_mounted, run_dmsfs, run_fusermount
 from origin import Nginx, closed_port
@@ -90,6 +91,10 @@ def test_cold_then_warm_read_moves_misses_then_hits(tree, nginx, mounter):
     assert one(f0, "dmsfs_cache_capacity_bytes") == 64 << 20
     size = len(read_all(m.path("big.bin")))
     blocks = -(-size // tree.block_size)
+    # A dot name not in the listing is asked of the origin (see README):
+    # its 404 is an answer, counted apart from the failures (not as
+    # http_4xx).
+    assert not os.path.exists(m.path(".no_such_file"))
     # The blocks reach LMDB after the readers have them.
     cold = wait_for(lambda: (lambda f: f if one(
         f, "dmsfs_cache_size_bytes") >= size else None)(
@@ -115,8 +120,10 @@ def test_cold_then_warm_read_moves_misses_then_hits(tree, nginx, mounter):
                                   source=nginx.url) >= 1
     assert one(cold, "dmsfs_request_duration_seconds_sum", HIST,
                source=nginx.url) > 0
-    # No errors of any kind from a good origin.
-    assert all(v == 0 for _, _, v in cold["dmsfs_source_errors_total"])
+    # No failures of any kind from a good origin.
+    errs = {lab["kind"]: v for _, lab, v in cold["dmsfs_source_errors_total"]}
+    assert errs.pop("not_found") >= 1, errs
+    assert all(v == 0 for v in errs.values()), errs
     # No writable export: no pending families.
     assert "dmsfs_pending_uploads" not in cold
     m.umount()
@@ -414,3 +421,29 @@ def test_bytes_per_protocol_with_a_gridftp_source(mounter, tmp_path):
         ng.stop()
         g.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_error_kinds_of_a_hostile_origin(mounter):
+    """Each fault counts under its own kind: 503 as http_5xx, 403 as
+    http_4xx, a body cut short as short_body, Range ignored as
+    bad_answer; a missing file never as a failure."""
+    size = 3 * 65536 + 7
+    files = {name: FakeFile(b"z" * size, behaviour) for name, behaviour in (
+        ("s503.bin", "status:503"), ("s403.bin", "status:403"),
+        ("short.bin", "truncate"), ("norange.bin", "ignore_range"),
+        ("good.bin", "ok"))}
+    with FakeOrigin(files) as fo:
+        m = mounter(fo.url, prefetch_files=0,
+                    expected_errors=[r"s503|s403|short|norange"])
+        for name in ("s503.bin", "s403.bin", "short.bin"):
+            with pytest.raises(OSError):
+                read_all(m.path(name))
+        with pytest.raises(OSError):
+            with open(m.path("norange.bin"), "rb") as f:
+                os.pread(f.fileno(), 100, 65536 + 5)
+        assert read_all(m.path("good.bin")) == b"z" * size
+        f = stats_json(m.mountpoint)
+        errs = {lab["kind"]: v for _, lab, v in f["dmsfs_source_errors_total"]}
+        for kind in ("http_5xx", "http_4xx", "short_body", "bad_answer"):
+            assert errs[kind] >= 1, (kind, errs)
+        assert errs["refused"] == errs["timeout"] == errs["not_found"] == 0
