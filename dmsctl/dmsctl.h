@@ -60,5 +60,6 @@ int ctl_cmd_status(int argc, char **argv);
 int ctl_cmd_pin(int argc, char **argv);
 int ctl_cmd_unpin(int argc, char **argv);
 int ctl_cmd_pins(int argc, char **argv);
+int ctl_cmd_stats(int argc, char **argv);      /* stats.c */
 
 #endif

@@ -216,3 +216,10 @@ bool fs_access_uniform(struct fs_access *a, const char *path)
 {
 	return !a || acl_uniform(a->acl, path);
 }
+
+void fs_access_stats(struct fs_access *a, struct acl_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (a)
+		acl_get_stats(a->acl, st);
+}

@@ -107,6 +107,7 @@ struct fs_blocks {
 	/* For dmsctl status (fs_blocks_stats); lock-free counters. */
 	atomic_ullong from_cache;       /* blocks loaded from LMDB */
 	atomic_ullong fetched;          /* blocks brought from the sources */
+	atomic_ullong from_cache_bytes, fetched_bytes; /* their bytes */
 	unsigned nthreads;
 	pthread_t *threads;
 };
@@ -361,6 +362,8 @@ static int load_cached(struct fs_blocks *bl, struct fs_file *f, struct blk *b)
 		b->data = r->data;
 		atomic_fetch_add_explicit(&bl->from_cache, 1,
 		                          memory_order_relaxed);
+		atomic_fetch_add_explicit(&bl->from_cache_bytes, b->len,
+		                          memory_order_relaxed);
 		return 0;
 	}
 	run_free(bl, r);
@@ -419,6 +422,8 @@ static int fetch_run(struct fs_blocks *bl, struct fs_file *f, struct blk **v,
 			v[i]->data = r->data + off;
 			off += v[i]->len;
 		}
+		atomic_fetch_add_explicit(&bl->fetched_bytes, off,
+		                          memory_order_relaxed);
 	} else if (r) {
 		run_free(bl, r);
 	}
@@ -580,9 +585,16 @@ static int fetch_own(struct fs_blocks *bl, struct fs_file *f,
 	if (r && end > first)
 		cache_pin_follow(bl->cache, fs_file_identity(f), &f->fid,
 		                 f->attr.size);
-	if (r)
+	if (r) {
+		uint64_t got = 0;
+
+		for (i = first; i < end; i++)
+			got += fs_block_len(i, f->attr.size, bs);
 		atomic_fetch_add_explicit(&bl->fetched, end - first,
 		                          memory_order_relaxed);
+		atomic_fetch_add_explicit(&bl->fetched_bytes, got,
+		                          memory_order_relaxed);
+	}
 	for (i = first; r && i < end && i <= last; i++) {
 		struct blk *b;
 
@@ -876,6 +888,10 @@ void fs_blocks_stats(struct fs_blocks *bl, struct fs_blocks_stats *st)
 	st->from_cache = atomic_load_explicit(&bl->from_cache,
 	                                      memory_order_relaxed);
 	st->fetched = atomic_load_explicit(&bl->fetched, memory_order_relaxed);
+	st->from_cache_bytes = atomic_load_explicit(&bl->from_cache_bytes,
+	                                            memory_order_relaxed);
+	st->fetched_bytes = atomic_load_explicit(&bl->fetched_bytes,
+	                                         memory_order_relaxed);
 	pthread_mutex_lock(&bl->lock);
 	st->mem_used = bl->run_bytes;
 	st->mem_max = bl->mem_max;

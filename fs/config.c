@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -53,6 +54,8 @@ const struct fuse_opt fs_opt_table[] = {
 	OPT("writeback_delay=%s", writeback_delay),
 	OPT("writeback_size=%s", writeback_size),
 	OPT("unmount_flush=%s", unmount_flush),
+	OPT("metrics_file=%s", metrics_file),
+	OPT("metrics_interval=%s", metrics_interval),
 	{ "rw", offsetof(struct fs_raw_opts, rw), 1 },
 	/* Options of mount(8) and fstab that mean nothing to dmsfs: mount.fuse3
 	 * drops most of them, but they reach dmsfs when an fstab line's
@@ -81,6 +84,7 @@ void fs_raw_opts_free(struct fs_raw_opts *raw)
 		&raw->connect_timeout, &raw->stall_timeout, &raw->max_listing,
 		&raw->min_rate, &raw->kernel_readahead, &raw->writeback_delay,
 		&raw->writeback_size, &raw->unmount_flush, &raw->prefetch_files,
+		&raw->metrics_file, &raw->metrics_interval,
 	};
 	size_t i;
 
@@ -219,6 +223,11 @@ static int config_line(void *user, const char *section, const char *name,
 			return take_size(st, &raw->writeback_size, name, value);
 		if (!strcmp(name, "unmount_flush"))
 			return take(&raw->unmount_flush, value);
+	} else if (!strcmp(section, "metrics")) {
+		if (!strcmp(name, "file"))
+			return take(&raw->metrics_file, value);
+		if (!strcmp(name, "interval"))
+			return take(&raw->metrics_interval, value);
 	} else if (!strcmp(section, "acl")) {
 		if (!strcmp(name, "rules"))
 			return take(&raw->acl, value);
@@ -332,6 +341,8 @@ void fs_config_free(struct fs_config *cfg)
 	free(cfg->cache_dir);
 	free(cfg->proxy);
 	free(cfg->acl_file);
+	free(cfg->metrics_file);
+	cfg->metrics_file = NULL;
 	cfg->exports = NULL;
 	cfg->nexports = 0;
 }
@@ -441,6 +452,42 @@ static int check_together(struct fs_config *cfg, const struct fs_raw_opts *raw)
 		        (unsigned long long)(cfg->block_size >> 10));
 		rc = -EINVAL;
 	}
+	return rc;
+}
+
+/* metrics_file must name a file in an existing folder: the daemon writes
+ * PATH.tmp there and renames it (same filesystem), from any working
+ * folder. */
+static int apply_metrics(struct fs_config *cfg, const struct fs_raw_opts *raw)
+{
+	char dir[PATH_MAX];
+	const char *slash;
+	struct stat st;
+	int rc = 0;
+
+	cfg->metrics_interval = 15;
+	if (raw->metrics_interval)
+		rc |= parse_uint("metrics_interval", raw->metrics_interval, 1,
+		                 86400, &cfg->metrics_interval);
+	if (!raw->metrics_file)
+		return rc;
+	slash = strrchr(raw->metrics_file, '/');
+	if (raw->metrics_file[0] != '/' || !slash[1] ||
+	    strlen(raw->metrics_file) + 5 > PATH_MAX) {
+		fprintf(stderr, "dmsfs: invalid metrics_file=%s (give the absolute "
+		        "path of a file)\n", raw->metrics_file);
+		return -EINVAL;
+	}
+	snprintf(dir, sizeof(dir), "%.*s", slash == raw->metrics_file ? 1
+	         : (int)(slash - raw->metrics_file), raw->metrics_file);
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "dmsfs: invalid metrics_file=%s (%s is not a "
+		        "folder)\n", raw->metrics_file, dir);
+		return -EINVAL;
+	}
+	cfg->metrics_file = strdup(raw->metrics_file);
+	if (!cfg->metrics_file)
+		rc = -ENOMEM;
 	return rc;
 }
 
@@ -568,6 +615,7 @@ int fs_config_apply(struct fs_config *cfg, const struct fs_raw_opts *raw)
 			rc = -EINVAL;
 		}
 	}
+	rc |= apply_metrics(cfg, raw);
 	if (rc == 0)
 		rc = check_together(cfg, raw);
 	return rc ? -EINVAL : 0;

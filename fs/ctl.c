@@ -27,6 +27,7 @@
 #include "common/trustfile.h"
 #include "fs/ctl.h"
 #include "fs/ctl_proto.h"
+#include "fs/metrics.h"
 #include "fs/pin.h"
 
 #define SEND_TIMEOUT_S 2
@@ -226,6 +227,11 @@ static void serve(struct fs_ctl *c, int fd)
 			fs_wb_conflicts(c->wb, visit_conflict, &w);
 			fputs(".\n", w.out);
 		}
+	} else if (!strcmp(req, "metrics") && c->info) {
+		/* Counters only, for anyone, as "info" (whose arg is the
+		 * mount's struct fs). */
+		fs_metrics_answer(c->info_arg, w.out);
+		fputs(".\n", w.out);
 	} else if (!strcmp(req, "info") && c->info) {
 		/* Figures of sources and cache: anyone may see them. */
 		c->info(c->info_arg, w.out);

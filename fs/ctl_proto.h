@@ -1,8 +1,9 @@
 #ifndef DMS_FS_CTL_PROTO_H
 #define DMS_FS_CTL_PROTO_H
 /* The control socket of every dmsfs mount, shared by the daemon
- * (fs/ctl.c, fs/pin.c, fs/status.c) and dmsctl.  A unix socket file in a
- * folder only the daemon's user can write (where: common/ctlsock.h).  The daemon takes the caller's
+ * (fs/ctl.c, fs/pin.c, fs/status.c, fs/metrics.c) and dmsctl.  A unix
+ * socket file in a folder only the daemon's user can write (where:
+ * common/ctlsock.h).  The daemon takes the caller's
  * uid from SO_PEERCRED: root sees every pending operation, anyone else only
  * their own.  dmsctl takes the daemon's from SO_PEERCRED too and trusts an
  * answer only from root or the uid that mounted the mount.
@@ -38,6 +39,16 @@
  *   Readers ignore kinds and trailing fields they do not know, so lines
  *   and fields may be added.  A daemon before "info" answers "error
  *   unknown request\n": dmsctl then shows the pending operations only.
+ *   "metrics\n"     -> the mount's counters (fs/metrics.c), for anyone,
+ *                      rendered by common/prom.h: lines of tab-separated
+ *                      fields, then ".\n":
+ *     "family\tNAME\tTYPE\tHELP" (TYPE counter, gauge or histogram) opens
+ *      a family; the samples after it belong to it:
+ *     "sample\tNAME\tVALUE[\tKEY=VALUE]..." (NAME is the family's, or for
+ *      a histogram NAME_bucket with a "le" label, NAME_sum, NAME_count);
+ *      a tab or newline in a label value is sent as '?'; the "mount"
+ *      label is the reader's to add.  Readers skip lines they do not
+ *      know.  A daemon before "metrics" answers "error unknown request\n".
  *
  * Pins (fs/pin.c).  PATHs are paths inside the mount, one per line (a
  * name with a newline cannot be sent); in answers a control character in a

@@ -42,6 +42,8 @@ struct fs_config {
 	unsigned writeback_delay; /* seconds a closed file waits for upload */
 	uint64_t writeback_size;  /* bytes: cap of the write journal */
 	unsigned unmount_flush;   /* seconds unmount spends uploading */
+	char *metrics_file;       /* Prometheus textfile; NULL: none */
+	unsigned metrics_interval; /* seconds between its writes */
 	int foreground;
 	int debug;
 	struct fuse_args args;  /* what is left for libfuse */

@@ -133,6 +133,7 @@ void fs_prefetch_opened(struct fs_prefetch *p, const struct fs_caller *c,
 struct fs_blocks_stats {
 	uint64_t from_cache;    /* blocks loaded from the LMDB cache */
 	uint64_t fetched;       /* blocks brought from the sources */
+	uint64_t from_cache_bytes, fetched_bytes; /* their bytes */
 	uint64_t mem_used;      /* bytes of fetch buffers in memory (blocks
 	                           kept, on their way, being replied) */
 	uint64_t mem_max;       /* mem_cache */
@@ -195,6 +196,7 @@ struct fs_raw_opts {
 	char *gridftp_streams, *connect_timeout, *stall_timeout, *max_listing;
 	char *min_rate, *prefetch_files, *kernel_readahead;
 	char *writeback_delay, *writeback_size, *unmount_flush;
+	char *metrics_file, *metrics_interval;
 	int rw;
 };
 extern const struct fuse_opt fs_opt_table[];
@@ -286,6 +288,9 @@ bool fs_access_may(struct fs_access *a, const struct fs_caller *c,
                    const char *path, unsigned want);
 /* Whether every caller has the same rights at path (a NULL: true). */
 bool fs_access_uniform(struct fs_access *a, const char *path);
+/* The rules engine's counters (denials, reloads); zeros when a is NULL.
+ * Can't fail. */
+void fs_access_stats(struct fs_access *a, struct acl_stats *st);
 
 /* ---- mount.c: the mountpoint and the mount itself ---- */
 /* Refuses, with one stderr line naming mnt, a mountpoint that is missing,

@@ -66,6 +66,8 @@ static void usage(const char *prog)
 	       "    -o stall_timeout=S     abort transfers stalled this long (15)\n"
 	       "    -o min_rate=SIZE       bytes/s every request must average (64K)\n"
 	       "    -o max_listing=SIZE    cap on one listing reply (128M)\n"
+	       "    -o metrics_file=PATH   write Prometheus metrics there (none)\n"
+	       "    -o metrics_interval=S  every S seconds (15)\n"
 	       "\n"
 	       "FUSE options:\n", prog, prog);
 	fuse_cmdline_help();

@@ -15,6 +15,7 @@
 #include <xxhash.h>
 
 #include "common/log.h"
+#include "fs/metrics.h"
 #include "fs/ops_i.h"
 #include "fs/pin.h"
 
@@ -1462,6 +1463,7 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	}
 	dms_log(LOG_INFO, "mounted %s on %s", cfg->sources ? cfg->sources
 	        : "the exports of the config file", cfg->mountpoint);
+	fs_metrics_start(&fs.metrics, &fs);
 	loop = fuse_loop_cfg_create();
 	if (!loop)
 		goto out_unmount;
@@ -1485,6 +1487,7 @@ out:
 	}
 	/* Uploads what it can within unmount_flush; the rest waits in the
 	 * journal for the next mount. */
+	fs_metrics_stop(fs.metrics);
 	fs_ctl_stop(fs.ctl);
 	fs_pins_destroy(fs.pins);
 	fs_wb_stop(fs.wb, cfg->unmount_flush);

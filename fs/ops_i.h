@@ -28,6 +28,7 @@ struct fs {
 	struct fs_wb *wb;
 	struct fs_ctl *ctl;         /* NULL: no control socket */
 	struct fs_pins *pins;       /* dmsctl pin (fs/pin.c) */
+	struct fs_metrics *metrics; /* metrics_file writer; NULL: none */
 	/* The mount's backing device ("MAJ:MIN"; "" if unknown) and whether
 	 * its read-ahead window was set (once, at the first open). */
 	char bdi[32];

@@ -7,7 +7,8 @@ PKGS="build-essential pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev
 liblmdb-dev lmdb-utils libxxhash-dev libxml2-dev libinih-dev
 libglobus-ftp-client-dev globus-gridftp-server-progs globus-gass-copy-progs
 globus-proxy-utils globus-gsi-cert-utils-progs openssl
-nginx libnginx-mod-http-dav-ext squid python3 python3-pytest fio curl
+nginx libnginx-mod-http-dav-ext squid python3 python3-pytest python3-prometheus-client
+fio curl
 rclone xrootd-server xrootd-fuse xrootd-client clang passwd util-linux procps"
 # The package build (make deb; tests/integration/test_package.py).
 DEB_PKGS="build-essential dpkg-dev debhelper lintian pkg-config libfuse3-dev

@@ -581,10 +581,11 @@ static void gftp_note_error(const char *url, const char *what, int code,
 		          xfer_gftp_has(text, "not allowed")
 		          ? " (outside what the server lets this login see?)"
 		          : "");
-	else if (xfer_gftp_has(text, "connection refused"))
+	else if (xfer_gftp_has(text, "connection refused")) {
+		xfer_note_kind(XFER_ERR_REFUSED);
 		xfer_note("connection refused by %s (nothing listens there?)",
 		          hp);
-	else if (xfer_gftp_has(text, "name or service not known") ||
+	} else if (xfer_gftp_has(text, "name or service not known") ||
 	         xfer_gftp_has(text, "resolve") ||
 	         xfer_gftp_has(text, "temporary failure in name resolution"))
 		xfer_note("cannot resolve %.*s: %s", (int)strcspn(hp, ":"), hp,

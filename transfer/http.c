@@ -836,6 +836,8 @@ static int judge(struct xfer_http_req *r, CURLcode cc, bool *transient,
 			 * write's reply is only its status. */
 			*short_body = cc == CURLE_PARTIAL_FILE &&
 			              r->kind != XFER_HTTP_WRITE;
+			if (*short_body)
+				xfer_note_kind(XFER_ERR_SHORT_BODY);
 			rc = *short_body ? -EIO : -EHOSTDOWN;
 		} else {
 			rc = -EIO;
@@ -855,6 +857,7 @@ static int judge(struct xfer_http_req *r, CURLcode cc, bool *transient,
 			*transient = true;
 			*short_body = true;
 			rc = -EIO;
+			xfer_note_kind(XFER_ERR_SHORT_BODY);
 			dms_log(LOG_WARNING, "transfer: GET %s bytes %s: short "
 			        "body, %zu of %zu bytes", r->url, r->range,
 			        r->got, r->len);
@@ -963,12 +966,16 @@ static void http_note(struct xfer_http_req *r, CURLcode cc)
 	case CURLE_COULDNT_RESOLVE_PROXY:
 		xfer_note("cannot resolve proxy %s: %s", r->via && r->via->url
 		          ? r->via->url : "?", e);
+		xfer_note_kind(XFER_ERR_RESOLVE);
 		goto out;
 	case CURLE_COULDNT_RESOLVE_HOST:
 		xfer_note("cannot resolve %.*s (check the host name in the URL)",
 		          (int)strcspn(hp, ":"), hp);
+		xfer_note_kind(XFER_ERR_RESOLVE);
 		goto out;
 	case CURLE_COULDNT_CONNECT:
+		xfer_note_kind(oserr == ECONNREFUSED ? XFER_ERR_REFUSED
+		               : XFER_ERR_UNREACHABLE);
 		if (oserr == ECONNREFUSED)
 			xfer_note("connection refused by %s%s (nothing listens "
 			          "there?)", via[0] ? r->via->url : hp,
@@ -977,6 +984,7 @@ static void http_note(struct xfer_http_req *r, CURLcode cc)
 			xfer_note("cannot connect to %s%s: %s", hp, via, e);
 		goto out;
 	case CURLE_OPERATION_TIMEDOUT:
+		xfer_note_kind(XFER_ERR_TIMEOUT);
 		if (conn == 0)
 			xfer_note("no connection to %s%s within %ld s", hp, via,
 			          secs);
@@ -985,11 +993,13 @@ static void http_note(struct xfer_http_req *r, CURLcode cc)
 			          secs);
 		goto out;
 	case CURLE_SSL_CONNECT_ERROR:
+		xfer_note_kind(XFER_ERR_TLS);
 		xfer_note("TLS handshake with %s failed: %s%s", hp, e,
 		          strstr(e, "wrong version number")
 		          ? " - is it plain http? (try http://)" : "");
 		goto out;
 	case CURLE_PEER_FAILED_VERIFICATION:
+		xfer_note_kind(XFER_ERR_TLS);
 		xfer_note("the TLS certificate of %s is not trusted: %s (a CA "
 		          "bundle can be named in DMSFS_CA_FILE)", hp, e);
 		goto out;
@@ -1002,6 +1012,9 @@ static void http_note(struct xfer_http_req *r, CURLcode cc)
 		xfer_note("%s %s%s failed: %s", r->what, r->url, via, e);
 		goto out;
 	}
+	if (r->status >= 400 && r->status <= 599)
+		xfer_note_kind(r->status >= 500 ? XFER_ERR_HTTP_5XX
+		               : XFER_ERR_HTTP_4XX);
 	switch (r->status) {
 	case 200:
 	case 405:

@@ -56,6 +56,10 @@ struct xfer_source {
 	atomic_ullong requests;    /* calls sent to it, failed ones too */
 	atomic_ullong failures;    /* calls that took it out */
 	atomic_uint inflight;      /* calls on it now */
+	atomic_ullong failovers;   /* calls moved on from it to the next */
+	atomic_ullong errors[XFER_ERR_KINDS];
+	atomic_ullong lat[XFER_LAT_BUCKETS + 1];
+	atomic_ullong lat_sum_us;
 };
 
 struct xfer {
@@ -72,7 +76,24 @@ struct xfer {
 static __thread struct xfer_probe_state {
 	bool on;
 	char note[XFER_NOTE_MAX];   /* the current source's failure */
+	int kind;                   /* its enum xfer_err_kind, -1: none */
 } probe_tls;
+
+/* From 1 ms (a cached answer on the LAN) to 10 s (a stalled origin). */
+const double xfer_lat_bounds[XFER_LAT_BUCKETS] = {
+	0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+};
+
+const char *xfer_err_kind_name(unsigned kind)
+{
+	static const char *names[XFER_ERR_KINDS] = {
+		"timeout", "refused", "resolve", "tls", "http_4xx", "http_5xx",
+		"short_body", "not_found", "denied", "changed", "bad_answer",
+		"unreachable", "other",
+	};
+
+	return kind < XFER_ERR_KINDS ? names[kind] : "other";
+}
 
 static pthread_once_t xfer_global_once = PTHREAD_ONCE_INIT;
 static CURLcode xfer_global_rc;
@@ -435,10 +456,53 @@ static int call_entry(void *arg, const char *name, const struct xfer_attr *a)
 	return rc;
 }
 
+static int64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Counts a call of us microseconds that returned rc in s's metrics. */
+static void count_call(struct xfer_source *s, int rc, int64_t us)
+{
+	unsigned b = 0, kind;
+
+	while (b < XFER_LAT_BUCKETS && (double)us > xfer_lat_bounds[b] * 1e6)
+		b++;
+	atomic_fetch_add_explicit(&s->lat[b], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->lat_sum_us, (unsigned long long)us,
+	                          memory_order_relaxed);
+	if (rc >= 0)
+		return;
+	/* "No such file" and "it changed" are answers, whatever the
+	 * protocol said them with: kept apart from the failures. */
+	if (rc == -ENOENT)
+		kind = XFER_ERR_NOT_FOUND;
+	else if (rc == -ESTALE)
+		kind = XFER_ERR_CHANGED;
+	else if (probe_tls.kind >= 0)
+		kind = (unsigned)probe_tls.kind;
+	else if (rc == -EACCES)
+		kind = XFER_ERR_DENIED;
+	else if (rc == -EIO)
+		kind = XFER_ERR_BAD_ANSWER;
+	else if (rc == -EHOSTDOWN)
+		kind = XFER_ERR_UNREACHABLE;
+	else
+		kind = XFER_ERR_OTHER;
+	if (kind >= XFER_ERR_KINDS)
+		kind = XFER_ERR_OTHER;
+	atomic_fetch_add_explicit(&s->errors[kind], 1, memory_order_relaxed);
+}
+
 static int call_one(struct xfer_source *s, struct xfer_call *c)
 {
+	int64_t t0 = now_us();
 	int rc = -EINVAL;
 
+	probe_tls.kind = -1;
 	atomic_fetch_add_explicit(&s->requests, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&s->inflight, 1, memory_order_relaxed);
 	switch (c->op) {
@@ -459,6 +523,9 @@ static int call_one(struct xfer_source *s, struct xfer_call *c)
 		break;
 	}
 	atomic_fetch_sub_explicit(&s->inflight, 1, memory_order_relaxed);
+	/* A listing the caller's callback stopped is not the source's. */
+	count_call(s, c->op == XFER_LIST && c->stopped ? 0 : rc,
+	           now_us() - t0);
 	return rc;
 }
 
@@ -488,6 +555,17 @@ int xfer_source_info(struct xfer *x, size_t i, struct xfer_source_info *out)
 	                                     memory_order_relaxed);
 	out->inflight = atomic_load_explicit(&s->inflight,
 	                                     memory_order_relaxed);
+	out->protocol = s->ops->name;
+	out->failovers = atomic_load_explicit(&s->failovers,
+	                                      memory_order_relaxed);
+	for (size_t k = 0; k < XFER_ERR_KINDS; k++)
+		out->errors[k] = atomic_load_explicit(&s->errors[k],
+		                                      memory_order_relaxed);
+	for (size_t k = 0; k <= XFER_LAT_BUCKETS; k++)
+		out->lat[k] = atomic_load_explicit(&s->lat[k],
+		                                   memory_order_relaxed);
+	out->lat_sum_us = atomic_load_explicit(&s->lat_sum_us,
+	                                       memory_order_relaxed);
 	return 0;
 }
 
@@ -566,9 +644,12 @@ static int run_call(struct xfer *x, struct xfer_call *c, char *why,
 			        x->src[i].ops->name);
 			goto out;
 		}
-		if (k + 1 < n)
+		if (k + 1 < n) {
+			atomic_fetch_add_explicit(&x->src[i].failovers, 1,
+			                          memory_order_relaxed);
 			dms_log(LOG_INFO, "transfer: %s: trying next source %s",
 			        c->path, x->src[order[k + 1]].url);
+		}
 	}
 	/* -EIO (a wrong answer) is the more informative verdict. */
 	rc = saw_eio ? -EIO : -EHOSTDOWN;
@@ -615,6 +696,11 @@ void xfer_note(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(probe_tls.note, sizeof(probe_tls.note), fmt, ap);
 	va_end(ap);
+}
+
+void xfer_note_kind(unsigned kind)
+{
+	probe_tls.kind = (int)kind;
 }
 
 void xfer_url_hostport(const char *url, char *out, size_t cap)

@@ -161,6 +161,33 @@ int xfer_encode_segment(const char *seg, char *out, size_t cap);
  * does not fit in cap bytes; else returns the decoded length. */
 int xfer_decode_segment(const char *seg, size_t seglen, char *out, size_t cap);
 
+/* Why a call to a source failed, as far as dmsfs can tell (metrics).  The
+ * backend's kind when it knows one (connection refused, timeout, HTTP status
+ * class, short body), else the errno's. */
+enum xfer_err_kind {
+	XFER_ERR_TIMEOUT,       /* no connection or no answer in time */
+	XFER_ERR_REFUSED,       /* connection refused */
+	XFER_ERR_RESOLVE,       /* host or proxy name not resolved */
+	XFER_ERR_TLS,           /* TLS handshake or certificate */
+	XFER_ERR_HTTP_4XX,      /* an HTTP 4xx answer but 404/410 (403 too) */
+	XFER_ERR_HTTP_5XX,      /* an HTTP 5xx answer */
+	XFER_ERR_SHORT_BODY,    /* a body cut short */
+	XFER_ERR_NOT_FOUND,     /* -ENOENT, however said (404, FTP 550) */
+	XFER_ERR_DENIED,        /* -EACCES otherwise (FTP 530) */
+	XFER_ERR_CHANGED,       /* -ESTALE: the file changed at the source */
+	XFER_ERR_BAD_ANSWER,    /* -EIO otherwise (wrong Content-Range...) */
+	XFER_ERR_UNREACHABLE,   /* -EHOSTDOWN otherwise */
+	XFER_ERR_OTHER,
+	XFER_ERR_KINDS
+};
+
+/* "timeout", "refused", "http_4xx"... for a kind; "other" out of range. */
+const char *xfer_err_kind_name(unsigned kind);
+
+/* Upper bounds (seconds) of the latency buckets of xfer_source_info. */
+#define XFER_LAT_BUCKETS 13
+extern const double xfer_lat_bounds[XFER_LAT_BUCKETS];
+
 /* What one source has done, for dmsctl status (xfer_source_info). */
 struct xfer_source_info {
 	char url[512];            /* the source root, cut if longer */
@@ -176,6 +203,16 @@ struct xfer_source_info {
 	uint64_t requests;        /* calls sent to it (stat, list, read) */
 	uint64_t failures;        /* calls that took it out */
 	unsigned inflight;        /* calls on it right now */
+	/* For dmsctl stats (metrics): */
+	const char *protocol;     /* "http", "gridftp"; static */
+	uint64_t failovers;       /* calls that moved on from it to the next
+	                             source */
+	uint64_t errors[XFER_ERR_KINDS]; /* failed calls by kind */
+	/* Durations of its calls: lat[i] counts calls that took at most
+	 * xfer_lat_bounds[i] s and more than the bound before (not
+	 * cumulative); lat[XFER_LAT_BUCKETS] those over the last bound. */
+	uint64_t lat[XFER_LAT_BUCKETS + 1];
+	uint64_t lat_sum_us;      /* sum of all durations, microseconds */
 };
 
 /* The state and counters of the i-th source of x (configured order):

@@ -118,6 +118,9 @@ int xfer_write_one(const struct xfer_backend_ops *ops, void *rstate,
 int xfer_probing(void);
 /* Replaces this thread's note for the source being asked. */
 void xfer_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Says what kind of failure (enum xfer_err_kind) the call to the source
+ * being asked had, for its error counters; without it the errno decides. */
+void xfer_note_kind(unsigned kind);
 /* "host:port" (default port by scheme) of url into out; "" if none. */
 void xfer_url_hostport(const char *url, char *out, size_t cap);
 
