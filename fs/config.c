@@ -53,6 +53,7 @@ const struct fuse_opt fs_opt_table[] = {
 	OPT("writeback_delay=%s", writeback_delay),
 	OPT("writeback_size=%s", writeback_size),
 	OPT("unmount_flush=%s", unmount_flush),
+	OPT("log=%s", log),
 	{ "rw", offsetof(struct fs_raw_opts, rw), 1 },
 	FUSE_OPT_END
 };
@@ -66,6 +67,7 @@ void fs_raw_opts_free(struct fs_raw_opts *raw)
 		&raw->connect_timeout, &raw->stall_timeout, &raw->max_listing,
 		&raw->min_rate, &raw->kernel_readahead, &raw->writeback_delay,
 		&raw->writeback_size, &raw->unmount_flush, &raw->prefetch_files,
+		&raw->log,
 	};
 	size_t i;
 

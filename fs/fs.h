@@ -44,6 +44,8 @@ struct fs_config {
 	unsigned unmount_flush;   /* seconds unmount spends uploading */
 	int foreground;
 	int debug;
+	bool log_file;          /* -o log=FILE: messages go to the file (opened
+	                           by dms_log_file_open) once mounted */
 	struct fuse_args args;  /* what is left for libfuse */
 };
 

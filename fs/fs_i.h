@@ -195,6 +195,7 @@ struct fs_raw_opts {
 	char *gridftp_streams, *connect_timeout, *stall_timeout, *max_listing;
 	char *min_rate, *prefetch_files, *kernel_readahead;
 	char *writeback_delay, *writeback_size, *unmount_flush;
+	char *log;
 	int rw;
 };
 extern const struct fuse_opt fs_opt_table[];

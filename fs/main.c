@@ -88,18 +88,55 @@ static int wait_ready(int fd, pid_t child)
 	return 1;
 }
 
-/* Mount options dmsfs always sets.  Read-only for now: the kernel refuses
- * every change with EROFS.  With access rules dmsfs checks every request
- * itself (default_permissions off) and serves all local users. */
-static int add_mount_opts(struct fuse_args *args, const struct fs_config *cfg)
+/* What `mount`, `df` and /proc/mounts show as the source: the first
+ * source of the only export (a config with several: the config file).
+ * Commas would split the mount options and blanks the fields of
+ * /proc/mounts and fstab: they are percent-encoded, as in a URL. */
+static int fsname_opt(const struct fs_config *cfg, const char *config,
+                      char *out, size_t cap)
+{
+	const char *src = cfg->sources;
+	size_t n = 0;
+	int rc = -ENAMETOOLONG;
+
+	if (!src)
+		src = cfg->nexports == 1 ? cfg->exports[0].source : config;
+	n = (size_t)snprintf(out, cap, "-ofsname=");
+	for (; *src && *src != ';' && n + 4 < cap; src++) {
+		if (*src == ',' || *src == ' ' || *src == '\t' || *src == '\\' ||
+		    *src == '\n' || *src == '%')
+			n += (size_t)snprintf(out + n, cap - n, "%%%02X",
+			                      (unsigned char)*src);
+		else
+			out[n++] = *src;
+	}
+	if (!*src || *src == ';') {
+		out[n] = '\0';
+		rc = 0;
+	}
+	return rc;
+}
+
+/* Mount options dmsfs always sets.  Read-only unless an export is
+ * writable: the kernel refuses every change with EROFS.  With access rules
+ * dmsfs checks every request itself (default_permissions off) and serves
+ * all local users. */
+static int add_mount_opts(struct fuse_args *args, const struct fs_config *cfg,
+                          const char *config)
 {
 	const char *opts = cfg->acl_file
-		? (cfg->writable ? "-oallow_other,subtype=dmsfs,fsname=dmsfs"
-		   : "-oro,allow_other,subtype=dmsfs,fsname=dmsfs")
-		: (cfg->writable ? "-odefault_permissions,subtype=dmsfs,fsname=dmsfs"
-		   : "-oro,default_permissions,subtype=dmsfs,fsname=dmsfs");
+		? (cfg->writable ? "-oallow_other,subtype=dmsfs"
+		   : "-oro,allow_other,subtype=dmsfs")
+		: (cfg->writable ? "-odefault_permissions,subtype=dmsfs"
+		   : "-oro,default_permissions,subtype=dmsfs");
+	char fsname[1024];
 
-	return fuse_opt_add_arg(args, opts);
+	if (fsname_opt(cfg, config, fsname, sizeof(fsname)) != 0)
+		snprintf(fsname, sizeof(fsname), "-ofsname=dmsfs");
+	if (fuse_opt_add_arg(args, opts) != 0 ||
+	    fuse_opt_add_arg(args, fsname) != 0)
+		return -1;
+	return 0;
 }
 
 int main(int argc, char *argv[])
@@ -158,7 +195,18 @@ int main(int argc, char *argv[])
 	cfg.foreground = cl.foreground;
 	cfg.debug = cl.debug;
 	dms_log_set_debug(cl.debug);
-	if (add_mount_opts(&args, &cfg) != 0)
+	dms_log_set_tag(cl.mountpoint);
+	if (ps.raw.log) {
+		int rc = dms_log_file_open(ps.raw.log);
+
+		if (rc) {
+			fprintf(stderr, "dmsfs: invalid log=%s (%s)\n", ps.raw.log,
+			        strerror(-rc));
+			goto out;
+		}
+		cfg.log_file = true;
+	}
+	if (add_mount_opts(&args, &cfg, ps.raw.config) != 0)
 		goto out;
 	/* From here on cfg.args owns the argument vector. */
 	cfg.args = args;
