@@ -1,0 +1,230 @@
+"""What an admin sees of a mount from the outside (issue 10): its log lines
+(-o log=FILE, the mount point on every line, repeats counted, a warning when
+syslog is missing), `mount`/`df` (the source URL, the cache's size and use),
+and the command lines of dmsfs and dmsctl (--help, --version, messages)."""
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+import origintree
+from mount import (DMSFS, ROOT, find_daemon_pids, is_mounted, pid_alive,
+                   run_dmsfs, run_fusermount)
+
+DMSCTL = os.path.join(ROOT, "build", "dmsctl")
+
+
+def _lines_of(path):
+    with open(path, errors="replace") as f:
+        return f.read().splitlines()
+
+
+def _wait(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+# ---- logs -------------------------------------------------------------
+
+LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} "
+                  r"dmsfs\[(?P<mnt>[^\]]+)\]: "
+                  r"(?P<level>error|warning|notice|info|debug): (?P<text>.+)$")
+
+
+def test_log_file_lines_carry_the_mountpoint(tree, nginx, mounter, tmp_path):
+    """Two daemons logging to one file: every line has a time, the level
+    and its own mount point, so their lines can be told apart."""
+    log = tmp_path / "dmsfs.log"
+    a = mounter(nginx.url, foreground=False, log=str(log))
+    b = mounter(nginx.url, foreground=False, log=str(log))
+    rel = "RB1810001/raw/run_000123.nxs"
+    assert origintree.read_all(a.path(rel)) == tree.data(rel)
+    a.umount()
+    b.umount()
+    lines = _lines_of(log)
+    assert lines, "nothing logged to the log file"
+    bad = [ln for ln in lines if not LINE.match(ln)]
+    assert not bad, f"lines not in the log format: {bad}"
+    by_mnt = {}
+    for ln in lines:
+        m = LINE.match(ln)
+        by_mnt.setdefault(m["mnt"], []).append(m["text"])
+    assert set(by_mnt) == {a.mountpoint, b.mountpoint}, by_mnt
+    for mnt, texts in by_mnt.items():
+        assert any(t.startswith("mounted ") and t.endswith(f" on {mnt}")
+                   for t in texts), (mnt, texts)
+    # Runtime lines went to the file, not to the stderr dmsfs had.
+    assert "mounted " not in a.log() and "mounted " not in b.log()
+
+
+def test_log_file_is_reopened_after_rotation(tree, start_nginx, mounter,
+                                            tmp_path):
+    """logrotate moves the file away: the next lines go to a new file at
+    the same path (checked at most once a second), with no signal."""
+    ng = start_nginx(tree.root)
+    log = tmp_path / "rot.log"
+    m = mounter(ng.url, log=str(log), expected_errors=[r"error:"])
+    assert os.path.getsize(log) > 0
+    os.rename(log, str(log) + ".1")
+    time.sleep(1.1)
+    ng.stop()
+    with pytest.raises(OSError):
+        with open(m.path("big.bin"), "rb", buffering=0) as f:
+            f.read(4096)
+    _wait(lambda: os.path.exists(log), 10, "the log file was not created "
+          "again")
+    m.umount()
+    assert any(LINE.match(ln) for ln in _lines_of(log))
+    assert not [ln for ln in _lines_of(str(log) + ".1")
+                if "error:" in ln], "the error went to the moved file"
+
+
+def test_repeated_errors_are_counted_not_repeated(tree, start_nginx, mounter,
+                                                  tmp_path):
+    """Reads against a dead origin: the first error is written at once,
+    the next ones of the same text are one line with their count."""
+    ng = start_nginx(tree.root)
+    log = tmp_path / "rl.log"
+    m = mounter(ng.url, log=str(log),
+                expected_errors=[r"error:", r"warning:"])
+    rel = "RB1810001/raw/run_000123.nxs"
+    os.stat(m.path(rel))               # attributes cached, no data
+    ng.stop()
+    n = 12
+    for _ in range(n):
+        with open(m.path(rel), "rb", buffering=0) as f:
+            with pytest.raises(OSError):
+                f.read(4096)
+    # The first occurrence is there before any count is due.
+    _wait(lambda: any(" error: " in ln or " warning: " in ln
+                      for ln in _lines_of(log)), 10, "no error logged")
+    m.umount()
+    lines = _lines_of(log)
+    texts = [LINE.match(ln)["text"] for ln in lines if LINE.match(ln)
+             and LINE.match(ln)["level"] in ("error", "warning")]
+    counted = [t for t in texts if re.search(
+        r" \(repeated \d+ times in the last \d+ s\)$", t)]
+    assert counted, f"no count line: {lines}"
+    # Every counted line repeats a line written plainly first.
+    for c in counted:
+        first = re.sub(r" \(repeated \d+ times in the last \d+ s\)$", "", c)
+        assert first in texts[:texts.index(c)], (c, texts)
+    plain = [t for t in texts if t not in counted]
+    assert len(plain) < n, f"errors not rate-limited: {plain}"
+    total = len(plain) + sum(int(re.search(r"repeated (\d+) times", c)[1])
+                             for c in counted)
+    assert total >= n, (total, texts)
+
+
+def test_no_syslog_warns_and_keeps_stderr(tree, nginx, tmp_path):
+    """Detached without /dev/log (and without log=): dmsfs says so before
+    it returns, and runtime messages keep going to its stderr."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    err = tmp_path / "stderr.txt"
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    hide = (f"mount --bind {empty} /dev/log && " if os.path.exists(
+        "/dev/log") else "")
+    # A mount namespace of its own: /dev/log is hidden from dmsfs only.
+    script = (f"mount --make-rprivate / && {hide}"
+              f"exec {DMSFS} -o cache_dir={tmp_path}/cache "
+              f"{nginx.url} {mnt}")
+    with open(err, "wb") as ef:
+        r = subprocess.run(["unshare", "-m", "sh", "-c", script],
+                           stdin=subprocess.DEVNULL, stdout=ef, stderr=ef,
+                           timeout=60)
+    assert r.returncode == 0, err.read_text()
+    pids = find_daemon_pids(str(mnt))
+    assert len(pids) == 1, pids
+    pid = pids[0]
+
+    def ns(*argv):
+        return subprocess.run(["nsenter", "-t", str(pid), "-m", *argv],
+                              capture_output=True, timeout=30)
+    try:
+        said = err.read_text()
+        assert re.search(r"warning: no syslog daemon listens on /dev/log.*"
+                         r"-o log=FILE", said), said
+        assert ns("cat", f"{mnt}/RB1810001/raw/run_000123.nxs").returncode == 0
+        ns("stat", f"{mnt}/no-such-file")
+    finally:
+        ns("fusermount3", "-u", str(mnt))
+        _wait(lambda: not pid_alive(pid), 30, "daemon did not exit")
+    # After detaching, runtime lines still reached that stderr.
+    assert f"dmsfs[{mnt}]: info: mounted" in err.read_text(), err.read_text()
+
+
+# ---- mount and df -----------------------------------------------------
+
+def _proc_mounts_source(mnt):
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] == str(mnt):
+                return fields[0], fields[2]
+    return None
+
+
+def test_mount_shows_the_source_url(tree, nginx, mounter):
+    m = mounter(nginx.url)
+    src, fstype = _proc_mounts_source(m.mountpoint)
+    assert fstype == "fuse.dmsfs"
+    assert src == nginx.url, src
+    r = subprocess.run(["findmnt", "-n", "-o", "SOURCE", m.mountpoint],
+                       capture_output=True, text=True, timeout=30)
+    assert r.stdout.strip() == nginx.url
+
+
+def test_mount_source_first_of_several_and_sanitized(tree, nginx, mounter):
+    """Mirrors: the first; a comma would split the mount options (and a
+    blank the fields of /proc/mounts): percent-encoded."""
+    odd = nginx.url.rstrip("/") + "/odd,dir/"
+    os.makedirs(os.path.join(tree.root, "odd,dir"), exist_ok=True)
+    m = mounter(f"{odd};{nginx.url}")
+    src, _ = _proc_mounts_source(m.mountpoint)
+    assert src == nginx.url.rstrip("/") + "/odd%2Cdir/", src
+
+
+def test_mount_source_of_a_config(tree, nginx, mounter, tmp_path):
+    one = tmp_path / "one.conf"
+    one.write_text(f"[export a]\npath = /a\nsource = {nginx.url}\n")
+    os.chmod(one, 0o644)
+    m = mounter(f"-oconfig={one}")
+    src, _ = _proc_mounts_source(m.mountpoint)
+    assert src == nginx.url, src
+    m.umount()
+    two = tmp_path / "two.conf"
+    two.write_text(f"[export a]\npath = /a\nsource = {nginx.url}\n"
+                   f"[export b]\npath = /b\nsource = {nginx.url}\n")
+    os.chmod(two, 0o644)
+    m = mounter(f"-oconfig={two}")
+    src, _ = _proc_mounts_source(m.mountpoint)
+    assert src == str(two), src
+
+
+def test_df_shows_cache_size_and_use(tree, nginx, mounter):
+    m = mounter(nginx.url, cache_size="64M")
+    st = os.statvfs(m.mountpoint)
+    assert st.f_blocks * st.f_frsize == 64 << 20
+    used0 = (st.f_blocks - st.f_bfree) * st.f_frsize
+    rel = "big.bin"
+    data = origintree.read_all(m.path(rel))
+    assert len(data) > 0
+
+    def used():
+        s = os.statvfs(m.mountpoint)
+        return (s.f_blocks - s.f_bfree) * s.f_frsize
+    # Blocks reach the cache on their own thread: wait for the bytes.
+    _wait(lambda: used() >= used0 + min(len(data), 60 << 20) * 0.9, 30,
+          f"df used {used()} after reading {len(data)} bytes")
+    assert used() <= 64 << 20
+    r = subprocess.run(["df", "-B1", "--output=size,used", m.mountpoint],
+                       capture_output=True, text=True, timeout=30)
+    size, use = r.stdout.split("\n")[1].split()
+    assert int(size) == 64 << 20 and int(use) == used(), r.stdout
