@@ -33,8 +33,8 @@ static char log_path[4096];
 static bool log_to_file;
 static _Atomic int64_t file_checked;
 
-/* Repeating warnings and errors: the first of a kind is written, the
- * others within WINDOW_S are counted and written as one line when the
+/* Repeating messages (not debug ones): the first of a kind (text and
+ * level) is written, the others within WINDOW_S are counted and written as one line when the
  * window is over (at the next message, or at dms_log_flush). */
 #define WINDOW_S 60
 #define RL_SLOTS 64
@@ -202,7 +202,7 @@ static void rl_flush(bool all)
  * written.  The first of its kind is never held back. */
 static bool rl_suppress(int prio, const char *text)
 {
-	uint64_t h = text_hash(text);
+	uint64_t h = (text_hash(text) ^ ((uint64_t)prio << 1)) | 1;
 	int64_t now = mono_s();
 	struct rl_slot *sl, *old = &rl[0];
 	char evicted[RL_TEXT + 80] = "";
@@ -213,7 +213,8 @@ static bool rl_suppress(int prio, const char *text)
 	pthread_mutex_lock(&rl_lock);
 	for (i = 0; i < RL_SLOTS; i++) {
 		sl = &rl[i];
-		if (sl->hash == h && !strncmp(sl->text, text, RL_TEXT - 1)) {
+		if (sl->hash == h && sl->prio == prio &&
+		    !strncmp(sl->text, text, RL_TEXT - 1)) {
 			if (now - sl->start >= WINDOW_S) {
 				old = sl;      /* its window is over: a new one */
 				break;
@@ -255,7 +256,7 @@ static void log_text(int prio, const char *text)
 	if (!holding) {
 		pthread_mutex_unlock(&held_lock);
 		rl_flush(false);
-		if (prio <= LOG_WARNING && rl_suppress(prio, text))
+		if (prio < LOG_DEBUG && rl_suppress(prio, text))
 			return;
 		emit(prio, text);
 		return;

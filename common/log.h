@@ -7,7 +7,7 @@
  * daemon does that once mounted).  LOG_DEBUG is dropped unless debug output
  * was turned on.  Lines read "PROG[TAG]: LEVEL: text" (the file's with a
  * time first; syslog's "TAG: text").
- * Warnings and errors that repeat the same text within 60 s are counted,
+ * Messages (not debug) that repeat text and level within 60 s are counted,
  * not written: the first is always written, the count follows as one line
  * "text (repeated N times in the last S s)" when the window is over (at
  * the next message or dms_log_flush).
