@@ -228,3 +228,109 @@ def test_df_shows_cache_size_and_use(tree, nginx, mounter):
                        capture_output=True, text=True, timeout=30)
     size, use = r.stdout.split("\n")[1].split()
     assert int(size) == 64 << 20 and int(use) == used(), r.stdout
+
+
+# ---- command lines ----------------------------------------------------
+
+def _opt_names():
+    """Every -o option of dmsfs, from its option table in fs/config.c."""
+    with open(os.path.join(ROOT, "fs", "config.c")) as f:
+        src = f.read()
+    table = src[src.index("fs_opt_table[] = {"):src.index("FUSE_OPT_END")]
+    names = re.findall(r'OPT\("(\w+)=%s"', table)
+    names += re.findall(r'\{ "(\w+)", offsetof', table)
+    assert len(names) > 15, names
+    return names
+
+
+def test_dmsfs_help_lists_every_option_with_its_default():
+    r = subprocess.run([DMSFS, "--help"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    ours = r.stdout.split("FUSE options:")[0]
+    # An option's entry: from its "-o NAME" to the next "-o ".
+    entries = {m[1]: m[2] for m in re.finditer(
+        r"-o (\w+)(.*?)(?=\n    -o |\Z)", ours, re.S)}
+    missing = [n for n in _opt_names() if n not in entries]
+    assert not missing, f"--help does not list {missing}"
+    no_default = [n for n in _opt_names()
+                  if not re.search(r"\([^)]+\)", entries[n])]
+    assert not no_default, f"--help gives no default for {no_default}"
+    # Which thread option counts: dmsfs's threads=, not libfuse's.
+    assert re.search(r"threads=N.*max_threads.*not used", ours, re.S), ours
+    assert "(32)" in entries["threads"]
+
+
+def test_dmsfs_help_defaults_match_the_code():
+    """The defaults --help states are the ones fs/config.c applies."""
+    with open(os.path.join(ROOT, "fs", "config.c")) as f:
+        src = f.read()
+    r = subprocess.run([DMSFS, "--help"], capture_output=True, text=True,
+                       timeout=30)
+    sizes = {"CACHE_SIZE": "cache_size", "BLOCK_SIZE": "block_size",
+             "MEM_SIZE": "mem_cache", "READAHEAD": "readahead",
+             "KERNEL_READAHEAD": "kernel_readahead"}
+    for macro, opt in sizes.items():
+        m = re.search(rf"#define DEFAULT_{macro} \((\d+)u?l*l* << (\d+)\)",
+                      src)
+        val = int(m[1]) << int(m[2])
+        unit = {30: "G", 20: "M", 10: "K"}[int(m[2])]
+        want = f"({m[1]}{unit}"
+        assert re.search(rf"-o {opt}=\S+\s+[^\n]*\n?[^\n]*\{want}",
+                         r.stdout), (opt, want, val)
+
+
+def _dmsctl(*args):
+    return subprocess.run([DMSCTL, *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "help"])
+def test_dmsctl_help_to_stdout_exit_0(flag):
+    r = _dmsctl(flag)
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.startswith("usage: dmsctl ")
+    assert "--version" in r.stdout and "-g GROUP" in r.stdout
+
+
+def test_versions_agree_with_the_changelog():
+    with open(os.path.join(ROOT, "packaging", "debian", "changelog")) as f:
+        want = re.match(r"\S+ \((?:\d+:)?([^)-]+)", f.readline())[1]
+    r = _dmsctl("--version")
+    assert r.returncode == 0 and r.stdout == f"dmsctl {want}\n", r
+    r = subprocess.run([DMSFS, "--version"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0 and f"dmsfs {want}" in r.stdout
+
+
+def test_dmsctl_messages_say_dmsctl(tmp_path):
+    """Its own and the rules engine's lines: a missing rules file, a bad
+    command, a missing user."""
+    for args in (["acl", "check", "-r", str(tmp_path / "none"), "root", "/"],
+                 ["acl", "check", "no-such-user-x", "/"],
+                 ["status", str(tmp_path)]):
+        r = _dmsctl(*args)
+        assert r.returncode != 0
+        assert "dmsfs:" not in r.stderr and "dmsfs[" not in r.stderr, r.stderr
+        assert r.stderr.startswith("dmsctl"), (args, r.stderr)
+
+
+def test_dmsctl_acl_check_quiet_and_by_name(tmp_path):
+    rules = tmp_path / "authdb"
+    rules.write_text("g physics /data rl\nu alice /home/alice rw\n")
+    os.chmod(rules, 0o644)
+    # A local user: the verdict and the details only, nothing on stderr.
+    r = _dmsctl("acl", "check", "-r", str(rules), "root", "/data")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout.splitlines()[0] == "none"
+    # No local account: by name, in the groups given.
+    r = _dmsctl("acl", "check", "-r", str(rules), "-g", "physics",
+                "-g", "other", "nobody-here-x", "/data")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout.splitlines()[0] == "lr"
+    assert f"granted by {rules}:1: g physics /data rl" in r.stdout
+    r = _dmsctl("acl", "check", "-r", str(rules), "-g", "staff", "alice",
+                "/home/alice")
+    assert r.stdout.splitlines()[0] == "rw", r.stdout
+    r = _dmsctl("acl", "check", "-r", str(rules), "nobody-here-x", "/data")
+    assert r.returncode == 1 and "-g GROUP" in r.stderr
