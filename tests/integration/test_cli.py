@@ -14,7 +14,7 @@ import origintree
 from mount import (DMSFS, ROOT, find_daemon_pids, is_mounted, pid_alive,
                    run_dmsfs, run_fusermount)
 
-DMSCTL = os.path.join(ROOT, "build", "dmsctl")
+DMSCTL = os.environ.get("DMSCTL_BIN") or os.path.join(ROOT, "build", "dmsctl")
 
 
 def _lines_of(path):
@@ -334,3 +334,32 @@ def test_dmsctl_acl_check_quiet_and_by_name(tmp_path):
     assert r.stdout.splitlines()[0] == "rw", r.stdout
     r = _dmsctl("acl", "check", "-r", str(rules), "nobody-here-x", "/data")
     assert r.returncode == 1 and "-g GROUP" in r.stderr
+
+
+def test_conf_sample_states_the_defaults():
+    """packaging/dmsfs.conf.sample: every [cache]/[transfer] value it shows
+    (commented out or not) is the default dmsfs --help states."""
+    r = subprocess.run([DMSFS, "--help"], capture_output=True, text=True,
+                       timeout=30)
+    ours = r.stdout.split("FUSE options:")[0]
+    defaults = {m[1]: m[2] for m in re.finditer(
+        r"-o (\w+)=\S+\s.*?\(([^;,)]+)", ours, re.S)}
+    names = {"size": "cache_size", "mem": "mem_cache"}
+    with open(os.path.join(ROOT, "packaging", "dmsfs.conf.sample")) as f:
+        text = f.read()
+    section, seen = None, []
+    for line in text.splitlines():
+        m = re.match(r"^\[(\w+)", line)
+        if m:
+            section = m[1]
+            continue
+        m = re.match(r"^;?(\w+) = (\S+)$", line)
+        if not m or section not in ("cache", "transfer") or \
+                m[1] in ("dir", "proxy"):
+            continue
+        opt = names.get(m[1], m[1])
+        assert opt in defaults, (line, sorted(defaults))
+        assert defaults[opt] == m[2], \
+            f"sample {line!r}, but the default of {opt} is {defaults[opt]}"
+        seen.append(opt)
+    assert len(seen) >= 14, seen
