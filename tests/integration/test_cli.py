@@ -363,3 +363,22 @@ def test_conf_sample_states_the_defaults():
             f"sample {line!r}, but the default of {opt} is {defaults[opt]}"
         seen.append(opt)
     assert len(seen) >= 14, seen
+
+
+def test_make_demo_installs_only_the_demo_groups():
+    r = subprocess.run(["make", "-n", "-C", ROOT, "demo"], capture_output=True,
+                       text=True, timeout=120)
+    m = re.search(r"install-deps\.sh ([\w ]+)\n", r.stdout)
+    assert m, r.stdout[:2000]
+    groups = m[1].split()
+    assert "test" not in groups and "bench" not in groups, groups
+    with open(os.path.join(ROOT, "packaging", "install-deps.sh")) as f:
+        src = f.read()
+    pkgs = set()
+    for g in groups:
+        pkgs |= set(re.search(rf'^{g}="([^"]*)"', src, re.M)[1].split())
+    assert {"nginx", "libnginx-mod-http-dav-ext", "fuse3",
+            "libfuse3-dev"} <= pkgs, pkgs
+    tools = {"squid", "python3-pytest", "fio", "rclone", "xrootd-server",
+             "globus-gridftp-server-progs", "clang"}
+    assert not pkgs & tools, pkgs & tools
