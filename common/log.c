@@ -48,6 +48,7 @@ static struct rl_slot {
 	char text[RL_TEXT];
 } rl[RL_SLOTS];                              /* guarded by rl_lock */
 static _Atomic unsigned rl_pending;          /* slots with repeats > 0 */
+static _Atomic int64_t rl_scanned;           /* monotonic s of the last scan */
 
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool holding;                         /* guarded by held_lock */
@@ -176,11 +177,17 @@ static void rl_summary(const struct rl_slot *sl, int64_t now, char *out,
 static void rl_flush(bool all)
 {
 	char line[RL_TEXT + 80];
-	int64_t now = mono_s();
+	int64_t now, was;
 	unsigned i;
 	int prio = LOG_ERR;
 
 	if (!atomic_load(&rl_pending))
+		return;
+	/* Windows end on second boundaries: one scan a second is enough. */
+	now = mono_s();
+	was = atomic_load(&rl_scanned);
+	if (!all && (now == was ||
+	             !atomic_compare_exchange_strong(&rl_scanned, &was, now)))
 		return;
 	for (i = 0; i < RL_SLOTS; i++) {
 		line[0] = '\0';
