@@ -382,3 +382,67 @@ def test_make_demo_installs_only_the_demo_groups():
     tools = {"squid", "python3-pytest", "fio", "rclone", "xrootd-server",
              "globus-gridftp-server-progs", "clang"}
     assert not pkgs & tools, pkgs & tools
+
+
+_SYSLOG_RECEIVER = r"""
+import os, socket, sys
+path, out = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(path)
+with open(out + ".ready", "w") as f:
+    f.write(str(os.getpid()))
+with open(out, "ab", buffering=0) as f:
+    while True:
+        f.write(s.recv(65536).rstrip(b"\n") + b"\n")
+"""
+
+
+def test_syslog_lines_carry_the_mountpoint(tree, nginx, tmp_path):
+    """Detached with a syslog daemon: lines go to /dev/log with the mount
+    point, nothing is said on stderr.  A mount namespace of the test's own
+    gets a /dev of its own (a tmpfs with the devices dmsfs needs bound in)
+    and a small receiver on its /dev/log; the machine's /dev is not
+    touched."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (tmp_path / "olddev").mkdir()
+    got = tmp_path / "syslog.txt"
+    recv = tmp_path / "recv.py"
+    recv.write_text(_SYSLOG_RECEIVER)
+    err = tmp_path / "stderr.txt"
+    devs = " ".join(f"touch /dev/{d} && mount --bind {tmp_path}/olddev/{d} "
+                    f"/dev/{d} &&" for d in ("fuse", "null", "zero",
+                                             "urandom", "random"))
+    script = (f"mount --make-rprivate / && "
+              f"mount --bind /dev {tmp_path}/olddev && "
+              f"mount -t tmpfs tmpfs /dev && {devs} "
+              f"{{ /usr/bin/python3 {recv} /dev/log {got} </dev/null "
+              f">/dev/null 2>&1 & }} && "
+              f"while [ ! -e {got}.ready ]; do sleep 0.05; done && "
+              f"exec {DMSFS} -o cache_dir={tmp_path}/cache {nginx.url} {mnt}")
+    with open(err, "wb") as ef:
+        r = subprocess.run(["unshare", "-m", "sh", "-c", script],
+                           stdin=subprocess.DEVNULL, stdout=ef, stderr=ef,
+                           timeout=60)
+    recv_pid = int((tmp_path / "syslog.txt.ready").read_text()) \
+        if (tmp_path / "syslog.txt.ready").exists() else None
+    pids = find_daemon_pids(str(mnt))
+    try:
+        assert r.returncode == 0, err.read_text()
+        assert len(pids) == 1, pids
+        assert err.read_text() == "", err.read_text()
+        subprocess.run(["nsenter", "-t", str(pids[0]), "-m", "cat",
+                        f"{mnt}/RB1810001/raw/run_000123.nxs"],
+                       capture_output=True, timeout=30)
+        _wait(lambda: f"dmsfs[{pids[0]}]: {mnt}: mounted " in
+              got.read_text(errors="replace"), 10,
+              f"no mount line in syslog: {got.read_text()}")
+    finally:
+        for pid in pids:
+            subprocess.run(["nsenter", "-t", str(pid), "-m", "fusermount3",
+                            "-u", str(mnt)], capture_output=True, timeout=30)
+            _wait(lambda: not pid_alive(pid), 30, "daemon did not exit")
+        if recv_pid:
+            os.kill(recv_pid, 9)
+    lines = got.read_text(errors="replace").splitlines()
+    assert all(f"dmsfs[{pids[0]}]: {mnt}: " in ln for ln in lines), lines
