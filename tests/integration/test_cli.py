@@ -4,15 +4,13 @@ syslog is missing), `mount`/`df` (the source URL, the cache's size and use),
 and the command lines of dmsfs and dmsctl (--help, --version, messages)."""
 import os
 import re
-import shutil
 import subprocess
 import time
 
 import pytest
 
 import origintree
-from mount import (DMSFS, ROOT, find_daemon_pids, is_mounted, pid_alive,
-                   run_dmsfs, run_fusermount)
+from mount import DMSFS, ROOT, find_daemon_pids, pid_alive
 
 DMSCTL = os.environ.get("DMSCTL_BIN") or os.path.join(ROOT, "build", "dmsctl")
 
@@ -27,6 +25,15 @@ def _wait(cond, timeout, what):
     while not cond():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
+
+
+def _in_mount_namespace(script, err):
+    """Runs the shell script in a new mount namespace (what it mounts stays
+    there), its output to the file err."""
+    with open(err, "wb") as ef:
+        return subprocess.run(["unshare", "-m", "sh", "-c", script],
+                              stdin=subprocess.DEVNULL, stdout=ef, stderr=ef,
+                              timeout=60)
 
 
 # ---- logs -------------------------------------------------------------
@@ -135,10 +142,7 @@ def test_no_syslog_warns_and_keeps_stderr(tree, nginx, tmp_path):
     script = (f"mount --make-rprivate / && {hide}"
               f"exec {DMSFS} -o cache_dir={tmp_path}/cache "
               f"{nginx.url} {mnt}")
-    with open(err, "wb") as ef:
-        r = subprocess.run(["unshare", "-m", "sh", "-c", script],
-                           stdin=subprocess.DEVNULL, stdout=ef, stderr=ef,
-                           timeout=60)
+    r = _in_mount_namespace(script, err)
     assert r.returncode == 0, err.read_text()
     pids = find_daemon_pids(str(mnt))
     assert len(pids) == 1, pids
@@ -420,10 +424,7 @@ def test_syslog_lines_carry_the_mountpoint(tree, nginx, tmp_path):
               f">/dev/null 2>&1 & }} && "
               f"while [ ! -e {got}.ready ]; do sleep 0.05; done && "
               f"exec {DMSFS} -o cache_dir={tmp_path}/cache {nginx.url} {mnt}")
-    with open(err, "wb") as ef:
-        r = subprocess.run(["unshare", "-m", "sh", "-c", script],
-                           stdin=subprocess.DEVNULL, stdout=ef, stderr=ef,
-                           timeout=60)
+    r = _in_mount_namespace(script, err)
     recv_pid = int((tmp_path / "syslog.txt.ready").read_text()) \
         if (tmp_path / "syslog.txt.ready").exists() else None
     pids = find_daemon_pids(str(mnt))
