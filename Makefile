@@ -186,7 +186,10 @@ bench: deps
 	$(MAKE) all
 	$(PYTHON) tests/bench/bench.py $(if $(BENCH),--only $(BENCH))
 
-demo: deps
+# The demo needs only what builds and runs dmsfs, and nginx: not the test
+# and bench tools (packaging/install-deps.sh lists the groups).
+demo:
+	@sh packaging/install-deps.sh build runtime demo
 	$(MAKE) all
 	@sh packaging/demo.sh start
 

@@ -610,8 +610,10 @@ static void collect(void *arg, const struct acl_line *line, unsigned pos,
 	ds->d[ds->n++] = (struct decision){ line, pos, neg };
 }
 
-int acl_explain(struct acl *a, const struct acl_caller *c, const char *path,
-                acl_why_fn *fn, void *arg, unsigned *rights)
+/* c: a caller to resolve; else named, an identity given by names. */
+static int explain(struct acl *a, const struct acl_caller *c,
+                   const struct acl_named *named, const char *path,
+                   acl_why_fn *fn, void *arg, unsigned *rights)
 {
 	struct acl_ident id = { 0 };
 	struct acl_view *v = NULL;
@@ -631,7 +633,9 @@ int acl_explain(struct acl *a, const struct acl_caller *c, const char *path,
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = acl_ident_resolve(&a->res, c, r->has_groups, &id);
+	rc = c ? acl_ident_resolve(&a->res, c, r->has_groups, &id)
+	       : acl_ident_from_names(named->user, named->groups,
+	                              named->ngroups, &id);
 	if (rc)
 		goto out;
 	if (id.nss_error) {
@@ -674,6 +678,19 @@ out:
 	free(ds);
 	acl_rules_unref(r);
 	return rc;
+}
+
+int acl_explain(struct acl *a, const struct acl_caller *c, const char *path,
+                acl_why_fn *fn, void *arg, unsigned *rights)
+{
+	return explain(a, c, NULL, path, fn, arg, rights);
+}
+
+int acl_explain_named(struct acl *a, const struct acl_named *who,
+                      const char *path, acl_why_fn *fn, void *arg,
+                      unsigned *rights)
+{
+	return explain(a, NULL, who, path, fn, arg, rights);
 }
 
 /* ---- denials, stats ---- */

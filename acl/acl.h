@@ -196,6 +196,18 @@ typedef void acl_why_fn(void *arg, const struct acl_why *why);
 int acl_explain(struct acl *a, const struct acl_caller *c, const char *path,
                 acl_why_fn *fn, void *arg, unsigned *rights);
 
+/* A caller by names (no uid, no lookup): a user who has no local account,
+ * in exactly these groups. */
+struct acl_named {
+	const char *user;
+	const char *const *groups;
+	int ngroups;
+};
+/* acl_explain for who; -EINVAL (bad path), -ENOMEM. */
+int acl_explain_named(struct acl *a, const struct acl_named *who,
+                      const char *path, acl_why_fn *fn, void *arg,
+                      unsigned *rights);
+
 /* Checks a rules file without installing it.  fn (NULL: dms_log) gets every
  * diagnostic; *nrules (may be NULL) the number of rule lines.  Returns 0 if
  * the file would load (warnings allowed), -EINVAL on errors, -errno if it

@@ -107,6 +107,10 @@ struct acl_ident {
 int acl_ident_resolve(const struct acl_resolver *res,
                       const struct acl_caller *c, bool need_groups,
                       struct acl_ident *id);
+/* An identity given by names, with no lookup (dmsctl acl check -g): a
+ * user who has no local account.  0 or -ENOMEM. */
+int acl_ident_from_names(const char *user, const char *const *groups,
+                         int ngroups, struct acl_ident *id);
 void acl_ident_free(struct acl_ident *id);
 
 /* Whether rule line l applies to the caller id. */

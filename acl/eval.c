@@ -111,6 +111,30 @@ out:
 	return rc;
 }
 
+int acl_ident_from_names(const char *user, const char *const *groups,
+                         int ngroups, struct acl_ident *id)
+{
+	int rc = -ENOMEM, i;
+
+	memset(id, 0, sizeof(*id));
+	id->user = strdup(user);
+	id->groups = calloc((size_t)ngroups + 1, sizeof(*id->groups));
+	if (!id->user || !id->groups)
+		goto out;
+	id->user_safe = name_safe(user);
+	for (i = 0; i < ngroups; i++) {
+		id->groups[i] = strdup(groups[i]);
+		if (!id->groups[i])
+			goto out;
+		id->ngroups++;
+	}
+	rc = 0;
+out:
+	if (rc)
+		acl_ident_free(id);
+	return rc;
+}
+
 void acl_ident_free(struct acl_ident *id)
 {
 	int i;

@@ -110,9 +110,12 @@ int dms_ctl_mount_owner(const char *mnt, uid_t *owner)
 			continue;
 		/* Later lines are mounted on top: the last match wins. */
 		rc = -ENOENT;
+		/* Without subtypes the kernel says "fuse" and libfuse puts
+		 * "dmsfs#" before the source (the fsname). */
 		if (strcmp(type, "fuse.dmsfs") != 0 &&
 		    !(strncmp(type, "fuse", 4) == 0 && src &&
-		      strcmp(src, "dmsfs") == 0))
+		      (strcmp(src, "dmsfs") == 0 ||
+		       strncmp(src, "dmsfs#", 6) == 0)))
 			continue;
 		uid = sopt ? strstr(sopt, "user_id=") : NULL;
 		if (!uid || (uid != sopt && uid[-1] != ','))

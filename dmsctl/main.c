@@ -6,6 +6,7 @@
  * What they all print with (usage, sizes, JSON strings): output.c.
  * Exit status: 0 ok, 1 rules file errors / check failed, 2 usage. */
 #include "dmsctl/dmsctl.h"
+#include "common/log.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +15,12 @@ int main(int argc, char **argv)
 {
 	int rc = 2;
 
+	/* Lines from the modules dmsctl runs (the rules engine) name it. */
+	dms_log_set_prog("dmsctl");
+	if (argc >= 2 && !strcmp(argv[1], "--version")) {
+		printf("dmsctl %s\n", DMSFS_VERSION);
+		return 0;
+	}
 	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
 	                  !strcmp(argv[1], "help"))) {
 		ctl_usage(stdout);

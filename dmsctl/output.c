@@ -8,7 +8,7 @@ void ctl_usage(FILE *to)
 {
 	fprintf(to,
 	        "usage: dmsctl acl lint FILE\n"
-	        "       dmsctl acl check [-r FILE] USER PATH\n"
+	        "       dmsctl acl check [-r FILE] [-g GROUP]... USER PATH\n"
 	        "       dmsctl sync [-t SECONDS] [-q] [PATH...]\n"
 	        "       dmsctl status [--json] [PATH...]\n"
 	        "       dmsctl pin [--quiet|--json] PATH...\n"
@@ -42,7 +42,10 @@ void ctl_usage(FILE *to)
 	        "  check  print USER's rights on PATH (letters of lrwidn, or "
 	        "none)\n"
 	        "         and the rules that decide each right; default FILE "
-	        CTL_DEFAULT_RULES "\n");
+	        CTL_DEFAULT_RULES ";\n"
+	        "         -g: USER by name, in exactly these groups (no local\n"
+	        "         account needed)\n"
+	        "  dmsctl --help, -h, help: this text; dmsctl --version\n");
 }
 
 double ctl_now_s(void)

@@ -56,6 +56,7 @@ const struct fuse_opt fs_opt_table[] = {
 	OPT("unmount_flush=%s", unmount_flush),
 	OPT("metrics_file=%s", metrics_file),
 	OPT("metrics_interval=%s", metrics_interval),
+	OPT("log=%s", log),
 	{ "rw", offsetof(struct fs_raw_opts, rw), 1 },
 	/* Options of mount(8) and fstab that mean nothing to dmsfs: mount.fuse3
 	 * drops most of them, but they reach dmsfs when an fstab line's
@@ -85,6 +86,7 @@ void fs_raw_opts_free(struct fs_raw_opts *raw)
 		&raw->min_rate, &raw->kernel_readahead, &raw->writeback_delay,
 		&raw->writeback_size, &raw->unmount_flush, &raw->prefetch_files,
 		&raw->metrics_file, &raw->metrics_interval,
+		&raw->log,
 	};
 	size_t i;
 

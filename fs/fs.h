@@ -46,6 +46,8 @@ struct fs_config {
 	unsigned metrics_interval; /* seconds between its writes */
 	int foreground;
 	int debug;
+	bool log_file;          /* -o log=FILE: messages go to the file (opened
+	                           by dms_log_file_open) once mounted */
 	struct fuse_args args;  /* what is left for libfuse */
 };
 

@@ -197,6 +197,7 @@ struct fs_raw_opts {
 	char *min_rate, *prefetch_files, *kernel_readahead;
 	char *writeback_delay, *writeback_size, *unmount_flush;
 	char *metrics_file, *metrics_interval;
+	char *log;
 	int rw;
 };
 extern const struct fuse_opt fs_opt_table[];

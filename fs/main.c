@@ -43,31 +43,54 @@ static void usage(const char *prog)
 	printf("usage: %s [-f] [-d] [-o OPT[,OPT...]] URL MOUNTPOINT\n"
 	       "       %s [-f] [-d] -o config=FILE[,OPT...] MOUNTPOINT\n"
 	       "\n"
-	       "Mounts the tree under URL read-only.  URL: http(s)://, ftp:// or\n"
-	       "gsiftp:// sources, several separated by ';' in order of preference.\n"
+	       "Mounts the tree under URL (read-only unless rw).  URL: http(s)://,\n"
+	       "ftp:// or gsiftp:// sources, several separated by ';' in order\n"
+	       "of preference.  Returns once the mount works; -f stays in the\n"
+	       "foreground and logs to stderr, -d adds debug lines.\n"
 	       "\n"
-	       "dmsfs options (see README.md):\n"
-	       "    -o config=FILE         exports, cache and rules from an INI file\n"
-	       "    -o acl=FILE            access rules (XRootD authdb subset)\n"
-	       "    -o cache_dir=DIR       block and metadata cache\n"
-	       "    -o cache_size=SIZE     cap on cached data (default 10G)\n"
-	       "    -o block_size=SIZE     cache unit, 4K..16M (default 64K)\n"
-	       "    -o meta_ttl=SECONDS    trust listings this long (default 60)\n"
-	       "    -o readahead=SIZE      read ahead of sequential readers (32M)\n"
+	       "dmsfs options (see README.md), with their defaults:\n"
+	       "    -o config=FILE         exports, cache and rules from an INI\n"
+	       "                           file (none; -o options override it)\n"
+	       "    -o acl=FILE            access rules, XRootD authdb subset\n"
+	       "                           (none: no rules, default_permissions)\n"
+	       "    -o cache_dir=DIR       block and metadata cache, absolute\n"
+	       "                           (/var/cache/dmsfs for root, else\n"
+	       "                           $XDG_CACHE_HOME/dmsfs or ~/.cache/dmsfs)\n"
+	       "    -o cache_size=SIZE     cap on cached data (10G)\n"
+	       "    -o block_size=SIZE     cache unit, a power of two 4K..16M (64K)\n"
+	       "    -o meta_ttl=SECONDS    trust listings this long (60)\n"
+	       "    -o readahead=SIZE      read ahead of sequential readers\n"
+	       "                           (32M; 0: off)\n"
+	       "    -o kernel_readahead=SIZE  the mount's kernel read-ahead\n"
+	       "                           window (1M; 0: the kernel's)\n"
 	       "    -o mem_cache=SIZE      recent blocks in memory (40M, at least\n"
 	       "                           readahead + 8M)\n"
 	       "    -o fetchers=N          read-ahead threads (16)\n"
 	       "    -o prefetch_files=N    files of a folder fetched ahead of a\n"
-	       "                           reader walking it (32, 0: off)\n"
-	       "    -o threads=N           FUSE worker threads (32)\n"
-	       "    -o proxy=GROUPS        HTTP proxies: p1|p2;p3;DIRECT\n"
-	       "    -o gridftp_streams=N   parallel GridFTP data streams\n"
+	       "                           reader walking it (32; 0: off)\n"
+	       "    -o threads=N           FUSE worker threads at most (32),\n"
+	       "                           started as requests come and kept;\n"
+	       "                           libfuse's -s, max_threads,\n"
+	       "                           max_idle_threads and clone_fd below\n"
+	       "                           are not used: threads= applies\n"
+	       "    -o proxy=GROUPS        HTTP proxies: p1|p2;p3;DIRECT (none)\n"
+	       "    -o gridftp_streams=N   parallel GridFTP data streams (2)\n"
 	       "    -o connect_timeout=S   per connection attempt (5)\n"
 	       "    -o stall_timeout=S     abort transfers stalled this long (15)\n"
 	       "    -o min_rate=SIZE       bytes/s every request must average (64K)\n"
 	       "    -o max_listing=SIZE    cap on one listing reply (128M)\n"
+	       "    -o rw                  the URL's export is writable (off)\n"
+	       "    -o writeback_delay=S   upload a closed file once quiet this\n"
+	       "                           long (2)\n"
+	       "    -o writeback_size=SIZE cap on pending writes (10G)\n"
+	       "    -o unmount_flush=S     unmount keeps uploading this long (10)\n"
 	       "    -o metrics_file=PATH   write Prometheus metrics there (none)\n"
 	       "    -o metrics_interval=S  every S seconds (15)\n"
+	       "    -o log=FILE            append log lines to FILE (none: stderr\n"
+	       "                           with -f, else syslog; without a syslog\n"
+	       "                           daemon, the stderr dmsfs started with)\n"
+	       "    -o allow_other         other users may use the mount (off; on\n"
+	       "                           with acl=)\n"
 	       "\n"
 	       "FUSE options:\n", prog, prog);
 	fuse_cmdline_help();
@@ -93,18 +116,55 @@ static int wait_ready(int fd, pid_t child)
 	return 1;
 }
 
-/* Mount options dmsfs always sets.  Read-only for now: the kernel refuses
- * every change with EROFS.  With access rules dmsfs checks every request
- * itself (default_permissions off) and serves all local users. */
-static int add_mount_opts(struct fuse_args *args, const struct fs_config *cfg)
+/* What `mount`, `df` and /proc/mounts show as the source: the first
+ * source of the only export (a config with several: the config file).
+ * Commas would split the mount options and blanks the fields of
+ * /proc/mounts and fstab: they are percent-encoded, as in a URL. */
+static int fsname_opt(const struct fs_config *cfg, const char *config,
+                      char *out, size_t cap)
+{
+	const char *src = cfg->sources;
+	size_t n = 0;
+	int rc = -ENAMETOOLONG;
+
+	if (!src)
+		src = cfg->nexports == 1 ? cfg->exports[0].source : config;
+	n = (size_t)snprintf(out, cap, "-ofsname=");
+	for (; *src && *src != ';' && n + 4 < cap; src++) {
+		if (*src == ',' || *src == ' ' || *src == '\t' || *src == '\\' ||
+		    *src == '\n' || *src == '%')
+			n += (size_t)snprintf(out + n, cap - n, "%%%02X",
+			                      (unsigned char)*src);
+		else
+			out[n++] = *src;
+	}
+	if (!*src || *src == ';') {
+		out[n] = '\0';
+		rc = 0;
+	}
+	return rc;
+}
+
+/* Mount options dmsfs always sets.  Read-only unless an export is
+ * writable: the kernel refuses every change with EROFS.  With access rules
+ * dmsfs checks every request itself (default_permissions off) and serves
+ * all local users. */
+static int add_mount_opts(struct fuse_args *args, const struct fs_config *cfg,
+                          const char *config)
 {
 	const char *opts = cfg->acl_file
-		? (cfg->writable ? "-oallow_other,subtype=dmsfs,fsname=dmsfs"
-		   : "-oro,allow_other,subtype=dmsfs,fsname=dmsfs")
-		: (cfg->writable ? "-odefault_permissions,subtype=dmsfs,fsname=dmsfs"
-		   : "-oro,default_permissions,subtype=dmsfs,fsname=dmsfs");
+		? (cfg->writable ? "-oallow_other,subtype=dmsfs"
+		   : "-oro,allow_other,subtype=dmsfs")
+		: (cfg->writable ? "-odefault_permissions,subtype=dmsfs"
+		   : "-oro,default_permissions,subtype=dmsfs");
+	char fsname[1024];
 
-	return fuse_opt_add_arg(args, opts);
+	if (fsname_opt(cfg, config, fsname, sizeof(fsname)) != 0)
+		snprintf(fsname, sizeof(fsname), "-ofsname=dmsfs");
+	if (fuse_opt_add_arg(args, opts) != 0 ||
+	    fuse_opt_add_arg(args, fsname) != 0)
+		return -1;
+	return 0;
 }
 
 int main(int argc, char *argv[])
@@ -163,7 +223,18 @@ int main(int argc, char *argv[])
 	cfg.foreground = cl.foreground;
 	cfg.debug = cl.debug;
 	dms_log_set_debug(cl.debug);
-	if (add_mount_opts(&args, &cfg) != 0)
+	dms_log_set_tag(cl.mountpoint);
+	if (ps.raw.log) {
+		int rc = dms_log_file_open(ps.raw.log);
+
+		if (rc) {
+			fprintf(stderr, "dmsfs: invalid log=%s (%s)\n", ps.raw.log,
+			        strerror(-rc));
+			goto out;
+		}
+		cfg.log_file = true;
+	}
+	if (add_mount_opts(&args, &cfg, ps.raw.config) != 0)
 		goto out;
 	/* From here on cfg.args owns the argument vector. */
 	cfg.args = args;

@@ -1094,6 +1094,15 @@ static void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 			? (js.max_bytes - js.bytes) / sv.f_frsize : 0;
 		sv.f_files = 1u << 20;
 		sv.f_ffree = sv.f_favail = 1u << 20;
+	} else {
+		/* Read-only: df shows the cache, its cap (size) and the
+		 * bytes cached (used); what is left is room for more blocks. */
+		struct cache_stats cs;
+
+		cache_get_stats(fs->cache, &cs);
+		sv.f_blocks = cs.cap / sv.f_frsize;
+		sv.f_bfree = sv.f_bavail = cs.bytes < cs.cap
+			? (cs.cap - cs.bytes) / sv.f_frsize : 0;
 	}
 	fuse_reply_statfs(req, &sv);
 }
@@ -1200,7 +1209,8 @@ out:
 	}
 }
 
-static void detach_stdio(void)
+/* keep_stderr: runtime messages still go there (no syslog, no file). */
+static void detach_stdio(bool keep_stderr)
 {
 	int fd = open("/dev/null", O_RDWR);
 
@@ -1208,9 +1218,34 @@ static void detach_stdio(void)
 		return;
 	dup2(fd, STDIN_FILENO);
 	dup2(fd, STDOUT_FILENO);
-	dup2(fd, STDERR_FILENO);
+	if (!keep_stderr)
+		dup2(fd, STDERR_FILENO);
 	if (fd > STDERR_FILENO)
 		close(fd);
+}
+
+/* Where runtime messages go once mounted: -o log=FILE; else, detached,
+ * syslog; without a syslog daemon, the stderr dmsfs was started with,
+ * said on it before dmsfs returns (the reasons of later failures must not
+ * be lost without a word).  Held messages follow them there. */
+static void log_destination(const struct fs_config *cfg)
+{
+	bool keep_stderr = false;
+
+	if (cfg->log_file) {
+		dms_log_to_file();
+	} else if (!cfg->foreground && dms_log_syslog_available()) {
+		dms_log_to_syslog("dmsfs");
+	} else if (!cfg->foreground) {
+		keep_stderr = true;
+		dms_log_release(false);
+		dms_log(LOG_WARNING, "no syslog daemon listens on /dev/log: the "
+		        "messages of this mount keep going to this stderr (give "
+		        "-o log=FILE to keep them in a file)");
+	}
+	dms_log_release(false);
+	if (!cfg->foreground)
+		detach_stdio(keep_stderr);
 }
 
 /* libfuse's messages (bad options, mount errors) go where ours go.  It
@@ -1450,16 +1485,12 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 		        "read-ahead left as it is", cfg->mountpoint);
 		fs.bdi[0] = '\0';
 	}
+	log_destination(cfg);
 	if (ready_fd >= 0) {
 		if (write(ready_fd, &ok, 1) != 1)
 			goto out_unmount;
 		close(ready_fd);
 		ready_fd = -1;
-	}
-	if (!cfg->foreground) {
-		dms_log_to_syslog("dmsfs");
-		dms_log_release(false);
-		detach_stdio();
 	}
 	dms_log(LOG_INFO, "mounted %s on %s", cfg->sources ? cfg->sources
 	        : "the exports of the config file", cfg->mountpoint);
@@ -1513,5 +1544,6 @@ out:
 		dms_log(LOG_ERR, "cannot mount on %s: %s", cfg->mountpoint,
 		        rc ? strerror(-rc) : "start-up failed");
 	dms_log_release(true);
+	dms_log_flush();
 	return status;
 }

@@ -126,7 +126,9 @@ class Diff:
         lines += [f"  {h}" for h in self.history[-15:]]
         if not self.wm.local:
             log = self.wm.log().splitlines()
-            notable = [l for l in log if not l.startswith("dmsfs: info:")]
+            # "dmsfs[MOUNTPOINT]: info: ..." (common/log.c)
+            notable = [l for l in log if not l.startswith("dmsfs")
+                       or ": info: " not in l]
             lines.append("daemon log (warnings and errors, last 15):")
             lines += notable[-15:]
             lines.append("daemon log (tail):")
