@@ -1237,11 +1237,24 @@ static void log_destination(const struct fs_config *cfg)
 	} else if (!cfg->foreground && dms_log_syslog_available()) {
 		dms_log_to_syslog("dmsfs");
 	} else if (!cfg->foreground) {
-		keep_stderr = true;
+		struct stat st;
+
+		/* Whoever reads a pipe or socket waits for its end (mount(8)
+		 * run by a program that captures its output): a daemon that
+		 * kept it would hang them. */
+		keep_stderr = fstat(STDERR_FILENO, &st) == 0 &&
+		              !S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode);
 		dms_log_release(false);
-		dms_log(LOG_WARNING, "no syslog daemon listens on /dev/log: the "
-		        "messages of this mount keep going to this stderr (give "
-		        "-o log=FILE to keep them in a file)");
+		if (keep_stderr)
+			dms_log(LOG_WARNING, "no syslog daemon listens on "
+			        "/dev/log: the messages of this mount keep "
+			        "going to this stderr (give -o log=FILE to keep "
+			        "them in a file)");
+		else
+			dms_log(LOG_WARNING, "no syslog daemon listens on "
+			        "/dev/log and stderr is a pipe: the messages "
+			        "of this mount are lost from here on (give "
+			        "-o log=FILE to keep them)");
 	}
 	dms_log_release(false);
 	if (!cfg->foreground)
