@@ -1112,6 +1112,10 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.read = fs_op_read,
 	.release = fs_op_release,
 	.statfs = fs_op_statfs,
+	.getxattr = fs_op_getxattr,
+	.listxattr = fs_op_listxattr,
+	.setxattr = fs_op_setxattr,
+	.removexattr = fs_op_removexattr,
 };
 
 /* Writes cache_dir/stats whole or not at all: a temporary file, synced,

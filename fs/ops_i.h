@@ -100,6 +100,14 @@ void fs_write_release(struct fs *fs, struct fs_handle *h);
  * the struct fs. */
 void fs_status_info(void *arg, FILE *out);
 
+/* xattr.c: the read-only user.dmsfs.* attributes. */
+void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                    size_t size);
+void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                    const char *value, size_t size, int flags);
+void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
 extern const struct fuse_lowlevel_ops fs_ops;
 void fs_write_ops(struct fuse_lowlevel_ops *ops);
 
