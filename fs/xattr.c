@@ -39,13 +39,14 @@ struct target {
 	bool pending;              /* content staged locally */
 	struct fs_route r;
 	struct xfer_attr a;
-	const char *origin;        /* the origin object's path in the mount */
-	char origin_buf[4096];
+	const char *origin;        /* the origin object's path in the mount;
+	                              r.inner points into it */
+	char path_buf[4096], origin_buf[4096];
 };
 
 /* The URL of inner at the source of x a fetch would ask first. */
-static int source_url(struct xfer *x, const char *inner, char *out,
-                      size_t cap)
+static int source_url(struct xfer *x, const char *inner, bool dir,
+                      char *out, size_t cap)
 {
 	struct xfer_source_info si, best;
 	bool have = false;
@@ -96,7 +97,10 @@ static int source_url(struct xfer *x, const char *inner, char *out,
 			return w;
 		len += (size_t)w;
 	}
-	if (!strcmp(inner, "/") && len + 1 < cap) {
+	/* A folder's URL ends with '/', as WebDAV names collections. */
+	if (dir) {
+		if (len + 1 >= cap)
+			return -ERANGE;
 		out[len++] = '/';
 		out[len] = '\0';
 	}
@@ -105,10 +109,14 @@ static int source_url(struct xfer *x, const char *inner, char *out,
 
 static int target_of(struct fs *fs, const char *path, struct target *t)
 {
+	size_t n = strlen(path);
 	int rc;
 
 	memset(t, 0, sizeof(*t));
-	t->origin = path;
+	if (n >= sizeof(t->path_buf))
+		return -ENAMETOOLONG;
+	memcpy(t->path_buf, path, n + 1);
+	t->origin = path = t->path_buf;
 	rc = fs_exports_route(fs->exports, path, &t->r);
 	if (rc || t->r.kind != FS_ROUTE_SOURCE || !t->r.xfer)
 		return rc;
@@ -174,7 +182,8 @@ static int value_of(struct fs *fs, const struct target *t, unsigned w,
 		goto out;
 	}
 	if (w == W_SOURCE) {
-		rc = source_url(t->r.xfer, t->r.inner, out, cap);
+		rc = source_url(t->r.xfer, t->r.inner,
+		                (t->a.mode & S_IFMT) == S_IFDIR, out, cap);
 		goto out;
 	}
 	f = fs_file_new(t->origin, &t->r, &t->a, fs->cfg->block_size);

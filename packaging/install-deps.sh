@@ -7,7 +7,8 @@ liblmdb-dev lmdb-utils libxxhash-dev libxml2-dev libinih-dev
 libglobus-ftp-client-dev globus-gridftp-server-progs globus-gass-copy-progs
 globus-proxy-utils globus-gsi-cert-utils-progs openssl
 nginx libnginx-mod-http-dav-ext squid python3 python3-pytest fio curl
-rclone xrootd-server xrootd-fuse xrootd-client clang passwd util-linux procps"
+rclone xrootd-server xrootd-fuse xrootd-client clang passwd util-linux procps
+attr"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
