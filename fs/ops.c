@@ -1439,8 +1439,10 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	if (rc)
 		goto out;
 	if (fs_ctl_start(&fs.ctl, cfg->mountpoint, fs.jnl, fs.wb,
-	                 fs_status_info, &fs) == 0)
+	                 fs_status_info, &fs) == 0) {
 		fs_ctl_set_pins(fs.ctl, fs.pins);
+		fs_ctl_set_reload(fs.ctl, fs_reload, &fs);
+	}
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	rc = fs_session_mount(se, cfg->mountpoint, !cfg->foreground);

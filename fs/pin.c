@@ -113,7 +113,7 @@ void fs_pins_destroy(struct fs_pins *p)
 int fs_pins_wants(const char *req)
 {
 	return !strncmp(req, "pin ", 4) || !strncmp(req, "unpin ", 6) ||
-	       !strcmp(req, "pins");
+	       !strcmp(req, "pins") || !strncmp(req, "evict ", 6);
 }
 
 /* ---- output ---- */
@@ -795,6 +795,57 @@ static void serve_pin(struct fs_pins *p, struct pin_job *j, char **paths)
 	say(j->fd, line);
 }
 
+/* dmsctl evict: the walk of a pin (the caller's rights), then each file's
+ * blocks dropped (fs/evict.c). */
+static void serve_evict(struct fs_pins *p, struct pin_job *j, char **paths)
+{
+	uint64_t files = 0, freed = 0;
+	char line[256];
+	int rc = 0;
+
+	pthread_mutex_lock(&p->lock);
+	rc = p->stopping ? -ESHUTDOWN : 0;
+	pthread_mutex_unlock(&p->lock);
+	if (rc) {
+		say(j->fd, "error the mount is stopping\n");
+		return;
+	}
+	if (!j->root && j->uid != geteuid() &&
+	    !allows_others(p->fs->cfg->mountpoint)) {
+		for (size_t i = 0; paths[i]; i++)
+			fail(j, EACCES, paths[i], "the mount does not allow "
+			     "other users (allow_other)");
+	} else {
+		for (size_t i = 0; paths[i] && rc == 0; i++)
+			rc = walk(j, paths[i]);
+	}
+	for (size_t i = 0; rc == 0 && i < j->n; i++) {
+		struct pin_file *pf = &j->files[i];
+		uint64_t n = 0;
+		int e = fs_evict_file(j->fs, pf->path, pf->f, &n);
+
+		if (e == -EBUSY) {
+			fail(j, EBUSY, pf->path, "pinned; dmsctl unpin it first");
+		} else if (e) {
+			fail(j, -e, pf->path, NULL);
+		} else {
+			files++;
+			freed += n;
+		}
+	}
+	if (rc < 0)
+		fail(j, -rc, "/", "evict stopped");
+	if (files)
+		dms_log(LOG_INFO, "evict by uid %u: %llu bytes of %llu files "
+		        "dropped from the cache", (unsigned)j->uid,
+		        (unsigned long long)freed, (unsigned long long)files);
+	fails_send(j);
+	snprintf(line, sizeof(line), "done %llu %llu %u\n",
+	         (unsigned long long)files, (unsigned long long)freed,
+	         j->nfails);
+	say(j->fd, line);
+}
+
 static bool under(const char *p, const char *prefix)
 {
 	size_t n = strlen(prefix);
@@ -938,6 +989,8 @@ void fs_pins_serve(struct fs_pins *p, int fd, uid_t uid, gid_t gid,
 	}
 	if (!strncmp(req, "unpin ", 6))
 		serve_unpin(j, paths);
+	else if (!strncmp(req, "evict ", 6))
+		serve_evict(p, j, paths);
 	else
 		serve_pin(p, j, paths);
 out:
