@@ -21,10 +21,11 @@ static int reload_one(const char *mnt, const char *rel, const char *shown,
 		char why[512];
 
 		/* Ask again for the words of the refusal. */
-		if (ctl_ask(mnt, "reload\n", why, sizeof(why)) == 0 &&
-		    (why[strcspn(why, "\n")] = '\0', true))
+		if (ctl_ask(mnt, "reload\n", why, sizeof(why)) == 0) {
+			why[strcspn(why, "\n")] = '\0';
 			fprintf(stderr, "dmsctl: %s: %s\n", mnt,
 			        strncmp(why, "error ", 6) ? why : why + 6);
+		}
 		return 1;
 	}
 	if (!ans)

@@ -210,3 +210,149 @@ def test_source_follows_failover(tmp_path, origin_ng, start_nginx, mounter):
         assert f.read() == (root / "data/a.bin").read_bytes()
     assert _x(a, SRC) == ng2.url + "/data/a.bin"
     assert _x(m.path("data/b.bin"), SRC) == ng2.url + "/data/b.bin"
+
+
+# ---------------------------------------------------------------- evict
+
+def test_evict_drops_blocks_next_read_goes_to_origin(origin_ng, mounter):
+    root, ng = origin_ng
+    m = mounter(ng.url + "/", block_size="64K")
+    a, c = m.path("data/a.bin"), m.path("data/sub/c.bin")
+    for p in (a, c, m.path("data/b.bin"), m.path("other/x.bin")):
+        with open(p, "rb") as f:
+            f.read()
+    for p in (a, c):
+        assert _wait_cached(p, lambda v: v == "100") == "100"
+    # A file, and a folder recursively.
+    r = _dmsctl("evict", a)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"evicted 1 files, freed %d bytes" % FILES["data/a.bin"],
+                     r.stdout), r.stdout
+    assert _x(a, CACHED) == "0" and _x(c, CACHED) == "100"
+    before = len(_gets(ng, "data/a.bin"))
+    with open(a, "rb") as f:
+        assert f.read() == (root / "data/a.bin").read_bytes()
+    assert len(_gets(ng, "data/a.bin")) > before, \
+        "the read after evict did not go to the origin"
+    r = _dmsctl("evict", m.path("data"))
+    assert r.returncode == 0, r.stderr
+    assert "evicted 4 files" in r.stdout, r.stdout
+    for rel in ("data/a.bin", "data/b.bin", "data/sub/c.bin"):
+        assert _x(m.path(rel), CACHED) == "0", rel
+    assert _x(m.path("other/x.bin"), CACHED) == "100"
+    # Nothing cached: evicting again frees nothing, and says so.
+    r = _dmsctl("evict", m.path("data"))
+    assert r.returncode == 0 and "freed 0 bytes" in r.stdout, r.stdout
+    # Not in a mount: refused.
+    r = _dmsctl("evict", "/tmp")
+    assert r.returncode == 1
+
+
+def test_evict_refuses_pinned_with_hint(origin_ng, mounter):
+    root, ng = origin_ng
+    m = mounter(ng.url + "/", block_size="64K")
+    b = m.path("data/b.bin")
+    assert _dmsctl("pin", "-q", b).returncode == 0
+    with open(m.path("data/a.bin"), "rb") as f:
+        f.read()
+    _wait_cached(m.path("data/a.bin"), lambda v: v == "100")
+    r = _dmsctl("evict", m.path("data"))
+    assert r.returncode == 1
+    assert "EBUSY" in r.stderr and "b.bin" in r.stderr, r.stderr
+    assert "unpin" in r.stderr, r.stderr
+    # The rest went; the pinned file kept every block and its pin.
+    assert _x(m.path("data/a.bin"), CACHED) == "0"
+    assert _x(b, CACHED) == "100" and _x(b, PINNED) == "yes"
+    assert _dmsctl("unpin", "-q", b).returncode == 0
+    r = _dmsctl("evict", b)
+    assert r.returncode == 0, r.stderr
+    assert _x(b, CACHED) == "0"
+
+
+def test_evict_as_a_user_follows_the_rules(people, acl_mount):  # noqa: F811
+    env = acl_mount(expected_errors=[re.compile("denied")])
+    alice = people.alice
+    pub = env.path("archive/public/data.bin")
+    with open(pub, "rb") as f:
+        f.read()
+    _wait_cached(pub, lambda v: v == "100")
+    r = _dmsctl("evict", env.path("archive/private"), user=alice)
+    assert r.returncode == 1 and "EACCES" in r.stderr, r.stderr
+    # A folder: only what alice may see is named or touched.
+    r = _dmsctl("evict", env.path("archive"), user=alice)
+    assert "secret" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert r.returncode == 0, r.stderr
+    assert _x(pub, CACHED) == "0"
+
+
+# ---------------------------------------------------------------- reload
+
+def _rules_without_public(p):
+    """The default rules, the public folder denied to everyone."""
+    return default_rules(p).replace(" -widn /archive rl",
+                                    " -widn /archive/public -rl /archive rl")
+
+
+def test_reload_applies_new_rules_and_refuses_bad(people, acl_mount):  # noqa: F811,E501
+    env = acl_mount(expected_errors=[re.compile("denied"),
+                                     re.compile("not reloaded"),
+                                     re.compile("rules not loaded"),
+                                     re.compile("writable by group"),
+                                     re.compile(r"authdb\d+:\d+")])
+    alice = people.alice
+    pub = env.path("archive/public/small.txt")
+    assert_results(alice.name, as_user(alice, [["read", pub]]), ["ok"])
+    r = _dmsctl("reload", env.mnt)
+    assert r.returncode == 0, r.stderr
+    assert "rules" in r.stdout and "reloaded" in r.stdout, r.stdout
+    assert "config" in r.stdout, r.stdout
+    # The public folder is denied to everyone now, at once.
+    env.write_rules(_rules_without_public(people))
+    r = _dmsctl("reload", env.mnt)
+    assert r.returncode == 0, r.stderr
+    assert_results(alice.name, as_user(alice, [["read", pub]]), ["EACCES"])
+    # A bad file: refused with its line, the rules in force stay.
+    env.write_rules(default_rules(people) + "u alice /archive bogus!\n")
+    r = _dmsctl("reload", env.mnt)
+    assert r.returncode == 1
+    assert re.search(r"authdb\d+:\d+", r.stderr), r.stderr
+    assert "previous rules stay" in r.stderr, r.stderr
+    assert re.search(r"authdb\d+:\d+", env.m.log()), "not logged"
+    time.sleep(3)   # past the reloader's own poll of the file
+    assert_results(alice.name, as_user(alice, [["read", pub]]), ["EACCES"])
+    # An untrusted file (others may write it): refused too.
+    env.write_rules(default_rules(people))
+    os.chmod(env.rules, 0o666)
+    r = _dmsctl("reload", env.mnt)
+    assert r.returncode == 1, r.stdout
+    assert_results(alice.name, as_user(alice, [["read", pub]]), ["EACCES"])
+    os.chmod(env.rules, 0o644)
+    r = _dmsctl("reload", env.mnt)
+    assert r.returncode == 0, r.stderr
+    assert_results(alice.name, as_user(alice, [["read", pub]]), ["ok"])
+
+
+def test_reload_only_root_or_owner_and_config_changes_reported(
+        people, acl_mount):  # noqa: F811
+    env = acl_mount(expected_errors=[re.compile("does not load"),
+                                     re.compile(r"unknown section")])
+    r = _dmsctl("reload", env.mnt, user=people.alice)
+    assert r.returncode == 1
+    assert "only root or the mount's owner" in r.stderr, r.stderr
+    assert "reloaded" not in env.m.log().split("reload asked")[-1] \
+        or "reload asked" not in env.m.log()
+    # A config change that needs a remount is reported, not applied.
+    with open(env.config) as f:
+        text = f.read()
+    with open(env.config, "w") as f:
+        f.write(text + "\n[export extra]\npath = /extra\nsource = "
+                "http://127.0.0.1:1/x/\n")
+    r = _dmsctl("reload", env.mnt)
+    assert r.returncode == 0, r.stderr
+    assert "export extra is new: needs a remount" in r.stdout, r.stdout
+    assert not os.path.exists(env.path("extra"))
+    # A config that does not load is refused.
+    with open(env.config, "w") as f:
+        f.write(text + "\n[bogus]\nx = 1\n")
+    r = _dmsctl("reload", env.mnt)
+    assert r.returncode == 1 and "does not load" in r.stderr, r.stderr
