@@ -15,8 +15,8 @@
  * Reading one (or the list) is reading about the file: the caller must
  * see it (else EACCES, as getattr) and have the read right (EACCES); the
  * kernel checks the mode bits for user.* names itself (default_permissions;
- * not for the list, whose names are the same on every file).  An unknown
- * name is ENODATA for anyone who may see the file.  Nothing can be set or removed: ENOTSUP, as writable
+ * not for the list, whose names are the same on every file).  Any other
+ * name is ENODATA.  Nothing can be set or removed: ENOTSUP, as writable
  * exports have always answered. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -212,19 +212,15 @@ static unsigned name_bit(const char *name)
 	       : !strcmp(name, XATTR_PINNED) ? W_PINNED : 0;
 }
 
-/* The target of ino once the caller may read it.  Seeing the path comes
- * first (EACCES as getattr); w 0 (listxattr) or one of ours, else ENODATA
- * before the read right is asked: other names (security.*, system.*,
- * which ls and cp ask for) say "none" to anyone who may see the file. */
+/* The target of ino once the caller may see it (EACCES as getattr) and
+ * read it (EACCES). */
 static int checked_target(struct fs *fs, fuse_req_t req, fuse_ino_t ino,
-                          const char *name, struct target *t)
+                          struct target *t)
 {
 	struct fs_caller c;
 	char *path = NULL;
 	int rc = fs_checked_path(fs, req, ino, 0, &c, &path);
 
-	if (rc == 0 && name && !name_bit(name))
-		rc = -ENODATA;
 	if (rc == 0)
 		rc = fs_access_check(fs->access, &c, path, ACL_READ);
 	if (rc == 0)
@@ -255,11 +251,18 @@ void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	unsigned w = name_bit(name);
 	int rc;
 
+	/* Other names (security.*, system.*, which ls and cp ask for on
+	 * every file) are answered at once: the same for every file, they
+	 * tell no one anything. */
+	if (!w) {
+		rc = -ENODATA;
+		goto out;
+	}
 	if (!t || !val) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = checked_target(fs, req, ino, name, t);
+	rc = checked_target(fs, req, ino, t);
 	if (rc == 0 && !(t->has & w))
 		rc = -ENODATA;
 	if (rc == 0)
@@ -280,7 +283,7 @@ void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	struct target *t = calloc(1, sizeof(*t));
 	char list[64];
 	size_t len = 0;
-	int rc = t ? checked_target(fs, req, ino, NULL, t) : -ENOMEM;
+	int rc = t ? checked_target(fs, req, ino, t) : -ENOMEM;
 
 	for (unsigned i = 0; rc == 0 && i < 3; i++) {
 		size_t n = strlen(names[i]) + 1;
