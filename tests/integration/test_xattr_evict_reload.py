@@ -356,3 +356,35 @@ def test_reload_only_root_or_owner_and_config_changes_reported(
         f.write(text + "\n[bogus]\nx = 1\n")
     r = _dmsctl("reload", env.mnt)
     assert r.returncode == 1 and "does not load" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- writable
+
+def test_pending_writes_local_and_never_evicted(origin_ng, mounter):
+    root, ng = origin_ng
+    m = mounter(ng.url + "/", rw=True, block_size="64K",
+                writeback_delay="3600", unmount_flush="0")
+    new = m.path("data/new.bin")
+    body = os.urandom(3 * BLOCK + 5)
+    with open(new, "wb") as f:
+        f.write(body)
+    assert _x(new, SRC) == "local"
+    assert _x(new, CACHED) == "100" and _x(new, PINNED) == "no"
+    # An origin file of the writable export reads as any other.
+    a = m.path("data/a.bin")
+    with open(a, "rb") as f:
+        f.read()
+    assert _wait_cached(a, lambda v: v == "100") == "100"
+    assert _x(a, SRC) == ng.url + "/data/a.bin"
+    r = _dmsctl("evict", m.path("data"))
+    assert r.returncode == 0, r.stderr
+    assert _x(a, CACHED) == "0"
+    # The pending file is untouched: same bytes, still pending.
+    with open(new, "rb") as f:
+        assert f.read() == body
+    assert _x(new, SRC) == "local"
+    assert not (root / "data/new.bin").exists()
+    # Writes of our names are refused as any xattr write here.
+    with pytest.raises(OSError) as e:
+        os.setxattr(new, SRC, b"x")
+    assert e.value.errno == errno.ENOTSUP
