@@ -72,6 +72,13 @@ FILE *ctl_paths_open(const struct ctl_paths *m, const char *verb);
 /* "fail ERRNAME PATH\tWHY" (line past "fail ") into its parts; false if
  * it has no PATH.  line is modified. */
 bool ctl_fail_split(char *line, char **err, char **path, char **why);
+/* A command "VERB [-q|--quiet] PATH..." whose answer is "fail ..." lines
+ * and "done FILES BYTES ...": failures to stderr, then done_fn per mount
+ * (unless quiet).  argv[0] is the command's name.  Exit status. */
+typedef void ctl_paths_done_fn(const char *mnt, unsigned long long files,
+                               unsigned long long bytes);
+int ctl_paths_run(int argc, char **argv, const char *verb,
+                  ctl_paths_done_fn *done_fn);
 
 /* acl_cmds.c, sync.c, status.c, pin.c: argv[0] is the command's name. */
 int ctl_cmd_lint(int argc, char **argv);

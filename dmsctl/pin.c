@@ -344,7 +344,8 @@ out:
 	return rc;
 }
 
-int ctl_cmd_unpin(int argc, char **argv)
+int ctl_paths_run(int argc, char **argv, const char *verb,
+                  ctl_paths_done_fn *done_fn)
 {
 	struct ctl_paths *m = NULL;
 	size_t n = 0;
@@ -367,7 +368,7 @@ int ctl_cmd_unpin(int argc, char **argv)
 		size_t cap = 0;
 		unsigned long long files = 0, bytes = 0;
 		bool done = false;
-		FILE *in = ctl_paths_open(&m[i], "unpin");
+		FILE *in = ctl_paths_open(&m[i], verb);
 
 		if (!in) {
 			rc = 1;
@@ -380,7 +381,7 @@ int ctl_cmd_unpin(int argc, char **argv)
 
 				if (!ctl_fail_split(line + 5, &err, &path, &why))
 					continue;
-				fprintf(stderr, "dmsctl: unpin %s%s: %s (%s)\n",
+				fprintf(stderr, "dmsctl: %s %s%s: %s (%s)\n", verb,
 				        m[i].mnt, strcmp(path, "/") ? path : "", err,
 				        why ? why : "");
 				rc = 1;
@@ -391,20 +392,33 @@ int ctl_cmd_unpin(int argc, char **argv)
 				fprintf(stderr, "dmsctl: %s: %s\n", m[i].mnt, line + 6);
 			}
 		}
-		if (!done)
+		if (!done) {
+			fprintf(stderr, "dmsctl: %s: the daemon ended the %s "
+			        "without an answer (unmounted, or a dmsfs without "
+			        "%s?)\n", m[i].mnt, verb, verb);
 			rc = 1;
-		else if (!quiet) {
-			char b[32];
-
-			ctl_human_bytes(bytes, b, sizeof(b));
-			printf("dmsctl: %s: unpinned %llu files (%s)\n", m[i].mnt,
-			       files, b);
+		} else if (!quiet) {
+			done_fn(m[i].mnt, files, bytes);
 		}
 		free(line);
 		fclose(in);
 	}
 	ctl_paths_free(m, n);
 	return rc;
+}
+
+static void unpin_done(const char *mnt, unsigned long long files,
+                       unsigned long long bytes)
+{
+	char b[32];
+
+	ctl_human_bytes(bytes, b, sizeof(b));
+	printf("dmsctl: %s: unpinned %llu files (%s)\n", mnt, files, b);
+}
+
+int ctl_cmd_unpin(int argc, char **argv)
+{
+	return ctl_paths_run(argc, argv, "unpin", unpin_done);
 }
 
 /* Lists the pins of the mount at mnt (the caller's own; root: all). */

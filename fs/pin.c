@@ -748,30 +748,50 @@ static void job_end(struct pin_job *j)
 	pthread_mutex_destroy(&j->lock);
 }
 
-static void serve_pin(struct fs_pins *p, struct pin_job *j, char **paths)
+/* Enters j among the running jobs (fs_pins_cancel stops it); false, said
+ * on its connection, if the mount is stopping. */
+static bool job_start(struct fs_pins *p, struct pin_job *j)
 {
-	char line[256];
-	int rc = 0;
+	bool ok;
 
 	pthread_mutex_lock(&p->lock);
-	if (p->stopping) {
-		pthread_mutex_unlock(&p->lock);
-		say(j->fd, "error the mount is stopping\n");
-		return;
+	ok = !p->stopping;
+	if (ok) {
+		j->next = p->jobs;
+		p->jobs = j;
 	}
-	j->next = p->jobs;
-	p->jobs = j;
 	pthread_mutex_unlock(&p->lock);
+	if (!ok)
+		say(j->fd, "error the mount is stopping\n");
+	return ok;
+}
+
+/* Walks every path of the request as the caller: 0 or -errno. */
+static int walk_paths(struct fs_pins *p, struct pin_job *j, char **paths)
+{
+	int rc = 0;
+
 	/* The kernel keeps other users out of a mount without allow_other. */
 	if (!j->root && j->uid != geteuid() &&
 	    !allows_others(p->fs->cfg->mountpoint)) {
 		for (size_t i = 0; paths[i]; i++)
 			fail(j, EACCES, paths[i], "the mount does not allow "
 			     "other users (allow_other)");
-	} else {
-		for (size_t i = 0; paths[i] && rc == 0; i++)
-			rc = walk(j, paths[i]);
+		return 0;
 	}
+	for (size_t i = 0; paths[i] && rc == 0; i++)
+		rc = walk(j, paths[i]);
+	return rc;
+}
+
+static void serve_pin(struct fs_pins *p, struct pin_job *j, char **paths)
+{
+	char line[256];
+	int rc = 0;
+
+	if (!job_start(p, j))
+		return;
+	rc = walk_paths(p, j, paths);
 	if (rc == 0 && !atomic_load(&j->cancel)) {
 		snprintf(line, sizeof(line), "walk %zu %llu\n", j->n,
 		         (unsigned long long)j->bytes);
@@ -801,25 +821,13 @@ static void serve_evict(struct fs_pins *p, struct pin_job *j, char **paths)
 {
 	uint64_t files = 0, freed = 0;
 	char line[256];
-	int rc = 0;
+	int rc;
 
-	pthread_mutex_lock(&p->lock);
-	rc = p->stopping ? -ESHUTDOWN : 0;
-	pthread_mutex_unlock(&p->lock);
-	if (rc) {
-		say(j->fd, "error the mount is stopping\n");
+	if (!job_start(p, j))
 		return;
-	}
-	if (!j->root && j->uid != geteuid() &&
-	    !allows_others(p->fs->cfg->mountpoint)) {
-		for (size_t i = 0; paths[i]; i++)
-			fail(j, EACCES, paths[i], "the mount does not allow "
-			     "other users (allow_other)");
-	} else {
-		for (size_t i = 0; paths[i] && rc == 0; i++)
-			rc = walk(j, paths[i]);
-	}
-	for (size_t i = 0; rc == 0 && i < j->n; i++) {
+	rc = walk_paths(p, j, paths);
+	for (size_t i = 0; rc == 0 && i < j->n && !atomic_load(&j->cancel);
+	     i++) {
 		struct pin_file *pf = &j->files[i];
 		uint64_t n = 0;
 		int e = fs_evict_file(j->fs, pf->path, pf->f, &n);
@@ -835,6 +843,8 @@ static void serve_evict(struct fs_pins *p, struct pin_job *j, char **paths)
 	}
 	if (rc < 0)
 		fail(j, -rc, "/", "evict stopped");
+	else if (atomic_load(&j->cancel))
+		fail(j, ECANCELED, "/", "interrupted (the mount is stopping)");
 	if (files)
 		dms_log(LOG_INFO, "evict by uid %u: %llu bytes of %llu files "
 		        "dropped from the cache", (unsigned)j->uid,

@@ -27,7 +27,7 @@ import origintree
 from origin import Nginx
 from test_acl_mount import (acl_mount, as_user, assert_results,  # noqa: F401
                             default_rules, origin, people, public_dir)
-from writetree import DMSCTL
+from test_dmsctl_pin import _dmsctl
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
@@ -43,15 +43,6 @@ SRC, CACHED, PINNED = "user.dmsfs.source", "user.dmsfs.cached", \
 FILES = {"data/a.bin": 10 * BLOCK + 17, "data/b.bin": 3 * BLOCK,
          "data/sub/c.bin": 2 * BLOCK + 1, "data/empty.bin": 0,
          "other/x.bin": 100}
-
-
-def _dmsctl(*args, user=None, timeout=120):
-    cmd = [DMSCTL, *args]
-    if user is not None:
-        cmd = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}",
-               "--init-groups", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 def _gets(ng, rel):
