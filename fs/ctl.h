@@ -23,7 +23,7 @@ void fs_ctl_stop(struct fs_ctl *c);
  * ".", for a caller already known to be root or the mount's owner. */
 typedef void (*fs_ctl_reload_fn)(void *arg, FILE *out);
 void fs_ctl_set_reload(struct fs_ctl *c, fs_ctl_reload_fn fn, void *arg);
-/* Serves pin, unpin and pins through p (fs/pin.h) from now on. */
+/* Serves pin, unpin, pins and evict through p (fs/pin.h) from now on. */
 struct fs_pins;
 void fs_ctl_set_pins(struct fs_ctl *c, struct fs_pins *p);
 
