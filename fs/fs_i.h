@@ -354,6 +354,9 @@ void fs_inodes_gone(struct fs_inodes *t, const char *path);
 int fs_inodes_list(struct fs_inodes *t, uint64_t **inos, size_t *n);
 /* The inode the kernel knows path by, without adding a lookup; -ENOENT. */
 int fs_inodes_find(struct fs_inodes *t, const char *path, uint64_t *ino);
+/* Sets the "changed" mark of path's node, if the kernel knows it: its
+ * next open drops the kernel's pages of it (dmsctl evict). */
+void fs_inodes_set_changed(struct fs_inodes *t, const char *path);
 /* Reads and clears the "changed" mark (true: drop the kernel page cache). */
 bool fs_inodes_take_changed(struct fs_inodes *t, uint64_t ino);
 

@@ -100,8 +100,9 @@ void fs_write_release(struct fs *fs, struct fs_handle *h);
  * the struct fs. */
 void fs_status_info(void *arg, FILE *out);
 
-/* evict.c: drops the blocks of f (at path in the mount) from memory, the
- * cache and the kernel's pages; *freed: cache bytes freed.  -EBUSY if f is
+/* evict.c: drops the blocks of f (at path in the mount) from memory and the
+ * cache, and the kernel's pages at its next open; *freed: cache bytes
+ * freed.  -EBUSY if f is
  * pinned (nothing dropped); else 0 or -errno. */
 int fs_evict_file(struct fs *fs, const char *path, struct fs_file *f,
                   uint64_t *freed);
