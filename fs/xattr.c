@@ -2,7 +2,8 @@
  *   user.dmsfs.source  the URL its blocks come from now: the source the
  *                      next fetch asks first (up sources in configured
  *                      order; with all down, the one that failed longest
- *                      ago), "local" for content pending upload;
+ *                      ago), "local" for content pending upload (and
+ *                      a folder made here, not yet at the origin);
  *   user.dmsfs.cached  percent of its bytes stored in the cache ("0",
  *                      "42.5", "100"; floored to a tenth, so "100" means
  *                      complete; "100" for an empty file and for pending
@@ -130,6 +131,12 @@ static int target_of(struct fs *fs, const char *path, struct target *t)
 			fs_ov_file_put(fs->ov, in.file);
 			t->pending = true;
 			t->has = W_SOURCE | W_CACHED | W_PINNED;
+			return 0;
+		}
+		if (in.pending && in.is_dir && !in.origin[0]) {
+			/* A folder made here, not at the origin yet. */
+			t->pending = true;
+			t->has = W_SOURCE;
 			return 0;
 		}
 		if (in.origin[0] && strcmp(in.origin, path)) {

@@ -361,6 +361,9 @@ def test_pending_writes_local_and_never_evicted(origin_ng, mounter):
         f.write(body)
     assert _x(new, SRC) == "local"
     assert _x(new, CACHED) == "100" and _x(new, PINNED) == "no"
+    os.mkdir(m.path("data/newdir"))
+    assert os.listxattr(m.path("data/newdir")) == [SRC]
+    assert _x(m.path("data/newdir"), SRC) == "local"
     # An origin file of the writable export reads as any other.
     a = m.path("data/a.bin")
     with open(a, "rb") as f:
