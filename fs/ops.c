@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1443,6 +1444,10 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 		fs_ctl_set_pins(fs.ctl, fs.pins);
 		fs_ctl_set_reload(fs.ctl, fs_reload, &fs);
 	}
+	/* SIGHUP asks for a reload (fs/access.c takes it when there are
+	 * rules; dmsctl reload does the rest), never for libfuse's unmount. */
+	if (!fs.access)
+		signal(SIGHUP, SIG_IGN);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	rc = fs_session_mount(se, cfg->mountpoint, !cfg->foreground);

@@ -382,3 +382,21 @@ def test_pending_writes_local_and_never_evicted(origin_ng, mounter):
     with pytest.raises(OSError) as e:
         os.setxattr(new, SRC, b"x")
     assert e.value.errno == errno.ENOTSUP
+
+
+def test_sighup_without_rules_does_not_unmount(origin_ng, mounter):
+    """SIGHUP means reload: a mount without rules has nothing to reload
+    and must not take libfuse's default (unmount)."""
+    import signal
+    import mount as mountlib
+    root, ng = origin_ng
+    m = mounter(ng.url + "/", block_size="64K")
+    (pid,) = mountlib.find_daemon_pids(str(m.mountpoint))
+    os.kill(pid, signal.SIGHUP)
+    time.sleep(1)
+    assert m.running and mountlib.is_mounted(str(m.mountpoint))
+    with open(m.path("other/x.bin"), "rb") as f:
+        assert f.read() == (root / "other/x.bin").read_bytes()
+    r = _dmsctl("reload", str(m.mountpoint))
+    assert r.returncode == 0, r.stderr
+    assert "no rules file" in r.stdout, r.stdout
