@@ -14,15 +14,19 @@ and dmsctl reload.
 
 Real nginx origins, real FUSE mounts, real users (useradd, setpriv);
 needs root and /dev/fuse."""
+import ctypes
 import errno
+import json
 import os
 import re
+import signal
 import subprocess
 import time
 
 import pytest
 
 import accesslog
+import mount as mountlib
 import origintree
 from origin import Nginx
 from test_acl_mount import (acl_mount, as_user, assert_results,  # noqa: F401
@@ -121,7 +125,6 @@ def test_getfattr_probe_protocol_and_refusals(origin_ng, mounter):
     assert f'{PINNED}="no"' in r.stdout, r.stdout
     assert f'{SRC}="{ng.url}/data/sub/c.bin"' in r.stdout, r.stdout
     # The raw protocol: size 0 asks the length; too small is ERANGE.
-    import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     n = libc.getxattr(a.encode(), SRC.encode(), None, 0)
     assert n == len(f"{ng.url}/data/sub/c.bin")
@@ -163,7 +166,6 @@ def _xattr_as(user, *paths):
                         "/usr/bin/python3", "-c", _XPROBE, *paths],
                        capture_output=True, text=True, timeout=60, cwd="/")
     assert r.returncode == 0, r.stderr
-    import json
     return json.loads(r.stdout)
 
 
@@ -387,8 +389,6 @@ def test_pending_writes_local_and_never_evicted(origin_ng, mounter):
 def test_sighup_without_rules_does_not_unmount(origin_ng, mounter):
     """SIGHUP means reload: a mount without rules has nothing to reload
     and must not take libfuse's default (unmount)."""
-    import signal
-    import mount as mountlib
     root, ng = origin_ng
     m = mounter(ng.url + "/", block_size="64K")
     (pid,) = mountlib.find_daemon_pids(str(m.mountpoint))
