@@ -2495,11 +2495,12 @@ static bool cache_fid_pinned(struct cache *c, MDB_txn *txn,
 	return mdb_get(txn, c->dbi_pinfid, &k, &v) == 0;
 }
 
-enum cache_pin_walk { PIN_SUM, PIN_UNLRU, PIN_RELRU, PIN_DROP };
+enum cache_pin_walk { PIN_SUM, PIN_UNLRU, PIN_RELRU, PIN_DROP, PIN_EVICT };
 
 /* Visits the stored blocks of fid (keys fid || index): adds up their data
  * bytes into *bytes and, in a write transaction, takes them out of the LRU,
- * puts them back, or deletes them.  The keys are gathered first, so no
+ * puts them back, or deletes them (PIN_DROP: pinned blocks, which have no
+ * LRU entry; PIN_EVICT: any block, with its LRU entry).  The keys are gathered first, so no
  * cursor walks a tree that is being changed.  LMDB result codes (ENOMEM). */
 static int cache_pin_walk(struct cache *c, MDB_txn *txn,
                           struct cache_totals *t, const unsigned char *fid,
@@ -2569,6 +2570,11 @@ static int cache_pin_walk(struct cache *c, MDB_txn *txn,
 		case PIN_RELRU:
 			rc = cache_lru_set(c, txn, t, keys[i]);
 			c->pin_delta -= (int64_t)lens[i];
+			break;
+		case PIN_EVICT:
+			/* Unpinned blocks: out of the LRU too. */
+			rc = cache_block_del(c, txn, t, keys[i], lens[i] +
+			                     sizeof(struct cache_bhdr));
 			break;
 		case PIN_DROP:
 			rc = mdb_del(txn, c->dbi_blocks, &ak, NULL);
@@ -2914,4 +2920,60 @@ bool cache_block_has(struct cache *c, const struct cache_fid *fid,
 	      v.mv_size == sizeof(struct cache_bhdr) + block_len;
 	cache_rtxn_put(c, txn);
 	return has;
+}
+
+/* ---- whole files ------------------------------------------------------- */
+
+int cache_fid_stored(struct cache *c, const struct cache_fid *fid,
+                     uint64_t *bytes)
+{
+	MDB_txn *txn = NULL;
+	int rc;
+
+	*bytes = 0;
+	if (!c || !fid)
+		return -EINVAL;
+	rc = cache_rtxn_get(c, &txn);
+	if (rc != 0)
+		return rc;
+	rc = cache_pin_walk(c, txn, NULL, fid->id, PIN_SUM, bytes);
+	cache_rtxn_put(c, txn);
+	if (rc != 0) {
+		dms_log(LOG_ERR, "cache: counting a file's blocks: %s",
+		        mdb_strerror(rc));
+		rc = cache_errno(rc);
+	}
+	return rc;
+}
+
+int cache_fid_drop(struct cache *c, const struct cache_fid *fid,
+                   uint64_t *bytes)
+{
+	struct cache_totals t;
+	MDB_txn *txn = NULL;
+	int rc;
+
+	*bytes = 0;
+	if (!c || !fid)
+		return -EINVAL;
+	/* Blocks still queued for this file would land after the delete. */
+	cache_flush(c);
+	rc = cache_totals_begin(c, &txn, &t);
+	if (rc != 0)
+		goto out;
+	rc = cache_pin_walk(c, txn, &t, fid->id, PIN_EVICT, bytes);
+	if (rc != 0)
+		goto out;
+	rc = cache_totals_commit(c, &txn, &t, true);
+out:
+	if (txn)
+		mdb_txn_abort(txn);
+	if (rc > 0 || rc <= MDB_KEYEXIST) {
+		dms_log(LOG_ERR, "cache: evicting a file's blocks: %s",
+		        mdb_strerror(rc));
+		rc = cache_errno(rc);
+	}
+	if (rc != 0)
+		*bytes = 0;
+	return rc;
 }

@@ -169,6 +169,19 @@ uint64_t cache_pinned_bytes(struct cache *c);
 bool cache_block_has(struct cache *c, const struct cache_fid *fid,
                      uint64_t index, size_t block_len);
 
+/* Bytes of fid's blocks stored now (committed ones: a block queued by
+ * cache_block_put counts once the writer stored it).  0 or -errno. */
+int cache_fid_stored(struct cache *c, const struct cache_fid *fid,
+                     uint64_t *bytes)
+	__attribute__((warn_unused_result));
+/* Deletes every stored block of fid, pinned or not (the caller decides
+ * whether a pinned file may lose its blocks; its pin record stays), after
+ * waiting for blocks queued before the call.  *bytes gets the data bytes
+ * freed.  One write transaction.  0 or -errno (nothing deleted). */
+int cache_fid_drop(struct cache *c, const struct cache_fid *fid,
+                   uint64_t *bytes)
+	__attribute__((warn_unused_result));
+
 /* ==== Write journal (cache/journal.c) =====================================
  *
  * The durable local store of pending writes, kept apart from the evictable

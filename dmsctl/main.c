@@ -38,6 +38,10 @@ int main(int argc, char **argv)
 		return ctl_cmd_pins(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "stats"))
 		return ctl_cmd_stats(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "evict"))
+		return ctl_cmd_evict(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "reload"))
+		return ctl_cmd_reload(argc - 1, argv + 1);
 	if (argc < 3 || strcmp(argv[1], "acl")) {
 		ctl_usage(stderr);
 		goto out;

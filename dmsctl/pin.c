@@ -17,18 +17,12 @@ struct pin_opts {
 	bool quiet, json, tty;
 };
 
-struct pin_mount {
-	char mnt[PATH_MAX];
-	char **rel;                 /* paths inside the mount */
-	size_t n;
-};
-
 /* Groups argv's paths by mount, in the order first named.  -1 (said why)
  * if one is not in a dmsfs mount or cannot be sent. */
-static int pin_group(int argc, char **argv, struct pin_mount **out,
+int ctl_paths_group(int argc, char **argv, struct ctl_paths **out,
                      size_t *nout)
 {
-	struct pin_mount *m = NULL;
+	struct ctl_paths *m = NULL;
 	size_t n = 0;
 	int rc = 0;
 
@@ -80,7 +74,7 @@ oom:
 	return -1;
 }
 
-static void pin_groups_free(struct pin_mount *m, size_t n)
+void ctl_paths_free(struct ctl_paths *m, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		for (size_t k = 0; k < m[i].n; k++)
@@ -92,7 +86,7 @@ static void pin_groups_free(struct pin_mount *m, size_t n)
 
 /* Sends "VERB N\n" and the paths; the answer to read, or NULL (said why,
  * unless out of memory). */
-static FILE *pin_open(const struct pin_mount *m, const char *verb)
+FILE *ctl_paths_open(const struct ctl_paths *m, const char *verb)
 {
 	char head[64];
 	int fd = ctl_connect(m->mnt);
@@ -121,7 +115,7 @@ out:
 
 /* "fail ERRNAME PATH\tWHY" (line past "fail ") into its parts; false if
  * it has no PATH.  line is modified. */
-static bool pin_fail_split(char *line, char **err, char **path, char **why)
+bool ctl_fail_split(char *line, char **err, char **path, char **why)
 {
 	*err = line;
 	*path = strchr(line, ' ');
@@ -151,7 +145,7 @@ struct pin_progress {
 	bool drawn;
 };
 
-static void pin_show(const struct pin_mount *m, struct pin_progress *p,
+static void pin_show(const struct ctl_paths *m, struct pin_progress *p,
                      const struct pin_opts *o, bool final)
 {
 	double el = ctl_now_s() - p->start;
@@ -190,7 +184,7 @@ static void pin_show(const struct pin_mount *m, struct pin_progress *p,
 }
 
 /* Runs one mount's pin; appends its JSON object to js.  0 ok, 1 failed. */
-static int pin_one(const struct pin_mount *m, const struct pin_opts *o,
+static int pin_one(const struct ctl_paths *m, const struct pin_opts *o,
                    FILE *js)
 {
 	struct pin_progress p = { .start = ctl_now_s() };
@@ -199,7 +193,7 @@ static int pin_one(const struct pin_mount *m, const struct pin_opts *o,
 	unsigned long long need = 0, pinned = 0, pcap = 0;
 	bool refused = false, done = false, first_fail = true;
 	unsigned nfail = 0;
-	FILE *in = pin_open(m, "pin");
+	FILE *in = ctl_paths_open(m, "pin");
 
 	if (!in)
 		return 1;
@@ -230,7 +224,7 @@ static int pin_one(const struct pin_mount *m, const struct pin_opts *o,
 		} else if (!strncmp(line, "fail ", 5)) {
 			char *err, *path, *why, full[2 * PATH_MAX];
 
-			if (!pin_fail_split(line + 5, &err, &path, &why))
+			if (!ctl_fail_split(line + 5, &err, &path, &why))
 				continue;
 			snprintf(full, sizeof(full), "%s%s", m->mnt,
 			         strcmp(path, "/") ? path : "");
@@ -298,7 +292,7 @@ int ctl_cmd_pin(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct pin_opts o = { .tty = isatty(1) };
-	struct pin_mount *m = NULL;
+	struct ctl_paths *m = NULL;
 	size_t n = 0;
 	char *jbuf = NULL;
 	size_t jlen = 0;
@@ -320,7 +314,7 @@ int ctl_cmd_pin(int argc, char **argv)
 		ctl_usage(stderr);
 		return 2;
 	}
-	if (pin_group(argc - optind, argv + optind, &m, &n) != 0)
+	if (ctl_paths_group(argc - optind, argv + optind, &m, &n) != 0)
 		rc = 1;
 	signal(SIGINT, pin_interrupted);
 	signal(SIGTERM, pin_interrupted);
@@ -346,13 +340,14 @@ int ctl_cmd_pin(int argc, char **argv)
 	}
 out:
 	free(jbuf);
-	pin_groups_free(m, n);
+	ctl_paths_free(m, n);
 	return rc;
 }
 
-int ctl_cmd_unpin(int argc, char **argv)
+int ctl_paths_run(int argc, char **argv, const char *verb,
+                  ctl_paths_done_fn *done_fn)
 {
-	struct pin_mount *m = NULL;
+	struct ctl_paths *m = NULL;
 	size_t n = 0;
 	bool quiet = false;
 	int rc = 0;
@@ -366,14 +361,14 @@ int ctl_cmd_unpin(int argc, char **argv)
 		ctl_usage(stderr);
 		return 2;
 	}
-	if (pin_group(argc - 1, argv + 1, &m, &n) != 0)
+	if (ctl_paths_group(argc - 1, argv + 1, &m, &n) != 0)
 		rc = 1;
 	for (size_t i = 0; i < n; i++) {
 		char *line = NULL;
 		size_t cap = 0;
 		unsigned long long files = 0, bytes = 0;
 		bool done = false;
-		FILE *in = pin_open(&m[i], "unpin");
+		FILE *in = ctl_paths_open(&m[i], verb);
 
 		if (!in) {
 			rc = 1;
@@ -384,9 +379,9 @@ int ctl_cmd_unpin(int argc, char **argv)
 			if (!strncmp(line, "fail ", 5)) {
 				char *err, *path, *why;
 
-				if (!pin_fail_split(line + 5, &err, &path, &why))
+				if (!ctl_fail_split(line + 5, &err, &path, &why))
 					continue;
-				fprintf(stderr, "dmsctl: unpin %s%s: %s (%s)\n",
+				fprintf(stderr, "dmsctl: %s %s%s: %s (%s)\n", verb,
 				        m[i].mnt, strcmp(path, "/") ? path : "", err,
 				        why ? why : "");
 				rc = 1;
@@ -397,20 +392,33 @@ int ctl_cmd_unpin(int argc, char **argv)
 				fprintf(stderr, "dmsctl: %s: %s\n", m[i].mnt, line + 6);
 			}
 		}
-		if (!done)
+		if (!done) {
+			fprintf(stderr, "dmsctl: %s: the daemon ended the %s "
+			        "without an answer (unmounted, or a dmsfs without "
+			        "%s?)\n", m[i].mnt, verb, verb);
 			rc = 1;
-		else if (!quiet) {
-			char b[32];
-
-			ctl_human_bytes(bytes, b, sizeof(b));
-			printf("dmsctl: %s: unpinned %llu files (%s)\n", m[i].mnt,
-			       files, b);
+		} else if (!quiet) {
+			done_fn(m[i].mnt, files, bytes);
 		}
 		free(line);
 		fclose(in);
 	}
-	pin_groups_free(m, n);
+	ctl_paths_free(m, n);
 	return rc;
+}
+
+static void unpin_done(const char *mnt, unsigned long long files,
+                       unsigned long long bytes)
+{
+	char b[32];
+
+	ctl_human_bytes(bytes, b, sizeof(b));
+	printf("dmsctl: %s: unpinned %llu files (%s)\n", mnt, files, b);
+}
+
+int ctl_cmd_unpin(int argc, char **argv)
+{
+	return ctl_paths_run(argc, argv, "unpin", unpin_done);
 }
 
 /* Lists the pins of the mount at mnt (the caller's own; root: all). */

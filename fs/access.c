@@ -223,3 +223,20 @@ void fs_access_stats(struct fs_access *a, struct acl_stats *st)
 	if (a)
 		acl_get_stats(a->acl, st);
 }
+
+int fs_access_reload(struct fs_access *a, const char *rules_file,
+                     acl_diag_fn *fn, void *arg)
+{
+	int rc = acl_lint(rules_file, fn, arg, NULL);
+
+	if (rc == 0)
+		rc = acl_reload(a->acl);
+	if (rc == 0) {
+		dms_log(LOG_NOTICE, "access rules reloaded (dmsctl reload)");
+		a->on_reload(a->on_reload_arg);
+	} else {
+		dms_log(LOG_ERR, "access rules %s not reloaded (dmsctl reload): "
+		        "keeping the previous rules", rules_file);
+	}
+	return rc;
+}

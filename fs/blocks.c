@@ -254,6 +254,23 @@ static void trim(struct fs_blocks *bl)
 	}
 }
 
+void fs_blocks_forget(struct fs_blocks *bl, const struct cache_fid *fid)
+{
+	struct blk *b, *prev;
+
+	pthread_mutex_lock(&bl->lock);
+	for (b = bl->lru.lru_prev; b != &bl->lru; b = prev) {
+		prev = b->lru_prev;
+		if (b->refs == 0 && !memcmp(&b->fid, fid, sizeof(*fid))) {
+			lru_unlink(b);
+			bunhash(bl, b);
+			bl->mem_used -= b->len;
+			bfree(bl, b);
+		}
+	}
+	pthread_mutex_unlock(&bl->lock);
+}
+
 static void release(struct fs_blocks *bl, struct blk *b)
 {
 	pthread_mutex_lock(&bl->lock);

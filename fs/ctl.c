@@ -65,6 +65,8 @@ struct fs_ctl {
 	struct ctl_conn conns[CTL_CONNS];
 	fs_ctl_info_fn info;        /* the "info" answer; may be NULL */
 	void *info_arg;
+	_Atomic(fs_ctl_reload_fn) reload;   /* "reload"; may be NULL */
+	void *_Atomic reload_arg;
 };
 
 struct walk {
@@ -237,6 +239,16 @@ static void serve(struct fs_ctl *c, int fd)
 		c->info(c->info_arg, w.out);
 		fprintf(w.out, "pending\t%s\n", c->jnl ? "yes" : "no");
 		fputs(".\n", w.out);
+	} else if (!strcmp(req, "reload") && atomic_load(&c->reload)) {
+		/* Rules decide who reads what: not for any local user. */
+		if (cr.uid != 0 && cr.uid != geteuid()) {
+			fputs("error only root or the mount's owner may reload "
+			      "it\n", w.out);
+		} else {
+			atomic_load(&c->reload)(atomic_load(&c->reload_arg),
+			                        w.out);
+			fputs(".\n", w.out);
+		}
 	} else {
 		fputs("error unknown request\n", w.out);
 	}
@@ -512,6 +524,14 @@ void fs_ctl_set_pins(struct fs_ctl *c, struct fs_pins *p)
 {
 	if (c)
 		atomic_store(&c->pins, p);
+}
+
+void fs_ctl_set_reload(struct fs_ctl *c, fs_ctl_reload_fn fn, void *arg)
+{
+	if (c) {
+		atomic_store(&c->reload_arg, arg);
+		atomic_store(&c->reload, fn);
+	}
 }
 
 void fs_ctl_stop(struct fs_ctl *c)

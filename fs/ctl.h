@@ -19,7 +19,11 @@ int fs_ctl_start(struct fs_ctl **out, const char *mountpoint,
                  fs_ctl_info_fn info, void *info_arg);
 /* Stops accepting, cancels running pins, ends every connection. */
 void fs_ctl_stop(struct fs_ctl *c);
-/* Serves pin, unpin and pins through p (fs/pin.h) from now on. */
+/* Writes the "reload" answer's lines (fs/ctl_proto.h), without the final
+ * ".", for a caller already known to be root or the mount's owner. */
+typedef void (*fs_ctl_reload_fn)(void *arg, FILE *out);
+void fs_ctl_set_reload(struct fs_ctl *c, fs_ctl_reload_fn fn, void *arg);
+/* Serves pin, unpin, pins and evict through p (fs/pin.h) from now on. */
 struct fs_pins;
 void fs_ctl_set_pins(struct fs_ctl *c, struct fs_pins *p);
 

@@ -74,6 +74,19 @@
  *   "pins\n"        -> "pin UID SIZE CACHED PATH\n" per pin (the caller's;
  *                      root: all), then "total N SIZE CACHED PINNED CAP\n"
  *                      (PINNED: sizes of every pin on the mount) and ".\n".
+ *   "evict N\n" + N lines "PATH\n" (fs/evict.c)
+ *                   -> the walk of a pin (the caller's rights), then per
+ *                      file its blocks dropped from memory and the cache
+ *                      (pending writes are never touched): "fail ..."
+ *                      lines (EBUSY: pinned, unpin it first), then
+ *                      "done FILES BYTES NFAILS\n" (files evicted, cache
+ *                      bytes freed).
+ *   "reload\n"      -> (root or the mount's owner only, else "error ...")
+ *                      re-reads the rules file and checks the config file
+ *                      (fs/reload.c): lines "ok TEXT\n" (done),
+ *                      "note TEXT\n" (needs a remount, not applied),
+ *                      "fail TEXT\n" (refused: the previous state stays),
+ *                      then ".\n".
  *   Any request may be answered "error TEXT\n" (malformed, busy, stopping). */
 #include "common/ctlsock.h"
 

@@ -19,6 +19,7 @@ struct fs_config {
 	struct fs_export_conf *exports;  /* from the config file */
 	size_t nexports;
 	char *acl_file;         /* rules file; NULL: no access rules */
+	const char *config_file; /* -o config=FILE (main's); NULL: none */
 	char *mountpoint;
 	char *cache_dir;        /* absolute */
 	bool cache_dir_default; /* the default path: parents may be created */

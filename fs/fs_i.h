@@ -95,6 +95,9 @@ void fs_blocks_unpin(struct fs_blocks *bl, struct fs_pin *pin);
  * error, or 0. */
 int fs_blocks_load(struct fs_blocks *bl, struct fs_file *f, uint64_t first,
                    uint64_t count);
+/* Drops the blocks of fid kept in memory that no reader holds now (a block
+ * being loaded or read stays until its reader is done).  Can't fail. */
+void fs_blocks_forget(struct fs_blocks *bl, const struct cache_fid *fid);
 /* Queues loading of blocks [first, first + count) in the background. */
 void fs_blocks_prefetch(struct fs_blocks *bl, struct fs_file *f,
                         uint64_t first, uint64_t count);
@@ -287,6 +290,12 @@ bool fs_access_visible(struct fs_access *a, const struct fs_caller *c,
  * did not ask for (prefetch), where a "no" is not a denial to count. */
 bool fs_access_may(struct fs_access *a, const struct fs_caller *c,
                    const char *path, unsigned want);
+/* Re-reads rules_file now (dmsctl reload): it is checked first as at
+ * start (trust, then parse), every diagnostic going to fn (and the log);
+ * then the new rules are installed and on_reload runs.  0, or -errno with
+ * the previous rules still in force. */
+int fs_access_reload(struct fs_access *a, const char *rules_file,
+                     acl_diag_fn *fn, void *arg);
 /* Whether every caller has the same rights at path (a NULL: true). */
 bool fs_access_uniform(struct fs_access *a, const char *path);
 /* The rules engine's counters (denials, reloads); zeros when a is NULL.
@@ -351,6 +360,9 @@ void fs_inodes_gone(struct fs_inodes *t, const char *path);
 int fs_inodes_list(struct fs_inodes *t, uint64_t **inos, size_t *n);
 /* The inode the kernel knows path by, without adding a lookup; -ENOENT. */
 int fs_inodes_find(struct fs_inodes *t, const char *path, uint64_t *ino);
+/* Sets the "changed" mark of path's node, if the kernel knows it: its
+ * next open drops the kernel's pages of it (dmsctl evict). */
+void fs_inodes_set_changed(struct fs_inodes *t, const char *path);
 /* Reads and clears the "changed" mark (true: drop the kernel page cache). */
 bool fs_inodes_take_changed(struct fs_inodes *t, uint64_t ino);
 

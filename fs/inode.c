@@ -324,6 +324,17 @@ int fs_inodes_find(struct fs_inodes *t, const char *path, uint64_t *ino)
 	return n ? 0 : -ENOENT;
 }
 
+void fs_inodes_set_changed(struct fs_inodes *t, const char *path)
+{
+	struct fs_node *n;
+
+	pthread_mutex_lock(&t->lock);
+	n = find_path(t, path);
+	if (n)
+		n->changed = true;
+	pthread_mutex_unlock(&t->lock);
+}
+
 bool fs_inodes_take_changed(struct fs_inodes *t, uint64_t ino)
 {
 	struct fs_node *n;

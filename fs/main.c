@@ -220,6 +220,7 @@ int main(int argc, char *argv[])
 	if (!ps.raw.config)
 		cfg.sources = ps.bare[0];
 	cfg.mountpoint = cl.mountpoint;
+	cfg.config_file = ps.raw.config;
 	cfg.foreground = cl.foreground;
 	cfg.debug = cl.debug;
 	dms_log_set_debug(cl.debug);

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1122,6 +1123,10 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.read = fs_op_read,
 	.release = fs_op_release,
 	.statfs = fs_op_statfs,
+	.getxattr = fs_op_getxattr,
+	.listxattr = fs_op_listxattr,
+	.setxattr = fs_op_setxattr,
+	.removexattr = fs_op_removexattr,
 };
 
 /* Writes cache_dir/stats whole or not at all: a temporary file, synced,
@@ -1484,8 +1489,14 @@ int fs_run(struct fs_config *cfg, int ready_fd)
 	if (rc)
 		goto out;
 	if (fs_ctl_start(&fs.ctl, cfg->mountpoint, fs.jnl, fs.wb,
-	                 fs_status_info, &fs) == 0)
+	                 fs_status_info, &fs) == 0) {
 		fs_ctl_set_pins(fs.ctl, fs.pins);
+		fs_ctl_set_reload(fs.ctl, fs_reload, &fs);
+	}
+	/* SIGHUP asks for a reload (fs/access.c takes it when there are
+	 * rules; dmsctl reload does the rest), never for libfuse's unmount. */
+	if (!fs.access)
+		signal(SIGHUP, SIG_IGN);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out;
 	rc = fs_session_mount(se, cfg->mountpoint, !cfg->foreground);

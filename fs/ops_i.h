@@ -101,6 +101,25 @@ void fs_write_release(struct fs *fs, struct fs_handle *h);
  * the struct fs. */
 void fs_status_info(void *arg, FILE *out);
 
+/* evict.c: drops the blocks of f (at path in the mount) from memory and the
+ * cache, and the kernel's pages at its next open; *freed: cache bytes
+ * freed.  -EBUSY if f is
+ * pinned (nothing dropped); else 0 or -errno. */
+int fs_evict_file(struct fs *fs, const char *path, struct fs_file *f,
+                  uint64_t *freed);
+
+/* reload.c: the control socket's "reload" answer (fs_ctl_reload_fn); arg
+ * is the struct fs. */
+void fs_reload(void *arg, FILE *out);
+
+/* xattr.c: the read-only user.dmsfs.* attributes. */
+void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                    size_t size);
+void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                    const char *value, size_t size, int flags);
+void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
 extern const struct fuse_lowlevel_ops fs_ops;
 void fs_write_ops(struct fuse_lowlevel_ops *ops);
 

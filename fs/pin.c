@@ -113,7 +113,7 @@ void fs_pins_destroy(struct fs_pins *p)
 int fs_pins_wants(const char *req)
 {
 	return !strncmp(req, "pin ", 4) || !strncmp(req, "unpin ", 6) ||
-	       !strcmp(req, "pins");
+	       !strcmp(req, "pins") || !strncmp(req, "evict ", 6);
 }
 
 /* ---- output ---- */
@@ -748,30 +748,50 @@ static void job_end(struct pin_job *j)
 	pthread_mutex_destroy(&j->lock);
 }
 
-static void serve_pin(struct fs_pins *p, struct pin_job *j, char **paths)
+/* Enters j among the running jobs (fs_pins_cancel stops it); false, said
+ * on its connection, if the mount is stopping. */
+static bool job_start(struct fs_pins *p, struct pin_job *j)
 {
-	char line[256];
-	int rc = 0;
+	bool ok;
 
 	pthread_mutex_lock(&p->lock);
-	if (p->stopping) {
-		pthread_mutex_unlock(&p->lock);
-		say(j->fd, "error the mount is stopping\n");
-		return;
+	ok = !p->stopping;
+	if (ok) {
+		j->next = p->jobs;
+		p->jobs = j;
 	}
-	j->next = p->jobs;
-	p->jobs = j;
 	pthread_mutex_unlock(&p->lock);
+	if (!ok)
+		say(j->fd, "error the mount is stopping\n");
+	return ok;
+}
+
+/* Walks every path of the request as the caller: 0 or -errno. */
+static int walk_paths(struct fs_pins *p, struct pin_job *j, char **paths)
+{
+	int rc = 0;
+
 	/* The kernel keeps other users out of a mount without allow_other. */
 	if (!j->root && j->uid != geteuid() &&
 	    !allows_others(p->fs->cfg->mountpoint)) {
 		for (size_t i = 0; paths[i]; i++)
 			fail(j, EACCES, paths[i], "the mount does not allow "
 			     "other users (allow_other)");
-	} else {
-		for (size_t i = 0; paths[i] && rc == 0; i++)
-			rc = walk(j, paths[i]);
+		return 0;
 	}
+	for (size_t i = 0; paths[i] && rc == 0; i++)
+		rc = walk(j, paths[i]);
+	return rc;
+}
+
+static void serve_pin(struct fs_pins *p, struct pin_job *j, char **paths)
+{
+	char line[256];
+	int rc = 0;
+
+	if (!job_start(p, j))
+		return;
+	rc = walk_paths(p, j, paths);
 	if (rc == 0 && !atomic_load(&j->cancel)) {
 		snprintf(line, sizeof(line), "walk %zu %llu\n", j->n,
 		         (unsigned long long)j->bytes);
@@ -792,6 +812,47 @@ static void serve_pin(struct fs_pins *p, struct pin_job *j, char **paths)
 	         (unsigned long long)atomic_load(&j->files_done), j->n,
 	         (unsigned long long)atomic_load(&j->bytes_done),
 	         (unsigned long long)atomic_load(&j->fetched), j->nfails);
+	say(j->fd, line);
+}
+
+/* dmsctl evict: the walk of a pin (the caller's rights), then each file's
+ * blocks dropped (fs/evict.c). */
+static void serve_evict(struct fs_pins *p, struct pin_job *j, char **paths)
+{
+	uint64_t files = 0, freed = 0;
+	char line[256];
+	int rc;
+
+	if (!job_start(p, j))
+		return;
+	rc = walk_paths(p, j, paths);
+	for (size_t i = 0; rc == 0 && i < j->n && !atomic_load(&j->cancel);
+	     i++) {
+		struct pin_file *pf = &j->files[i];
+		uint64_t n = 0;
+		int e = fs_evict_file(j->fs, pf->path, pf->f, &n);
+
+		if (e == -EBUSY) {
+			fail(j, EBUSY, pf->path, "pinned; dmsctl unpin it first");
+		} else if (e) {
+			fail(j, -e, pf->path, NULL);
+		} else {
+			files++;
+			freed += n;
+		}
+	}
+	if (rc < 0)
+		fail(j, -rc, "/", "evict stopped");
+	else if (atomic_load(&j->cancel))
+		fail(j, ECANCELED, "/", "interrupted (the mount is stopping)");
+	if (files)
+		dms_log(LOG_INFO, "evict by uid %u: %llu bytes of %llu files "
+		        "dropped from the cache", (unsigned)j->uid,
+		        (unsigned long long)freed, (unsigned long long)files);
+	fails_send(j);
+	snprintf(line, sizeof(line), "done %llu %llu %u\n",
+	         (unsigned long long)files, (unsigned long long)freed,
+	         j->nfails);
 	say(j->fd, line);
 }
 
@@ -938,6 +999,8 @@ void fs_pins_serve(struct fs_pins *p, int fd, uid_t uid, gid_t gid,
 	}
 	if (!strncmp(req, "unpin ", 6))
 		serve_unpin(j, paths);
+	else if (!strncmp(req, "evict ", 6))
+		serve_evict(p, j, paths);
 	else
 		serve_pin(p, j, paths);
 out:

@@ -1,6 +1,7 @@
 #ifndef DMS_FS_PIN_H
 #define DMS_FS_PIN_H
-/* The daemon side of dmsctl pin, unpin and pins (protocol: fs/ctl_proto.h).
+/* The daemon side of dmsctl pin, unpin, pins and evict (protocol:
+ * fs/ctl_proto.h; evict walks as a pin does, then fs/evict.c drops).
  *
  * A pin request walks the named files and folders as the caller (uid from
  * the control socket's SO_PEERCRED, groups of that uid from the user

@@ -668,24 +668,6 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 	fuse_reply_err(req, EPERM);
 }
 
-static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-                        const char *value, size_t size, int flags)
-{
-	(void)ino;
-	(void)name;
-	(void)value;
-	(void)size;
-	(void)flags;
-	fuse_reply_err(req, ENOTSUP);
-}
-
-static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
-{
-	(void)ino;
-	(void)name;
-	fuse_reply_err(req, ENOTSUP);
-}
-
 void fs_write_ops(struct fuse_lowlevel_ops *ops)
 {
 	ops->create = op_create;
@@ -701,6 +683,4 @@ void fs_write_ops(struct fuse_lowlevel_ops *ops)
 	ops->symlink = op_symlink;
 	ops->link = op_link;
 	ops->mknod = op_mknod;
-	ops->setxattr = op_setxattr;
-	ops->removexattr = op_removexattr;
 }

@@ -16,7 +16,7 @@ demo="nginx libnginx-mod-http-dav-ext curl python3"
 test="lmdb-utils globus-gridftp-server-progs globus-gass-copy-progs
 globus-proxy-utils globus-gsi-cert-utils-progs openssl nginx
 libnginx-mod-http-dav-ext squid python3 python3-pytest curl clang passwd
-util-linux procps python3-prometheus-client dpkg-dev debhelper lintian"
+util-linux procps python3-prometheus-client dpkg-dev debhelper lintian attr"
 bench="fio rclone xrootd-server xrootd-fuse xrootd-client"
 deb="$build dpkg-dev debhelper lintian"
 [ $# -gt 0 ] || set -- build runtime demo test bench

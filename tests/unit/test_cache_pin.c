@@ -172,10 +172,56 @@ static void test_full_of_pins(void)
 	rm_rf(base);
 }
 
+/* A whole file's blocks: counted, then dropped with the totals and the
+ * LRU kept right (a later fill evicts normally); a pinned file's blocks
+ * go too when the caller asks (fs/ refuses that before calling). */
+static void test_fid_stored_and_drop(void)
+{
+	char base[4096], dir[4096];
+	struct cache *c;
+	struct cache_fid f1, f2;
+	struct cache_stats st;
+	uint64_t bytes = 1;
+
+	tmp_make(NULL, base, sizeof(base), dir, sizeof(dir));
+	c = open_cache(dir, 32 * BS);
+	fid_of(&f1, 1, 0);
+	fid_of(&f2, 2, 0);
+	CHECK_OK(cache_fid_stored(c, &f1, &bytes));
+	CHECK(bytes == 0);
+	put_file(c, 1, 0, 10);
+	put_file(c, 2, 0, 4);
+	CHECK_OK(cache_fid_stored(c, &f1, &bytes));
+	CHECK(bytes == 10 * BS);
+	CHECK_OK(cache_fid_drop(c, &f1, &bytes));
+	CHECK(bytes == 10 * BS);
+	CHECK(stored(c, 1, 0, 10) == 0 && stored(c, 2, 0, 4) == 4);
+	cache_get_stats(c, &st);
+	CHECK(st.bytes == 4 * BS && st.blocks == 4);
+	CHECK_OK(cache_fid_drop(c, &f1, &bytes));
+	CHECK(bytes == 0);
+	/* The LRU has no stale entries: filling past the cap evicts. */
+	put_file(c, 3, 0, 16);
+	put_file(c, 4, 0, 16);
+	cache_get_stats(c, &st);
+	CHECK(st.bytes <= 32 * BS);
+	CHECK(stored(c, 4, 0, 16) == 16);
+	/* Pinned blocks and the pinned-bytes figure. */
+	fid_of(&f2, 4, 0);
+	CHECK_OK(cache_pin_set(c, "tree\n/run4/data", 0, &f2, 16 * BS));
+	CHECK(cache_pinned_bytes(c) == 16 * BS);
+	CHECK_OK(cache_fid_drop(c, &f2, &bytes));
+	CHECK(bytes == 16 * BS);
+	CHECK(cache_pinned_bytes(c) == 0);
+	cache_close(c);
+	rm_rf(base);
+}
+
 int main(void)
 {
 	RUN(test_pin_survives_eviction);
 	RUN(test_pin_follows_new_version);
 	RUN(test_full_of_pins);
+	RUN(test_fid_stored_and_drop);
 	CHECK_EXIT();
 }
