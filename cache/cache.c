@@ -1169,8 +1169,11 @@ static void *cache_writer_main(void *arg)
 		pthread_mutex_unlock(&c->lock);
 
 		cache_batch_apply(c, &b);
+		/* An LRU touch rewrites two small trees: the same walks as
+		 * a put's, without the value. */
 		cache_unmap_after(c, b.put_bytes +
-		                  (uint64_t)b.n_puts * CACHE_WALK_BYTES);
+		                  (uint64_t)(b.n_puts + b.n_touch) *
+		                  CACHE_WALK_BYTES);
 		last_id = b.last ? b.last->id : 0;
 		while (b.items) {
 			struct cache_item *it = b.items;
@@ -1362,6 +1365,11 @@ int cache_block_get(struct cache *c, const struct cache_fid *fid,
 	if (off == 0 && len == block_len &&
 	    cache_block_pread(c, key, &v, block_len, buf, why, sizeof(why),
 	                      &bad) == 0) {
+		/* The value's pages are not mapped (read with preadv), but
+		 * the walks of both trees fault pages in, each with up to
+		 * 64 KiB of neighbours, block data included: a warm 1 GiB
+		 * read uncounted left ~190 MB of the map resident. */
+		cache_unmap_after(c, CACHE_MISS_WALK_BYTES);
 		if (bad) {
 			stored_len = v.mv_size;
 			rc = -ENOENT;
@@ -1581,6 +1589,7 @@ int cache_meta_get(struct cache *c, const char *key, void **val, size_t *len)
 	*val = copy;
 	*len = n;
 	rc = 0;
+	cache_unmap_after(c, v.mv_size + CACHE_MISS_WALK_BYTES);
 out:
 	if (txn)
 		cache_rtxn_put(c, txn);
