@@ -104,7 +104,10 @@ static void file_maybe_reopen(void)
 	if (log_fd >= 0 && fstat(log_fd, &a) == 0 &&
 	    (stat(log_path, &b) != 0 || a.st_ino != b.st_ino ||
 	     a.st_dev != b.st_dev)) {
-		fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		/* Made again after a rotation, maybe in a folder others
+		 * can write: neither a symlink nor a FIFO planted there. */
+		fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC |
+		          O_NOFOLLOW | O_NONBLOCK, 0640);
 		if (fd >= 0) {
 			close(log_fd);
 			log_fd = fd;

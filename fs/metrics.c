@@ -283,7 +283,12 @@ static int write_file(struct fs_metrics *m)
 		rc = -ENOMEM;
 	if (rc)
 		goto out;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+	/* The folder may be open to others (node_exporter's is often
+	 * group-writable): whatever stands at the temporary name (a symlink,
+	 * a FIFO that would block, a hard link to another file) is removed,
+	 * and only a file made here is written. */
+	unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
 	          0644);
 	f = fd >= 0 ? fdopen(fd, "w") : NULL;
 	if (!f) {

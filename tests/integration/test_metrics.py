@@ -293,6 +293,29 @@ def test_metrics_file_is_written_and_replaced_whole(tree, nginx, mounter,
     assert sorted(os.listdir(out)) == ["dmsfs.prom"]
 
 
+@pytest.mark.parametrize("plant", ["symlink", "fifo"])
+def test_metrics_file_temporary_name_planted(tree, nginx, mounter, tmp_path,
+                                             plant):
+    """Someone who may write in the textfile folder puts a symlink to
+    another file, or a FIFO, at PATH.tmp: the victim is not written and
+    the writer does not block; PATH still appears."""
+    out = tmp_path / "textfile"
+    out.mkdir()
+    path = out / "dmsfs.prom"
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    tmp = out / "dmsfs.prom.tmp"
+    if plant == "symlink":
+        os.symlink(victim, tmp)
+    else:
+        os.mkfifo(tmp)
+    mounter(nginx.url + "/", metrics_file=str(path), metrics_interval="1")
+    wait_for(path.exists, "the metrics_file despite the planted name",
+             timeout=20)
+    assert "dmsfs_cache_misses_total" in path.read_text()
+    assert victim.read_text() == "precious\n"
+
+
 @pytest.mark.parametrize("opts,why", [
     ("metrics_file=relative.prom", r"metrics_file"),
     ("metrics_file=/nonexistent-dir-dmsfs/x.prom", r"metrics_file"),
